@@ -1,0 +1,277 @@
+"""Build and parse the fields of each op: one ``*_request``/``parse_*`` pair per direction.
+
+Builders are called by clients (requests) and the server (responses) with
+numpy arrays or anything ``np.asarray`` accepts; they convert to the wire
+dtypes and check lengths. Parsers take a decoded message and return checked
+Python ints and read-only numpy arrays that view the message's bytes.
+
+Request parsers raise :class:`InvalidInput` naming the bad field, which the
+server returns to the client. Response parsers first raise the error a
+response carries (:func:`raise_for_error`), and raise :class:`ProtocolError`
+for a success response that is malformed -- that is the server's fault, not
+the caller's input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import InvalidInput, ProtocolError, UnsupportedVersion
+from .messages import (
+    INT64_MAX,
+    PROTOCOL_VERSION,
+    Q_DTYPE,
+    SUPPORTED_VERSIONS,
+    TAGS_DTYPE,
+    TS_DTYPE,
+    UINT32_MAX,
+    VALUES_DTYPE,
+    int_field,
+    ok_response,
+    optional_int_field,
+    pack_array,
+    raise_for_error,
+    request,
+    required,
+    str_field,
+    unpack_array,
+)
+
+GOOD_QUALITY = 192
+"""OPC "Good": the quality of every point of a write that sends no ``q``."""
+
+Int64Array = npt.NDArray[np.int64]
+Float64Array = npt.NDArray[np.float64]
+UInt8Array = npt.NDArray[np.uint8]
+UInt32Array = npt.NDArray[np.uint32]
+
+_T = TypeVar("_T")
+
+
+def _is_scalar_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _pack_n(arr: npt.ArrayLike, dtype: str, field: str, n: int, ref: str = "ts") -> bytes:
+    """``pack_array`` plus a check that the result has as many elements (``n``) as ``ref``."""
+    raw = pack_array(arr, dtype)
+    got = len(raw) // np.dtype(dtype).itemsize
+    if got != n:
+        raise InvalidInput(f"{field!r} has {got} elements, {ref!r} has {n}")
+    return raw
+
+
+def _parse_response(resp: Mapping[str, Any], what: str, parse: Callable[[], _T]) -> _T:
+    raise_for_error(resp)
+    try:
+        return parse()
+    except InvalidInput as exc:
+        raise ProtocolError(f"malformed {what} response: {exc}") from exc
+
+
+# -- hello --------------------------------------------------------------------
+
+
+def hello_request(
+    req_id: int,
+    token: str | None = None,
+    client: str | None = None,
+    versions: tuple[int, ...] = SUPPORTED_VERSIONS,
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {"versions": list(versions)}
+    if token is not None:
+        fields["token"] = token
+    if client is not None:
+        fields["client"] = client
+    return request("hello", req_id, **fields)
+
+
+def parse_hello(msg: Mapping[str, Any]) -> tuple[int, str | None, str | None]:
+    """``(version, token, client)``: the highest version both sides speak, and the optional strings.
+
+    :class:`UnsupportedVersion` if the client offers none this side speaks.
+    """
+    versions = required(msg, "versions")
+    if not isinstance(versions, list) or not all(type(v) is int for v in versions):
+        raise InvalidInput("'versions' must be an array of ints")
+    common = set(versions) & set(SUPPORTED_VERSIONS)
+    if not common:
+        raise UnsupportedVersion(
+            f"client speaks versions {versions[:16]}, server speaks {list(SUPPORTED_VERSIONS)}"
+        )
+    return max(common), str_field(msg, "token"), str_field(msg, "client")
+
+
+def hello_response(
+    req_id: int, server: str, max_frame: int, auth: bool, version: int = PROTOCOL_VERSION
+) -> dict[str, Any]:
+    return ok_response(req_id, version=version, server=server, max_frame=max_frame, auth=auth)
+
+
+def parse_hello_response(resp: Mapping[str, Any]) -> tuple[int, str, int, bool]:
+    """``(version, server, max_frame, auth)`` of a hello response."""
+
+    def parse() -> tuple[int, str, int, bool]:
+        server, auth = resp.get("server"), resp.get("auth")
+        if not isinstance(server, str) or not isinstance(auth, bool):
+            raise InvalidInput("'server' must be a str and 'auth' a bool")
+        version = int_field(resp.get("version"), "version", 0, INT64_MAX)
+        return version, server, int_field(resp.get("max_frame"), "max_frame", 1), auth
+
+    return _parse_response(resp, "hello", parse)
+
+
+# -- write --------------------------------------------------------------------
+
+
+def write_request(
+    req_id: int,
+    tags: int | npt.ArrayLike,
+    ts: npt.ArrayLike,
+    values: npt.ArrayLike,
+    qualities: npt.ArrayLike | None = None,
+) -> dict[str, Any]:
+    """A write of one tag (``tags`` an int) or of a tag per point (``tags`` an array).
+
+    ``qualities`` may be an array, one int for every point, or ``None`` (all Good).
+    """
+    ts_raw = pack_array(ts, TS_DTYPE)
+    n = len(ts_raw) // 8
+    fields: dict[str, Any] = {}
+    if _is_scalar_int(tags):
+        fields["tag"] = int_field(tags, "tag", 0, UINT32_MAX)
+    else:
+        fields["tags"] = _pack_n(tags, TAGS_DTYPE, "tags", n)
+    fields["ts"] = ts_raw
+    fields["values"] = _pack_n(values, VALUES_DTYPE, "values", n)
+    if qualities is not None:
+        q = np.asarray(qualities)
+        fields["q"] = _pack_n(np.full(n, q) if q.ndim == 0 else q, Q_DTYPE, "q", n)
+    return request("write", req_id, **fields)
+
+
+def parse_write(
+    msg: Mapping[str, Any],
+) -> tuple[int | UInt32Array, Int64Array, Float64Array, UInt8Array | None]:
+    """``(tag or tags, ts, values, q or None)`` of a write request, lengths checked."""
+    has_tag, has_tags = msg.get("tag") is not None, msg.get("tags") is not None
+    if has_tag == has_tags:
+        raise InvalidInput("a write needs exactly one of 'tag' (int) or 'tags' (bin)")
+    ts = unpack_array(required(msg, "ts"), TS_DTYPE, "ts")
+    n = ts.shape[0]
+    values = unpack_array(required(msg, "values"), VALUES_DTYPE, "values", n)
+    q_raw = msg.get("q")
+    q = None if q_raw is None else unpack_array(q_raw, Q_DTYPE, "q", n)
+    if has_tag:
+        tags: int | UInt32Array = int_field(msg["tag"], "tag", 0, UINT32_MAX)
+    else:
+        tags = unpack_array(msg["tags"], TAGS_DTYPE, "tags", n)
+    return tags, ts, values, q
+
+
+# -- query --------------------------------------------------------------------
+
+
+def query_request(
+    req_id: int, tag: int, start: int, end: int, limit: int | None = None
+) -> dict[str, Any]:
+    """Points of ``tag`` with ``start <= ts < end``, at most ``limit`` of them if given."""
+    fields: dict[str, Any] = {
+        "tag": int_field(tag, "tag", 0, UINT32_MAX),
+        "start": int_field(start, "start"),
+        "end": int_field(end, "end"),
+    }
+    if limit is not None:
+        fields["limit"] = int_field(limit, "limit", 0)
+    return request("query", req_id, **fields)
+
+
+def parse_query(msg: Mapping[str, Any]) -> tuple[int, int, int, int | None]:
+    """``(tag, start, end, limit or None)`` of a query request."""
+    return (
+        int_field(required(msg, "tag"), "tag", 0, UINT32_MAX),
+        int_field(required(msg, "start"), "start"),
+        int_field(required(msg, "end"), "end"),
+        optional_int_field(msg, "limit", 0),
+    )
+
+
+def points_response(
+    req_id: int,
+    ts: npt.ArrayLike,
+    values: npt.ArrayLike,
+    q: npt.ArrayLike,
+    stats: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """The response to a query: three columns of equal length and the read statistics."""
+    ts_raw = pack_array(ts, TS_DTYPE)
+    n = len(ts_raw) // 8
+    return ok_response(
+        req_id,
+        ts=ts_raw,
+        values=_pack_n(values, VALUES_DTYPE, "values", n),
+        q=_pack_n(q, Q_DTYPE, "q", n),
+        stats={str(k): int(v) for k, v in (stats or {}).items()},
+    )
+
+
+def parse_points(resp: Mapping[str, Any]) -> tuple[Int64Array, Float64Array, UInt8Array]:
+    """``(ts, values, q)`` of a query response (its ``"stats"`` map is ``resp["stats"]``)."""
+
+    def parse() -> tuple[Int64Array, Float64Array, UInt8Array]:
+        ts = unpack_array(required(resp, "ts"), TS_DTYPE, "ts")
+        n = ts.shape[0]
+        values = unpack_array(required(resp, "values"), VALUES_DTYPE, "values", n)
+        return ts, values, unpack_array(required(resp, "q"), Q_DTYPE, "q", n)
+
+    return _parse_response(resp, "query", parse)
+
+
+# -- last ---------------------------------------------------------------------
+
+
+def last_request(req_id: int, tags: int | npt.ArrayLike) -> dict[str, Any]:
+    """The latest point of each of ``tags`` (one int or an array of tag ids)."""
+    return request("last", req_id, tags=pack_array(np.atleast_1d(np.asarray(tags)), TAGS_DTYPE))
+
+
+def parse_last(msg: Mapping[str, Any]) -> UInt32Array:
+    """The tag ids of a last request."""
+    return unpack_array(required(msg, "tags"), TAGS_DTYPE, "tags")
+
+
+def last_response(
+    req_id: int, tags: npt.ArrayLike, ts: npt.ArrayLike, values: npt.ArrayLike, q: npt.ArrayLike
+) -> dict[str, Any]:
+    """The response to ``last``: one row per tag that has data (others are left out)."""
+    tags_raw = pack_array(tags, TAGS_DTYPE)
+    n = len(tags_raw) // 4
+    return ok_response(
+        req_id,
+        tags=tags_raw,
+        ts=_pack_n(ts, TS_DTYPE, "ts", n, "tags"),
+        values=_pack_n(values, VALUES_DTYPE, "values", n, "tags"),
+        q=_pack_n(q, Q_DTYPE, "q", n, "tags"),
+    )
+
+
+def parse_last_response(
+    resp: Mapping[str, Any],
+) -> tuple[UInt32Array, Int64Array, Float64Array, UInt8Array]:
+    """``(tags, ts, values, q)`` of a last response, all of one length."""
+
+    def parse() -> tuple[UInt32Array, Int64Array, Float64Array, UInt8Array]:
+        tags = unpack_array(required(resp, "tags"), TAGS_DTYPE, "tags")
+        n = tags.shape[0]
+        return (
+            tags,
+            unpack_array(required(resp, "ts"), TS_DTYPE, "ts", n),
+            unpack_array(required(resp, "values"), VALUES_DTYPE, "values", n),
+            unpack_array(required(resp, "q"), Q_DTYPE, "q", n),
+        )
+
+    return _parse_response(resp, "last", parse)

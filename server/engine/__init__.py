@@ -1,0 +1,23 @@
+"""The xtsdb storage engine: a plain, thread-safe Python API (no asyncio, no sockets).
+
+How the pieces meet (see docs/storage-format.md for the bytes):
+
+* ``batch``      validates a columnar write and packs it as a WAL record body.
+* ``wal``        appends records (length, CRC, LSN) with one fsync per group commit.
+* ``membuffer``  keeps each tag's unsealed points; the merge rule (later write wins).
+* ``block_codec`` encodes a tag's points into a compressed columnar block body.
+* ``container``  the on-disk format: container files, chunk slots, block directory.
+* ``store``      the active chunk, rollover and sealing; reconciles disk with the index.
+* ``index``      the SQLite mirror of chunks and blocks (a cache, rebuilt by scan).
+* ``reader``     decodes blocks inline or in a process pool into shared memory.
+* ``query``      picks blocks by tag and time and merges them with memory.
+* ``recovery``   opens a data directory: lock, format, index, chunks, WAL.
+* ``engine``     ties them together: :class:`Engine`.
+"""
+
+from .batch import WriteBatch
+from .config import EngineConfig
+from .engine import Engine
+from .points import GOOD_QUALITY, LastPoints, Points, ReadStats
+
+__all__ = ["GOOD_QUALITY", "Engine", "EngineConfig", "LastPoints", "Points", "ReadStats", "WriteBatch"]

@@ -1,0 +1,45 @@
+"""Engine tuning knobs and the on-disk geometry chosen when a data directory is created."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXTENT = 16 * 1024
+"""Smallest aligned unit on disk: container headers, chunks and meta regions are multiples of it."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Settings for :class:`xtsdb.server.engine.Engine`.
+
+    The geometry fields (``chunk_size``, ``chunks_per_container``,
+    ``meta_extents``) are fixed when a data directory is created and read back
+    from its ``xtsdb.meta`` afterwards; the others may change at every open.
+    """
+
+    # -- geometry (fixed at creation) --
+    chunk_size: int = 64 * 1024 * 1024
+    chunks_per_container: int = 16
+    meta_extents: int = 16  # chunk header + block directory; 16 extents hold ~4,000 entries
+
+    # -- write path --
+    fsync: bool = True  # False: WAL writes reach the OS but are not fsynced (documented risk)
+    wal_segment_bytes: int = 64 * 1024 * 1024
+    wal_checkpoint_bytes: int = 256 * 1024 * 1024  # WAL size that forces all MemBuffers to seal
+    block_points: int = 8192  # a tag's MemBuffer is sealed into a block at this many points
+    zstd_level: int = 3
+    max_memory_points: int = 32_000_000  # writers wait for the sealer beyond this (~550 MB)
+
+    # -- read path --
+    read_workers: int = 2  # size of the process pool that decodes blocks for large queries
+    parallel_min_points: int = 262_144  # queries touching fewer disk points decode inline
+
+    def __post_init__(self) -> None:
+        if self.chunk_size % EXTENT or self.chunk_size < 4 * EXTENT:
+            raise ValueError(f"chunk_size must be a multiple of {EXTENT} and >= 4 extents")
+        if not 1 <= self.meta_extents < self.chunk_size // EXTENT:
+            raise ValueError("meta_extents must leave room for data in a chunk")
+        if self.chunks_per_container < 1:
+            raise ValueError("chunks_per_container must be >= 1")
+        if self.block_points < 1:
+            raise ValueError("block_points must be >= 1")

@@ -1,0 +1,386 @@
+"""The storage engine: a plain, thread-safe API over WAL, MemBuffers and blocks.
+
+Locks, always taken in this order:
+
+* ``_write_lock`` serialises WAL appends and their application to memory, so
+  LSN order is write order (which is what "the later write wins" means).
+* ``_seal_lock`` serialises sealing, checkpoints and the block store.
+* ``_state`` (a Condition) guards the in-memory view: MemBuffers, the
+  published block lists, the last-value cache. It is held only for pointer
+  swaps, never for I/O. A seal moves a MemBuffer to ``sealing`` (still
+  visible), writes its blocks, then publishes the blocks and drops the buffer
+  in one critical section: a reader sees the points exactly once, before,
+  during and after a flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from array import array
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xtsdb.protocol.errors import EngineClosed, InvalidInput, Overloaded, XtsdbError
+
+from . import recovery
+from .batch import WriteBatch
+from .config import EngineConfig
+from .container import BLOCK_SORTED, BlockEntry
+from .membuffer import MemBuffer, clip, concat, consolidate, sort_unique
+from .points import GOOD_QUALITY, TS_LIMIT, LastPoints, Points, ReadStats
+from .block_codec import CODEC_ZSTD_V1, encode_block
+
+log = logging.getLogger("xtsdb.engine")
+
+
+class _Tag:
+    __slots__ = ("_arrays", "active", "blocks", "sealing", "version")
+
+    def __init__(self) -> None:
+        self.active = MemBuffer()
+        self.sealing: list[MemBuffer] = []
+        self.blocks: list[BlockEntry] = []  # in seq order: later blocks win ties
+        self.version = 0  # bumped on every write, guards the last-value cache
+        self._arrays: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def block_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """first_ts / last_ts of ``blocks`` as arrays (rebuilt only when blocks changed)."""
+        n = len(self.blocks)
+        if self._arrays is None or self._arrays[0] != n:
+            firsts = np.fromiter((b.first_ts for b in self.blocks), np.int64, n)
+            lasts = np.fromiter((b.last_ts for b in self.blocks), np.int64, n)
+            self._arrays = (n, firsts, lasts)
+        return self._arrays[1], self._arrays[2]
+
+
+class Engine:
+    """Open with :meth:`open`; every public method is safe to call from any thread."""
+
+    def __init__(self, parts: recovery.Opened, config: EngineConfig) -> None:
+        self.config = config
+        self.path = parts.path
+        self._lock_file = parts.lock
+        self._wal = parts.wal
+        self._store = parts.store
+        self._index = parts.index
+        self._reader = parts.reader
+        self.repairs: list[str] = parts.repairs
+        self.checkpoint_lsn = parts.checkpoint_lsn
+        self._write_lock = threading.Lock()
+        self._seal_lock = threading.Lock()
+        self._state = threading.Condition(threading.Lock())
+        self._tags: dict[int, _Tag] = {}
+        self._last: dict[int, tuple[int, float, int]] = {}
+        self._mem_points = 0
+        self._seal_wanted = False
+        self._applied_lsn = self.checkpoint_lsn
+        self._closed = False
+        self._failed: XtsdbError | None = None
+        self._stats = ReadStats()
+        self._counters = {"points_written": 0, "write_batches": 0, "wal_commits": 0,
+                          "blocks_written": 0, "checkpoints": 0, "seal_errors": 0}  # fmt: skip
+        self._p_lock = threading.Lock()
+        self._p_tag, self._p_ts, self._p_val, self._p_q = (
+            array("I"), array("q"), array("d"), array("B"),
+        )  # fmt: skip
+        for e in sorted(parts.blocks, key=lambda e: e.seq):
+            self._tag(e.tag_id).blocks.append(e)
+        for lsn, payload in self._wal.replay(self.checkpoint_lsn):
+            self._apply(WriteBatch.from_payload(payload), lsn)
+            self._applied_lsn = lsn
+        self._applied_lsn = max(self._applied_lsn, self._wal.last_lsn)
+        self.repairs.extend(self._wal.repairs)
+        self._sealer = threading.Thread(target=self._seal_loop, name="xtsdb-sealer", daemon=True)
+        self._sealer.start()
+
+    @classmethod
+    def open(cls, data_dir: str | Path, config: EngineConfig | None = None) -> Engine:
+        """Lock the directory, recover it (index, chunks, WAL replay) and start the sealer."""
+        config = config or EngineConfig()
+        parts = recovery.open_parts(Path(data_dir), config)
+        try:
+            engine = cls(parts, config)
+        except BaseException:
+            recovery.close_parts(parts)
+            raise
+        for line in engine.repairs:
+            log.warning("recovery: %s", line)
+        return engine
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes ------------------------------------------------------------
+
+    def write(
+        self, tag_id: Any, timestamps_us: Any, values: Any, qualities: Any = None
+    ) -> int:
+        """Write a columnar batch (one tag id, or a tag id per point); durable on return."""
+        return self.write_batches([WriteBatch.build(tag_id, timestamps_us, values, qualities)])
+
+    def write_batches(self, batches: list[WriteBatch]) -> int:
+        """Group commit: one WAL write and one fsync for all batches; returns the last LSN."""
+        batches = [b for b in batches if b.n_points]
+        n_points = sum(b.n_points for b in batches)
+        with self._write_lock:
+            self._check_writable()
+            if not batches:
+                return self._applied_lsn
+            self._wait_for_room(n_points)
+            try:
+                last = self._wal.append_many([b.payload for b in batches])
+            except XtsdbError as exc:
+                self._failed = exc
+                raise
+            with self._state:
+                first = last - len(batches) + 1
+                for i, b in enumerate(batches):
+                    self._apply(b, first + i)
+                self._applied_lsn = last
+                self._counters["points_written"] += n_points
+                self._counters["write_batches"] += len(batches)
+                self._counters["wal_commits"] += 1
+                if self._seal_wanted:
+                    self._state.notify_all()
+        return last
+
+    def write_point(self, tag_id: int, ts_us: int, value: float, quality: int = GOOD_QUALITY) -> None:
+        """Stage one point; it becomes visible and durable at :meth:`commit` (or every 64 K points)."""
+        with self._p_lock:
+            n = len(self._p_ts)
+            try:
+                if not -TS_LIMIT < ts_us < TS_LIMIT:
+                    raise OverflowError("timestamp out of range")
+                self._p_tag.append(tag_id)
+                self._p_ts.append(ts_us)
+                self._p_val.append(value)
+                self._p_q.append(quality)
+            except (TypeError, OverflowError) as exc:
+                for col in (self._p_tag, self._p_ts, self._p_val, self._p_q):
+                    del col[n:]
+                raise InvalidInput(f"bad point ({tag_id!r}, {ts_us!r}, {value!r}, {quality!r}): "
+                                   f"{exc}") from None  # fmt: skip
+            if n + 1 >= 65536:
+                self._commit_points()
+
+    def commit(self) -> int:
+        """Make every staged :meth:`write_point` durable and visible (one fsync)."""
+        with self._p_lock:
+            return self._commit_points()
+
+    def _commit_points(self) -> int:
+        if not self._p_ts:
+            return self._applied_lsn
+        cols = [np.frombuffer(c, dtype=d) for c, d in zip(
+            (self._p_tag, self._p_ts, self._p_val, self._p_q), ("u4", "i8", "f8", "u1"), strict=True
+        )]  # fmt: skip
+        batch = WriteBatch.build(cols[0], cols[1], cols[2], cols[3])
+        self._p_tag, self._p_ts, self._p_val, self._p_q = (
+            array("I"), array("q"), array("d"), array("B"),
+        )  # fmt: skip
+        return self.write_batches([batch])
+
+    def _apply(self, batch: WriteBatch, lsn: int) -> None:
+        ts_all, v_all, q_all = batch.timestamps, batch.values, batch.qualities
+        for tag_id, sl in batch.runs():
+            t = self._tag(tag_id)
+            ts = ts_all[sl]
+            t.active.append(ts, v_all[sl], q_all[sl], lsn)
+            t.version += 1
+            if t.active.count >= self.config.block_points:
+                self._seal_wanted = True
+            i = ts.shape[0] - 1 - int(np.argmax(ts[::-1]))  # the last of the newest timestamps
+            top = int(ts[i])
+            cached = self._last.get(tag_id)
+            if cached is not None and top >= cached[0]:
+                self._last[tag_id] = (top, float(v_all[sl][i]), int(q_all[sl][i]))
+            elif cached is None and not t.blocks and not t.sealing and t.active.count == ts.shape[0]:
+                self._last[tag_id] = (top, float(v_all[sl][i]), int(q_all[sl][i]))
+        self._mem_points += batch.n_points
+
+    def _tag(self, tag_id: int) -> _Tag:
+        t = self._tags.get(tag_id)
+        if t is None:
+            t = self._tags[tag_id] = _Tag()
+        return t
+
+    def _wait_for_room(self, n_points: int) -> None:
+        # Backpressure: a writer faster than the sealer waits instead of growing memory.
+        with self._state:
+            if self._mem_points + n_points <= self.config.max_memory_points:
+                return
+            self._state.notify_all()
+            ok = self._state.wait_for(
+                lambda: self._mem_points + n_points <= self.config.max_memory_points
+                or self._closed,
+                timeout=60.0,
+            )
+        if not ok:
+            raise Overloaded("storage is behind: MemBuffers are full and sealing is not keeping up")
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise EngineClosed("engine is closed")
+        if self._failed is not None:
+            raise type(self._failed)(f"engine refuses writes after an earlier failure: "
+                                     f"{self._failed}; reopen it")  # fmt: skip
+
+    # -- sealing and checkpoints ------------------------------------------------
+
+    def _seal_loop(self) -> None:
+        while True:
+            with self._state:
+                self._state.wait_for(
+                    lambda: self._closed or self._seal_wanted
+                    or self._mem_points > self.config.max_memory_points // 2
+                    or self._wal.size_bytes > self.config.wal_checkpoint_bytes,
+                    timeout=1.0,
+                )  # fmt: skip
+                if self._closed:
+                    return
+            force = (self._wal.size_bytes > self.config.wal_checkpoint_bytes
+                     or self._mem_points > self.config.max_memory_points // 2)  # fmt: skip
+            try:
+                self._seal(force_all=force)
+            except XtsdbError as exc:
+                self._counters["seal_errors"] += 1
+                log.error("sealing failed, will retry: %s", exc)
+                with self._state:
+                    self._state.wait(timeout=1.0)
+
+    def _seal(self, force_all: bool) -> None:
+        """Write full (or, when forced, all) MemBuffers into blocks; checkpoint if forced."""
+        with self._seal_lock:
+            with self._state:
+                self._seal_wanted = False
+                work: list[tuple[int, _Tag, list[MemBuffer]]] = []
+                for tag_id, t in self._tags.items():
+                    if t.active.count and (force_all or t.active.count >= self.config.block_points):
+                        t.sealing.append(t.active)
+                        t.active = MemBuffer()
+                    if t.sealing:  # includes leftovers of a failed earlier round
+                        work.append((tag_id, t, list(t.sealing)))
+            for tag_id, t, bufs in work:
+                entries = self._write_blocks(tag_id, bufs)
+                with self._state:
+                    t.blocks.extend(entries)
+                    del t.sealing[: len(bufs)]
+                    self._mem_points -= sum(b.count for b in bufs)
+                    self._state.notify_all()
+            self._store.commit_index()
+            if force_all:
+                self._checkpoint()
+
+    def _write_blocks(self, tag_id: int, bufs: list[MemBuffer]) -> list[BlockEntry]:
+        ts, vals, qual = consolidate([p for b in bufs for p in b.parts])
+        max_lsn = max(b.last_lsn for b in bufs)
+        # Worst case a point costs ~18 bytes encoded; keep every body inside one chunk.
+        per_block = max(1, min(self.config.block_points, (self._store.max_body - 256) // 18))
+        out = []
+        for lo in range(0, ts.shape[0], per_block):
+            sl = slice(lo, lo + per_block)
+            body = encode_block(ts[sl], vals[sl], qual[sl], self.config.zstd_level)
+            out.append(self._store.append(
+                tag_id, CODEC_ZSTD_V1, BLOCK_SORTED, body, int(ts[sl][0]), int(ts[sl][-1]),
+                int(ts[sl].shape[0]), max_lsn,
+            ))  # fmt: skip
+        self._counters["blocks_written"] += len(out)
+        return out
+
+    def _checkpoint(self) -> None:
+        # The checkpoint may only cover points whose blocks are already written:
+        # everything older than the oldest point still in memory.
+        with self._state:
+            firsts = [b.first_lsn for t in self._tags.values()
+                      for b in (*t.sealing, t.active) if b.count]  # fmt: skip
+            candidate = min(firsts) - 1 if firsts else self._applied_lsn
+        if candidate <= self.checkpoint_lsn:
+            return
+        self._store.sync()
+        recovery.write_checkpoint(self.path, candidate)
+        self.checkpoint_lsn = candidate
+        self._wal.recycle(candidate)
+        self._counters["checkpoints"] += 1
+
+    def flush(self) -> None:
+        """Seal every MemBuffer into blocks and write a checkpoint."""
+        self.commit()
+        self._seal(force_all=True)
+
+    # -- reads -------------------------------------------------------------
+
+    def query(self, tag_id: int, start_us: int, end_us: int, limit: int | None = None) -> Points:
+        """Points of one tag with ``start_us <= ts < end_us``, sorted, later writes winning."""
+        from .query import run_query
+
+        return run_query(self, tag_id, start_us, end_us, limit)
+
+    def last(self, tag_ids: Any) -> LastPoints:
+        """The newest point of each tag that has data."""
+        from .query import run_last
+
+        return run_last(self, tag_ids)
+
+    def stats(self) -> dict[str, Any]:
+        with self._state:
+            mem_points = self._mem_points
+            n_blocks = sum(len(t.blocks) for t in self._tags.values())
+            body_bytes = sum(b.body_len for t in self._tags.values() for b in t.blocks)
+            disk_points = sum(b.count for t in self._tags.values() for b in t.blocks)
+            tags = len(self._tags)
+        return {
+            **self._counters, **self._stats.as_dict(), "tags": tags, "memory_points": mem_points,
+            "blocks": n_blocks, "block_points": disk_points, "block_bytes": body_bytes,
+            "wal_bytes": self._wal.size_bytes, "wal_last_lsn": self._wal.last_lsn,
+            "checkpoint_lsn": self.checkpoint_lsn, "container_bytes": self._store.disk_bytes(),
+            "failed": str(self._failed) if self._failed else "",
+        }  # fmt: skip
+
+    def rebuild_index(self) -> None:
+        """Recreate the SQLite index from a raw scan of every chunk's meta region."""
+        with self._seal_lock:
+            self._store.commit_index()
+            recovery.rebuild_index(self._store)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def close(self) -> None:
+        """Seal everything, checkpoint (nothing left to replay), release the directory."""
+        with self._state:
+            if self._closed:
+                return
+        try:
+            if self._failed is None:
+                self.flush()
+        finally:
+            with self._state:
+                self._closed = True
+                self._state.notify_all()
+            self._sealer.join(timeout=30)
+            recovery.close_parts(self._parts_for_close())
+
+    def _parts_for_close(self) -> recovery.Opened:
+        return recovery.Opened(self.path, self._lock_file, self._wal, self._store, self._index,
+                               self._reader, [], self.checkpoint_lsn, [])  # fmt: skip
+
+    # used by query.py
+    def _snapshot(self, tag_id: int) -> tuple[list[BlockEntry], np.ndarray, np.ndarray,
+                                              list[tuple[Any, Any, Any]]] | None:  # fmt: skip
+        with self._state:
+            if self._closed:
+                raise EngineClosed("engine is closed")
+            t = self._tags.get(tag_id)
+            if t is None:
+                return None
+            firsts, lasts = t.block_bounds()
+            mem = [p for b in t.sealing for p in b.parts] + t.active.snapshot()
+            return t.blocks[: firsts.shape[0]], firsts, lasts, mem
+
+
+__all__ = ["Engine", "clip", "concat", "sort_unique"]

@@ -1,0 +1,202 @@
+"""The metadata index: an SQLite mirror of chunks and block directory entries.
+
+It is a cache. The chunk meta regions on disk are the truth; the index only
+saves a full scan at start-up. On open the engine compares every chunk's seal
+record with the index and rescans any chunk that disagrees, and when the file
+is missing, unreadable or of another schema it is rebuilt from a scan
+(:meth:`MetaIndex.replace_all`). Rows are committed only after the blocks they
+describe were written, so the index never names a block the disk lacks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from .container import BlockEntry, ChunkScan
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE chunks (
+    chunk_id INTEGER PRIMARY KEY,
+    container INTEGER NOT NULL,
+    slot INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    sealed INTEGER NOT NULL,
+    n_blocks INTEGER NOT NULL,
+    dir_crc INTEGER NOT NULL
+);
+CREATE TABLE blocks (
+    chunk_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    tag_id INTEGER NOT NULL,
+    codec INTEGER NOT NULL,
+    flags INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    body_len INTEGER NOT NULL,
+    body_off INTEGER NOT NULL,
+    body_crc INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    max_lsn INTEGER NOT NULL,
+    PRIMARY KEY (chunk_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX blocks_by_tag ON blocks (tag_id, first_ts);
+CREATE TABLE tags (
+    tag_id INTEGER PRIMARY KEY,
+    first_ts INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    points INTEGER NOT NULL
+);
+"""
+
+_BLOCK_COLS = (
+    "chunk_id, idx, tag_id, codec, flags, first_ts, last_ts, count, body_len, body_off,"
+    " body_crc, generation, seq, max_lsn"
+)
+
+
+class IndexUnusable(Exception):
+    """The index file cannot be trusted; the caller rebuilds it from a scan."""
+
+
+def _row(e: BlockEntry) -> tuple[int, ...]:
+    return (e.chunk_id, e.index, e.tag_id, e.codec, e.flags, e.first_ts, e.last_ts, e.count,
+            e.body_len, e.body_off, e.body_crc, e.generation, e.seq, e.max_lsn)  # fmt: skip
+
+
+class MetaIndex:
+    """SQLite-backed mirror; every method is called under the engine's seal lock."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, instance_hex: str) -> MetaIndex:
+        """Open an existing index; raises :class:`IndexUnusable` when it must be rebuilt."""
+        if not path.exists():
+            raise IndexUnusable("index file missing")
+        try:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            ok = conn.execute("PRAGMA quick_check").fetchone()
+            if not ok or ok[0] != "ok":
+                raise IndexUnusable(f"quick_check: {ok}")
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error as exc:
+            raise IndexUnusable(f"sqlite: {exc}") from exc
+        if meta.get("schema") != str(SCHEMA_VERSION) or meta.get("instance") != instance_hex:
+            conn.close()
+            raise IndexUnusable("index belongs to another schema or database instance")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return cls(conn, path)
+
+    @classmethod
+    def create(cls, path: Path, instance_hex: str) -> MetaIndex:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        conn.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [("schema", str(SCHEMA_VERSION)), ("instance", instance_hex)],
+        )
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- reads -------------------------------------------------------------
+
+    def chunk_rows(self) -> dict[int, tuple[int, int, int, int]]:
+        """chunk_id -> (generation, sealed, n_blocks, dir_crc)."""
+        rows = self.conn.execute(
+            "SELECT chunk_id, generation, sealed, n_blocks, dir_crc FROM chunks"
+        ).fetchall()
+        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+    def blocks_of_chunks(self, chunk_ids: Iterable[int]) -> list[BlockEntry]:
+        ids = list(chunk_ids)
+        out: list[BlockEntry] = []
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            cur = self.conn.execute(
+                f"SELECT {_BLOCK_COLS} FROM blocks WHERE chunk_id IN ({marks})", part
+            )
+            out.extend(BlockEntry(*r) for r in cur)
+        return out
+
+    # -- writes ------------------------------------------------------------
+
+    def add_blocks(self, entries: list[BlockEntry]) -> None:
+        if not entries:
+            return
+        with _txn(self.conn):
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO blocks ({_BLOCK_COLS}) VALUES ({','.join('?' * 14)})",
+                [_row(e) for e in entries],
+            )
+            self._bump_tags(entries)
+
+    def _bump_tags(self, entries: list[BlockEntry]) -> None:
+        self.conn.executemany(
+            "INSERT INTO tags VALUES (?, ?, ?, ?) ON CONFLICT(tag_id) DO UPDATE SET"
+            " first_ts = min(first_ts, excluded.first_ts),"
+            " last_ts = max(last_ts, excluded.last_ts), points = points + excluded.points",
+            [(e.tag_id, e.first_ts, e.last_ts, e.count) for e in entries],
+        )
+
+    def put_chunk(self, scan: ChunkScan, dir_crc: int, n_blocks: int) -> None:
+        with _txn(self.conn):
+            self.conn.execute(
+                "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (scan.chunk_id, scan.container_no, scan.slot, scan.generation, int(scan.sealed),
+                 n_blocks, dir_crc),
+            )  # fmt: skip
+
+    def replace_chunk(self, scan: ChunkScan) -> None:
+        """Make the rows of one chunk exactly what a scan of it found."""
+        entries = scan.entries or []
+        with _txn(self.conn):
+            self.conn.execute("DELETE FROM blocks WHERE chunk_id = ?", (scan.chunk_id,))
+            self.conn.execute("DELETE FROM chunks WHERE chunk_id = ?", (scan.chunk_id,))
+            if scan.allocated and not scan.deprecated and not scan.free:
+                self.conn.execute(
+                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (scan.chunk_id, scan.container_no, scan.slot, scan.generation,
+                     int(scan.sealed), scan.seal_n_blocks, scan.seal_dir_crc),
+                )  # fmt: skip
+                self.conn.executemany(
+                    f"INSERT INTO blocks ({_BLOCK_COLS}) VALUES ({','.join('?' * 14)})",
+                    [_row(e) for e in entries],
+                )
+
+    def recompute_tags(self) -> None:
+        with _txn(self.conn):
+            self.conn.execute("DELETE FROM tags")
+            self.conn.execute(
+                "INSERT INTO tags SELECT tag_id, min(first_ts), max(last_ts), sum(count)"
+                " FROM blocks GROUP BY tag_id"
+            )
+
+
+class _txn:
+    """BEGIN/COMMIT around a block (autocommit connection), ROLLBACK on error."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,82 @@
+"""Per-tag in-memory buffers and the merge rule shared by memory and disk reads.
+
+A MemBuffer only ever grows by whole array slices (views into WAL record
+bytes), so appending is O(1) per run of points, never per point. Points are
+sorted and de-duplicated lazily, when a query or a seal needs them.
+
+The merge rule: sources are listed oldest write first; for equal timestamps the
+point from the later source (and, inside a source, the later position) wins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .points import Float64Array, Int64Array, UInt8Array
+
+Columns = tuple[Int64Array, Float64Array, UInt8Array]
+
+
+class MemBuffer:
+    """Unsealed points of one tag, in write order."""
+
+    __slots__ = ("count", "first_lsn", "last_lsn", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[Columns] = []
+        self.count = 0
+        self.first_lsn = 0  # oldest WAL record with points here: bounds the checkpoint
+        self.last_lsn = 0
+
+    def append(self, ts: Int64Array, values: Float64Array, qual: UInt8Array, lsn: int) -> None:
+        if not self.parts:
+            self.first_lsn = lsn
+        self.parts.append((ts, values, qual))
+        self.count += int(ts.shape[0])
+        self.last_lsn = lsn
+
+    def snapshot(self) -> list[Columns]:
+        """A copy of the part list: the arrays themselves are never mutated."""
+        return list(self.parts)
+
+
+def sort_unique(ts: Int64Array, values: Float64Array, qual: UInt8Array) -> Columns:
+    """Sort by timestamp; of equal timestamps keep the last one written."""
+    n = ts.shape[0]
+    if n < 2 or bool(np.all(ts[1:] > ts[:-1])):
+        return ts, values, qual
+    order = np.argsort(ts, kind="stable")
+    ts, values, qual = ts[order], values[order], qual[order]
+    keep = np.empty(n, dtype=bool)
+    keep[-1] = True
+    np.not_equal(ts[1:], ts[:-1], out=keep[:-1])
+    if keep.all():
+        return ts, values, qual
+    return ts[keep], values[keep], qual[keep]
+
+
+def concat(parts: list[Columns]) -> Columns:
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.uint8)
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )
+
+
+def consolidate(parts: list[Columns]) -> Columns:
+    """Parts in write order -> sorted, one point per timestamp."""
+    return sort_unique(*concat(parts))
+
+
+def clip(cols: Columns, start: int, end: int) -> Columns:
+    """The points with ``start <= ts < end`` of sorted columns (views, no copy)."""
+    ts = cols[0]
+    lo = int(np.searchsorted(ts, start, "left"))
+    hi = int(np.searchsorted(ts, end, "left"))
+    if lo == 0 and hi == ts.shape[0]:
+        return cols
+    return ts[lo:hi], cols[1][lo:hi], cols[2][lo:hi]

@@ -1,0 +1,77 @@
+"""What queries return: columnar numpy arrays plus the read statistics of that query."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+GOOD_QUALITY = 192  # OPC "Good"; the top two bits carry Good/Bad/Uncertain
+
+TS_LIMIT = 1 << 60
+"""Timestamps must satisfy ``-TS_LIMIT < ts < TS_LIMIT`` (about +-36,000 years in us).
+
+The bound keeps delta-of-delta arithmetic inside int64 without overflow checks.
+"""
+
+Int64Array = npt.NDArray[np.int64]
+Float64Array = npt.NDArray[np.float64]
+UInt8Array = npt.NDArray[np.uint8]
+UInt32Array = npt.NDArray[np.uint32]
+
+
+@dataclass
+class ReadStats:
+    """Counters of one query (and, summed, of the engine's lifetime)."""
+
+    blocks_read: int = 0
+    blocks_skipped: int = 0
+    points_from_disk: int = 0
+    points_from_memory: int = 0
+
+    def add(self, other: ReadStats) -> None:
+        self.blocks_read += other.blocks_read
+        self.blocks_skipped += other.blocks_skipped
+        self.points_from_disk += other.points_from_disk
+        self.points_from_memory += other.points_from_memory
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "blocks_read": self.blocks_read,
+            "blocks_skipped": self.blocks_skipped,
+            "points_from_disk": self.points_from_disk,
+            "points_from_memory": self.points_from_memory,
+        }
+
+
+@dataclass
+class Points:
+    """Points of one tag sorted by timestamp, one value per timestamp."""
+
+    timestamps: Int64Array
+    values: Float64Array
+    qualities: UInt8Array
+    stats: ReadStats = field(default_factory=ReadStats)
+
+    def __len__(self) -> int:
+        return int(self.timestamps.shape[0])
+
+    @classmethod
+    def empty(cls) -> Points:
+        return cls(
+            np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.uint8), ReadStats()
+        )
+
+
+@dataclass
+class LastPoints:
+    """The latest point of each tag that has one; tags with no data are absent."""
+
+    tag_ids: UInt32Array
+    timestamps: Int64Array
+    values: Float64Array
+    qualities: UInt8Array
+
+    def __len__(self) -> int:
+        return int(self.tag_ids.shape[0])

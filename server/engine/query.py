@@ -1,0 +1,126 @@
+"""The read path: pick blocks by tag and time, decode them, merge with memory.
+
+Blocks are chosen from the in-memory copy of the directory (loaded from the
+index), so blocks outside the query's time range are never read. When the
+chosen blocks do not overlap in time (the normal case: a tag's blocks follow
+each other) they are decoded in time order straight into one result buffer and
+need no sort. Otherwise they are decoded oldest-first and merged with a stable
+sort, so that for equal timestamps the later write wins.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xtsdb.protocol.errors import InvalidInput
+
+from .membuffer import Columns, clip, concat, consolidate, sort_unique
+from .points import LastPoints, Points, ReadStats
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+def _int(x: Any, what: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise InvalidInput(f"{what} must be an integer, got {type(x).__name__}")
+    return int(x)
+
+
+def run_query(
+    engine: Engine, tag_id: int, start_us: int, end_us: int, limit: int | None
+) -> Points:
+    tag_id, start, end = _int(tag_id, "tag"), _int(start_us, "start"), _int(end_us, "end")
+    if limit is not None and _int(limit, "limit") < 0:
+        raise InvalidInput("limit must be >= 0")
+    snap = engine._snapshot(tag_id)
+    if snap is None or end <= start:
+        return Points.empty()
+    blocks, firsts, lasts, mem_parts = snap
+    stats = ReadStats()
+    chosen = np.flatnonzero((firsts < end) & (lasts >= start))
+    stats.blocks_read = int(chosen.shape[0])
+    stats.blocks_skipped = len(blocks) - stats.blocks_read
+    mem = clip(consolidate(mem_parts), start, end) if mem_parts else None
+    stats.points_from_memory = 0 if mem is None else int(mem[0].shape[0])
+
+    disk: Columns | None = None
+    if chosen.shape[0]:
+        by_time = chosen[np.argsort(firsts[chosen], kind="stable")]
+        disjoint = bool(np.all(firsts[by_time][1:] > lasts[by_time][:-1]))
+        order = by_time if disjoint else chosen  # chosen is in seq (write) order
+        refs = [engine._store.ref(blocks[i]) for i in order.tolist()]
+        disk = engine._reader.read(refs)
+        stats.points_from_disk = int(disk[0].shape[0])
+        if not disjoint:
+            disk = sort_unique(*disk)
+        disk = clip(disk, start, end)
+
+    if disk is None:
+        out = mem
+    elif mem is None or mem[0].shape[0] == 0:
+        out = disk
+    else:
+        out = concat([disk, mem])  # memory is newer than every block: it goes last
+        if disk[0].shape[0] and int(mem[0][0]) <= int(disk[0][-1]):
+            out = sort_unique(*out)
+    if out is None:
+        return Points.empty()
+    if limit is not None and out[0].shape[0] > limit:
+        out = (out[0][:limit], out[1][:limit], out[2][:limit])
+    with engine._state:
+        engine._stats.add(stats)
+    return Points(out[0], out[1], out[2], stats)
+
+
+def run_last(engine: Engine, tag_ids: Any) -> LastPoints:
+    ids = np.asarray(tag_ids)
+    if ids.ndim == 0:
+        ids = ids.reshape(1)
+    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+        raise InvalidInput("tags must be a 1-D array of integer tag ids")
+    wanted = ids.astype(np.int64).tolist()
+    cache = engine._last
+    with engine._state:
+        found = [cache.get(t) for t in wanted]
+        missing = [t for t, f in zip(wanted, found, strict=True) if f is None and t in engine._tags]
+    for t in missing:
+        _fill_last(engine, t)
+    if missing:
+        with engine._state:
+            found = [cache.get(t) for t in wanted]
+    keep = [i for i, f in enumerate(found) if f is not None]
+    rows = [found[i] for i in keep]
+    return LastPoints(
+        np.array([wanted[i] for i in keep], dtype=np.uint32),
+        np.array([r[0] for r in rows], dtype=np.int64),  # type: ignore[index]
+        np.array([r[1] for r in rows], dtype=np.float64),  # type: ignore[index]
+        np.array([r[2] for r in rows], dtype=np.uint8),  # type: ignore[index]
+    )
+
+
+def _fill_last(engine: Engine, tag_id: int) -> None:
+    """Compute the newest point of a tag whose value is not cached (e.g. after a restart)."""
+    for _ in range(3):
+        with engine._state:
+            t = engine._tags.get(tag_id)
+            if t is None:
+                return
+            version = t.version
+            top = max((b.last_ts for b in t.blocks), default=None)
+            for buf in (*t.sealing, t.active):
+                for p in buf.parts:
+                    if p[0].shape[0]:
+                        m = int(p[0].max())
+                        top = m if top is None or m > top else top
+        if top is None:
+            return
+        pts = run_query(engine, tag_id, top, top + 1, None)
+        with engine._state:
+            if t.version == version and len(pts):
+                engine._last[tag_id] = (top, float(pts.values[-1]), int(pts.qualities[-1]))
+                return
+        time.sleep(0)  # a write raced us: recompute

@@ -1,0 +1,106 @@
+"""Opening a data directory: lock, format check, index, chunk reconciliation, WAL.
+
+Order matters and follows the design: container headers and the index first
+(the index rebuilt from a scan when it is missing or damaged), then the WAL is
+replayed after the last checkpoint (by the engine, into its MemBuffers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import wal as wal_mod
+from .config import EngineConfig
+from .container import BlockEntry
+from .datadir import DirLock, load_or_create_meta
+from .index import IndexUnusable, MetaIndex
+from .reader import BlockReader
+from .store import BlockStore
+
+log = logging.getLogger("xtsdb.engine")
+
+INDEX_NAME = "index.sqlite3"
+
+
+@dataclass
+class Opened:
+    path: Path
+    lock: DirLock
+    wal: wal_mod.Wal
+    store: BlockStore
+    index: MetaIndex
+    reader: BlockReader
+    blocks: list[BlockEntry]
+    checkpoint_lsn: int
+    repairs: list[str]
+
+
+def open_parts(path: Path, config: EngineConfig) -> Opened:
+    lock = DirLock(path)
+    opened: list[object] = []
+    try:
+        meta = load_or_create_meta(path, config)
+        instance_hex = meta.instance_id.hex()
+        wal_dir = path / "wal"
+        checkpoint = wal_mod.read_checkpoint(wal_dir) if wal_dir.exists() else 0
+        repairs: list[str] = []
+        index_path = path / INDEX_NAME
+        try:
+            index = MetaIndex.open(index_path, instance_hex)
+            rebuild = False
+        except IndexUnusable as exc:
+            if index_path.exists():
+                repairs.append(f"index rebuilt from a scan of the chunks ({exc})")
+            index = MetaIndex.create(index_path, instance_hex)
+            rebuild = True
+        opened.append(index)
+        store = BlockStore(path / "containers", meta.geometry, meta.instance_id, index)
+        opened.append(store)
+        blocks = store.load(checkpoint, full_rebuild=rebuild)
+        repairs.extend(store.repairs)
+        wal = wal_mod.Wal(
+            wal_dir,
+            segment_bytes=config.wal_segment_bytes,
+            fsync=config.fsync,
+            instance_id=meta.instance_id,
+        )
+        reader = BlockReader(config.read_workers, config.parallel_min_points)
+        return Opened(path, lock, wal, store, index, reader, blocks, checkpoint, repairs)
+    except BaseException:
+        for part in reversed(opened):
+            with contextlib.suppress(Exception):
+                part.close()  # type: ignore[attr-defined]
+        lock.release()
+        raise
+
+
+def close_parts(parts: Opened) -> None:
+    for part in (parts.reader, parts.wal, parts.store, parts.index):
+        try:
+            part.close()
+        except Exception:  # closing must release the lock whatever else fails
+            log.exception("error while closing %s", type(part).__name__)
+    parts.lock.release()
+
+
+def write_checkpoint(data_dir: Path, lsn: int) -> None:
+    wal_mod.write_checkpoint(data_dir / "wal", lsn)
+
+
+def rebuild_index(store: BlockStore) -> None:
+    """Drop every index row and re-mirror what a scan of each chunk finds."""
+    index = store.index
+    rows = index.chunk_rows()
+    seen = set()
+    for cf in store.containers.values():
+        for slot in range(cf.geometry.n_chunks):
+            scan = cf.scan_chunk(slot, store.instance_id)
+            seen.add(scan.chunk_id)
+            index.replace_chunk(scan)
+    for chunk_id in set(rows) - seen:
+        index.conn.execute("DELETE FROM blocks WHERE chunk_id = ?", (chunk_id,))
+        index.conn.execute("DELETE FROM chunks WHERE chunk_id = ?", (chunk_id,))
+    index.recompute_tags()

@@ -1,0 +1,250 @@
+"""The block store: container files, the active chunk, and start-up reconciliation.
+
+Writes go to one active chunk: the body is packed after the previous one and
+its directory entry is written after it. When a body or an entry no longer
+fits, the chunk is sealed (bodies and entries fsynced first, so a visible seal
+always covers durable blocks) and the next free slot is allocated, in a new
+container file if need be. A flush that runs out of room rolls over and
+continues; it never drops points.
+
+On open the store reads every chunk header and trusts the index only for
+sealed chunks whose seal record matches the index row; any other chunk is
+rescanned from disk. The active chunk is found from the chunk states, never
+assumed to be chunk 0.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xtsdb.protocol.errors import StorageError
+
+from .container import (
+    ENTRY_SIZE,
+    FLAG_SEALED,
+    BlockEntry,
+    ChunkScan,
+    ContainerFile,
+    Geometry,
+    container_path,
+    crc32,
+)
+from .index import MetaIndex
+from .reader import BlockRef
+
+_NAME = re.compile(r"^c-(\d{6})\.xtc$")
+
+
+@dataclass
+class _Active:
+    container: ContainerFile
+    slot: int
+    chunk_id: int
+    generation: int
+    entries: list[BlockEntry] = field(default_factory=list)
+    data_end: int = 0
+
+
+class BlockStore:
+    """Owns the container files; every mutating call happens under the engine's seal lock."""
+
+    def __init__(self, directory: Path, geometry: Geometry, instance_id: bytes, index: MetaIndex):
+        self.directory = directory
+        self.geometry = geometry
+        self.instance_id = instance_id
+        self.index = index
+        self.containers: dict[int, ContainerFile] = {}
+        self.free_slots: list[tuple[int, int, int]] = []  # (container, slot, next generation)
+        self.active: _Active | None = None
+        self.next_seq = 1
+        self.repairs: list[str] = []
+        self._pending: list[BlockEntry] = []
+
+    # -- open ------------------------------------------------------------
+
+    def load(self, checkpoint_lsn: int, full_rebuild: bool) -> list[BlockEntry]:
+        """Reconcile disk and index; return every live block entry (any order)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self.directory.iterdir()):
+            m = _NAME.match(path.name)
+            if m:
+                cf = ContainerFile.open(path, self.instance_id)
+                self.containers[int(m.group(1))] = cf
+        rows = {} if full_rebuild else self.index.chunk_rows()
+        trusted: list[int] = []
+        live: list[BlockEntry] = []
+        unsealed: list[ChunkScan] = []
+        seen: set[int] = set()
+        for no, cf in sorted(self.containers.items()):
+            for slot in range(cf.geometry.n_chunks):
+                head = cf.scan_chunk(slot, self.instance_id, entries=False)
+                seen.add(head.chunk_id)
+                if not head.allocated or head.free:
+                    self.free_slots.append((no, slot, head.generation + 1))
+                    continue
+                if head.deprecated:
+                    continue
+                row = rows.get(head.chunk_id)
+                want = (head.generation, 1, head.seal_n_blocks, head.seal_dir_crc)
+                if head.sealed and row == want:
+                    trusted.append(head.chunk_id)
+                    continue
+                scan = cf.scan_chunk(slot, self.instance_id)
+                if scan.anomaly:
+                    self.repairs.append(f"chunk {scan.chunk_id}: {scan.anomaly.strip('; ')}")
+                if scan.sealed:
+                    self.index.replace_chunk(scan)
+                    live.extend(scan.entries or [])
+                else:
+                    unsealed.append(scan)
+        stale = set(rows) - seen
+        for chunk_id in stale:
+            self.index.replace_chunk(ChunkScan(chunk_id, 0, 0, allocated=False))
+        live.extend(self.index.blocks_of_chunks(trusted))
+        for scan in unsealed:
+            live.extend(self._recover_unsealed(scan, checkpoint_lsn, len(unsealed) > 1))
+        if full_rebuild or stale:
+            self.index.recompute_tags()
+        self.next_seq = max((e.seq for e in live), default=0) + 1
+        return live
+
+    def _recover_unsealed(
+        self, scan: ChunkScan, checkpoint_lsn: int, several: bool
+    ) -> list[BlockEntry]:
+        """Keep the valid prefix of an unsealed chunk; seal it if anything looked wrong.
+
+        Blocks newer than the checkpoint may not have reached the disk whole
+        before a power cut, so their bodies are verified here; their points are
+        still in the WAL, so a cut loses nothing.
+        """
+        cf = self.containers[scan.container_no]
+        entries = scan.entries or []
+        keep = len(entries)
+        for i, e in enumerate(entries):
+            if e.max_lsn > checkpoint_lsn:
+                body = cf.read_body_unchecked(scan.slot, e)
+                if crc32(body) != e.body_crc:
+                    keep = i
+                    self.repairs.append(
+                        f"chunk {scan.chunk_id}: block {i} torn after the checkpoint; "
+                        "its points are replayed from the WAL"
+                    )
+                    break
+        cut = keep < len(entries)
+        entries = entries[:keep]
+        scan.entries = entries
+        if cut or scan.anomaly or several or self.active is not None:
+            dir_crc = cf.write_seal(scan.slot, entries, _data_end(entries, self.geometry))
+            cf.sync()
+            cf.set_flag(scan.slot, FLAG_SEALED)
+            cf.sync()
+            scan.sealed, scan.seal_n_blocks, scan.seal_dir_crc = True, len(entries), dir_crc
+        else:
+            self.active = _Active(
+                cf, scan.slot, scan.chunk_id, scan.generation, list(entries), scan.data_end
+            )
+        self.index.replace_chunk(scan)
+        return entries
+
+    # -- write -----------------------------------------------------------
+
+    @property
+    def max_body(self) -> int:
+        """The largest body that fits in an empty chunk."""
+        return self.geometry.chunk_size - self.geometry.meta_bytes
+
+    def append(
+        self, tag_id: int, codec: int, flags: int, body: bytes,
+        first_ts: int, last_ts: int, count: int, max_lsn: int,
+    ) -> BlockEntry:  # fmt: skip
+        if len(body) > self.max_body:
+            raise StorageError(f"block body of {len(body)} bytes exceeds a chunk's data region")
+        a = self.active
+        if (
+            a is None
+            or len(a.entries) >= self.geometry.dir_capacity
+            or a.data_end + len(body) > self.geometry.chunk_size
+        ):
+            a = self._roll()
+        entry = BlockEntry(
+            a.chunk_id, len(a.entries), tag_id, codec, flags, first_ts, last_ts, count,
+            len(body), a.data_end, crc32(body), a.generation, self.next_seq, max_lsn,
+        )  # fmt: skip
+        base = self.geometry.chunk_base(a.slot)
+        a.container.pwrite(body, base + a.data_end)
+        a.container.write_entry(a.slot, entry)
+        a.entries.append(entry)
+        a.data_end += len(body)
+        self.next_seq += 1
+        self._pending.append(entry)
+        return entry
+
+    def commit_index(self) -> None:
+        """Mirror the blocks appended since the last call into the index (one transaction)."""
+        pending, self._pending = self._pending, []
+        self.index.add_blocks(pending)
+
+    def _roll(self) -> _Active:
+        if self.active is not None:
+            self._seal(self.active)
+        no, slot, generation = self._free_slot()
+        cf = self.containers[no]
+        chunk_id = no * self.geometry.n_chunks + slot
+        cf.format_chunk(slot, chunk_id, generation, self.instance_id)
+        cf.sync()
+        self.active = _Active(cf, slot, chunk_id, generation, [], self.geometry.meta_bytes)
+        scan = ChunkScan(chunk_id, no, slot, allocated=True, generation=generation)
+        self.index.put_chunk(scan, 0, 0)
+        return self.active
+
+    def _seal(self, a: _Active) -> None:
+        cf = a.container
+        cf.sync()  # a seal on disk must imply durable bodies and entries
+        dir_crc = cf.write_seal(a.slot, a.entries, a.data_end)
+        cf.set_flag(a.slot, FLAG_SEALED)
+        cf.sync()
+        # Block rows first: the index must never show a sealed chunk short of rows.
+        self.commit_index()
+        scan = ChunkScan(a.chunk_id, cf.container_no, a.slot, allocated=True, sealed=True,
+                         generation=a.generation)  # fmt: skip
+        self.index.put_chunk(scan, dir_crc, len(a.entries))
+        self.active = None
+
+    def _free_slot(self) -> tuple[int, int, int]:
+        if self.free_slots:
+            self.free_slots.sort()
+            return self.free_slots.pop(0)
+        no = max(self.containers, default=-1) + 1
+        path = container_path(self.directory, no)
+        self.containers[no] = ContainerFile.create(path, no, self.geometry, self.instance_id)
+        self.free_slots.extend((no, s, 1) for s in range(1, self.geometry.n_chunks))
+        return no, 0, 1
+
+    def sync(self) -> None:
+        for cf in self.containers.values():
+            cf.sync()
+
+    # -- read ------------------------------------------------------------
+
+    def ref(self, e: BlockEntry) -> BlockRef:
+        n = self.geometry.n_chunks
+        cf = self.containers[e.chunk_id // n]
+        offset = self.geometry.chunk_base(e.chunk_id % n) + e.body_off
+        label = f"{cf.path.name} chunk {e.chunk_id} entry {e.index} (tag {e.tag_id})"
+        return BlockRef(str(cf.path), offset, e.body_len, e.body_crc, e.codec, e.count, label)
+
+    def disk_bytes(self) -> int:
+        return sum(cf.geometry.file_size for cf in self.containers.values())
+
+    def close(self) -> None:
+        for cf in self.containers.values():
+            cf.close()
+
+
+def _data_end(entries: list[BlockEntry], g: Geometry) -> int:
+    return max((e.body_off + e.body_len for e in entries), default=g.meta_bytes)
+
+
+__all__ = ["ENTRY_SIZE", "BlockStore"]
