@@ -20,4 +20,12 @@ from .config import EngineConfig
 from .engine import Engine
 from .points import GOOD_QUALITY, LastPoints, Points, ReadStats
 
-__all__ = ["GOOD_QUALITY", "Engine", "EngineConfig", "LastPoints", "Points", "ReadStats", "WriteBatch"]
+__all__ = [
+    "GOOD_QUALITY",
+    "Engine",
+    "EngineConfig",
+    "LastPoints",
+    "Points",
+    "ReadStats",
+    "WriteBatch",
+]

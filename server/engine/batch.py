@@ -107,8 +107,6 @@ class WriteBatch:
         return [(t, slice(b[i], b[i + 1])) for i, t in enumerate(self.run_tags.tolist())]
 
 
-
-
 def _views(buf: Any, n: int, r: int) -> tuple[Any, Any, Any, Any, Any]:
     off = _HEADER.size
     ts = np.frombuffer(buf, np.int64, n, off)

@@ -188,8 +188,8 @@ class ContainerFile:
                 raise CorruptionError(f"{path}: not an xtsdb container (bad magic)")
             if _U32.unpack_from(raw, _CONTAINER.size)[0] != crc32(raw[: _CONTAINER.size]):
                 raise CorruptionError(f"{path}: container header CRC mismatch")
-            magic, version, _, n_chunks, chunk_size, meta_extents, no, inst = _CONTAINER.unpack_from(
-                raw
+            _magic, version, _, n_chunks, chunk_size, meta_extents, no, inst = (
+                _CONTAINER.unpack_from(raw)
             )
             if version != FORMAT_VERSION:
                 raise CorruptionError(f"{path}: container format version {version} unsupported")

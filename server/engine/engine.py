@@ -27,11 +27,11 @@ from xtsdb.protocol.errors import EngineClosed, InvalidInput, Overloaded, XtsdbE
 
 from . import recovery
 from .batch import WriteBatch
+from .block_codec import CODEC_ZSTD_V1, encode_block
 from .config import EngineConfig
 from .container import BLOCK_SORTED, BlockEntry
 from .membuffer import MemBuffer, clip, concat, consolidate, sort_unique
 from .points import GOOD_QUALITY, TS_LIMIT, LastPoints, Points, ReadStats
-from .block_codec import CODEC_ZSTD_V1, encode_block
 
 log = logging.getLogger("xtsdb.engine")
 
@@ -118,9 +118,7 @@ class Engine:
 
     # -- writes ------------------------------------------------------------
 
-    def write(
-        self, tag_id: Any, timestamps_us: Any, values: Any, qualities: Any = None
-    ) -> int:
+    def write(self, tag_id: Any, timestamps_us: Any, values: Any, qualities: Any = None) -> int:
         """Write a columnar batch (one tag id, or a tag id per point); durable on return."""
         return self.write_batches([WriteBatch.build(tag_id, timestamps_us, values, qualities)])
 
@@ -150,8 +148,10 @@ class Engine:
                     self._state.notify_all()
         return last
 
-    def write_point(self, tag_id: int, ts_us: int, value: float, quality: int = GOOD_QUALITY) -> None:
-        """Stage one point; it becomes visible and durable at :meth:`commit` (or every 64 K points)."""
+    def write_point(
+        self, tag_id: int, ts_us: int, value: float, quality: int = GOOD_QUALITY
+    ) -> None:
+        """Stage one point: visible and durable at :meth:`commit` (or every 65,536 points)."""
         with self._p_lock:
             n = len(self._p_ts)
             try:
@@ -198,9 +198,10 @@ class Engine:
             i = ts.shape[0] - 1 - int(np.argmax(ts[::-1]))  # the last of the newest timestamps
             top = int(ts[i])
             cached = self._last.get(tag_id)
-            if cached is not None and top >= cached[0]:
-                self._last[tag_id] = (top, float(v_all[sl][i]), int(q_all[sl][i]))
-            elif cached is None and not t.blocks and not t.sealing and t.active.count == ts.shape[0]:
+            # Without a cached value the newest point is only known for a tag whose
+            # first points these are; others are filled lazily by last().
+            first_data = not t.blocks and not t.sealing and t.active.count == ts.shape[0]
+            if (top >= cached[0]) if cached is not None else first_data:
                 self._last[tag_id] = (top, float(v_all[sl][i]), int(q_all[sl][i]))
         self._mem_points += batch.n_points
 
@@ -217,8 +218,9 @@ class Engine:
                 return
             self._state.notify_all()
             ok = self._state.wait_for(
-                lambda: self._mem_points + n_points <= self.config.max_memory_points
-                or self._closed,
+                lambda: (
+                    self._mem_points + n_points <= self.config.max_memory_points or self._closed
+                ),
                 timeout=60.0,
             )
         if not ok:

@@ -30,9 +30,7 @@ def _int(x: Any, what: str) -> int:
     return int(x)
 
 
-def run_query(
-    engine: Engine, tag_id: int, start_us: int, end_us: int, limit: int | None
-) -> Points:
+def run_query(engine: Engine, tag_id: int, start_us: int, end_us: int, limit: int | None) -> Points:
     tag_id, start, end = _int(tag_id, "tag"), _int(start_us, "start"), _int(end_us, "end")
     if limit is not None and _int(limit, "limit") < 0:
         raise InvalidInput("limit must be >= 0")
