@@ -31,7 +31,7 @@ class WriteBatch:
     ``payload`` is the WAL record body; the arrays are views into it.
     """
 
-    payload: bytearray | memoryview
+    payload: bytes | bytearray | memoryview
     run_tags: UInt32Array
     run_bounds: Int64Array
     timestamps: Int64Array

@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from xtsdb.protocol.errors import EngineClosed, InvalidInput, Overloaded, XtsdbError
+from xtsdb.protocol.errors import (
+    EngineClosed,
+    InvalidInput,
+    Overloaded,
+    StorageError,
+    XtsdbError,
+)
 
 from . import recovery
 from .batch import WriteBatch
@@ -133,7 +139,7 @@ class Engine:
             self._wait_for_room(n_points)
             try:
                 last = self._wal.append_many([b.payload for b in batches])
-            except XtsdbError as exc:
+            except StorageError as exc:  # the WAL is poisoned: see DurabilityError
                 self._failed = exc
                 raise
             with self._state:
@@ -177,10 +183,13 @@ class Engine:
     def _commit_points(self) -> int:
         if not self._p_ts:
             return self._applied_lsn
-        cols = [np.frombuffer(c, dtype=d) for c, d in zip(
-            (self._p_tag, self._p_ts, self._p_val, self._p_q), ("u4", "i8", "f8", "u1"), strict=True
-        )]  # fmt: skip
-        batch = WriteBatch.build(cols[0], cols[1], cols[2], cols[3])
+        # array.array typecodes I/q/d/B are uint32/int64/float64/uint8: zero-copy views.
+        batch = WriteBatch.build(
+            np.frombuffer(self._p_tag, np.uint32),
+            np.frombuffer(self._p_ts, np.int64),
+            np.frombuffer(self._p_val, np.float64),
+            np.frombuffer(self._p_q, np.uint8),
+        )
         self._p_tag, self._p_ts, self._p_val, self._p_q = (
             array("I"), array("q"), array("d"), array("B"),
         )  # fmt: skip

@@ -1,0 +1,503 @@
+"""Write-ahead log: numbered, self-describing records in append-only segment files.
+
+On-disk format (all integers little-endian)
+-------------------------------------------
+A segment is named ``wal-{first_lsn:020d}.log``; ``first_lsn`` is the LSN of its first record
+(the name sorts in LSN order). It starts with a 38-byte header::
+
+    offset  size  field
+    0       8     magic b"XTSWAL01"
+    8       2     format version (u16, currently 1)
+    10      16    instance_id (the data directory's identity; a foreign segment is refused)
+    26      8     first_lsn (u64, must equal the number in the file name)
+    34      4     crc32 of bytes 0..34
+
+followed by records, back to back, each a 16-byte header and its payload::
+
+    offset  size  field
+    0       4     payload length (u32, at most MAX_RECORD_PAYLOAD = 1 GiB)
+    4       4     crc32 over (the 8 lsn bytes + payload)
+    8       8     lsn (u64): the first record's is first_lsn, each next one is exactly +1
+    16      n     payload
+
+The ``checkpoint`` file is 22 bytes: magic b"XTSCKP01", version u16, lsn u64, crc32 of the
+first 18 bytes. It is replaced atomically (temp file, fsync, rename, fsync of the directory).
+
+Durability reasoning
+--------------------
+* A batch is acknowledged (``append_many`` returns) only after all its records were written
+  and ``fdatasync`` returned. A crash before that may leave any subset of the batch's pages on
+  disk, in any order, so replay checks every record (length bound, CRC, LSN = previous + 1) and
+  stops at the first bad one. Records are self-describing: nothing outside the segment files
+  (no metadata that a reopen could reset) is needed to find the valid prefix.
+* Only the last segment can have a torn tail: before a new segment is created the old one is
+  fdatasync'ed (even with ``fsync=False``), and the new segment's header is fsync'ed together
+  with the directory before any record goes in. So damage in the last segment is truncated
+  away (unacknowledged data), while the same damage anywhere else is reported as
+  :class:`CorruptionError` (acknowledged data would otherwise vanish silently).
+* A new process never appends after a tail that might be torn: it starts a new segment.
+* When a write or fsync fails the kernel may already have dropped the dirty pages it reported
+  as failed ("fsyncgate"), so a later fsync could succeed without the data being on disk. The
+  WAL therefore refuses every later append until it is reopened and replayed.
+* With ``fsync=False`` records reach the page cache only: they survive a process crash but
+  an OS crash may lose the tail of the last segment (never anything before it, see above).
+  A clean ``close()`` syncs them in both modes.
+* Missing LSNs (between segments, or before the first one) are an error only if some of them
+  are above ``after_lsn``: records at or below the checkpoint are not needed, so a segment
+  whose records all are (its successor starts at or below after_lsn + 1) is not even read.
+* Limit: damage inside the last segment looks exactly like a torn tail, so it is truncated
+  (with a note in ``repairs``) rather than reported; an unsynced batch can leave a valid
+  record behind an invalid one, so "valid data follows" does not prove corruption there.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import struct
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from xtsdb.protocol.errors import (
+    CorruptionError,
+    DiskFull,
+    DurabilityError,
+    EngineClosed,
+    FormatVersionError,
+    InvalidInput,
+    StorageError,
+)
+
+FORMAT_VERSION = 1
+MAX_RECORD_PAYLOAD = 1 << 30
+CHECKPOINT_FILE = "checkpoint"
+
+_SEG_MAGIC = b"XTSWAL01"
+_SEG_HEADER = struct.Struct("<8sH16sQ")
+SEGMENT_HEADER_SIZE = _SEG_HEADER.size + 4
+_REC_HEADER = struct.Struct("<IIQ")
+RECORD_HEADER_SIZE = _REC_HEADER.size
+_LSN = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+_CKP_MAGIC = b"XTSCKP01"
+_CKP = struct.Struct("<8sHQ")
+_SEGMENT_NAME = re.compile(r"^wal-(\d{20})\.log$")
+# Payloads smaller than this are copied next to their header so a batch of many small records
+# is a few large iovecs; bigger ones are handed to the kernel by reference (no Python copy).
+_COPY_BELOW = 64 * 1024
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16, 1024)
+
+
+@dataclass
+class _Segment:
+    first_lsn: int
+    path: Path
+    size: int
+
+
+def _record_crc(lsn: int, payload: bytes | bytearray | memoryview) -> int:
+    return zlib.crc32(payload, zlib.crc32(_LSN.pack(lsn)))
+
+
+def _datasync(fd: int) -> None:
+    # Looked up at call time so tests can monkeypatch os.fdatasync; macOS has no fdatasync.
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a directory's fsync makes its entries durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, bufs: Sequence[memoryview | bytes | bytearray], offset: int) -> None:
+    """Write byte buffers at ``offset``, coping with IOV_MAX and short writes."""
+    pending = [memoryview(b) for b in bufs]
+    while pending:
+        chunk = pending[:_IOV_MAX]
+        n = os.pwritev(fd, chunk, offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "pwritev wrote nothing")
+        offset += n
+        while n and pending:  # drop what was written; keep the unwritten rest of a short write
+            head = pending[0]
+            if n >= head.nbytes:
+                n -= head.nbytes
+                pending.pop(0)
+            else:
+                pending[0] = head[n:]
+                n = 0
+
+
+def _parse_segment_header(data: bytes, instance_id: bytes, path: Path) -> int | None:
+    """first_lsn of a valid header; None if torn/garbage; raises if valid but not ours."""
+    if len(data) < SEGMENT_HEADER_SIZE:
+        return None
+    body, (crc,) = data[: _SEG_HEADER.size], _CRC.unpack_from(data, _SEG_HEADER.size)
+    magic, version, inst, first_lsn = _SEG_HEADER.unpack(body)
+    if magic != _SEG_MAGIC or zlib.crc32(body) != crc:
+        return None
+    if version != FORMAT_VERSION:
+        raise FormatVersionError(f"{path}: WAL format version {version}, expected {FORMAT_VERSION}")
+    if inst != instance_id:
+        raise CorruptionError(f"{path}: segment belongs to instance {inst.hex()}, not ours")
+    return int(first_lsn)
+
+
+def _read_record(f: BinaryIO, lsn: int, remaining: int) -> tuple[bytes | None, str | None]:
+    """(payload, None) for a valid record, (None, None) at a clean end, else (None, why)."""
+    header = f.read(RECORD_HEADER_SIZE)
+    if not header:
+        return None, None
+    if len(header) < RECORD_HEADER_SIZE:
+        return None, "short record header"
+    length, crc, rec_lsn = _REC_HEADER.unpack(header)
+    if length > MAX_RECORD_PAYLOAD:
+        return None, f"length {length} over the maximum"
+    if length > remaining - RECORD_HEADER_SIZE:  # checked before read() allocates `length`
+        return None, f"length {length} runs past the end of the file"
+    if rec_lsn != lsn:
+        return None, f"LSN {rec_lsn} where {lsn} was expected"
+    payload = f.read(length)
+    if len(payload) < length or _record_crc(lsn, payload) != crc:
+        return None, "CRC mismatch"
+    return payload, None
+
+
+class Wal:
+    """The write-ahead log of one data directory. Thread-safe; see the module docstring."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        segment_bytes: int = 64 << 20,
+        fsync: bool = True,
+        instance_id: bytes = b"\0" * 16,
+    ) -> None:
+        if len(instance_id) != 16:
+            raise ValueError("instance_id must be 16 bytes")
+        self._dir = Path(directory)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._segment_bytes = segment_bytes
+        self._fsync = fsync
+        self._instance_id = bytes(instance_id)
+        self._lock = threading.Lock()
+        self._segments: list[_Segment] = []
+        for entry in os.scandir(self._dir):
+            m = _SEGMENT_NAME.match(entry.name)
+            if m:
+                size = entry.stat().st_size
+                self._segments.append(_Segment(int(m.group(1)), Path(entry.path), size))
+        self._segments.sort(key=lambda s: s.first_lsn)
+        self._last_lsn = 0
+        self._next_lsn = 1  # only moves forward: LSNs of a failed batch are never reused
+        # Replay is what establishes last_lsn, so it must run to completion before appending
+        # to a WAL that already has segments (an empty directory is ready at once).
+        self._ready = not self._segments
+        self._replay_called = False
+        self._appended = False
+        self._fd: int | None = None  # current segment, created lazily by the first append
+        self._dirty = False
+        self._failed: str | None = None
+        self._closed = False
+        self.repairs: list[str] = []
+
+    # -- properties -----------------------------------------------------------------------
+
+    @property
+    def last_lsn(self) -> int:
+        """LSN of the last acknowledged (or replayed) record."""
+        return self._last_lsn
+
+    @property
+    def size_bytes(self) -> int:
+        """Total bytes of live segments (no lock: must not wait for an fsync in progress)."""
+        return sum(s.size for s in list(self._segments))
+
+    # -- replay ---------------------------------------------------------------------------
+
+    def replay(self, after_lsn: int) -> Iterator[tuple[int, memoryview]]:
+        """Yield ``(lsn, payload)`` for records with lsn > after_lsn; must be run to the end.
+
+        Each payload is its own bytes object, so a caller keeping views into one record
+        does not pin a whole segment in memory.
+        """
+        if self._replay_called or self._appended:
+            raise RuntimeError("replay() may run only once, before the first append")
+        self._replay_called = True
+        return self._replay(after_lsn)
+
+    def _replay(self, after_lsn: int) -> Iterator[tuple[int, memoryview]]:
+        segs = list(self._segments)
+        self._next_lsn = after_lsn + 1  # where the next segment must start (or before)
+        for idx, seg in enumerate(segs):
+            next_first = segs[idx + 1].first_lsn if idx + 1 < len(segs) else None
+            yield from self._replay_segment(seg, next_first, after_lsn)
+        self._last_lsn = max(after_lsn, self._next_lsn - 1)
+        self._next_lsn = self._last_lsn + 1
+        self._ready = True
+
+    def _replay_segment(
+        self, seg: _Segment, next_first: int | None, after_lsn: int
+    ) -> Iterator[tuple[int, memoryview]]:
+        # Records of a non-last segment end just before the next segment's first LSN, so a
+        # segment wholly at or below after_lsn is not read: it only waits for recycle().
+        skip = next_first is not None and next_first - 1 <= after_lsn
+        with open(seg.path, "rb", buffering=1 << 16) as f:
+            size = os.fstat(f.fileno()).st_size
+            first = _parse_segment_header(f.read(SEGMENT_HEADER_SIZE), self._instance_id, seg.path)
+            if first is None:
+                if skip:
+                    assert next_first is not None
+                    self.repairs.append(f"{seg.path.name}: bad header, all records checkpointed")
+                    self._next_lsn = next_first
+                    return
+                # A crash right after creating the segment leaves a torn header and no records;
+                # a valid record behind a bad header means the header itself was damaged.
+                f.seek(SEGMENT_HEADER_SIZE)
+                behind = _read_record(f, seg.first_lsn, size - SEGMENT_HEADER_SIZE)[0]
+                if next_first is not None or behind is not None:
+                    raise CorruptionError(f"{seg.path}: segment header is damaged")
+                seg.path.unlink()
+                _fsync_path(self._dir)
+                self._segments.remove(seg)
+                self.repairs.append(f"{seg.path.name}: torn segment header, segment deleted")
+                return
+            expected = self._next_lsn
+            if first != seg.first_lsn:
+                raise CorruptionError(f"{seg.path}: header says first LSN {first}")
+            if first > expected and first - 1 > after_lsn:
+                raise CorruptionError(
+                    f"{seg.path}: WAL records {expected}..{first - 1} are missing"
+                )
+            if first < expected and expected - 1 > after_lsn:
+                raise CorruptionError(f"{seg.path}: overlaps records before LSN {expected}")
+            if skip:
+                assert next_first is not None
+                self._next_lsn = next_first
+                return
+            self._next_lsn = first
+            offset = SEGMENT_HEADER_SIZE
+            while True:
+                payload, reason = _read_record(f, self._next_lsn, size - offset)
+                if payload is None:
+                    break
+                lsn = self._next_lsn
+                self._next_lsn += 1
+                offset += RECORD_HEADER_SIZE + len(payload)
+                if lsn > after_lsn:
+                    yield lsn, memoryview(payload)
+            if reason is None:
+                return
+            if next_first is not None:
+                raise CorruptionError(f"{seg.path}: damaged record at offset {offset}: {reason}")
+        # A torn tail is data that was never acknowledged; cut it off durably so nothing
+        # appended later can end up behind garbage.
+        os.truncate(seg.path, offset)
+        _fsync_path(seg.path)
+        seg.size = offset
+        self.repairs.append(
+            f"{seg.path.name}: torn tail at offset {offset} ({reason}); "
+            f"dropped {size - offset} bytes"
+        )
+
+    # -- append ---------------------------------------------------------------------------
+
+    def append_many(self, payloads: Sequence[bytes | bytearray | memoryview]) -> int:
+        """Log ``payloads`` as consecutive records with one fsync; return the last LSN."""
+        with self._lock:
+            self._check_usable()
+            if not self._ready:
+                raise RuntimeError("replay() must run to completion before the first append")
+            if not payloads:
+                return self._last_lsn
+            views = []
+            for p in payloads:
+                v = memoryview(p)
+                if not v.c_contiguous:
+                    raise InvalidInput("WAL payloads must be contiguous buffers")
+                if v.nbytes > MAX_RECORD_PAYLOAD:
+                    raise InvalidInput(f"WAL record of {v.nbytes} bytes over {MAX_RECORD_PAYLOAD}")
+                views.append(v if v.format == "B" and v.ndim == 1 else v.cast("B"))
+            self._appended = True
+            first_lsn = self._next_lsn
+            self._next_lsn += len(views)
+            bufs, total = self._build(views, first_lsn)
+            start: int | None = None
+            try:
+                if self._fd is None or self._segments[-1].size >= self._segment_bytes:
+                    self._rotate(first_lsn)
+                assert self._fd is not None
+                seg = self._segments[-1]
+                start = seg.size
+                _write_all(self._fd, bufs, start)
+                seg.size = start + total
+                self._dirty = True
+                if self._fsync:
+                    _datasync(self._fd)
+                    self._dirty = False
+            except OSError as exc:
+                raise self._fail(exc, "append", start) from exc
+            self._last_lsn = first_lsn + len(views) - 1
+            return self._last_lsn
+
+    @staticmethod
+    def _build(views: list[memoryview], lsn: int) -> tuple[list[memoryview | bytearray], int]:
+        """The batch's bytes as few iovecs; returns them and their total size."""
+        bufs: list[memoryview | bytearray] = []
+        small = bytearray()
+        total = len(views) * RECORD_HEADER_SIZE
+        for v in views:
+            total += v.nbytes
+            small += _REC_HEADER.pack(v.nbytes, _record_crc(lsn, v), lsn)
+            if v.nbytes < _COPY_BELOW:
+                small += v
+            else:
+                bufs.append(small)
+                bufs.append(v)
+                small = bytearray()
+            lsn += 1
+        if small:
+            bufs.append(small)
+        return bufs, total
+
+    def _rotate(self, first_lsn: int) -> None:
+        """Close the current segment durably and start ``wal-{first_lsn}``."""
+        path = self._dir / f"wal-{first_lsn:020d}.log"
+        last = self._segments[-1] if self._segments else None
+        if self._fd is None and last is not None and last.path == path:
+            if last.size <= SEGMENT_HEADER_SIZE:
+                # A replayed segment with no records (a crash right after it was created):
+                # start it afresh rather than trust a header that may never have been synced.
+                self._segments.pop().path.unlink()
+        elif self._fd is None and last is not None:
+            # Written by an earlier process, perhaps with fsync=False: make it durable before
+            # it stops being the last segment (only the last one may have a torn tail).
+            _fsync_path(last.path)
+        if self._fd is not None:
+            _datasync(self._fd)  # even with fsync=False, for the same reason
+            self._dirty = False
+            os.close(self._fd)
+            self._fd = None
+        body = _SEG_HEADER.pack(_SEG_MAGIC, FORMAT_VERSION, self._instance_id, first_lsn)
+        header = body + _CRC.pack(zlib.crc32(body))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fd = fd
+        self._segments.append(_Segment(first_lsn, path, 0))
+        _write_all(fd, [header], 0)
+        os.fsync(fd)  # the header and the file size, before any record relies on them
+        _fsync_path(self._dir)  # the file's existence
+        self._segments[-1].size = SEGMENT_HEADER_SIZE
+
+    def _fail(self, exc: OSError, what: str, start: int | None) -> StorageError:
+        self._failed = f"{what} failed: {exc}"
+        if self._fd is not None and start is not None:
+            try:  # best effort: the CRC/LSN checks at replay are the real guard
+                os.ftruncate(self._fd, start)
+                self._segments[-1].size = start
+            except OSError:
+                pass
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return DiskFull(f"WAL {what}: no space left on device ({exc})")
+        return DurabilityError(f"WAL {what} failed: {exc}")
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise EngineClosed("the WAL is closed")
+        if self._failed is not None:
+            raise DurabilityError(f"WAL failed earlier: {self._failed}; reopen the engine")
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Make every appended record durable (a sync point when ``fsync=False``)."""
+        with self._lock:
+            self._check_usable()
+            if self._fd is not None and self._dirty:
+                try:
+                    _datasync(self._fd)
+                except OSError as exc:
+                    raise self._fail(exc, "sync", None) from exc
+                self._dirty = False
+
+    def recycle(self, checkpoint_lsn: int) -> int:
+        """Delete segments whose records all have lsn <= checkpoint_lsn; return how many."""
+        with self._lock:
+            removed = 0
+            # A segment's last LSN is the next segment's first minus one; the last segment
+            # (current, or the newest on disk) is never deleted.
+            while len(self._segments) > 1 and self._segments[1].first_lsn - 1 <= checkpoint_lsn:
+                try:  # oldest first: a crash midway leaves a contiguous suffix, never a gap
+                    self._segments[0].path.unlink()
+                except OSError as exc:
+                    raise StorageError(f"cannot delete {self._segments[0].path}: {exc}") from exc
+                self._segments.pop(0)
+                removed += 1
+            if removed:
+                _fsync_path(self._dir)
+            return removed
+
+    def close(self) -> None:
+        """Idempotent. A clean close makes unsynced records durable (unless the WAL failed)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            fd, self._fd = self._fd, None
+            if fd is None:
+                return
+            try:
+                if self._dirty and self._failed is None:
+                    _datasync(fd)
+                    self._dirty = False
+            except OSError as exc:
+                raise DurabilityError(f"WAL sync at close failed: {exc}") from exc
+            finally:
+                os.close(fd)
+
+
+# -- checkpoint file --------------------------------------------------------------------------
+
+
+def read_checkpoint(directory: str | os.PathLike[str]) -> int:
+    """The checkpointed LSN, 0 if there is no checkpoint file yet."""
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    if (
+        len(data) != _CKP.size + 4
+        or zlib.crc32(data[: _CKP.size]) != _CRC.unpack_from(data, _CKP.size)[0]
+    ):
+        raise CorruptionError(f"{path}: checkpoint file is damaged (size or CRC)")
+    magic, version, lsn = _CKP.unpack_from(data)
+    if magic != _CKP_MAGIC:
+        raise CorruptionError(f"{path}: not a checkpoint file")
+    if version != FORMAT_VERSION:
+        raise FormatVersionError(f"{path}: checkpoint version {version}")
+    return int(lsn)
+
+
+def write_checkpoint(directory: str | os.PathLike[str], lsn: int) -> None:
+    """Atomically record ``lsn``: a crash leaves either the old or the new checkpoint."""
+    dirpath = Path(directory)
+    body = _CKP.pack(_CKP_MAGIC, FORMAT_VERSION, lsn)
+    tmp = dirpath / (CHECKPOINT_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, [body + _CRC.pack(zlib.crc32(body))], 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, dirpath / CHECKPOINT_FILE)
+    _fsync_path(dirpath)
