@@ -12,6 +12,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
 from xtsdb.protocol.errors import CorruptionError, InvalidInput
 from xtsdb.server.engine.block_codec import CODEC_ZSTD_V1, decode_block, encode_block
 

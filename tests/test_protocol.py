@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from xtsdb.protocol import (
     DEFAULT_MAX_FRAME,
     OPS,

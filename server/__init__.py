@@ -1,0 +1,24 @@
+"""The xtsdb network server: the only place where the event loop, the flush
+task, the thread pools and the storage engine meet.
+
+Data flows one way: socket -> frame -> request -> engine -> result -> frame ->
+socket.
+
+- ``config``       :class:`ServerConfig`: every setting, loaded from flags >
+                   ``XTSDB_*`` environment > TOML file > defaults.
+- ``connection``   :class:`Connection`, an ``asyncio.Protocol`` per client:
+                   feeds the sans-I/O :mod:`xtsdb.protocol` decoder, pauses the
+                   socket for backpressure, writes responses as they complete
+                   (out of order, matched by id); :class:`Connections` holds the
+                   connection cap and the gauges.
+- ``service``      :class:`Service`: one handler per op (hello, ping, write,
+                   query, last, flush, stats), independent of sockets.
+- ``write_queue``  :class:`WriteQueue`: the group commit; one flush task turns
+                   every write queued meanwhile into one WAL write + one fsync.
+- ``app``          :func:`serve` (runs until a shutdown event is set, then stops
+                   gracefully) and :class:`ServerThread` (a server in a
+                   background thread, for tests and embedding).
+- ``main``         the ``xtsdb-server`` command: config, logging, uvloop,
+                   SIGTERM/SIGINT.
+- ``engine/``      the storage engine: blocking, thread-safe, no asyncio.
+"""

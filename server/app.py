@@ -1,0 +1,272 @@
+"""Starting and stopping a whole server: :func:`serve` and :class:`ServerThread`.
+
+:func:`serve` opens the engine, starts the flush task, listens, and runs
+until the ``shutdown`` event it is given is set (``main`` sets it from
+SIGTERM/SIGINT, :class:`ServerThread` from ``stop()``). Then it stops
+accepting, lets in-flight requests finish within ``shutdown_timeout``,
+commits every queued write, closes the connections and closes the engine
+(seal + checkpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+
+from xtsdb.server.config import ServerConfig
+from xtsdb.server.connection import Connection, Connections
+from xtsdb.server.engine import Engine
+from xtsdb.server.service import Service
+from xtsdb.server.write_queue import WriteQueue
+
+log = logging.getLogger("xtsdb.server")
+
+ReadyCallback = Callable[[str, int], None]
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop where it is installed, asyncio's otherwise: the server runs on both."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+async def serve(
+    config: ServerConfig, shutdown: asyncio.Event, on_ready: ReadyCallback | None = None
+) -> None:
+    """Run a server until ``shutdown`` is set; ``on_ready(host, port)`` once it listens."""
+    loop = asyncio.get_running_loop()
+    data_dir = Path(config.data_dir).absolute()
+    log.info("opening data directory %s", data_dir)
+    started = time.monotonic()
+    # Opening runs recovery (WAL replay), which may take seconds: not on the loop.
+    engine = await loop.run_in_executor(None, Engine.open, data_dir, config.engine_config())
+    log.info("engine ready in %.2f s", time.monotonic() - started)
+    try:
+        await _run(engine, config, data_dir, shutdown, on_ready)
+    finally:
+        await loop.run_in_executor(None, engine.close)
+        log.info("xtsdb stopped: engine closed (sealed and checkpointed)")
+
+
+async def _run(
+    engine: Engine,
+    config: ServerConfig,
+    data_dir: Path,
+    shutdown: asyncio.Event,
+    on_ready: ReadyCallback | None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(config.query_threads, thread_name_prefix="xtsdb-query")
+    writes = WriteQueue(engine, max_queue_bytes=config.max_queue_bytes)
+    service = Service(engine, writes, pool, max_frame=config.max_frame)
+    registry = Connections(service, max_connections=config.max_connections)
+    service.server_stats = registry.stats
+    writes.on_pressure = registry.set_paused
+
+    def factory() -> Connection:
+        return Connection(
+            registry,
+            max_frame=config.max_frame,
+            max_pending_bytes=config.max_pending_bytes,
+            idle_timeout=config.idle_timeout,
+        )
+
+    try:
+        listener = await loop.create_server(factory, config.host, config.port, backlog=1024)
+    except BaseException:
+        pool.shutdown(wait=False)
+        raise
+    flush_task = loop.create_task(writes.run(), name="xtsdb-flush")
+    try:
+        host, port = listener.sockets[0].getsockname()[:2]
+        if config.ready_file is not None:
+            _write_ready_file(config.ready_file, host, port)
+        log.info(
+            "xtsdb listening on %s:%d data_dir=%s durability=%s",
+            host,
+            port,
+            data_dir,
+            config.durability,
+        )
+        if on_ready is not None:
+            on_ready(host, port)
+        stop_wait = loop.create_task(shutdown.wait())
+        await asyncio.wait({stop_wait, flush_task}, return_when=asyncio.FIRST_COMPLETED)
+        if flush_task.done():  # only a bug ends it early; stop rather than hang every writer
+            stop_wait.cancel()
+            log.error("the flush task ended unexpectedly; stopping")
+    finally:
+        await _stop(config, registry, service, writes, flush_task, listener)
+        pool.shutdown(wait=False, cancel_futures=True)
+        await loop.run_in_executor(None, pool.shutdown, True)
+        if config.ready_file is not None:
+            with contextlib.suppress(OSError):
+                config.ready_file.unlink()
+
+
+async def _stop(
+    config: ServerConfig,
+    registry: Connections,
+    service: Service,
+    writes: WriteQueue,
+    flush_task: asyncio.Task[None],
+    listener: asyncio.Server,
+) -> None:
+    """Stop accepting, finish in-flight work within ``shutdown_timeout``, commit, close."""
+    deadline = time.monotonic() + config.shutdown_timeout
+    listener.close()
+    service.stopping = True
+    inflight = registry.inflight()
+    log.info(
+        "xtsdb stopping: %d connections, %d requests in flight, %d writes queued",
+        len(registry.open),
+        len(inflight),
+        writes.depth,
+    )
+    if inflight:
+        _, late = await asyncio.wait(inflight, timeout=config.shutdown_timeout)
+        if late:
+            log.warning(
+                "%d requests still running after %.0f s; dropping their responses",
+                len(late),
+                config.shutdown_timeout,
+            )
+            for task in late:
+                task.cancel()
+    # Everything already queued is committed before the engine closes; the
+    # flush task refuses new writes from here on.
+    writes.stop()
+    try:
+        await flush_task
+    except Exception:
+        log.exception("the flush task failed")
+    for conn in list(registry.open):
+        conn.close()
+    deadline = max(deadline, time.monotonic() + 1.0)  # a moment to send the last answers
+    while registry.open and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)  # transports flush their buffers, then report closed
+    for conn in list(registry.open):
+        conn.abort()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(listener.wait_closed(), 1.0)
+    stats = writes.stats()
+    log.info(
+        "xtsdb served %d writes (%d points) in %d commits, %.1f writes per commit",
+        stats["writes"],
+        stats["points_written"],
+        stats["commits"],
+        stats["writes_per_commit"],
+    )
+
+
+def _write_ready_file(path: Path, host: str, port: int) -> None:
+    # Atomic: a reader polling for the file never sees it half-written.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{host} {port}\n")
+    os.replace(tmp, path)
+
+
+class ServerThread:
+    """A complete server on its own event loop in a background thread.
+
+    For tests and embedding::
+
+        with ServerThread(ServerConfig(port=0, data_dir=tmp)) as srv:
+            connect(srv.host, srv.port)
+
+    ``start()`` returns once the server listens (or raises what stopped it);
+    ``stop()`` shuts it down gracefully and re-raises a failure of the server.
+    """
+
+    def __init__(self, config: ServerConfig, *, start_timeout: float = 60.0) -> None:
+        self.config = config
+        self.start_timeout = start_timeout
+        self.host = ""
+        self.port = 0
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shutdown: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"xtsdb://{host}:{self.port}"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.config.data_dir)
+
+    def start(self) -> ServerThread:
+        if self._thread is not None:
+            raise RuntimeError("ServerThread already started")
+        self._thread = threading.Thread(target=self._thread_main, name="xtsdb-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(self.start_timeout):
+            self.stop()
+            raise TimeoutError(f"server did not start within {self.start_timeout} s")
+        if self._error is not None:
+            self._thread.join(self.start_timeout)
+            raise self._error
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Graceful stop; waits up to ``timeout`` (default: shutdown_timeout + 30 s)."""
+        thread, loop, shutdown = self._thread, self._loop, self._shutdown
+        if thread is None:
+            return
+        if loop is not None and shutdown is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop may have just finished
+                loop.call_soon_threadsafe(shutdown.set)
+        thread.join(timeout if timeout is not None else self.config.shutdown_timeout + 30)
+        if thread.is_alive():
+            raise TimeoutError("server thread did not stop in time")
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _thread_main(self) -> None:
+        try:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
+                runner.run(self._main())
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._shutdown = asyncio.Event()
+        await serve(self.config, self._shutdown, self._on_ready)
+
+    def _on_ready(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._ready.set()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,301 @@
+"""One client connection: socket bytes in, frames out, with backpressure.
+
+A :class:`Connection` is an ``asyncio.Protocol``: ``data_received`` feeds the
+sans-I/O :class:`~xtsdb.protocol.frames.FrameDecoder`, each complete request
+goes to :meth:`Service.dispatch`, and responses are written as they complete
+-- possibly out of order, matched by the request id.
+
+Memory stays bounded per connection by pausing the socket, never by
+buffering: reading stops while the bytes of unanswered requests exceed
+``max_pending_bytes``, while the client does not read its responses (the
+transport's ``pause_writing``), and while the global write queue is full
+(:class:`Connections` pauses everyone). The decoder then holds at most what
+one read returned plus one partial frame.
+
+:class:`Connections` is the set of open connections: the connection cap,
+the global pause, and the gauges that ``stats`` reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, cast
+
+from xtsdb.protocol.errors import Overloaded, ProtocolError
+from xtsdb.protocol.frames import FrameDecoder
+from xtsdb.server.service import Service
+
+log = logging.getLogger("xtsdb.server")
+
+MAX_INFLIGHT = 128
+"""Requests of one connection being worked on at once; more wait in the socket.
+
+Bounds what small requests with large answers (queries) can pin in memory,
+and a pool of ``query_threads`` could not run more at once anyway."""
+
+REQUEST_OVERHEAD = 256
+"""Bytes charged per unanswered request on top of its frame: a flood of tiny
+requests (pings) must hit ``max_pending_bytes`` too, since each holds a task."""
+
+
+class Connections:
+    """Open connections, the connection cap and the all-readers pause."""
+
+    def __init__(self, service: Service, *, max_connections: int) -> None:
+        self.service = service
+        self.max_connections = max_connections
+        self.open: set[Connection] = set()
+        self.paused = False
+        self.total = 0
+        self.refused = 0
+        self.idle_closed = 0
+        self.pending_peak = 0
+        self.read_pauses = 0
+
+    def admit(self, conn: Connection) -> bool:
+        if len(self.open) >= self.max_connections:
+            self.refused += 1
+            return False
+        self.open.add(conn)
+        self.total += 1
+        return True
+
+    def set_paused(self, paused: bool) -> None:
+        """Called by the write queue: stop (or restart) reading on every socket."""
+        self.paused = paused
+        for conn in list(self.open):
+            conn.kick()
+
+    def inflight(self) -> list[asyncio.Task[bytes]]:
+        return [t for conn in self.open for t in conn.tasks]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connections": len(self.open),
+            "connections_total": self.total,
+            "connections_refused": self.refused,
+            "connections_idle_closed": self.idle_closed,
+            "inflight_requests": sum(len(c.tasks) for c in self.open),
+            "pending_bytes": sum(c.pending for c in self.open),
+            "pending_bytes_peak": self.pending_peak,
+            "read_buffer_bytes": sum(c.decoder.buffered for c in self.open),
+            "write_buffer_bytes": sum(c.write_buffer_size() for c in self.open),
+            "readers_paused": sum(1 for c in self.open if c.reading_paused),
+            "read_pauses": self.read_pauses,
+        }
+
+
+class Connection(asyncio.Protocol):
+    def __init__(
+        self, registry: Connections, *, max_frame: int, max_pending_bytes: int, idle_timeout: float
+    ) -> None:
+        self.registry = registry
+        self.service = registry.service
+        self.decoder = FrameDecoder(max_frame)
+        self.max_pending = max_pending_bytes
+        self.idle_timeout = idle_timeout
+        self.tasks: set[asyncio.Task[bytes]] = set()
+        self.pending = 0  # bytes (+ overhead) of requests received and not yet answered
+        self.reading_paused = False
+        self.peer = "?"
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        self._write_blocked = False
+        self._eof = False
+        self._draining = False
+        self._frames_done = True  # the last drain consumed every complete frame
+        self._last_activity = self._loop.time()
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        if not self.registry.admit(self):
+            log.warning(
+                "refusing connection from %s: %d connections open (max_connections)",
+                self.peer,
+                len(self.registry.open),
+            )
+            self._closing = True
+            overloaded = Overloaded(
+                f"too many connections ({self.registry.max_connections}); try again later"
+            )
+            self._transport.write(self.service.error(None, overloaded))
+            self._transport.close()
+            return
+        log.debug("connection from %s", self.peer)
+        if self.idle_timeout > 0:
+            self._idle_timer = self._loop.call_later(self.idle_timeout, self._check_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self in self.registry.open:
+            self.registry.open.discard(self)
+            log.debug("connection from %s closed (%s)", self.peer, exc or "clean")
+        # Queued writes still commit (their futures are already in the write
+        # queue); only the answers, which nobody can receive now, are dropped.
+        for task in list(self.tasks):
+            task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._last_activity = self._loop.time()
+        try:
+            self.decoder.feed(data)
+        except ProtocolError as exc:
+            # No way to find the next frame boundary: answer once and hang up.
+            log.info("closing %s: %s", self.peer, exc)
+            self._fail(exc)
+            return
+        self._frames_done = False
+        self.drain()
+
+    def eof_received(self) -> bool:
+        # A client may half-close after its last request: answer what is in
+        # flight, then close (returning True keeps our side writable).
+        self._eof = True
+        self.drain()
+        self._close_if_done()
+        return True
+
+    def pause_writing(self) -> None:
+        # The client is not reading its responses: stop reading its requests.
+        self._write_blocked = True
+        self._sync_reading()
+
+    def resume_writing(self) -> None:
+        self._write_blocked = False
+        self.kick()
+
+    # -- request flow --------------------------------------------------------
+
+    def blocked(self) -> bool:
+        return (
+            self._closing
+            or self._write_blocked
+            or self.registry.paused
+            or self.pending > self.max_pending
+            or len(self.tasks) >= MAX_INFLIGHT
+        )
+
+    def drain(self) -> None:
+        """Handle every buffered complete frame while not blocked, then (un)pause the socket."""
+        if self._draining:
+            return  # re-entered from a synchronous response; the outer loop continues
+        self._draining = True
+        try:
+            while not self.blocked():
+                before = self.decoder.buffered
+                try:
+                    msg = self.decoder.next_message()
+                except ProtocolError as exc:  # a bad body costs only that frame
+                    self._write(self.service.error(None, exc))
+                    continue
+                if msg is None:
+                    self._frames_done = True
+                    break
+                self._handle(msg, before - self.decoder.buffered)
+        finally:
+            self._draining = False
+        self._sync_reading()
+
+    def kick(self) -> None:
+        """Something that blocked reading may have cleared: continue with buffered frames."""
+        if not self._closing:
+            self.drain()
+
+    def _handle(self, msg: dict[str, Any], size: int) -> None:
+        cost = size + REQUEST_OVERHEAD
+        self.pending += cost
+        if self.pending > self.registry.pending_peak:
+            self.registry.pending_peak = self.pending
+        result = self.service.dispatch(msg)
+        if isinstance(result, bytes):
+            self._respond(result, cost)
+            return
+        task = self._loop.create_task(result)
+        self.tasks.add(task)
+        task.add_done_callback(lambda t: self._task_done(t, cost))
+
+    def _task_done(self, task: asyncio.Task[bytes], cost: int) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            self.pending -= cost
+            return
+        exc = task.exception()
+        if exc is not None:  # Service guards its coroutines; this is a bug, not a client error
+            self._respond(self.service.error(None, exc), cost)
+        else:
+            self._respond(task.result(), cost)
+        self._close_if_done()
+
+    def _respond(self, frame: bytes, cost: int) -> None:
+        self.pending -= cost
+        self._write(frame)
+        if not self._draining:
+            self.kick()
+
+    def _write(self, frame: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frame)
+
+    def write_buffer_size(self) -> int:
+        t = self._transport
+        return t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
+
+    def _sync_reading(self) -> None:
+        t = self._transport
+        if t is None or t.is_closing():
+            return
+        want_pause = self.blocked()
+        if want_pause and not self.reading_paused:
+            t.pause_reading()
+            self.reading_paused = True
+            self.registry.read_pauses += 1
+        elif not want_pause and self.reading_paused:
+            t.resume_reading()
+            self.reading_paused = False
+
+    # -- closing ----------------------------------------------------------------
+
+    def _fail(self, exc: ProtocolError) -> None:
+        self._write(self.service.error(None, exc))
+        self.close()
+
+    def _close_if_done(self) -> None:
+        if self._eof and not self.tasks and self._frames_done:
+            self.close()
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        if self._closing:
+            return
+        idle_for = self._loop.time() - self._last_activity
+        busy = bool(self.tasks) or self.reading_paused  # waiting on us is not idling
+        if busy or idle_for < self.idle_timeout:
+            delay = self.idle_timeout if busy else max(self.idle_timeout - idle_for, 0.05)
+            self._idle_timer = self._loop.call_later(delay, self._check_idle)
+            return
+        log.info("closing %s: idle for %.0f s (idle_timeout)", self.peer, idle_for)
+        self.registry.idle_closed += 1
+        self.close()
+
+    def close(self) -> None:
+        """Close after the responses already written are flushed."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection now (shutdown after its timeout)."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()

@@ -1,0 +1,276 @@
+"""The ``xtsdb-server`` process: configuration, signals, and kill -9 durability.
+
+Children are started with ``sys.executable -m xtsdb.server``, found through
+their ``--ready-file``, and always killed and reaped in ``finally`` blocks.
+Only the child's own pid is ever signalled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from xtsdb.protocol import (
+    FrameDecoder,
+    encode_frame,
+    parse_points,
+    query_request,
+    request,
+    write_request,
+)
+from xtsdb.server.app import ServerThread
+from xtsdb.server.config import ConfigError, ServerConfig
+from xtsdb.server.main import main
+
+SMALL = ["--chunk-size", "256KiB", "--meta-extents", "1", "--block-points", "1000"]
+START_TIMEOUT = 30.0
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XTSDB_")}
+    env.update(extra)
+    return env
+
+
+class Child:
+    """A server subprocess; ``address`` comes from its ready file."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], ready_file: Path, log_file: Path) -> None:
+        self.proc = proc
+        self.ready_file = ready_file
+        self.log_file = log_file
+        self.address = ("", 0)
+
+    def wait_ready(self) -> tuple[str, int]:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.ready_file.exists():
+                host, port = self.ready_file.read_text().split()
+                self.address = (host, int(port))
+                return self.address
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}: {self.log()}")
+            time.sleep(0.02)
+        raise AssertionError(f"server not ready within {START_TIMEOUT} s: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_file.read_text() if self.log_file.exists() else ""
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+@contextmanager
+def child(
+    tmp_path: Path,
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    ready_file: Path | None = None,
+    name: str = "server",
+) -> Iterator[Child]:
+    ready = ready_file or tmp_path / f"{name}.ready"
+    ready.unlink(missing_ok=True)
+    log_file = tmp_path / f"{name}.log"
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xtsdb.server", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env if env is not None else clean_env(),
+            cwd=cwd or tmp_path,
+        )
+    c = Child(proc, ready, log_file)
+    try:
+        yield c
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # this child's pid only
+        proc.wait(10)
+
+
+def start(tmp_path: Path, data_dir: Path, *extra: str, name: str = "server") -> Any:
+    ready = tmp_path / f"{name}.ready"
+    args = ["--port", "0", "--ready-file", str(ready), "--data-dir", str(data_dir), *SMALL]
+    return child(tmp_path, [*args, *extra], name=name)
+
+
+class Conn:
+    def __init__(self, address: tuple[str, int], timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.decoder = FrameDecoder()
+        self.next_id = 0
+
+    def call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        self.sock.sendall(encode_frame(msg))
+        while (resp := self.decoder.next_message()) is None:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError("closed")
+            self.decoder.feed(data)
+        assert resp["id"] == msg["id"], resp
+        return resp
+
+    def write(self, tag: int, ts: Any, values: Any) -> dict[str, Any]:
+        self.next_id += 1
+        return self.call(write_request(self.next_id, tag, ts, values))
+
+    def query(self, tag: int) -> tuple[Any, Any]:
+        self.next_id += 1
+        ts, values, _ = parse_points(self.call(query_request(self.next_id, tag, 0, 1 << 50)))
+        return ts, values
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_sigterm_stops_cleanly_and_restart_sees_data(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ts = np.arange(2_500, dtype=np.int64)
+    with start(tmp_path, data, name="first") as srv:
+        conn = Conn(srv.wait_ready())
+        for tag in (1, 2):
+            assert conn.write(tag, ts, ts * float(tag))["ok"]
+        conn.close()
+        assert srv.terminate() == 0
+        log = srv.log()
+    assert f"xtsdb listening on 127.0.0.1:{srv.address[1]}" in log
+    assert "durability=fsync" in log and str(data) in log
+    assert "received SIGTERM, stopping" in log and "xtsdb stopped" in log
+    assert not srv.ready_file.exists()  # removed on a clean stop
+    with start(tmp_path, data, name="second") as srv2:
+        conn = Conn(srv2.wait_ready())
+        for tag in (1, 2):
+            got_ts, got_values = conn.query(tag)
+            np.testing.assert_array_equal(got_ts, ts)
+            np.testing.assert_array_equal(got_values, ts * float(tag))
+        conn.close()
+        assert srv2.terminate() == 0
+
+
+def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    n_writers, batch = 4, 50
+    acked: list[list[np.ndarray]] = [[] for _ in range(n_writers)]
+    stop = threading.Event()
+
+    def writer(i: int, address: tuple[str, int]) -> None:
+        conn = Conn(address, timeout=5)
+        try:
+            for b in range(10_000):
+                if stop.is_set():
+                    return
+                ts = b * batch + np.arange(batch, dtype=np.int64)
+                if conn.write(10 + i, ts, ts * 0.25 + i)["ok"]:
+                    acked[i].append(ts)  # recorded only after the acknowledgement
+        except (OSError, ConnectionError):
+            return  # the server was killed mid-request: that write was not acknowledged
+        finally:
+            conn.close()
+
+    with start(tmp_path, data, name="victim") as srv:
+        address = srv.wait_ready()
+        threads = [threading.Thread(target=writer, args=(i, address)) for i in range(n_writers)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while sum(map(len, acked)) < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        srv.proc.kill()  # SIGKILL to this child only, writers still running
+        srv.proc.wait(10)
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert sum(map(len, acked)) >= 200, "writers made too little progress to test anything"
+    with start(tmp_path, data, name="revived") as srv2:
+        conn = Conn(srv2.wait_ready())
+        for i in range(n_writers):
+            got_ts, got_values = conn.query(10 + i)
+            want = np.concatenate(acked[i])
+            pos = np.searchsorted(got_ts, want)
+            assert (pos < got_ts.size).all(), f"writer {i}: acknowledged points are missing"
+            np.testing.assert_array_equal(got_ts[pos], want)
+            np.testing.assert_array_equal(got_values[pos], want * 0.25 + i)
+        conn.close()
+        assert srv2.terminate() == 0
+
+
+def test_starts_with_no_arguments_using_environment(tmp_path: Path) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    ready = tmp_path / "env.ready"
+    env = clean_env(XTSDB_PORT="0", XTSDB_READY_FILE=str(ready))  # 7878 may be busy here
+    with child(tmp_path, [], env=env, cwd=cwd, ready_file=ready, name="noargs") as srv:
+        host, port = srv.wait_ready()
+        assert host == "127.0.0.1" and port != 7878
+        conn = Conn((host, port))
+        assert conn.call(request("ping", 1))["ok"]
+        conn.close()
+        assert (cwd / "xtsdb-data").is_dir()  # the embedded default, relative to the CWD
+        assert srv.terminate() == 0
+    assert "durability=fsync" in srv.log()
+
+
+def test_locked_data_dir_and_bad_config_exit_nonzero(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    srv = ServerThread(ServerConfig(port=0, data_dir=data, chunk_size=256 * 1024, meta_extents=1))
+    with srv:
+        with start(tmp_path, data, name="second") as other:
+            assert other.proc.wait(START_TIMEOUT) == 1
+        assert "could not run" in other.log()
+    assert main(["--host", "0.0.0.0", "--data-dir", str(data)]) == 2
+    assert main(["--durability", "sometimes"]) == 2
+
+
+def test_config_precedence_flag_env_file_default(tmp_path: Path) -> None:
+    toml = tmp_path / "xtsdb.toml"
+    toml.write_text(
+        'port = 1111\nhost = "::1"\ndurability = "none"\nblock_points = 500\n'
+        'max_queue_bytes = "1MiB"\nidle_timeout = 5\n'
+    )
+    default = ServerConfig.load([], {})
+    assert (default.host, default.port, default.data_dir) == ("127.0.0.1", 7878, Path("xtsdb-data"))
+    assert default.durability == "fsync" and default.max_connections == 1024
+    from_file = ServerConfig.load(["--config", str(toml)], {})
+    assert (from_file.port, from_file.host, from_file.durability) == (1111, "::1", "none")
+    assert from_file.block_points == 500 and from_file.max_queue_bytes == 1 << 20
+    env = {"XTSDB_CONFIG": str(toml), "XTSDB_PORT": "2222", "XTSDB_BLOCK_POINTS": "700"}
+    from_env = ServerConfig.load([], env)
+    assert (from_env.port, from_env.block_points, from_env.host) == (2222, 700, "::1")
+    from_flag = ServerConfig.load(["--port", "3333", "--max-queue-bytes", "2MiB"], env)
+    assert (from_flag.port, from_flag.block_points) == (3333, 700)
+    assert from_flag.max_queue_bytes == 2 << 20 and from_flag.idle_timeout == 5.0
+    assert from_flag.engine_config().fsync is False  # durability=none from the file
+
+
+def test_config_refuses_bad_values(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="allow-remote"):
+        ServerConfig.load(["--host", "0.0.0.0"], {})
+    assert ServerConfig.load(["--host", "0.0.0.0", "--allow-remote"], {}).allow_remote
+    assert ServerConfig.load([], {"XTSDB_HOST": "0.0.0.0", "XTSDB_ALLOW_REMOTE": "1"}).allow_remote
+    with pytest.raises(ConfigError, match="XTSDB_PORT"):
+        ServerConfig.load([], {"XTSDB_PORT": "eighty"})
+    with pytest.raises(ConfigError, match="XTSDB_ALLOW_REMOTE"):
+        ServerConfig.load([], {"XTSDB_ALLOW_REMOTE": "perhaps"})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("prot = 1\n")
+    with pytest.raises(ConfigError, match="unknown keys"):
+        ServerConfig.load(["--config", str(bad)], {})
+    with pytest.raises(ConfigError, match="chunk_size"):
+        ServerConfig(chunk_size=1000)
+    with pytest.raises(ConfigError, match="cannot read"):
+        ServerConfig.load(["--config", str(tmp_path / "missing.toml")], {})
