@@ -117,3 +117,51 @@ def test_torn_wal_tail_is_truncated(tmp_path: Path) -> None:
         assert any("truncat" in r or "torn" in r for r in eng.repairs), eng.repairs
     assert last.stat().st_size <= size + 44
     check_all_present(data, acks)
+
+
+SEALER_CHILD = textwrap.dedent(
+    """
+    import sys, time, numpy as np
+    from xtsdb.server.engine import Engine, EngineConfig
+    if __name__ == "__main__":
+        eng = Engine.open(sys.argv[1], EngineConfig(**eval(sys.argv[2])))
+        for i in range(40):  # block_points=200: the sealer writes blocks, no checkpoint yet
+            ts = np.arange(i * 100, (i + 1) * 100, dtype=np.int64)
+            eng.write(1, ts, ts * 2.0)
+        while eng.stats()["blocks"] < 10:
+            time.sleep(0.01)
+        print("ready", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def test_torn_directory_entry_in_unsealed_chunk_is_cut_and_replayed(tmp_path: Path) -> None:
+    from xtsdb.server.engine.container import DIR_OFFSET, ENTRY_SIZE
+
+    data = tmp_path / "db"
+    cfg = dict(CFG, chunk_size=1 << 20, wal_checkpoint_bytes=1 << 30)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SEALER_CHILD, str(data), repr(cfg)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", proc.stderr.read() if proc.stderr else ""
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    # Tear entry 3 of chunk 0's directory; entries after it stay intact on disk.
+    container = data / "containers" / "c-000000.xtc"
+    with open(container, "r+b") as f:
+        f.seek(16 * 1024 + DIR_OFFSET + 3 * ENTRY_SIZE + 10)
+        f.write(b"\xde\xad")
+    with Engine.open(data, EngineConfig(**cfg)) as eng:  # type: ignore[arg-type]
+        assert any("torn" in r for r in eng.repairs), eng.repairs
+        p = eng.query(1, 0, 1 << 40)
+        assert np.array_equal(p.timestamps, np.arange(4000))
+        assert np.array_equal(p.values, np.arange(4000) * 2.0)
+        eng.write(1, [5000], [1.0])  # writes go on in a fresh chunk
+    with Engine.open(data, EngineConfig(**cfg)) as eng:  # type: ignore[arg-type]
+        assert len(eng.query(1, 0, 1 << 40)) == 4001
