@@ -62,6 +62,21 @@ class _Tag:
         return self._arrays[1], self._arrays[2]
 
 
+def _run_tops(batch: WriteBatch) -> tuple[list[int], np.ndarray]:
+    """Per run: the newest timestamp and the index of its last occurrence (later wins)."""
+    ts, bounds = batch.timestamps, batch.run_bounds
+    starts = bounds[:-1]
+    if starts.shape[0] <= 16:  # few long runs: no need for batch-sized temporaries
+        b = bounds.tolist()
+        idx = [b[k + 1] - 1 - int(np.argmax(ts[b[k] : b[k + 1]][::-1])) for k in range(len(b) - 1)]
+        pos = np.array(idx, dtype=np.int64)
+    else:
+        top = np.maximum.reduceat(ts, starts)
+        at_top = ts == np.repeat(top, np.diff(bounds))
+        pos = np.maximum.reduceat(np.where(at_top, np.arange(ts.shape[0]), -1), starts)
+    return ts[pos].tolist(), pos
+
+
 class Engine:
     """Open with :meth:`open`; every public method is safe to call from any thread."""
 
@@ -89,9 +104,7 @@ class Engine:
         self._counters = {"points_written": 0, "write_batches": 0, "wal_commits": 0,
                           "blocks_written": 0, "checkpoints": 0, "seal_errors": 0}  # fmt: skip
         self._p_lock = threading.Lock()
-        self._p_tag, self._p_ts, self._p_val, self._p_q = (
-            array("I"), array("q"), array("d"), array("B"),
-        )  # fmt: skip
+        self._reset_points()
         for e in sorted(parts.blocks, key=lambda e: e.seq):
             self._tag(e.tag_id).blocks.append(e)
         for lsn, payload in self._wal.replay(self.checkpoint_lsn):
@@ -158,21 +171,25 @@ class Engine:
         self, tag_id: int, ts_us: int, value: float, quality: int = GOOD_QUALITY
     ) -> None:
         """Stage one point: visible and durable at :meth:`commit` (or every 65,536 points)."""
+        # The hot single-point path: four array.array appends, whose typecodes also
+        # do the validation (an out-of-range tag or quality raises OverflowError).
         with self._p_lock:
-            n = len(self._p_ts)
+            add_tag, add_ts, add_val, add_q = self._p_add
             try:
                 if not -TS_LIMIT < ts_us < TS_LIMIT:
                     raise OverflowError("timestamp out of range")
-                self._p_tag.append(tag_id)
-                self._p_ts.append(ts_us)
-                self._p_val.append(value)
-                self._p_q.append(quality)
+                add_tag(tag_id)
+                add_ts(ts_us)
+                add_val(value)
+                add_q(quality)
             except (TypeError, OverflowError) as exc:
+                n = self._p_n
                 for col in (self._p_tag, self._p_ts, self._p_val, self._p_q):
                     del col[n:]
                 raise InvalidInput(f"bad point ({tag_id!r}, {ts_us!r}, {value!r}, {quality!r}): "
                                    f"{exc}") from None  # fmt: skip
-            if n + 1 >= 65536:
+            self._p_n += 1
+            if self._p_n >= 65536:
                 self._commit_points()
 
     def commit(self) -> int:
@@ -190,28 +207,37 @@ class Engine:
             np.frombuffer(self._p_val, np.float64),
             np.frombuffer(self._p_q, np.uint8),
         )
+        self._reset_points()
+        return self.write_batches([batch])
+
+    def _reset_points(self) -> None:
         self._p_tag, self._p_ts, self._p_val, self._p_q = (
             array("I"), array("q"), array("d"), array("B"),
         )  # fmt: skip
-        return self.write_batches([batch])
+        self._p_add = (self._p_tag.append, self._p_ts.append, self._p_val.append,
+                       self._p_q.append)  # fmt: skip
+        self._p_n = 0
 
     def _apply(self, batch: WriteBatch, lsn: int) -> None:
+        if not batch.n_points:
+            return
         ts_all, v_all, q_all = batch.timestamps, batch.values, batch.qualities
-        for tag_id, sl in batch.runs():
-            t = self._tag(tag_id)
-            ts = ts_all[sl]
-            t.active.append(ts, v_all[sl], q_all[sl], lsn)
+        tops, idx = _run_tops(batch)
+        last_v, last_q = v_all[idx].tolist(), q_all[idx].tolist()
+        block_points = self.config.block_points
+        for k, (tag_id, sl) in enumerate(batch.runs()):
+            t = self._tags.get(tag_id) or self._tag(tag_id)
+            t.active.append(ts_all[sl], v_all[sl], q_all[sl], lsn)
             t.version += 1
-            if t.active.count >= self.config.block_points:
+            if t.active.count >= block_points:
                 self._seal_wanted = True
-            i = ts.shape[0] - 1 - int(np.argmax(ts[::-1]))  # the last of the newest timestamps
-            top = int(ts[i])
+            top = tops[k]
             cached = self._last.get(tag_id)
             # Without a cached value the newest point is only known for a tag whose
             # first points these are; others are filled lazily by last().
-            first_data = not t.blocks and not t.sealing and t.active.count == ts.shape[0]
+            first_data = not t.blocks and not t.sealing and t.active.count == sl.stop - sl.start
             if (top >= cached[0]) if cached is not None else first_data:
-                self._last[tag_id] = (top, float(v_all[sl][i]), int(q_all[sl][i]))
+                self._last[tag_id] = (top, last_v[k], last_q[k])
         self._mem_points += batch.n_points
 
     def _tag(self, tag_id: int) -> _Tag:

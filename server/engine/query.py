@@ -45,26 +45,26 @@ def run_query(engine: Engine, tag_id: int, start_us: int, end_us: int, limit: in
     mem = clip(consolidate(mem_parts), start, end) if mem_parts else None
     stats.points_from_memory = 0 if mem is None else int(mem[0].shape[0])
 
-    disk: Columns | None = None
+    out: Columns | None = mem
     if chosen.shape[0]:
         by_time = chosen[np.argsort(firsts[chosen], kind="stable")]
         disjoint = bool(np.all(firsts[by_time][1:] > lasts[by_time][:-1]))
         order = by_time if disjoint else chosen  # chosen is in seq (write) order
         refs = [engine._store.ref(blocks[i]) for i in order.tolist()]
-        disk = engine._reader.read(refs)
-        stats.points_from_disk = int(disk[0].shape[0])
-        if not disjoint:
-            disk = sort_unique(*disk)
-        disk = clip(disk, start, end)
-
-    if disk is None:
-        out = mem
-    elif mem is None or mem[0].shape[0] == 0:
-        out = disk
-    else:
-        out = concat([disk, mem])  # memory is newer than every block: it goes last
-        if disk[0].shape[0] and int(mem[0][0]) <= int(disk[0][-1]):
-            out = sort_unique(*out)
+        m = mem if mem is not None and mem[0].shape[0] else None
+        n_mem = 0 if m is None else int(m[0].shape[0])
+        # Memory points newer than every chosen block go straight after them in
+        # the same buffer: the result is built without a full-size copy.
+        tail = m is not None and disjoint and int(m[0][0]) > int(lasts[chosen].max())
+        cols = engine._reader.read(refs, extra=n_mem if tail else 0)
+        stats.points_from_disk = int(cols[0].shape[0]) - (n_mem if tail else 0)
+        if tail and m is not None:
+            cols[0][-n_mem:], cols[1][-n_mem:], cols[2][-n_mem:] = m
+            out = clip(cols, start, end)
+        else:
+            out = clip(cols if disjoint else sort_unique(*cols), start, end)
+            if m is not None:  # memory is newer than every block: it goes last, wins ties
+                out = sort_unique(*concat([out, m]))
     if out is None:
         return Points.empty()
     if limit is not None and out[0].shape[0] > limit:

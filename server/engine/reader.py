@@ -103,13 +103,17 @@ class BlockReader:
         self._fds: dict[str, int] = {}
         self.shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
-    def read(self, refs: list[BlockRef], *, parallel: bool | None = None) -> Columns:
+    def read(
+        self, refs: list[BlockRef], *, parallel: bool | None = None, extra: int = 0
+    ) -> Columns:
+        """Decode ``refs`` back to back; ``extra`` leaves that many slots free at the end."""
         total = sum(r.count for r in refs)
         if parallel is None:
             parallel = self.workers > 0 and total >= self.parallel_min_points and len(refs) > 1
         if parallel:
-            return self._read_parallel(refs, total)
-        out = (np.empty(total, np.int64), np.empty(total, np.float64), np.empty(total, np.uint8))
+            return self._read_parallel(refs, total, extra)
+        size = total + extra
+        out = (np.empty(size, np.int64), np.empty(size, np.float64), np.empty(size, np.uint8))
         at = 0
         for ref in refs:
             _decode_into(self._fd(ref.path), ref, out, at)
@@ -141,23 +145,24 @@ class BlockReader:
         for f in [pool.submit(os.getpid) for _ in range(self.workers)]:
             f.result()
 
-    def _read_parallel(self, refs: list[BlockRef], total: int) -> Columns:
+    def _read_parallel(self, refs: list[BlockRef], total: int, extra: int) -> Columns:
         pool = self._executor()
+        size = total + extra
         fd, shm_path = tempfile.mkstemp(prefix="xtsdb-read-", dir=self.shm_dir)
         try:
-            os.ftruncate(fd, max(17 * total, 1))
-            buf = mmap.mmap(fd, max(17 * total, 1))
+            os.ftruncate(fd, max(17 * size, 1))
+            buf = mmap.mmap(fd, max(17 * size, 1))
         finally:
             os.close(fd)
         try:
             futures: list[Future[int]] = []
             for jobs in _split(refs, self.workers * 2):
-                futures.append(pool.submit(_worker_decode, shm_path, total, jobs))
+                futures.append(pool.submit(_worker_decode, shm_path, size, jobs))
             for f in futures:
                 f.result()
         finally:
             os.unlink(shm_path)
-        return _columns_over(buf, total)
+        return _columns_over(buf, size)
 
     def close(self) -> None:
         with self._lock:

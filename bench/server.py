@@ -1,0 +1,415 @@
+"""End-to-end benchmark of the xtsdb server over loopback: SDK client -> TCP -> server -> disk.
+
+    .venv/bin/python -m bench.server                   # full run, ~2 min
+    .venv/bin/python -m bench.server --quick           # smoke run, < 30 s
+    .venv/bin/python -m bench.server --out server.md   # also write the table as Markdown
+
+The server is a subprocess (``python -m xtsdb.server``, default durability fsync: every
+acknowledged write was fdatasync'ed); the client is this process, on uvloop. Client and
+server share the machine's cores, so client-side Python (encoding frames, decoding answers)
+takes CPU the server could use. Data directories live under /tmp on the real disk, never
+/dev/shm (where fsync is free). Figures are medians of repeated runs (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a file: make `bench` and the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import uvloop
+
+from bench import data
+from bench._util import Row, check, table, verdict
+from xtsdb.client import AsyncClient, connect
+from xtsdb.protocol import encode_frame, ok_response, write_request
+
+Cols = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # one tag's (tag, ts, values, q)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    tags: int  # workload 1: tags x points, one frame per tag
+    points: int
+    reps: int  # workload 1 and 2 repetitions (fresh server for each ingest run)
+    window: int  # workload 1: write requests in flight
+    wp_points: int  # workload 2
+    q_points: int  # workload 3
+    q_reps: int
+    last_tags: int  # workload 4
+    last_reps: int
+    small_writes: int  # workload 5b: writes per client (bounded by small_secs too)
+    small_secs: float
+
+
+FULL = Sizes(1000, 10_000, 3, 8, 1_000_000, 1_000_000, 10, 10_000, 20, 1000, 10.0)
+QUICK = Sizes(100, 10_000, 1, 8, 200_000, 200_000, 5, 10_000, 10, 150, 2.0)
+SMALL_CLIENTS = 8
+SMALL_POINTS = 100
+
+
+def mpts(points: int, secs: float) -> float:
+    return points / secs / 1e6
+
+
+def pct(lat: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(lat) * 1e3, p))
+
+
+# -- processes -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def xtsdb_server(base: str, *flags: str) -> Iterator[str]:
+    """A fresh server on a free port with its own data dir; yields its URL, SIGTERMs it after."""
+    with tempfile.TemporaryDirectory(prefix="server-", dir=base) as d:
+        ready = Path(d) / "ready"
+        cmd = [sys.executable, "-m", "xtsdb.server", "--port", "0", "--ready-file", str(ready),
+               "--data-dir", f"{d}/data", "--log-level", "WARNING", *flags]  # fmt: skip
+        proc = subprocess.Popen(cmd)
+        try:
+            deadline = time.monotonic() + 60
+            while not ready.exists():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"xtsdb server exited with {proc.returncode}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError("xtsdb server not ready within 60 s")
+                time.sleep(0.02)
+            host, port = ready.read_text().split()
+            yield f"xtsdb://{host}:{port}"
+        finally:
+            proc.terminate()  # SIGTERM: graceful stop (commit, seal, checkpoint)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class _SyncAck(asyncio.Protocol):
+    """The ceiling's server side: append each frame to a file, fdatasync it, ack it."""
+
+    ACK = encode_frame(ok_response(1, n=10_000, lsn=1))  # the size of an xtsdb write ack
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, chunk: bytes) -> None:
+        self.buf += chunk
+        while len(self.buf) >= 4:
+            n = int.from_bytes(self.buf[:4], "big")
+            if len(self.buf) < 4 + n:
+                break
+            os.write(self.fd, self.buf[4 : 4 + n])
+            del self.buf[: 4 + n]
+            os.fdatasync(self.fd)  # one sync per frame, on the loop: no overlap, no grouping
+            assert self.transport is not None
+            self.transport.write(self.ACK)
+
+
+def _ceiling_main(path: str, conn: Any) -> None:
+    """Entry point of the spawned ceiling server process; runs until terminated."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    async def serve() -> None:
+        srv = await asyncio.get_running_loop().create_server(
+            lambda: _SyncAck(fd), "127.0.0.1", 0
+        )
+        conn.send(srv.sockets[0].getsockname()[1])
+        await asyncio.Event().wait()
+
+    uvloop.run(serve())
+
+
+@contextlib.contextmanager
+def ceiling_server(base: str) -> Iterator[int]:
+    """The raw uvloop + fdatasync server in its own process (like xtsdb's); yields its port."""
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="ceiling-", dir=base) as d:
+        rx, tx = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_ceiling_main, args=(f"{d}/log", tx), daemon=True)
+        proc.start()
+        try:
+            if not rx.poll(60):
+                raise TimeoutError("ceiling server not ready within 60 s")
+            yield int(rx.recv())
+        finally:
+            proc.terminate()
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+# -- clients -------------------------------------------------------------------------------
+
+
+async def raw_send(port: int, frames: list[bytes], window: int) -> tuple[float, list[float]]:
+    """Pre-encoded frames over one connection, ``window`` in flight; (seconds, ack latencies).
+
+    Counts length-prefixed answers only, so it also drives the xtsdb server with no SDK cost.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    slots = asyncio.Semaphore(window)
+    sent: deque[float] = deque()
+    lat: list[float] = []
+
+    async def acks() -> None:
+        for _ in frames:
+            head = await reader.readexactly(4)
+            body = await reader.readexactly(int.from_bytes(head, "big"))
+            if b"\xa2ok\xc3" not in body:  # msgpack "ok": true
+                raise RuntimeError(f"write refused: {body[:200]!r}")
+            lat.append(perf_counter() - sent.popleft())  # one connection: acks in order
+            slots.release()
+
+    t0 = perf_counter()
+    task = asyncio.create_task(acks())
+    for f in frames:
+        await slots.acquire()
+        sent.append(perf_counter())
+        writer.write(f)
+        await writer.drain()
+    await asyncio.wait_for(task, 120)
+    secs = perf_counter() - t0
+    writer.close()
+    return secs, lat
+
+
+async def sdk_ingest(url: str, cols: list[Cols], window: int) -> tuple[float, list[float], dict]:
+    """One AsyncClient, ``window`` write() calls in flight; (seconds, latencies, server stats)."""
+    async with await AsyncClient.connect(url, timeout=120) as c:
+        todo = iter(cols)  # shared by the workers: each takes the next frame when it is free
+        lat: list[float] = []
+
+        async def worker() -> None:
+            for tag, ts, values, q in todo:
+                t0 = perf_counter()
+                await c.write(tag, ts, values, q)
+                lat.append(perf_counter() - t0)
+
+        t0 = perf_counter()
+        await asyncio.gather(*(worker() for _ in range(window)))
+        secs = perf_counter() - t0
+        return secs, lat, (await c.stats())["server"]
+
+
+async def small_writes(url: str, sz: Sizes) -> tuple[list[float], float, dict, dict]:
+    """8 connections, each writing 100 points and waiting for the ack, in a loop."""
+    deadline = perf_counter() + sz.small_secs
+    v = np.linspace(0.0, 1.0, SMALL_POINTS)
+
+    async def one(k: int, c: AsyncClient) -> list[float]:
+        lat = []
+        for i in range(sz.small_writes):
+            if perf_counter() > deadline:
+                break
+            ts = data.timestamps(SMALL_POINTS, i * SMALL_POINTS)
+            t0 = perf_counter()
+            await c.write(300_000 + k, ts, v)
+            lat.append(perf_counter() - t0)
+        return lat
+
+    clients = [await AsyncClient.connect(url, timeout=60) for _ in range(SMALL_CLIENTS)]
+    try:
+        before = (await clients[0].stats())["server"]
+        t0 = perf_counter()
+        lats = await asyncio.gather(*(one(k, c) for k, c in enumerate(clients)))
+        secs = perf_counter() - t0
+        after = (await clients[0].stats())["server"]
+    finally:
+        for c in clients:
+            await c.close()
+    return [x for lat in lats for x in lat], secs, before, after
+
+
+# -- workloads -----------------------------------------------------------------------------
+
+
+def bench_ingest(base: str, sz: Sizes, rows: list[Row]) -> None:
+    ts = data.timestamps(sz.points)
+    q = np.full(sz.points, data.QUALITY_GOOD, np.uint8)
+    cols: list[Cols] = [(t, ts, data.tag_values(t, sz.points), q) for t in range(sz.tags)]
+    frames = [encode_frame(write_request(i + 1, *c)) for i, c in enumerate(cols)]
+    n = sz.tags * sz.points
+    sdk: list[float] = []
+    raw: list[float] = []
+    ceil: list[float] = []
+    lat: list[float] = []
+    ceil_lat: list[float] = []
+    stats: dict = {}
+    for _ in range(sz.reps):  # interleaved, so a burst of load elsewhere hits all three alike
+        with ceiling_server(base) as port:
+            secs, lt = uvloop.run(raw_send(port, frames, sz.window))
+            ceil.append(secs)
+            ceil_lat += lt
+        with xtsdb_server(base) as url:
+            secs, lt, stats = uvloop.run(sdk_ingest(url, cols, sz.window))
+            sdk.append(secs)
+            lat += lt
+        with xtsdb_server(base) as url:
+            raw.append(uvloop.run(raw_send(int(url.rsplit(":", 1)[1]), frames, sz.window))[0])
+    x, c = mpts(n, statistics.median(sdk)), mpts(n, statistics.median(ceil))
+    what = f"1. columnar durable ingest, 1 client, {sz.tags:,} tags x {sz.points:,} pts"
+    rows.append(check(f"{what}, AsyncClient, {sz.window} frames in flight", x, "M pts/s", 8,
+                      True, f" (= {x / c:.2f}x ceiling)"))  # fmt: skip
+    rows.append(Row("1. baseline: raw uvloop loopback + 1 fdatasync per frame (ceiling)",
+                    f"{c:.3g} M pts/s"))  # fmt: skip
+    rows.append(Row("1. diagnostic: xtsdb server fed pre-encoded frames (no SDK cost)",
+                    f"{mpts(n, statistics.median(raw)):.3g} M pts/s"))  # fmt: skip
+    rows.append(Row("1. server group commit (last SDK run)",
+                    f"{stats['commits']} commits, {stats['writes_per_commit']:.2f} writes/commit, "
+                    f"max {stats['max_writes_per_commit']}"))  # fmt: skip
+    p50, p99 = pct(lat, 50), pct(lat, 99)
+    rows.append(Row(f"5. write ack latency under workload 1 ({len(lat):,} writes of "
+                    f"{sz.points:,} pts)", f"p50 {p50:.3g} ms, p99 {p99:.3g} ms",
+                    "p99 <= 15 ms", verdict(p99, 15, False)))  # fmt: skip
+    rows.append(Row("5. baseline: ceiling ack latency, same window",
+                    f"p50 {pct(ceil_lat, 50):.3g} ms, p99 {pct(ceil_lat, 99):.3g} ms"))  # fmt: skip
+
+
+class _NoOp:
+    def write_point(self, tag: int, ts: int, value: float, quality: int = 192) -> None:
+        return None
+
+
+def bench_write_point(url: str, sz: Sizes, rows: list[Row]) -> None:
+    n, tags = sz.wp_points, 1000
+    # Python lists built before the timer: the loop body is the API call and nothing else.
+    tag_l = [500_000 + i % tags for i in range(n)]
+    vals = data.tag_values(7, n).tolist()
+    times, noop = [], []
+    with connect(url, timeout=60) as c:
+        for rep in range(sz.reps):
+            ts_l = data.timestamps(n // tags + 1, rep * (n // tags + 1)).repeat(tags)[:n].tolist()
+            for obj, out in ((_NoOp(), noop), (c, times)):
+                wp = obj.write_point
+                t0 = perf_counter()
+                for tag, ts, v in zip(tag_l, ts_l, vals, strict=True):
+                    wp(tag, ts, v)
+                if obj is c:
+                    c.flush()  # returns once every point is durable: part of the cost
+                out.append(perf_counter() - t0)
+    x, b = mpts(n, statistics.median(times)), mpts(n, statistics.median(noop))
+    rows.append(check(f"2. Client.write_point x {n:,} (1,000 tags round robin) + flush()", x,
+                      "M pts/s", 1, True, f" (= {x / b:.2f}x no-op)"))  # fmt: skip
+    rows.append(Row("2. baseline: same loop calling a no-op Python method", f"{b:.3g} M pts/s"))
+
+
+def bench_query(url: str, sz: Sizes, rows: list[Row], label: str, flush: bool) -> None:
+    n, tag = sz.q_points, 400_000
+    ts, vals = data.timestamps(n), data.tag_values(tag, n)
+    with connect(url, timeout=60) as c:
+        c.write(tag, ts, vals)
+        if flush:
+            c.flush_server()
+        r = c.query(tag, int(ts[0]), int(ts[-1]) + 1)
+        if len(r) != n or not np.array_equal(r.values, vals):
+            raise AssertionError(f"query returned {len(r)} points, expected {n}, or bad values")
+        times = []
+        for _ in range(sz.q_reps):
+            t0 = perf_counter()
+            r = c.query(tag, int(ts[0]), int(ts[-1]) + 1)
+            times.append(perf_counter() - t0)
+    ms = statistics.median(times) * 1e3
+    where = f"disk {r.stats.get('points_from_disk', 0):,}, memory " \
+            f"{r.stats.get('points_from_memory', 0):,}"  # fmt: skip
+    what = f"3. query {n:,} pts of 1 tag, {label} ({where})"
+    rows.append(check(what, ms, "ms", 30, False) if flush else Row(what, f"{ms:.3g} ms"))
+
+
+def bench_last(url: str, sz: Sizes, rows: list[Row]) -> None:
+    tags = np.arange(100_000, 100_000 + sz.last_tags, dtype=np.uint32)
+    with connect(url, timeout=60) as c:
+        c.write(tags, np.full(tags.size, data.START_US, np.int64), np.ones(tags.size))
+        times = []
+        for _ in range(sz.last_reps):
+            t0 = perf_counter()
+            r = c.last(tags)
+            times.append(perf_counter() - t0)
+        if len(r) != tags.size:
+            raise AssertionError(f"last returned {len(r)} tags, expected {tags.size}")
+    ms = statistics.median(times) * 1e3
+    rows.append(check(f"4. last() of {sz.last_tags:,} tags", ms, "ms", 10, False))
+
+
+def bench_small(url: str, sz: Sizes, rows: list[Row]) -> None:
+    lat, secs, before, after = uvloop.run(small_writes(url, sz))
+    commits = after["commits"] - before["commits"]
+    per = (after["writes"] - before["writes"]) / max(commits, 1)
+    rows.append(Row(f"5. {SMALL_CLIENTS} clients x single {SMALL_POINTS}-pt writes "
+                    f"({len(lat):,} writes, {len(lat) / secs:,.0f}/s, {per:.2f} writes/commit)",
+                    f"p50 {pct(lat, 50):.3g} ms, p99 {pct(lat, 99):.3g} ms"))  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke test, < 30 s)")
+    ap.add_argument("--out", type=Path, help="also write the report as Markdown here")
+    ap.add_argument("--dir", default="/tmp/xtsdb-bench", help="parent of the data dirs (real disk)")
+    args = ap.parse_args(argv)
+    sz = QUICK if args.quick else FULL
+    os.makedirs(args.dir, exist_ok=True)
+    t_start = perf_counter()
+    facts = [
+        f"machine: nproc={os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), "
+        f"{platform.machine()}, {platform.system()} {platform.release()}; "
+        f"load average at start {os.getloadavg()[0]:.2f}",
+        f"python {platform.python_version()}, uvloop {uvloop.__version__} (server and client "
+        f"loops), numpy {np.__version__}; data under {args.dir}",
+        "server: python -m xtsdb.server, default --durability fsync (every acknowledged write "
+        "fdatasync'ed); one fresh server per ingest run, one shared by workloads 2-5",
+        "client and server share the cores: client-side Python competes with the server for CPU",
+    ]
+    for line in facts:
+        print(line, flush=True)
+
+    rows: list[Row] = []
+    bench_ingest(args.dir, sz, rows)
+    print("ingest done", flush=True)
+    with xtsdb_server(args.dir) as url:
+        bench_write_point(url, sz, rows)
+        bench_query(url, sz, rows, "sealed blocks after flush_server()", flush=True)
+        bench_last(url, sz, rows)
+        bench_small(url, sz, rows)
+    # A block_points above the query size keeps every point in the MemBuffer: the contrast.
+    with xtsdb_server(args.dir, "--block-points", str(2 * sz.q_points)) as url:
+        bench_query(url, sz, rows, "all in memory (--block-points 2x)", flush=False)
+
+    tail = f"total bench time {perf_counter() - t_start:.0f} s, load average at end " \
+           f"{os.getloadavg()[0]:.2f}"  # fmt: skip
+    out = ["", *table(rows), "", tail]
+    print("\n".join(out))
+    if args.out:
+        md = ["# xtsdb server benchmark (end to end over loopback)", "",
+              *[f"- {x}" for x in facts], *out]  # fmt: skip
+        args.out.write_text("\n".join(md) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
