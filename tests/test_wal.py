@@ -361,9 +361,10 @@ def test_recycle(tmp_path: Path) -> None:
     assert w.recycle(8) == 0
     write_checkpoint(tmp_path, 9)
     assert w.recycle(read_checkpoint(tmp_path)) == 1
-    assert w.recycle(10**9) == 6  # everything but the current segment
-    assert len(segments(tmp_path)) == 1
-    assert w.append_many([payload(31)]) == 31
+    assert w.recycle(10**9) == 7  # all checkpointed: the current segment goes too
+    assert segments(tmp_path) == []
+    assert w.append_many([payload(31)]) == 31  # numbering goes on in a new segment
+    assert [p.name for p in segments(tmp_path)] == [f"wal-{31:020d}.log"]
     w.close()
     w, got = reopen(tmp_path, after=30)
     assert got == expected(31, 31)

@@ -160,12 +160,11 @@ class ContainerFile:
     ) -> ContainerFile:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            try:
-                # Real blocks now, so running out of disk shows up here and not
-                # halfway through a block flush.
-                os.posix_fallocate(fd, 0, geometry.file_size)
-            except OSError as exc:
-                raise _storage_error(exc, f"preallocating {path}") from exc
+            # The file has its full size at once (chunk offsets are a multiplication)
+            # but is sparse: each chunk reserves real blocks as it fills (reserve()),
+            # so a small database does not occupy a whole container on disk.
+            os.ftruncate(fd, geometry.file_size)
+            _fallocate(fd, 0, EXTENT, path)
             head = _CONTAINER.pack(
                 CONTAINER_MAGIC, FORMAT_VERSION, 0, geometry.n_chunks, geometry.chunk_size,
                 geometry.meta_extents, container_no, instance_id,
@@ -216,6 +215,13 @@ class ContainerFile:
                 raise _storage_error(exc, f"fsync of {self.path}") from exc
             self.dirty = False
 
+    def reserve(self, slot: int, start: int, end: int) -> None:
+        """Allocate real blocks for bytes ``start:end`` of a chunk before writing them.
+
+        Running out of disk then shows up here, before a block is half written.
+        """
+        _fallocate(self.fd, self.geometry.chunk_base(slot) + start, end - start, self.path)
+
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         try:
             written = os.pwrite(self.fd, data, offset)
@@ -242,6 +248,7 @@ class ContainerFile:
 
     def format_chunk(self, slot: int, chunk_id: int, generation: int, instance_id: bytes) -> None:
         base = self.geometry.chunk_base(slot)
+        self.reserve(slot, 0, self.geometry.meta_bytes)
         # Zero the whole meta region first: a reused slot must not show stale entries.
         self.pwrite(bytes(self.geometry.meta_bytes), base)
         head = _CHUNK.pack(CHUNK_MAGIC, FORMAT_VERSION, 0, generation, chunk_id, instance_id)
@@ -331,6 +338,13 @@ class ContainerFile:
         else:
             scan.data_end = data_end
         scan.entries = found
+
+
+def _fallocate(fd: int, offset: int, length: int, path: Path) -> None:
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as exc:
+        raise _storage_error(exc, f"reserving space in {path}") from exc
 
 
 def _fsync_dir(path: Path) -> None:

@@ -15,6 +15,7 @@ assumed to be chunk 0.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from .index import MetaIndex
 from .reader import BlockRef
 
 _NAME = re.compile(r"^c-(\d{6})\.xtc$")
+RESERVE_STEP = 4 * 1024 * 1024  # chunks claim disk space in steps of this as they fill
 
 
 @dataclass
@@ -45,6 +47,7 @@ class _Active:
     generation: int
     entries: list[BlockEntry] = field(default_factory=list)
     data_end: int = 0
+    reserved: int = 0  # bytes of the chunk backed by allocated disk blocks
 
 
 class BlockStore:
@@ -143,8 +146,9 @@ class BlockStore:
             scan.sealed, scan.seal_n_blocks, scan.seal_dir_crc = True, len(entries), dir_crc
         else:
             self.active = _Active(
-                cf, scan.slot, scan.chunk_id, scan.generation, list(entries), scan.data_end
-            )
+                cf, scan.slot, scan.chunk_id, scan.generation, list(entries), scan.data_end,
+                scan.data_end,
+            )  # fmt: skip
         self.index.replace_chunk(scan)
         return entries
 
@@ -172,6 +176,11 @@ class BlockStore:
             a.chunk_id, len(a.entries), tag_id, codec, flags, first_ts, last_ts, count,
             len(body), a.data_end, crc32(body), a.generation, self.next_seq, max_lsn,
         )  # fmt: skip
+        end = a.data_end + len(body)
+        if end > a.reserved:
+            step = min(self.geometry.chunk_size, -(-end // RESERVE_STEP) * RESERVE_STEP)
+            a.container.reserve(a.slot, a.reserved, step)
+            a.reserved = step
         base = self.geometry.chunk_base(a.slot)
         a.container.pwrite(body, base + a.data_end)
         a.container.write_entry(a.slot, entry)
@@ -194,7 +203,8 @@ class BlockStore:
         chunk_id = no * self.geometry.n_chunks + slot
         cf.format_chunk(slot, chunk_id, generation, self.instance_id)
         cf.sync()
-        self.active = _Active(cf, slot, chunk_id, generation, [], self.geometry.meta_bytes)
+        meta = self.geometry.meta_bytes
+        self.active = _Active(cf, slot, chunk_id, generation, [], meta, meta)
         scan = ChunkScan(chunk_id, no, slot, allocated=True, generation=generation)
         self.index.put_chunk(scan, 0, 0)
         return self.active
@@ -236,7 +246,8 @@ class BlockStore:
         return BlockRef(str(cf.path), offset, e.body_len, e.body_crc, e.codec, e.count, label)
 
     def disk_bytes(self) -> int:
-        return sum(cf.geometry.file_size for cf in self.containers.values())
+        """Bytes the container files really occupy (they are sparse)."""
+        return sum(os.fstat(cf.fd).st_blocks * 512 for cf in self.containers.values())
 
     def close(self) -> None:
         for cf in self.containers.values():

@@ -442,6 +442,16 @@ class Wal:
                     raise StorageError(f"cannot delete {self._segments[0].path}: {exc}") from exc
                 self._segments.pop(0)
                 removed += 1
+            if self._segments and checkpoint_lsn >= self._last_lsn and self._failed is None:
+                # Everything logged is checkpointed: retire the last segment too, so a
+                # flushed database keeps no WAL bytes. The next append starts a new
+                # segment at last_lsn + 1 (replay numbers on from the checkpoint).
+                if self._fd is not None:
+                    os.close(self._fd)  # nothing in it is needed any more: no sync
+                    self._fd = None
+                    self._dirty = False
+                self._segments.pop().path.unlink()
+                removed += 1
             if removed:
                 _fsync_path(self._dir)
             return removed
