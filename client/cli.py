@@ -1,0 +1,263 @@
+"""``xtsdb``: talk to a server from the shell.
+
+    xtsdb ping                                   # exit 0 if the server answers (HEALTHCHECK)
+    xtsdb write-csv data.csv --tag 17            # timestamp_us,value[,quality] per line
+    xtsdb query --tag 17 --start 2024-05-01T00:00:00Z --end 2024-05-02T00:00:00Z
+    xtsdb last 17 18 19
+    xtsdb stats
+
+``--url`` (or ``XTSDB_URL``) picks the server. Errors are one line on stderr
+and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+import numpy as np
+
+from xtsdb.protocol.errors import InvalidInput, XtsdbError
+
+from ._convert import format_us, parse_time
+from ._core import DEFAULT_URL
+from .results import Float64Array, Int64Array, UInt8Array
+from .sync import Client
+
+CSV_CHUNK_LINES = 200_000
+PRINT_CHUNK = 50_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xtsdb", description="xtsdb command line client")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("XTSDB_URL", DEFAULT_URL),
+        help="server URL (default: $XTSDB_URL or %(default)s)",
+    )
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ping", help="check the server answers; print the round trip")
+    p.set_defaults(run=cmd_ping)
+
+    p = sub.add_parser("write-csv", help="write a CSV file of timestamp_us,value[,quality]")
+    p.add_argument("file", help="CSV file ('-' for stdin); a header line is skipped")
+    p.add_argument("--tag", type=int, required=True, help="tag id to write to")
+    p.add_argument("--chunk", type=int, default=CSV_CHUNK_LINES, help="lines per chunk sent")
+    p.set_defaults(run=cmd_write_csv)
+
+    p = sub.add_parser("query", help="print the points of a tag in [start, end)")
+    p.add_argument("--tag", type=int, required=True)
+    p.add_argument("--start", required=True, help="integer microseconds or ISO 8601 with zone")
+    p.add_argument("--end", required=True, help="exclusive; same forms as --start")
+    p.add_argument("--limit", type=int, default=None, help="at most this many points")
+    p.add_argument("--format", choices=("csv", "table"), default="table")
+    p.set_defaults(run=cmd_query)
+
+    p = sub.add_parser("last", help="print the latest point of each tag")
+    p.add_argument("tags", type=int, nargs="+", metavar="TAG")
+    p.set_defaults(run=cmd_last)
+
+    p = sub.add_parser("stats", help="print the server's counters")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.set_defaults(run=cmd_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors and --help: a status, not an exit, for callers
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        with Client(args.url, timeout=args.timeout) as client:
+            status: int = args.run(client, args)
+            return status
+    except BrokenPipeError:  # `xtsdb query ... | head`: the reader left, not an error
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (XtsdbError, OSError) as exc:
+        print(f"xtsdb: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+def cmd_ping(client: Client, args: argparse.Namespace) -> int:
+    rtt = client.ping()
+    print(f"pong from {client.url} ({client.server}) in {rtt * 1e3:.3f} ms")
+    return 0
+
+
+def cmd_write_csv(client: Client, args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    total = 0
+    with _open_text(args.file) as f:
+        for ts, values, q in read_csv_chunks(f, args.file, args.chunk):
+            total += client.write(args.tag, ts, values, q)
+    dt = time.perf_counter() - t0
+    print(f"wrote {total} points to tag {args.tag} in {dt:.2f} s ({total / max(dt, 1e-9):,.0f}/s)")
+    return 0
+
+
+def cmd_query(client: Client, args: argparse.Namespace) -> int:
+    start, end = parse_time(args.start), parse_time(args.end)
+    result = client.query(args.tag, start, end, args.limit)
+    ts, values, q = result.timestamps, result.values, result.qualities
+    out = sys.stdout
+    if args.format == "csv":
+        out.write("timestamp_us,value,quality\n")
+        for lo in range(0, len(result), PRINT_CHUNK):  # bounded strings for big results
+            hi = lo + PRINT_CHUNK
+            rows = zip(ts[lo:hi].tolist(), values[lo:hi].tolist(), q[lo:hi].tolist(), strict=True)
+            # repr() is the shortest string that reads back as the same float.
+            out.write("".join(f"{t},{v!r},{qq}\n" for t, v, qq in rows))
+    else:
+        out.write(f"{'time (UTC)':<27} {'value':>24} {'quality':>7}\n")
+        for lo in range(0, len(result), PRINT_CHUNK):
+            hi = lo + PRINT_CHUNK
+            rows = zip(ts[lo:hi].tolist(), values[lo:hi].tolist(), q[lo:hi].tolist(), strict=True)
+            out.write("".join(f"{format_us(t):<27} {v!r:>24} {qq:>7}\n" for t, v, qq in rows))
+        out.write(f"({len(result)} points)\n")
+    return 0
+
+
+def cmd_last(client: Client, args: argparse.Namespace) -> int:
+    found = client.last(np.asarray(args.tags, dtype=np.int64)).to_dict()
+    print(f"{'tag':>10} {'time (UTC)':<27} {'value':>24} {'quality':>7}")
+    for tag in args.tags:
+        if tag in found:
+            ts, value, q = found[tag]
+            print(f"{tag:>10} {format_us(ts):<27} {value!r:>24} {q:>7}")
+        else:
+            print(f"{tag:>10} {'(no data)':<27}")
+    return 0
+
+
+def cmd_stats(client: Client, args: argparse.Namespace) -> int:
+    stats = client.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+    else:
+        _print_tree(stats, 0)
+    return 0
+
+
+def _print_tree(node: dict[str, Any], depth: int) -> None:
+    for key in sorted(node):
+        value = node[key]
+        if isinstance(value, dict):
+            print(f"{'  ' * depth}{key}:")
+            _print_tree(value, depth + 1)
+        else:
+            shown = (
+                f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
+            )
+            print(f"{'  ' * depth}{key}: {shown}")
+
+
+# -- CSV ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _open_text(path: str) -> Iterator[IO[str]]:
+    if path == "-":
+        yield sys.stdin
+    else:
+        with open(path, encoding="utf-8", newline="") as f:
+            yield f
+
+
+def read_csv_chunks(
+    f: IO[str], name: str, chunk_lines: int = CSV_CHUNK_LINES
+) -> Iterator[tuple[Int64Array, Float64Array, UInt8Array | None]]:
+    """``(ts, values, qualities or None)`` per chunk of lines, parsed by numpy.
+
+    The first line is skipped if it is a header (its first field is not an
+    integer). Every data line has the column count of the first one.
+    :class:`InvalidInput` names the file and line of the first bad line.
+    """
+    line_no = 0
+    ncols = 0
+    while lines := list(itertools.islice(f, max(chunk_lines, 1))):
+        first = line_no + 1
+        line_no += len(lines)
+        if ncols == 0:
+            lines, first, ncols = _skip_header(lines, first, name, header_ok=first == 1)
+            if ncols == 0:
+                continue  # blank lines or only a header so far
+        dtype = [("ts", "<i8"), ("v", "<f8"), ("q", "u1")][:ncols]
+        try:
+            rows = np.atleast_1d(np.loadtxt(lines, delimiter=",", dtype=dtype, comments="#"))
+        except ValueError:
+            # Slow path, only on error: name the bad line, or -- if every line is
+            # fine, e.g. numpy tripped on an indented comment -- parse the data lines.
+            good = _check_lines(lines, first, ncols, name)
+            if not good:
+                continue
+            rows = np.atleast_1d(np.loadtxt(good, delimiter=",", dtype=dtype))
+        q = rows["q"].copy() if ncols == 3 else None
+        if rows.shape[0]:
+            yield rows["ts"].copy(), rows["v"].copy(), q
+
+
+def _skip_header(
+    lines: list[str], first: int, name: str, header_ok: bool
+) -> tuple[list[str], int, int]:
+    """Drop blank lines and a header before the first data line; its column count."""
+    for i, line in enumerate(lines):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        fields = text.split(",")
+        if header_ok and not fields[0].strip().lstrip("+-").isdigit():
+            return _skip_header(lines[i + 1 :], first + i + 1, name, header_ok=False)
+        if len(fields) not in (2, 3):
+            raise InvalidInput(
+                f"{name}: line {first + i}: expected timestamp_us,value[,quality], "
+                f"got {len(fields)} columns: {line.rstrip()!r}"
+            )
+        return lines[i:], first + i, len(fields)
+    return [], first + len(lines), 0
+
+
+def _check_lines(lines: list[str], first: int, ncols: int, name: str) -> list[str]:
+    """The data lines of a chunk numpy refused; :class:`InvalidInput` for the first bad one."""
+    good = []
+    for i, line in enumerate(lines):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        fields = [x.strip() for x in text.split(",")]
+        reason = ""
+        if len(fields) != ncols:
+            reason = f"expected {ncols} columns, got {len(fields)}"
+        else:
+            try:
+                int(fields[0])
+                float(fields[1])
+                if ncols == 3 and not 0 <= int(fields[2]) <= 255:
+                    reason = "quality must be an integer 0..255"
+            except ValueError:
+                reason = "expected integer timestamp_us, number value[, integer quality]"
+        if reason:
+            raise InvalidInput(f"{name}: line {first + i}: {reason}: {line.rstrip()!r}")
+        good.append(text)
+    return good
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

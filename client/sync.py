@@ -1,0 +1,403 @@
+"""``Client``: the blocking-socket transport around :mod:`._core`.
+
+The same shape as :mod:`.aio` with threads for tasks: a reader thread feeds
+received bytes to the session and completes ``concurrent.futures.Future`` s by
+request id, so a caller can send several frames before reading their acks
+(pipelined writes, ``write_point`` batches) and several threads may share a
+client. A daemon flusher thread sends ``write_point`` batches that are due by
+time. Lock order: ``_batch_lock`` -> ``_buf_lock`` -> ``_send_lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, TypeVar
+
+from xtsdb.protocol import GOOD_QUALITY
+from xtsdb.protocol.errors import (
+    InvalidInput,
+    XtsdbConnectionError,
+    XtsdbError,
+    XtsdbTimeout,
+)
+
+from ._core import DEFAULT_URL, MAX_POINTS_PER_FRAME, ClientCore, Plan, Request, Session, write_ack
+from .batching import PointBuffer
+from .results import LastResult, QueryResult
+
+T = TypeVar("T")
+Fut = Future[dict[str, Any]]
+Sent = tuple[Request, Fut, Session[Fut]]
+READ_SIZE = 1 << 18
+
+
+class Client:
+    """A blocking xtsdb client; ``with xtsdb.client.connect(url) as c: ...``.
+
+    Same operations, arguments and semantics as
+    :class:`~xtsdb.client.aio.AsyncClient`, without ``await``. Connects in the
+    constructor. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout: float | None = 10.0,
+        token: str | None = None,
+        retry_writes: bool = False,
+        batch_size: int = 10_000,
+        flush_interval: float = 0.1,
+        max_in_flight: int = 8,
+        max_points_per_frame: int = MAX_POINTS_PER_FRAME,
+        tls: bool | ssl.SSLContext | None = None,
+        ca: str | Path | None = None,
+        cert: str | Path | None = None,
+        key: str | Path | None = None,
+    ) -> None:
+        if batch_size < 1 or flush_interval <= 0:
+            raise InvalidInput("batch_size must be >= 1 and flush_interval > 0")
+        self._core = ClientCore(
+            url, token, retry_writes, max_in_flight, max_points_per_frame, tls, ca, cert, key
+        )
+        self.timeout = timeout
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._session: Session[Fut] | None = None
+        self._sock: socket.socket | None = None
+        self._connect_lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one frame at a time on the socket
+        self._batch_lock = threading.Lock()  # take + send of a batch, so batches keep their order
+        self._buf_lock = threading.Lock()  # guards the buffer
+        self._buf_cond = threading.Condition(self._buf_lock)  # wakes the flusher
+        self._buffer = PointBuffer()
+        self._appenders = self._buffer.appenders
+        self._buffered_ts = self._buffer.timestamps
+        self._started = 0.0  # monotonic time of the first point in the buffer
+        self._batches: deque[Sent] = deque()
+        self._flusher: threading.Thread | None = None
+        self._bg_error: BaseException | None = None
+        self._attention = False
+        self._closed = False
+        self.reconnects = 0
+        self._reconnect(None)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return self._core.url
+
+    @property
+    def server(self) -> str:
+        return self._core.server
+
+    @property
+    def max_frame(self) -> int:
+        return self._core.max_frame
+
+    # -- operations -----------------------------------------------------------------
+
+    def write(
+        self,
+        tag: Any,
+        timestamps: Any,
+        values: Any,
+        qualities: Any = None,
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """Write arrays of points; the number written, once durable (see AsyncClient.write)."""
+        return self._drive(self._core.write_plan([(tag, timestamps, values, qualities)]), timeout)
+
+    def write_many(
+        self, items: Iterable[tuple[Any, Any, Any, Any]], *, timeout: float | None = None
+    ) -> int:
+        """Write several ``(tag, timestamps, values, qualities)`` items, pipelined together."""
+        return self._drive(self._core.write_plan(items), timeout)
+
+    def query(
+        self,
+        tag: int,
+        start: Any,
+        end: Any,
+        limit: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> QueryResult:
+        """Points of ``tag`` with ``start <= ts < end`` (int us or aware datetimes)."""
+        return self._drive(self._core.query_plan(tag, start, end, limit), timeout)
+
+    def last(self, tags: Any, *, timeout: float | None = None) -> LastResult:
+        """The latest point of each tag in ``tags`` (an int or an array of ints)."""
+        return self._drive(self._core.last_plan(tags), timeout)
+
+    def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The server's and engine's counters."""
+        return self._drive(self._core.stats_plan(), timeout)
+
+    def ping(self, *, timeout: float | None = None) -> float:
+        """Round trip to the server, in seconds."""
+        t0 = time.perf_counter()
+        self._drive(self._core.single(self._core.simple("ping")), timeout)
+        return time.perf_counter() - t0
+
+    def flush_server(self, *, timeout: float | None = None) -> None:
+        """Ask the server to seal its in-memory points into blocks (not :meth:`flush`)."""
+        self._drive(self._core.single(self._core.simple("flush")), timeout)
+
+    # -- write_point batching -----------------------------------------------------------
+
+    def write_point(self, tag: int, ts: Any, value: float, quality: int = GOOD_QUALITY) -> None:
+        """Buffer one point (see AsyncClient.write_point); :meth:`flush` waits for durability."""
+        if self._attention:
+            self._settle()
+        # The hot path: a C-level lock and four cached C-level appends (PointBuffer's protocol).
+        with self._buf_lock:
+            add_tag, add_ts, add_value, add_q = self._appenders
+            try:
+                add_tag(tag)
+                add_ts(ts)
+                add_value(value)
+                add_q(quality)
+            except (TypeError, OverflowError, ValueError):
+                self._buffer.append_slow(tag, ts, value, quality)
+            n = len(self._buffered_ts)
+            if n == 1:
+                self._first_point()
+        if n >= self._batch_size:
+            self._send_batch(wait_window=True)
+
+    def _first_point(self) -> None:
+        # Called with _buf_lock held: start the flush_interval clock.
+        self._started = time.monotonic()
+        if self._flusher is None:
+            self._start_flusher()
+        self._buf_cond.notify()
+
+    def flush(self, *, timeout: float | None = None) -> None:
+        """Send buffered points; return once every point written so far is durable."""
+        self._send_batch(wait_window=False)
+        self._settle()
+        while self._batches:
+            self._settle_one(timeout)
+
+    def _start_flusher(self) -> None:
+        self._flusher = threading.Thread(target=self._flush_loop, name="xtsdb-flush", daemon=True)
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            with self._buf_cond:
+                while not self._closed:
+                    if not len(self._buffer):
+                        self._buf_cond.wait()
+                        continue
+                    delay = self._started + self._flush_interval - time.monotonic()
+                    if delay <= 0:
+                        break
+                    self._buf_cond.wait(delay)
+                if self._closed:
+                    return
+            try:
+                self._send_batch(wait_window=False)
+            except Exception as exc:  # never lost: raised by the next write_point/flush
+                self._bg_error = self._bg_error or exc
+                self._attention = True
+                time.sleep(self._flush_interval)  # do not spin on a dead server
+
+    def _send_batch(self, wait_window: bool) -> None:
+        with self._batch_lock:
+            if not len(self._buffer):
+                return
+            self._ensure_connected()  # before take(): a failed connect loses no points
+            with self._buf_lock:
+                cols = self._buffer.take()
+            if cols is None:
+                return
+            for req in self._core.batch(cols):
+                sent = self._send(req)
+                sent[1].add_done_callback(self._batch_done)
+                self._batches.append(sent)
+        if wait_window:
+            while len(self._batches) > self._core.max_in_flight:
+                self._settle_one(None)
+
+    def _batch_done(self, fut: Fut) -> None:
+        # A refused write is a response with ok=False, not a failed future.
+        if fut.exception() is not None or fut.result().get("ok") is not True:
+            self._attention = True
+
+    def _settle(self) -> None:
+        if self._closed:
+            raise XtsdbConnectionError("the client is closed")
+        self._attention = False
+        if self._bg_error is not None:
+            err, self._bg_error = self._bg_error, None
+            raise err
+        while self._batches and self._batches[0][1].done():
+            self._settle_one(None)
+
+    def _settle_one(self, timeout: float | None) -> None:
+        try:
+            sent = self._batches.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        try:
+            write_ack(self._wait(sent, self.timeout if timeout is None else timeout))
+        except XtsdbError as exc:
+            exc.add_note(f"(a write_point batch of {sent[0].points} points)")
+            raise
+
+    # -- transport ---------------------------------------------------------------------
+
+    def _drive(self, plan: Plan[T], timeout: float | None) -> T:
+        """Run a core plan: send its requests, hand it the responses, return its result."""
+        timeout = self.timeout if timeout is None else timeout
+        inflight: deque[Sent] = deque()
+        try:
+            step = next(plan)
+            while True:
+                if step.send:
+                    self._ensure_connected()
+                    inflight.extend(self._send(req) for req in step.send)
+                resps = [self._wait(inflight.popleft(), timeout) for _ in range(step.wait)]
+                step = plan.send(resps)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        finally:
+            for req, _fut, session in inflight:
+                session.forget(req.id)
+            plan.close()
+
+    def _send(self, req: Request) -> Sent:
+        with self._send_lock:
+            session, sock = self._session, self._sock
+            if session is None or sock is None or session.closed:
+                raise XtsdbConnectionError(f"not connected to {self.url}")
+            fut: Fut = Future()
+            session.track(req, fut)
+            try:
+                sock.sendall(req.frame)
+            except OSError as exc:
+                # A partial frame leaves the stream unusable, whatever the cause (a
+                # stalled send timing out included). Dropping the session fails this
+                # request's future too, so _wait decides about a retry as for a lost ack.
+                self._drop(session, sock, f"sending to {self.url} failed: {exc}")
+        return req, fut, session
+
+    def _wait(self, sent: Sent, timeout: float | None) -> dict[str, Any]:
+        req, fut, session = sent
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            session.forget(req.id)
+            raise XtsdbTimeout(f"no response to {req.op} within {timeout} s") from None
+        except XtsdbConnectionError:
+            if not req.retryable or req.attempts:
+                raise
+        req.attempts += 1  # once: a second failure is not a blip
+        self._reconnect(session)
+        return self._wait(self._send(req), timeout)
+
+    def _ensure_connected(self) -> None:
+        session = self._session
+        if session is None or session.closed:
+            self._reconnect(session)
+
+    def _reconnect(self, broken: Session[Fut] | None) -> None:
+        if self._closed:
+            raise XtsdbConnectionError("the client is closed")
+        with self._connect_lock:
+            current, sock = self._session, self._sock
+            if current is not None and sock is not None:
+                if current is not broken and not current.closed:
+                    return
+                self._drop(current, sock, "the connection was replaced")
+                self.reconnects += 1
+            self._open()
+
+    def _open(self) -> None:
+        core = self._core
+        try:
+            sock = socket.create_connection((core.host, core.port), self.timeout)
+        except TimeoutError:
+            raise XtsdbTimeout(f"connecting to {core.url} timed out") from None
+        except OSError as exc:
+            raise XtsdbConnectionError(f"cannot connect to {core.url}: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small requests go now
+        session: Session[Fut] = Session()
+        with self._send_lock:
+            self._session, self._sock = session, sock
+        reader = threading.Thread(
+            target=self._read_loop, args=(sock, session), name="xtsdb-read", daemon=True
+        )
+        reader.start()
+        try:
+            core.hello_done(self._wait(self._send(core.hello()), self.timeout))
+        except BaseException:
+            self._drop(session, sock, "hello failed")
+            raise
+
+    def _read_loop(self, sock: socket.socket, session: Session[Fut]) -> None:
+        reason = "the server closed the connection"
+        try:
+            while not session.closed:
+                try:
+                    data = sock.recv(READ_SIZE)
+                except TimeoutError:  # the socket timeout is for sendall; idle is fine
+                    continue
+                if not data:
+                    break
+                for _req, fut, resp in session.feed(data):
+                    fut.set_result(resp)
+        except Exception as exc:  # OSError, ProtocolError, an error the server sent without id
+            reason = f"connection to {self.url} lost: {exc}"
+        finally:
+            self._drop(session, sock, reason)
+            with self._send_lock:  # not under a sendall in flight, so the fd is not reused early
+                sock.close()
+
+    def _drop(self, session: Session[Fut], sock: socket.socket, reason: str) -> None:
+        for req, fut in session.close():
+            fut.set_exception(XtsdbConnectionError(f"{reason} (awaiting {req.op} #{req.id})"))
+        # shutdown, not close: it wakes the reader thread blocked in recv(), and the
+        # fd stays valid until that thread closes it, so it is never reused under it.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Flush buffered points, then close the connection (idempotent)."""
+        if self._closed:
+            return
+        try:
+            if len(self._buffer) or self._batches or self._bg_error is not None:
+                self.flush()
+        finally:
+            self._closed = True
+            self._attention = True  # so write_point raises instead of buffering into the void
+            with self._buf_cond:
+                self._buf_cond.notify_all()
+            if self._session is not None and self._sock is not None:
+                self._drop(self._session, self._sock, "the client was closed")
+            if self._flusher is not None and self._flusher is not threading.current_thread():
+                self._flusher.join(timeout=5)
+
+
+def connect(url: str = DEFAULT_URL, **kwargs: Any) -> Client:
+    """A connected :class:`Client`; keywords as for its constructor."""
+    return Client(url, **kwargs)
