@@ -319,3 +319,39 @@ def test_closed_engine_refuses(tmp_path: Path) -> None:
         e.write(1, [1], [1.0])
     with pytest.raises(EngineClosed):
         full(e, 1)
+
+
+def test_delete_range_memory_disk_restart_and_rebuild(tmp_path: Path) -> None:
+    d = tmp_path / "db"
+    with Engine.open(d, TINY) as e:
+        e.write(1, np.arange(3_000), np.arange(3_000.0))
+        e.flush()  # 0..2999 in blocks
+        e.write(1, np.arange(3_000, 4_000), np.arange(3_000.0, 4_000.0))  # in memory
+        e.delete(1, 2_500, 3_500)  # spans disk and memory
+        e.write(1, [2_600], [-1.0])  # written after the delete: kept
+        p = full(e, 1)
+        expect = np.r_[np.arange(2_500), 2_600, np.arange(3_500, 4_000)]
+        assert np.array_equal(p.timestamps, expect)
+        assert p.values[2_500] == -1.0
+        assert len(e.query(1, 2_500, 3_500)) == 1
+        assert e.last([1]).timestamps.tolist() == [3_999]
+    with Engine.open(d, TINY) as e:
+        assert np.array_equal(full(e, 1).timestamps, expect)
+    for f in d.glob("index.sqlite3*"):
+        f.unlink()
+    with Engine.open(d, TINY) as e:  # rebuilt from a scan: the delete is not revived
+        assert np.array_equal(full(e, 1).timestamps, expect)
+        e.delete_tag(1)
+        assert len(full(e, 1)) == 0 and len(e.last([1])) == 0
+        e.write(1, [7], [7.0])
+    with Engine.open(d, TINY) as e:
+        assert full(e, 1).timestamps.tolist() == [7]
+
+
+def test_delete_validation(eng: Engine) -> None:
+    with pytest.raises(InvalidInput, match="empty"):
+        eng.delete(1, 10, 10)
+    with pytest.raises(InvalidInput, match="integer"):
+        eng.delete(1, 1.5, 10)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="out of range"):
+        eng.delete(-1, 0, 10)

@@ -166,3 +166,40 @@ def test_torn_directory_entry_in_unsealed_chunk_is_cut_and_replayed(tmp_path: Pa
         eng.write(1, [5000], [1.0])  # writes go on in a fresh chunk
     with Engine.open(data, EngineConfig(**cfg)) as eng:  # type: ignore[arg-type]
         assert len(eng.query(1, 0, 1 << 40)) == 4001
+
+
+DELETE_CHILD = textwrap.dedent(
+    """
+    import sys, time, numpy as np
+    from xtsdb.server.engine import Engine, EngineConfig
+    if __name__ == "__main__":
+        eng = Engine.open(sys.argv[1], EngineConfig(**eval(sys.argv[2])))
+        eng.write(1, np.arange(2000), np.arange(2000.0))
+        eng.flush()
+        eng.write(1, np.arange(2000, 2500), np.arange(2000.0, 2500.0))
+        eng.delete(1, 1000, 2200)
+        eng.write(1, [1500], [-1.0])
+        print("done", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def test_delete_survives_sigkill_before_checkpoint(tmp_path: Path) -> None:
+    data = tmp_path / "db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DELETE_CHILD, str(data), repr(CFG)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "done", proc.stderr.read() if proc.stderr else ""
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    expect = np.r_[np.arange(1000), 1500, np.arange(2200, 2500)]
+    for _ in range(2):  # replay twice (the second open replays nothing): same answer
+        with Engine.open(data, EngineConfig(**CFG)) as eng:  # type: ignore[arg-type]
+            p = eng.query(1, 0, 1 << 40)
+            assert np.array_equal(p.timestamps, expect)
+            assert p.values[1000] == -1.0

@@ -203,3 +203,59 @@ def _runs(tags: UInt32Array) -> tuple[UInt32Array, Int64Array, Int64Array | None
         starts = np.flatnonzero(tags[1:] != tags[:-1]) + 1
     bounds = np.concatenate(([0], starts, [n])).astype(np.int64)
     return tags[bounds[:-1]].astype(np.uint32), bounds, order
+
+
+RECORD_DELETE = 2
+
+
+@dataclass(frozen=True)
+class DeleteRecord:
+    """Deletes ``[starts[i], ends[i])`` of ``tags[i]``; the WAL record of a delete."""
+
+    payload: bytes | bytearray | memoryview
+    tags: UInt32Array
+    starts: Int64Array
+    ends: Int64Array
+
+    @classmethod
+    def build(cls, tag_id: Any, start: Any, end: Any) -> DeleteRecord:
+        if _tags(tag_id, 1) is not None:
+            raise InvalidInput("delete takes one integer tag id")
+        lo, hi = _bound(start, "start"), _bound(end, "end")
+        if hi <= lo:
+            raise InvalidInput(f"delete range is empty: start {lo} >= end {hi}")
+        buf = bytearray(_HEADER.size + 20)
+        _HEADER.pack_into(buf, 0, RECORD_DELETE, 0, 0, 1, 0)
+        struct.pack_into("<qqI", buf, _HEADER.size, lo, hi, int(tag_id))
+        return cls.from_payload(buf)
+
+    @classmethod
+    def from_payload(cls, payload: bytes | bytearray | memoryview) -> DeleteRecord:
+        kind, _f, _r, n, _ = _HEADER.unpack_from(payload, 0)
+        if kind != RECORD_DELETE or len(payload) != _HEADER.size + 20 * n:
+            raise CorruptionError("WAL delete record has an inconsistent header")
+        off = _HEADER.size
+        starts = np.frombuffer(payload, np.int64, n, off)
+        ends = np.frombuffer(payload, np.int64, n, off + 8 * n)
+        tags = np.frombuffer(payload, np.uint32, n, off + 16 * n)
+        return cls(payload, tags, starts, ends)
+
+    def ranges(self) -> list[tuple[int, int, int]]:
+        """``(tag_id, start, end)`` per range."""
+        return list(zip(self.tags.tolist(), self.starts.tolist(), self.ends.tolist(), strict=True))
+
+
+def decode_record(payload: bytes | bytearray | memoryview) -> WriteBatch | DeleteRecord:
+    """A WAL record body, by its type byte."""
+    if len(payload) < _HEADER.size:
+        raise CorruptionError("WAL record shorter than its header")
+    if payload[0] == RECORD_DELETE:
+        return DeleteRecord.from_payload(payload)
+    return WriteBatch.from_payload(payload)
+
+
+def _bound(x: Any, what: str) -> int:
+    """A delete bound: an integer, clamped to the timestamp range (so 'everything' is easy)."""
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise InvalidInput(f"delete {what} must be an integer timestamp")
+    return max(-TS_LIMIT, min(TS_LIMIT, int(x)))

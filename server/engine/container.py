@@ -48,7 +48,7 @@ CHUNK_MAGIC = b"XTSCHNK1"
 _CONTAINER = struct.Struct("<8sHHIQII16s")  # + crc u32
 _CHUNK = struct.Struct("<8sHHIQ16s")  # + crc u32
 _SEAL = struct.Struct("<IQqqI")  # + crc u32
-DIR_ENTRY = struct.Struct("<IBBHqqIIQIIQQ12x")  # + crc u32 -> 80 bytes
+DIR_ENTRY = struct.Struct("<IBBHqqIIQIIQQq4x")  # + crc u32 -> 80 bytes
 _U32 = struct.Struct("<I")
 
 FLAGS_OFFSET = 64
@@ -60,6 +60,12 @@ FLAG_ALLOCATED, FLAG_SEALED, FLAG_DEPRECATED, FLAG_FREE = range(4)
 _SET, _UNSET = b"\x00", b"\xff"
 
 BLOCK_SORTED = 0x01  # timestamps strictly increasing (every block this engine writes)
+# A tombstone is a directory entry without a body: points of its tag in
+# [first_ts, last_ts] held by blocks with seq < mask_seq are deleted. Living in
+# the directory, it is found by the same scan that finds blocks, so an index
+# rebuild can never revive deleted points.
+BLOCK_TOMBSTONE = 0x02
+CODEC_NONE = 0
 
 
 def crc32(data: bytes | bytearray | memoryview) -> int:
@@ -106,11 +112,17 @@ class BlockEntry:
     generation: int
     seq: int  # database-wide seal order: a higher seq is a later write
     max_lsn: int  # newest WAL record whose points are in this block
+    mask_seq: int = 0  # tombstones only: blocks with a lower seq are masked
+
+    @property
+    def is_tombstone(self) -> bool:
+        return bool(self.flags & BLOCK_TOMBSTONE)
 
     def pack(self) -> bytes:
         raw = DIR_ENTRY.pack(
             self.tag_id, self.codec, self.flags, 0, self.first_ts, self.last_ts, self.count,
             self.body_len, self.body_off, self.body_crc, self.generation, self.seq, self.max_lsn,
+            self.mask_seq,
         )  # fmt: skip
         return raw + _U32.pack(crc32(raw))
 
@@ -122,7 +134,7 @@ class BlockEntry:
             return None
         f = DIR_ENTRY.unpack(body)
         return cls(chunk_id, index, f[0], f[1], f[2], f[4], f[5], f[6], f[7], f[8], f[9], f[10],
-                   f[11], f[12])  # fmt: skip
+                   f[11], f[12], f[13])  # fmt: skip
 
 
 @dataclass

@@ -32,23 +32,24 @@ from xtsdb.protocol.errors import (
 )
 
 from . import recovery
-from .batch import WriteBatch
+from .batch import DeleteRecord, WriteBatch, decode_record
 from .block_codec import CODEC_ZSTD_V1, encode_block
 from .config import EngineConfig
 from .container import BLOCK_SORTED, BlockEntry
-from .membuffer import MemBuffer, clip, concat, consolidate, sort_unique
+from .membuffer import Columns, MemBuffer, clip, concat, consolidate, sort_unique
 from .points import GOOD_QUALITY, TS_LIMIT, LastPoints, Points, ReadStats
 
 log = logging.getLogger("xtsdb.engine")
 
 
 class _Tag:
-    __slots__ = ("_arrays", "active", "blocks", "sealing", "version")
+    __slots__ = ("_arrays", "active", "blocks", "sealing", "tombstones", "version")
 
     def __init__(self) -> None:
         self.active = MemBuffer()
         self.sealing: list[MemBuffer] = []
         self.blocks: list[BlockEntry] = []  # in seq order: later blocks win ties
+        self.tombstones: list[BlockEntry] = []  # deletes that mask older blocks
         self.version = 0  # bumped on every write, guards the last-value cache
         self._arrays: tuple[int, np.ndarray, np.ndarray] | None = None
 
@@ -106,9 +107,14 @@ class Engine:
         self._p_lock = threading.Lock()
         self._reset_points()
         for e in sorted(parts.blocks, key=lambda e: e.seq):
-            self._tag(e.tag_id).blocks.append(e)
+            t = self._tag(e.tag_id)
+            (t.tombstones if e.is_tombstone else t.blocks).append(e)
         for lsn, payload in self._wal.replay(self.checkpoint_lsn):
-            self._apply(WriteBatch.from_payload(payload), lsn)
+            rec = decode_record(payload)
+            if isinstance(rec, DeleteRecord):
+                self._apply_delete(rec, lsn)
+            else:
+                self._apply(rec, lsn)
             self._applied_lsn = lsn
         self._applied_lsn = max(self._applied_lsn, self._wal.last_lsn)
         self.repairs.extend(self._wal.repairs)
@@ -268,6 +274,45 @@ class Engine:
             raise type(self._failed)(f"engine refuses writes after an earlier failure: "
                                      f"{self._failed}; reopen it")  # fmt: skip
 
+    def delete(self, tag_id: int, start_us: int, end_us: int) -> int:
+        """Delete the points of a tag with ``start_us <= ts < end_us``; durable on return.
+
+        The delete is a WAL record plus a tombstone in the block directory, so it
+        survives restarts and index rebuilds; points written after it are kept.
+        """
+        rec = DeleteRecord.build(tag_id, start_us, end_us)
+        with self._write_lock:
+            self._check_writable()
+            try:
+                lsn = self._wal.append_many([rec.payload])
+            except StorageError as exc:
+                self._failed = exc
+                raise
+            with self._seal_lock:  # no seal in flight: no old points can land after it
+                self._apply_delete(rec, lsn)
+                self._applied_lsn = lsn
+        return lsn
+
+    def delete_tag(self, tag_id: int) -> int:
+        """Delete every point of a tag."""
+        return self.delete(tag_id, -TS_LIMIT, TS_LIMIT)
+
+    def _apply_delete(self, rec: DeleteRecord, lsn: int) -> None:
+        for tag_id, start, end in rec.ranges():
+            t = self._tags.get(tag_id)
+            if t is None:
+                t = self._tag(tag_id)
+            # On replay the tombstone may already be on disk (same LSN): reuse it.
+            if not any(ts.max_lsn == lsn for ts in t.tombstones):
+                tomb = self._store.append_tombstone(tag_id, start, end, lsn)
+                self._store.commit_index()
+                t.tombstones = [*t.tombstones, tomb]
+            with self._state:
+                for buf in (*t.sealing, t.active):
+                    self._mem_points -= buf.drop_range(start, end)
+                t.version += 1
+                self._last.pop(tag_id, None)
+
     # -- sealing and checkpoints ------------------------------------------------
 
     def _seal_loop(self) -> None:
@@ -407,8 +452,9 @@ class Engine:
                                self._reader, [], self.checkpoint_lsn, [])  # fmt: skip
 
     # used by query.py
-    def _snapshot(self, tag_id: int) -> tuple[list[BlockEntry], np.ndarray, np.ndarray,
-                                              list[tuple[Any, Any, Any]]] | None:  # fmt: skip
+    def _snapshot(self, tag_id: int) -> (
+        tuple[list[BlockEntry], np.ndarray, np.ndarray, list[Columns], list[BlockEntry]] | None
+    ):  # fmt: skip
         with self._state:
             if self._closed:
                 raise EngineClosed("engine is closed")
@@ -417,7 +463,7 @@ class Engine:
                 return None
             firsts, lasts = t.block_bounds()
             mem = [p for b in t.sealing for p in b.parts] + t.active.snapshot()
-            return t.blocks[: firsts.shape[0]], firsts, lasts, mem
+            return t.blocks[: firsts.shape[0]], firsts, lasts, mem, t.tombstones
 
 
 __all__ = ["Engine", "clip", "concat", "sort_unique"]

@@ -10,13 +10,14 @@ describe were written, so the index never names a block the disk lacks.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
 from .container import BlockEntry, ChunkScan
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,6 +45,7 @@ CREATE TABLE blocks (
     generation INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     max_lsn INTEGER NOT NULL,
+    mask_seq INTEGER NOT NULL,
     PRIMARY KEY (chunk_id, idx)
 ) WITHOUT ROWID;
 CREATE INDEX blocks_by_tag ON blocks (tag_id, first_ts);
@@ -57,7 +59,7 @@ CREATE TABLE tags (
 
 _BLOCK_COLS = (
     "chunk_id, idx, tag_id, codec, flags, first_ts, last_ts, count, body_len, body_off,"
-    " body_crc, generation, seq, max_lsn"
+    " body_crc, generation, seq, max_lsn, mask_seq"
 )
 
 
@@ -66,8 +68,7 @@ class IndexUnusable(Exception):
 
 
 def _row(e: BlockEntry) -> tuple[int, ...]:
-    return (e.chunk_id, e.index, e.tag_id, e.codec, e.flags, e.first_ts, e.last_ts, e.count,
-            e.body_len, e.body_off, e.body_crc, e.generation, e.seq, e.max_lsn)  # fmt: skip
+    return dataclasses.astuple(e)  # the column order of _BLOCK_COLS is the field order
 
 
 class MetaIndex:
@@ -142,7 +143,7 @@ class MetaIndex:
             return
         with _txn(self.conn):
             self.conn.executemany(
-                f"INSERT OR REPLACE INTO blocks ({_BLOCK_COLS}) VALUES ({','.join('?' * 14)})",
+                f"INSERT OR REPLACE INTO blocks ({_BLOCK_COLS}) VALUES ({','.join('?' * 15)})",
                 [_row(e) for e in entries],
             )
             self._bump_tags(entries)
@@ -152,7 +153,7 @@ class MetaIndex:
             "INSERT INTO tags VALUES (?, ?, ?, ?) ON CONFLICT(tag_id) DO UPDATE SET"
             " first_ts = min(first_ts, excluded.first_ts),"
             " last_ts = max(last_ts, excluded.last_ts), points = points + excluded.points",
-            [(e.tag_id, e.first_ts, e.last_ts, e.count) for e in entries],
+            [(e.tag_id, e.first_ts, e.last_ts, e.count) for e in entries if not e.is_tombstone],
         )
 
     def put_chunk(self, scan: ChunkScan, dir_crc: int, n_blocks: int) -> None:
@@ -176,7 +177,7 @@ class MetaIndex:
                      int(scan.sealed), scan.seal_n_blocks, scan.seal_dir_crc),
                 )  # fmt: skip
                 self.conn.executemany(
-                    f"INSERT INTO blocks ({_BLOCK_COLS}) VALUES ({','.join('?' * 14)})",
+                    f"INSERT INTO blocks ({_BLOCK_COLS}) VALUES ({','.join('?' * 15)})",
                     [_row(e) for e in entries],
                 )
 
@@ -185,7 +186,7 @@ class MetaIndex:
             self.conn.execute("DELETE FROM tags")
             self.conn.execute(
                 "INSERT INTO tags SELECT tag_id, min(first_ts), max(last_ts), sum(count)"
-                " FROM blocks GROUP BY tag_id"
+                " FROM blocks WHERE count > 0 GROUP BY tag_id"
             )
 
 

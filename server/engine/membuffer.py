@@ -35,6 +35,27 @@ class MemBuffer:
         self.count += int(ts.shape[0])
         self.last_lsn = lsn
 
+    def drop_range(self, start: int, end: int) -> int:
+        """Remove points with ``start <= ts < end``; returns how many were removed.
+
+        The part list is replaced, not mutated, so a reader's snapshot stays valid.
+        """
+        kept: list[Columns] = []
+        removed = 0
+        for ts, v, q in self.parts:
+            gone = (ts >= start) & (ts < end)
+            n = int(np.count_nonzero(gone))
+            if n == 0:
+                kept.append((ts, v, q))
+                continue
+            removed += n
+            if n < ts.shape[0]:
+                keep = ~gone
+                kept.append((ts[keep], v[keep], q[keep]))
+        self.parts = kept
+        self.count -= removed
+        return removed
+
     def snapshot(self) -> list[Columns]:
         """A copy of the part list: the arrays themselves are never mutated."""
         return list(self.parts)

@@ -17,6 +17,7 @@ import numpy as np
 
 from xtsdb.protocol.errors import InvalidInput
 
+from .container import BlockEntry
 from .membuffer import Columns, clip, concat, consolidate, sort_unique
 from .points import LastPoints, Points, ReadStats
 
@@ -37,7 +38,8 @@ def run_query(engine: Engine, tag_id: int, start_us: int, end_us: int, limit: in
     snap = engine._snapshot(tag_id)
     if snap is None or end <= start:
         return Points.empty()
-    blocks, firsts, lasts, mem_parts = snap
+    blocks, firsts, lasts, mem_parts, tombstones = snap
+    tombs = [x for x in tombstones if x.first_ts < end and x.last_ts >= start]
     stats = ReadStats()
     chosen = np.flatnonzero((firsts < end) & (lasts >= start))
     stats.blocks_read = int(chosen.shape[0])
@@ -58,6 +60,8 @@ def run_query(engine: Engine, tag_id: int, start_us: int, end_us: int, limit: in
         tail = m is not None and disjoint and int(m[0][0]) > int(lasts[chosen].max())
         cols = engine._reader.read(refs, extra=n_mem if tail else 0)
         stats.points_from_disk = int(cols[0].shape[0]) - (n_mem if tail else 0)
+        if tombs:
+            cols = _mask_deleted(cols, [blocks[i] for i in order.tolist()], tombs)
         if tail and m is not None:
             cols[0][-n_mem:], cols[1][-n_mem:], cols[2][-n_mem:] = m
             out = clip(cols, start, end)
@@ -72,6 +76,20 @@ def run_query(engine: Engine, tag_id: int, start_us: int, end_us: int, limit: in
     with engine._state:
         engine._stats.add(stats)
     return Points(out[0], out[1], out[2], stats)
+
+
+def _mask_deleted(cols: Columns, in_order: list[BlockEntry], tombs: list[BlockEntry]) -> Columns:
+    """Drop decoded block points that a later tombstone deletes (the tail is memory: kept)."""
+    seqs = np.repeat(np.array([b.seq for b in in_order], np.int64), [b.count for b in in_order])
+    n_disk = seqs.shape[0]
+    ts = cols[0][:n_disk]
+    dead = np.zeros(cols[0].shape[0], dtype=bool)
+    for tb in tombs:
+        dead[:n_disk] |= (seqs < tb.mask_seq) & (ts >= tb.first_ts) & (ts <= tb.last_ts)
+    if not dead.any():
+        return cols
+    keep = ~dead
+    return cols[0][keep], cols[1][keep], cols[2][keep]
 
 
 def run_last(engine: Engine, tag_ids: Any) -> LastPoints:

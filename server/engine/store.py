@@ -23,6 +23,8 @@ from pathlib import Path
 from xtsdb.protocol.errors import StorageError
 
 from .container import (
+    BLOCK_TOMBSTONE,
+    CODEC_NONE,
     ENTRY_SIZE,
     FLAG_SEALED,
     BlockEntry,
@@ -161,7 +163,7 @@ class BlockStore:
 
     def append(
         self, tag_id: int, codec: int, flags: int, body: bytes,
-        first_ts: int, last_ts: int, count: int, max_lsn: int,
+        first_ts: int, last_ts: int, count: int, max_lsn: int, mask_seq: int = 0,
     ) -> BlockEntry:  # fmt: skip
         if len(body) > self.max_body:
             raise StorageError(f"block body of {len(body)} bytes exceeds a chunk's data region")
@@ -174,7 +176,7 @@ class BlockStore:
             a = self._roll()
         entry = BlockEntry(
             a.chunk_id, len(a.entries), tag_id, codec, flags, first_ts, last_ts, count,
-            len(body), a.data_end, crc32(body), a.generation, self.next_seq, max_lsn,
+            len(body), a.data_end, crc32(body), a.generation, self.next_seq, max_lsn, mask_seq,
         )  # fmt: skip
         end = a.data_end + len(body)
         if end > a.reserved:
@@ -189,6 +191,12 @@ class BlockStore:
         self.next_seq += 1
         self._pending.append(entry)
         return entry
+
+    def append_tombstone(self, tag_id: int, start: int, end: int, lsn: int) -> BlockEntry:
+        """Record that ``[start, end)`` of a tag is deleted for every block written so far."""
+        return self.append(
+            tag_id, CODEC_NONE, BLOCK_TOMBSTONE, b"", start, end - 1, 0, lsn, self.next_seq
+        )
 
     def commit_index(self) -> None:
         """Mirror the blocks appended since the last call into the index (one transaction)."""
