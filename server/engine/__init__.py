@@ -12,6 +12,9 @@ How the pieces meet (see docs/storage-format.md for the bytes):
 * ``reader``     decodes blocks inline or in a process pool into shared memory.
 * ``query``      picks blocks by tag and time and merges them with memory.
 * ``recovery``   opens a data directory: lock, format, index, chunks, WAL.
+* ``tagstate``   per-tag buffers, blocks and tombstones as one unit of state.
+* ``staging``    the single-point write path (array.array columns until commit).
+* ``retention``  retires chunks older than the retention window.
 * ``engine``     ties them together: :class:`Engine`.
 """
 

@@ -30,6 +30,11 @@ class EngineConfig:
     zstd_level: int = 3
     max_memory_points: int = 32_000_000  # writers wait for the sealer beyond this (~550 MB)
 
+    # -- retention --
+    retention_us: int = 0  # 0 keeps data forever; else chunks older than this are retired
+    retention_check_s: float = 60.0  # how often the background thread looks
+    retention_grace_s: float = 60.0  # a retired chunk is reused only after this long
+
     # -- read path --
     read_workers: int = 2  # size of the process pool that decodes blocks for large queries
     # Queries touching fewer disk points decode inline. On the 2-core reference

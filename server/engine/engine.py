@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from array import array
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ import numpy as np
 
 from xtsdb.protocol.errors import (
     EngineClosed,
-    InvalidInput,
     Overloaded,
     StorageError,
     XtsdbError,
@@ -38,44 +37,10 @@ from .config import EngineConfig
 from .container import BLOCK_SORTED, BlockEntry
 from .membuffer import Columns, MemBuffer, clip, concat, consolidate, sort_unique
 from .points import GOOD_QUALITY, TS_LIMIT, LastPoints, Points, ReadStats
+from .staging import PointStager
+from .tagstate import TagState, run_tops
 
 log = logging.getLogger("xtsdb.engine")
-
-
-class _Tag:
-    __slots__ = ("_arrays", "active", "blocks", "sealing", "tombstones", "version")
-
-    def __init__(self) -> None:
-        self.active = MemBuffer()
-        self.sealing: list[MemBuffer] = []
-        self.blocks: list[BlockEntry] = []  # in seq order: later blocks win ties
-        self.tombstones: list[BlockEntry] = []  # deletes that mask older blocks
-        self.version = 0  # bumped on every write, guards the last-value cache
-        self._arrays: tuple[int, np.ndarray, np.ndarray] | None = None
-
-    def block_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """first_ts / last_ts of ``blocks`` as arrays (rebuilt only when blocks changed)."""
-        n = len(self.blocks)
-        if self._arrays is None or self._arrays[0] != n:
-            firsts = np.fromiter((b.first_ts for b in self.blocks), np.int64, n)
-            lasts = np.fromiter((b.last_ts for b in self.blocks), np.int64, n)
-            self._arrays = (n, firsts, lasts)
-        return self._arrays[1], self._arrays[2]
-
-
-def _run_tops(batch: WriteBatch) -> tuple[list[int], np.ndarray]:
-    """Per run: the newest timestamp and the index of its last occurrence (later wins)."""
-    ts, bounds = batch.timestamps, batch.run_bounds
-    starts = bounds[:-1]
-    if starts.shape[0] <= 16:  # few long runs: no need for batch-sized temporaries
-        b = bounds.tolist()
-        idx = [b[k + 1] - 1 - int(np.argmax(ts[b[k] : b[k + 1]][::-1])) for k in range(len(b) - 1)]
-        pos = np.array(idx, dtype=np.int64)
-    else:
-        top = np.maximum.reduceat(ts, starts)
-        at_top = ts == np.repeat(top, np.diff(bounds))
-        pos = np.maximum.reduceat(np.where(at_top, np.arange(ts.shape[0]), -1), starts)
-    return ts[pos].tolist(), pos
 
 
 class Engine:
@@ -94,7 +59,7 @@ class Engine:
         self._write_lock = threading.Lock()
         self._seal_lock = threading.Lock()
         self._state = threading.Condition(threading.Lock())
-        self._tags: dict[int, _Tag] = {}
+        self._tags: dict[int, TagState] = {}
         self._last: dict[int, tuple[int, float, int]] = {}
         self._mem_points = 0
         self._seal_wanted = False
@@ -104,8 +69,7 @@ class Engine:
         self._stats = ReadStats()
         self._counters = {"points_written": 0, "write_batches": 0, "wal_commits": 0,
                           "blocks_written": 0, "checkpoints": 0, "seal_errors": 0}  # fmt: skip
-        self._p_lock = threading.Lock()
-        self._reset_points()
+        self._points = PointStager(self.write_batches, lambda: self._applied_lsn)
         for e in sorted(parts.blocks, key=lambda e: e.seq):
             t = self._tag(e.tag_id)
             (t.tombstones if e.is_tombstone else t.blocks).append(e)
@@ -177,58 +141,17 @@ class Engine:
         self, tag_id: int, ts_us: int, value: float, quality: int = GOOD_QUALITY
     ) -> None:
         """Stage one point: visible and durable at :meth:`commit` (or every 65,536 points)."""
-        # The hot single-point path: four array.array appends, whose typecodes also
-        # do the validation (an out-of-range tag or quality raises OverflowError).
-        with self._p_lock:
-            add_tag, add_ts, add_val, add_q = self._p_add
-            try:
-                if not -TS_LIMIT < ts_us < TS_LIMIT:
-                    raise OverflowError("timestamp out of range")
-                add_tag(tag_id)
-                add_ts(ts_us)
-                add_val(value)
-                add_q(quality)
-            except (TypeError, OverflowError) as exc:
-                n = self._p_n
-                for col in (self._p_tag, self._p_ts, self._p_val, self._p_q):
-                    del col[n:]
-                raise InvalidInput(f"bad point ({tag_id!r}, {ts_us!r}, {value!r}, {quality!r}): "
-                                   f"{exc}") from None  # fmt: skip
-            self._p_n += 1
-            if self._p_n >= 65536:
-                self._commit_points()
+        self._points.add(tag_id, ts_us, value, quality)
 
     def commit(self) -> int:
         """Make every staged :meth:`write_point` durable and visible (one fsync)."""
-        with self._p_lock:
-            return self._commit_points()
-
-    def _commit_points(self) -> int:
-        if not self._p_ts:
-            return self._applied_lsn
-        # array.array typecodes I/q/d/B are uint32/int64/float64/uint8: zero-copy views.
-        batch = WriteBatch.build(
-            np.frombuffer(self._p_tag, np.uint32),
-            np.frombuffer(self._p_ts, np.int64),
-            np.frombuffer(self._p_val, np.float64),
-            np.frombuffer(self._p_q, np.uint8),
-        )
-        self._reset_points()
-        return self.write_batches([batch])
-
-    def _reset_points(self) -> None:
-        self._p_tag, self._p_ts, self._p_val, self._p_q = (
-            array("I"), array("q"), array("d"), array("B"),
-        )  # fmt: skip
-        self._p_add = (self._p_tag.append, self._p_ts.append, self._p_val.append,
-                       self._p_q.append)  # fmt: skip
-        self._p_n = 0
+        return self._points.commit()
 
     def _apply(self, batch: WriteBatch, lsn: int) -> None:
         if not batch.n_points:
             return
         ts_all, v_all, q_all = batch.timestamps, batch.values, batch.qualities
-        tops, idx = _run_tops(batch)
+        tops, idx = run_tops(batch)
         last_v, last_q = v_all[idx].tolist(), q_all[idx].tolist()
         block_points = self.config.block_points
         for k, (tag_id, sl) in enumerate(batch.runs()):
@@ -246,10 +169,10 @@ class Engine:
                 self._last[tag_id] = (top, last_v[k], last_q[k])
         self._mem_points += batch.n_points
 
-    def _tag(self, tag_id: int) -> _Tag:
+    def _tag(self, tag_id: int) -> TagState:
         t = self._tags.get(tag_id)
         if t is None:
-            t = self._tags[tag_id] = _Tag()
+            t = self._tags[tag_id] = TagState()
         return t
 
     def _wait_for_room(self, n_points: int) -> None:
@@ -315,7 +238,14 @@ class Engine:
 
     # -- sealing and checkpoints ------------------------------------------------
 
+    def apply_retention(self, now_us: int | None = None, grace_s: float | None = None) -> int:
+        """Retire chunks whose data is older than ``config.retention_us``; returns how many."""
+        from .retention import apply_retention
+
+        return apply_retention(self, now_us, grace_s)
+
     def _seal_loop(self) -> None:
+        next_retention = time.monotonic() + self.config.retention_check_s
         while True:
             with self._state:
                 self._state.wait_for(
@@ -330,6 +260,9 @@ class Engine:
                      or self._mem_points > self.config.max_memory_points // 2)  # fmt: skip
             try:
                 self._seal(force_all=force)
+                if self.config.retention_us > 0 and time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + self.config.retention_check_s
+                    self.apply_retention()
             except XtsdbError as exc:
                 self._counters["seal_errors"] += 1
                 log.error("sealing failed, will retry: %s", exc)
@@ -341,7 +274,7 @@ class Engine:
         with self._seal_lock:
             with self._state:
                 self._seal_wanted = False
-                work: list[tuple[int, _Tag, list[MemBuffer]]] = []
+                work: list[tuple[int, TagState, list[MemBuffer]]] = []
                 for tag_id, t in self._tags.items():
                     if t.active.count and (force_all or t.active.count >= self.config.block_points):
                         t.sealing.append(t.active)

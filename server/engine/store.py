@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from .container import (
     BLOCK_TOMBSTONE,
     CODEC_NONE,
     ENTRY_SIZE,
+    FLAG_DEPRECATED,
+    FLAG_FREE,
     FLAG_SEALED,
     BlockEntry,
     ChunkScan,
@@ -66,6 +70,9 @@ class BlockStore:
         self.next_seq = 1
         self.repairs: list[str] = []
         self._pending: list[BlockEntry] = []
+        self.chunk_max_ts: dict[int, int] = {}
+        self.chunk_tombstones: dict[int, list[BlockEntry]] = {}
+        self.retired: list[tuple[int, float]] = []  # DEPRECATED, not yet FREE: (chunk, when)
 
     # -- open ------------------------------------------------------------
 
@@ -90,6 +97,10 @@ class BlockStore:
                     self.free_slots.append((no, slot, head.generation + 1))
                     continue
                 if head.deprecated:
+                    # Retired before a restart: no reader can hold it now, so free it.
+                    cf.set_flag(slot, FLAG_FREE)
+                    self.index.replace_chunk(head)
+                    self.free_slots.append((no, slot, head.generation + 1))
                     continue
                 row = rows.get(head.chunk_id)
                 want = (head.generation, 1, head.seal_n_blocks, head.seal_dir_crc)
@@ -113,7 +124,21 @@ class BlockStore:
         if full_rebuild or stale:
             self.index.recompute_tags()
         self.next_seq = max((e.seq for e in live), default=0) + 1
+        for e in live:
+            self._track(e)
+        if self.active is not None:
+            self.chunk_max_ts.setdefault(self.active.chunk_id, -(1 << 63))
+        self.sync()
         return live
+
+    def _track(self, e: BlockEntry) -> None:
+        """Keep per-chunk facts retention needs: newest data timestamp, tombstones."""
+        top = self.chunk_max_ts.get(e.chunk_id, -(1 << 63))
+        if e.is_tombstone:
+            self.chunk_tombstones.setdefault(e.chunk_id, []).append(e)
+        else:
+            top = max(top, e.last_ts)
+        self.chunk_max_ts[e.chunk_id] = top
 
     def _recover_unsealed(
         self, scan: ChunkScan, checkpoint_lsn: int, several: bool
@@ -190,6 +215,7 @@ class BlockStore:
         a.data_end += len(body)
         self.next_seq += 1
         self._pending.append(entry)
+        self._track(entry)
         return entry
 
     def append_tombstone(self, tag_id: int, start: int, end: int, lsn: int) -> BlockEntry:
@@ -197,6 +223,68 @@ class BlockStore:
         return self.append(
             tag_id, CODEC_NONE, BLOCK_TOMBSTONE, b"", start, end - 1, 0, lsn, self.next_seq
         )
+
+    def retire_before(
+        self, cutoff: int, keep_tombstone: Callable[[BlockEntry, set[int]], bool]
+    ) -> tuple[set[int], list[BlockEntry]]:
+        """Retire sealed chunks whose data is all older than ``cutoff``.
+
+        In the design's order: tombstones that still mask live blocks are copied
+        forward first, then the chunk is marked DEPRECATED on disk, then its index
+        rows go. Marking the disk first means a rebuild never revives it. The slot
+        becomes FREE later (:meth:`free_retired`), once no reader can hold it.
+        Returns the retired chunk ids and the copied tombstones.
+        """
+        active = self.active.chunk_id if self.active else None
+        victims = {c for c, top in self.chunk_max_ts.items() if c != active and top < cutoff}
+        if not victims:
+            return victims, []
+        carried = [
+            self.append(
+                t.tag_id,
+                CODEC_NONE,
+                BLOCK_TOMBSTONE,
+                b"",
+                t.first_ts,
+                t.last_ts,
+                0,
+                t.max_lsn,
+                t.mask_seq,
+            )
+            for c in sorted(victims)
+            for t in self.chunk_tombstones.get(c, [])
+            if keep_tombstone(t, victims)
+        ]
+        self.commit_index()
+        self.sync()  # the copies are durable before the originals are retired
+        n = self.geometry.n_chunks
+        for c in sorted(victims):
+            self.containers[c // n].set_flag(c % n, FLAG_DEPRECATED)
+        self.sync()
+        now = time.monotonic()
+        for c in sorted(victims):
+            self.index.replace_chunk(ChunkScan(c, c // n, c % n, allocated=True, deprecated=True))
+            del self.chunk_max_ts[c]
+            self.chunk_tombstones.pop(c, None)
+            self.retired.append((c, now))
+        return victims, carried
+
+    def free_retired(self, grace_s: float) -> int:
+        """Mark retired chunks FREE once ``grace_s`` has passed; their slots are reused."""
+        now, n, freed = time.monotonic(), self.geometry.n_chunks, 0
+        still: list[tuple[int, float]] = []
+        for c, when in self.retired:
+            if now - when < grace_s:
+                still.append((c, when))
+                continue
+            cf = self.containers[c // n]
+            head = cf.scan_chunk(c % n, self.instance_id, entries=False)
+            cf.set_flag(c % n, FLAG_FREE)
+            cf.sync()
+            self.free_slots.append((c // n, c % n, head.generation + 1))
+            freed += 1
+        self.retired = still
+        return freed
 
     def commit_index(self) -> None:
         """Mirror the blocks appended since the last call into the index (one transaction)."""
