@@ -410,3 +410,68 @@ def test_retention_keeps_tombstones_that_still_mask(tmp_path: Path) -> None:
         assert len(full(e, 3)) < 16000
     with Engine.open(d, cfg) as e:
         assert len(full(e, 1)) == 50, "a retired chunk's tombstone must not be lost"
+
+
+def test_catalog_names_metadata_and_durability(tmp_path: Path) -> None:
+    d = tmp_path / "db"
+    with Engine.open(d, TINY) as e:
+        e.write(5, [1], [1.0])  # raw id 5 is in use: a named tag must not take it
+        fic = e.create_tag("FIC101.PV", unit="m3/h", description="feed flow")
+        assert fic.id == 6 and e.catalog.resolve("FIC101.PV") == 6
+        e.create_tag("FIC102.PV")
+        e.create_tag("TI200.PV", unit="degC")
+        assert [t.name for t in e.catalog.find("FIC*")] == ["FIC101.PV", "FIC102.PV"]
+        with pytest.raises(InvalidInput, match="exists already"):
+            e.create_tag("FIC101.PV")
+        with pytest.raises(InvalidInput, match="duplicates must be"):
+            e.update_tag("TI200.PV", duplicates="sometimes")
+        e.catalog.rename("FIC102.PV", "FIC103.PV")
+        e.update_tag(6, description="feed flow, corrected")
+        e.write(fic.id, [10, 20], [1.0, 2.0])
+    for f in d.glob("index.sqlite3*"):
+        f.unlink()  # the index is rebuilt from a scan; the catalog is not a cache
+    with Engine.open(d, TINY) as e:
+        assert e.catalog.get("FIC101.PV") == e.catalog.get(6)
+        assert e.catalog.get(6).description == "feed flow, corrected"  # type: ignore[union-attr]
+        assert e.catalog.get("FIC102.PV") is None and e.catalog.get("FIC103.PV") is not None
+        assert len(full(e, e.catalog.resolve("FIC101.PV"))) == 2
+        e.remove_tag("FIC101.PV")
+        assert e.catalog.get(6) is None and len(full(e, 6)) == 0
+
+
+def test_duplicate_policies_first_and_reject(eng: Engine) -> None:
+    first = eng.create_tag("first", duplicates="first").id
+    reject = eng.create_tag("reject", duplicates="reject").id
+    eng.write(first, [1, 2], [1.0, 2.0])
+    eng.flush()
+    eng.write(first, [2, 3, 3], [20.0, 3.0, 30.0])  # 2 exists on disk, 3 twice in memory
+    assert full(eng, first).values.tolist() == [1.0, 2.0, 3.0]
+    eng.flush()
+    assert full(eng, first).values.tolist() == [1.0, 2.0, 3.0]
+    assert eng.last([first]).values.tolist() == [3.0]
+
+    eng.write(reject, [1, 2], [1.0, 2.0])
+    with pytest.raises(InvalidInput, match="reject"):
+        eng.write(reject, [2, 5], [9.0, 5.0])  # 2 exists: the whole write is refused
+    with pytest.raises(InvalidInput, match="reject"):
+        eng.write(reject, [7, 7], [7.0, 7.0])
+    assert full(eng, reject).timestamps.tolist() == [1, 2]
+    eng.write(reject, [3], [3.0])
+    assert full(eng, reject).values.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_per_tag_retention_trims_old_points_durably(tmp_path: Path) -> None:
+    hour = 3600 * SEC
+    d = tmp_path / "db"
+    with Engine.open(d, TINY) as e:
+        short = e.create_tag("short", retention_us=10 * hour).id
+        e.write(short, np.arange(48) * hour, np.arange(48.0))
+        e.write(99, np.arange(48) * hour, np.arange(48.0))  # no own retention: untouched
+        e.flush()
+        e.apply_retention(now_us=47 * hour)
+        assert full(e, short).timestamps[0] == 37 * hour
+        e.apply_retention(now_us=47 * hour + 1)  # less than a tenth of the window later
+        assert sum(x.first_ts < 0 for x in e._tags[short].tombstones) == 1
+        assert len(full(e, 99)) == 48
+    with Engine.open(d, TINY) as e:
+        assert full(e, short).timestamps[0] == 37 * hour

@@ -33,6 +33,8 @@ from xtsdb.protocol.errors import (
 from . import recovery
 from .batch import DeleteRecord, WriteBatch, decode_record
 from .block_codec import CODEC_ZSTD_V1, encode_block
+from .catalog import Catalog
+from .catalog_ops import CatalogOps
 from .config import EngineConfig
 from .container import BLOCK_SORTED, BlockEntry
 from .membuffer import Columns, MemBuffer, clip, concat, consolidate, sort_unique
@@ -43,7 +45,7 @@ from .tagstate import TagState, run_tops
 log = logging.getLogger("xtsdb.engine")
 
 
-class Engine:
+class Engine(CatalogOps):
     """Open with :meth:`open`; every public method is safe to call from any thread."""
 
     def __init__(self, parts: recovery.Opened, config: EngineConfig) -> None:
@@ -63,6 +65,7 @@ class Engine:
         self._last: dict[int, tuple[int, float, int]] = {}
         self._mem_points = 0
         self._seal_wanted = False
+        self._reject_tags: set[int] = set()
         self._applied_lsn = self.checkpoint_lsn
         self._closed = False
         self._failed: XtsdbError | None = None
@@ -73,6 +76,11 @@ class Engine:
         for e in sorted(parts.blocks, key=lambda e: e.seq):
             t = self._tag(e.tag_id)
             (t.tombstones if e.is_tombstone else t.blocks).append(e)
+        self.catalog = Catalog(self.path / "catalog.sqlite3", lambda: max(self._tags, default=-1))
+        for info in self.catalog.all():
+            self._tag(info.id).policy = info.duplicates
+            if info.duplicates == "reject":
+                self._reject_tags.add(info.id)
         for lsn, payload in self._wal.replay(self.checkpoint_lsn):
             rec = decode_record(payload)
             if isinstance(rec, DeleteRecord):
@@ -119,6 +127,8 @@ class Engine:
             self._check_writable()
             if not batches:
                 return self._applied_lsn
+            if self._reject_tags:
+                self._check_rejects(batches)
             self._wait_for_room(n_points)
             try:
                 last = self._wal.append_many([b.payload for b in batches])
@@ -160,6 +170,9 @@ class Engine:
             t.version += 1
             if t.active.count >= block_points:
                 self._seal_wanted = True
+            if t.policy != "last":  # the cache assumes later-wins; others fill lazily
+                self._last.pop(tag_id, None)
+                continue
             top = tops[k]
             cached = self._last.get(tag_id)
             # Without a cached value the newest point is only known for a tag whose
@@ -260,7 +273,7 @@ class Engine:
                      or self._mem_points > self.config.max_memory_points // 2)  # fmt: skip
             try:
                 self._seal(force_all=force)
-                if self.config.retention_us > 0 and time.monotonic() >= next_retention:
+                if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + self.config.retention_check_s
                     self.apply_retention()
             except XtsdbError as exc:
@@ -293,7 +306,8 @@ class Engine:
                 self._checkpoint()
 
     def _write_blocks(self, tag_id: int, bufs: list[MemBuffer]) -> list[BlockEntry]:
-        ts, vals, qual = consolidate([p for b in bufs for p in b.parts])
+        first = self._tags[tag_id].policy == "first"
+        ts, vals, qual = consolidate([p for b in bufs for p in b.parts], first)
         max_lsn = max(b.last_lsn for b in bufs)
         # Worst case a point costs ~18 bytes encoded; keep every body inside one chunk.
         per_block = max(1, min(self.config.block_points, (self._store.max_body - 256) // 18))
@@ -378,6 +392,7 @@ class Engine:
                 self._closed = True
                 self._state.notify_all()
             self._sealer.join(timeout=30)
+            self.catalog.close()
             recovery.close_parts(self._parts_for_close())
 
     def _parts_for_close(self) -> recovery.Opened:
@@ -386,7 +401,8 @@ class Engine:
 
     # used by query.py
     def _snapshot(self, tag_id: int) -> (
-        tuple[list[BlockEntry], np.ndarray, np.ndarray, list[Columns], list[BlockEntry]] | None
+        tuple[list[BlockEntry], np.ndarray, np.ndarray, list[Columns], list[BlockEntry], bool]
+        | None
     ):  # fmt: skip
         with self._state:
             if self._closed:
@@ -396,7 +412,8 @@ class Engine:
                 return None
             firsts, lasts = t.block_bounds()
             mem = [p for b in t.sealing for p in b.parts] + t.active.snapshot()
-            return t.blocks[: firsts.shape[0]], firsts, lasts, mem, t.tombstones
+            first = t.policy == "first"
+            return t.blocks[: firsts.shape[0]], firsts, lasts, mem, t.tombstones, first
 
 
 __all__ = ["Engine", "clip", "concat", "sort_unique"]

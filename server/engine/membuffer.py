@@ -61,16 +61,22 @@ class MemBuffer:
         return list(self.parts)
 
 
-def sort_unique(ts: Int64Array, values: Float64Array, qual: UInt8Array) -> Columns:
-    """Sort by timestamp; of equal timestamps keep the last one written."""
+def sort_unique(
+    ts: Int64Array, values: Float64Array, qual: UInt8Array, keep_first: bool = False
+) -> Columns:
+    """Sort by timestamp; of equal timestamps keep the last one written (or the first)."""
     n = ts.shape[0]
     if n < 2 or bool(np.all(ts[1:] > ts[:-1])):
         return ts, values, qual
     order = np.argsort(ts, kind="stable")
     ts, values, qual = ts[order], values[order], qual[order]
     keep = np.empty(n, dtype=bool)
-    keep[-1] = True
-    np.not_equal(ts[1:], ts[:-1], out=keep[:-1])
+    if keep_first:
+        keep[0] = True
+        np.not_equal(ts[1:], ts[:-1], out=keep[1:])
+    else:
+        keep[-1] = True
+        np.not_equal(ts[1:], ts[:-1], out=keep[:-1])
     if keep.all():
         return ts, values, qual
     return ts[keep], values[keep], qual[keep]
@@ -88,9 +94,9 @@ def concat(parts: list[Columns]) -> Columns:
     )
 
 
-def consolidate(parts: list[Columns]) -> Columns:
+def consolidate(parts: list[Columns], keep_first: bool = False) -> Columns:
     """Parts in write order -> sorted, one point per timestamp."""
-    return sort_unique(*concat(parts))
+    return sort_unique(*concat(parts), keep_first=keep_first)
 
 
 def clip(cols: Columns, start: int, end: int) -> Columns:

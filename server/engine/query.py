@@ -38,13 +38,13 @@ def run_query(engine: Engine, tag_id: int, start_us: int, end_us: int, limit: in
     snap = engine._snapshot(tag_id)
     if snap is None or end <= start:
         return Points.empty()
-    blocks, firsts, lasts, mem_parts, tombstones = snap
+    blocks, firsts, lasts, mem_parts, tombstones, first = snap
     tombs = [x for x in tombstones if x.first_ts < end and x.last_ts >= start]
     stats = ReadStats()
     chosen = np.flatnonzero((firsts < end) & (lasts >= start))
     stats.blocks_read = int(chosen.shape[0])
     stats.blocks_skipped = len(blocks) - stats.blocks_read
-    mem = clip(consolidate(mem_parts), start, end) if mem_parts else None
+    mem = clip(consolidate(mem_parts, first), start, end) if mem_parts else None
     stats.points_from_memory = 0 if mem is None else int(mem[0].shape[0])
 
     out: Columns | None = mem
@@ -66,9 +66,9 @@ def run_query(engine: Engine, tag_id: int, start_us: int, end_us: int, limit: in
             cols[0][-n_mem:], cols[1][-n_mem:], cols[2][-n_mem:] = m
             out = clip(cols, start, end)
         else:
-            out = clip(cols if disjoint else sort_unique(*cols), start, end)
+            out = clip(cols if disjoint else sort_unique(*cols, keep_first=first), start, end)
             if m is not None:  # memory is newer than every block: it goes last, wins ties
-                out = sort_unique(*concat([out, m]))
+                out = sort_unique(*concat([out, m]), keep_first=first)
     if out is None:
         return Points.empty()
     if limit is not None and out[0].shape[0] > limit:

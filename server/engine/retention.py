@@ -14,17 +14,19 @@ import time
 from typing import TYPE_CHECKING
 
 from .container import BlockEntry
+from .points import TS_LIMIT
 
 if TYPE_CHECKING:
     from .engine import Engine
 
 
 def apply_retention(engine: Engine, now_us: int | None = None, grace_s: float | None = None) -> int:
-    """Retire expired chunks now; returns how many were retired."""
+    """Trim tags with their own retention, retire expired chunks; returns chunks retired."""
+    now = time.time_ns() // 1000 if now_us is None else now_us
+    _per_tag_retention(engine, now)
     cfg = engine.config
     if cfg.retention_us <= 0:
         return 0
-    now = time.time_ns() // 1000 if now_us is None else now_us
     cutoff = now - cfg.retention_us
     store = engine._store
     with engine._seal_lock:
@@ -54,3 +56,30 @@ def apply_retention(engine: Engine, now_us: int | None = None, grace_s: float | 
                         engine._last.pop(tag_id, None)
         store.free_retired(cfg.retention_grace_s if grace_s is None else grace_s)
     return len(victims)
+
+
+def _per_tag_retention(engine: Engine, now: int) -> None:
+    """Tags with their own retention lose old points through an ordinary delete.
+
+    A tombstone costs a directory entry, so a tag is trimmed only once a tenth
+    of its window has expired since the last trim: points up to 10 % older than
+    the window may still be returned. The space comes back when the chunks
+    holding them retire.
+    """
+    for info in engine.catalog.all():
+        if info.retention_us <= 0:
+            continue
+        cutoff = now - info.retention_us
+        with engine._state:
+            t = engine._tags.get(info.id)
+            if t is None:
+                continue
+            trimmed = max((x.last_ts + 1 for x in t.tombstones if x.first_ts <= -TS_LIMIT + 1),
+                          default=-TS_LIMIT)  # fmt: skip
+            oldest = min((b.first_ts for b in t.blocks), default=TS_LIMIT)
+            for buf in (*t.sealing, t.active):
+                for p in buf.parts:
+                    if p[0].shape[0]:
+                        oldest = min(oldest, int(p[0].min()))
+        if oldest < cutoff and cutoff - trimmed >= info.retention_us // 10:
+            engine.delete(info.id, -TS_LIMIT, cutoff)

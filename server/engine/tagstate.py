@@ -15,13 +15,14 @@ from .membuffer import MemBuffer
 
 
 class TagState:
-    __slots__ = ("_arrays", "active", "blocks", "sealing", "tombstones", "version")
+    __slots__ = ("_arrays", "active", "blocks", "policy", "sealing", "tombstones", "version")
 
     def __init__(self) -> None:
         self.active = MemBuffer()
         self.sealing: list[MemBuffer] = []
         self.blocks: list[BlockEntry] = []  # in seq order: later blocks win ties
         self.tombstones: list[BlockEntry] = []  # deletes that mask older blocks
+        self.policy = "last"  # duplicate policy from the catalog: last, first or reject
         self.version = 0  # bumped on every write, guards the last-value cache
         self._arrays: tuple[int, np.ndarray, np.ndarray] | None = None
 
