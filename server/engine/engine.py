@@ -344,11 +344,24 @@ class Engine(CatalogOps):
 
     # -- reads -------------------------------------------------------------
 
-    def query(self, tag_id: int, start_us: int, end_us: int, limit: int | None = None) -> Points:
-        """Points of one tag with ``start_us <= ts < end_us``, sorted, later writes winning."""
+    def query(
+        self,
+        tag_id: int,
+        start_us: int,
+        end_us: int,
+        limit: int | None = None,
+        *,
+        descending: bool = False,
+        good_only: bool = False,
+    ) -> Points:
+        """Points of one tag with ``start_us <= ts < end_us``, one per timestamp.
+
+        Sorted oldest first (newest first with ``descending``; ``limit`` then keeps
+        the newest). ``good_only`` drops points whose quality is not Good (>= 192).
+        """
         from .query import run_query
 
-        return run_query(self, tag_id, start_us, end_us, limit)
+        return run_query(self, tag_id, start_us, end_us, limit, descending, good_only)
 
     def last(self, tag_ids: Any) -> LastPoints:
         """The newest point of each tag that has data."""

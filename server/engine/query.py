@@ -19,7 +19,7 @@ from xtsdb.protocol.errors import InvalidInput
 
 from .container import BlockEntry
 from .membuffer import Columns, clip, concat, consolidate, sort_unique
-from .points import LastPoints, Points, ReadStats
+from .points import GOOD_QUALITY, LastPoints, Points, ReadStats
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -31,7 +31,15 @@ def _int(x: Any, what: str) -> int:
     return int(x)
 
 
-def run_query(engine: Engine, tag_id: int, start_us: int, end_us: int, limit: int | None) -> Points:
+def run_query(
+    engine: Engine,
+    tag_id: int,
+    start_us: int,
+    end_us: int,
+    limit: int | None,
+    descending: bool = False,
+    good_only: bool = False,
+) -> Points:
     tag_id, start, end = _int(tag_id, "tag"), _int(start_us, "start"), _int(end_us, "end")
     if limit is not None and _int(limit, "limit") < 0:
         raise InvalidInput("limit must be >= 0")
@@ -71,6 +79,12 @@ def run_query(engine: Engine, tag_id: int, start_us: int, end_us: int, limit: in
                 out = sort_unique(*concat([out, m]), keep_first=first)
     if out is None:
         return Points.empty()
+    if good_only:  # after de-duplication: a later Bad write hides an earlier Good one
+        good = out[2] >= GOOD_QUALITY
+        if not good.all():
+            out = (out[0][good], out[1][good], out[2][good])
+    if descending:  # views, no copy
+        out = (out[0][::-1], out[1][::-1], out[2][::-1])
     if limit is not None and out[0].shape[0] > limit:
         out = (out[0][:limit], out[1][:limit], out[2][:limit])
     with engine._state:
