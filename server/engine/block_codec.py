@@ -7,7 +7,8 @@ Body layout (codec ``CODEC_ZSTD_V1``), all integers little-endian::
     1      1     flags: bits 0-2 timestamp width code, bits 3-5 value width code,
                  bit 6 value mode (0 = decimal integers, 1 = XOR of float bits),
                  bit 7 qualities constant
-    2      1     k: decimal exponent 0..6 (values = integers / 10**k; 0 in XOR mode)
+    2      1     k: decimal exponent 0..6 (values = integers / 10**k; 0 in XOR mode);
+                 bit 7 set: a trailer lists the positions of -0.0 values
     3      1     the constant quality byte (0 when qualities vary)
     4      4     u32 count of points
     8      8     i64 first timestamp
@@ -26,6 +27,10 @@ is zero" and its section is empty (a perfectly regular series costs no stream).
 * value section: count-1 elements at the narrowest width, byte-shuffled, zstd.
   Decimal mode: zigzagged deltas of ``rint(v * 10**k)``; XOR mode: ``bits[i] ^ bits[i-1]``.
 * quality section: zstd of the raw bytes, or empty when the constant flag is set.
+* trailer (only with bit 7 of k): E u32 positions of -0.0 values, then u32 E.
+  Decimal integers cannot carry the sign of zero, and a value rounded to zero
+  from below is common near zero; listing those few positions keeps the block
+  in decimal mode instead of falling back to XOR of float bits (~7 B/point).
 
 Byte-shuffling stores byte 0 of every element, then byte 1, ...: the high bytes
 of small deltas are runs of zeros that zstd squeezes to almost nothing. Every
@@ -57,6 +62,8 @@ _SINT: dict[int, np.dtype[Any]] = {w: np.dtype(f"<i{w}") for w in _WIDTHS[1:]}
 _F_VALUE_XOR = 0x40
 _F_QUAL_CONST = 0x80
 _MAX_K = 6
+_K_NEG_ZERO = 0x80  # in the k byte: a trailer lists the positions of -0.0 values
+_U32 = struct.Struct("<I")
 _SCALES = tuple(10.0**k for k in range(_MAX_K + 1))
 _SCALE_COL = np.array(_SCALES).reshape(-1, 1)
 _INT_LIMIT = float(2**52)  # scaled values below this convert to int64 and back exactly
@@ -116,10 +123,7 @@ def _as(arr: object, dtype: type[np.generic], name: str) -> npt.NDArray[np.gener
 
 
 def _decimal(v: Float64Array) -> tuple[int, Int64Array] | None:
-    """Smallest k with ``rint(v * 10**k) / 10**k == v`` bit-exactly, and those integers."""
-    # -0.0 would come back as +0.0 (integer zero has no sign), so it forces XOR mode.
-    if (v.view(np.uint64) == _NEG_ZERO_BITS).any():
-        return None
+    """Smallest k with ``rint(v * 10**k) / 10**k == v`` (``==``: -0.0 passes), and the ints."""
     # Test every k on a short prefix at once: it rejects most exponents for a few calls.
     probe = v[:_PROBE]
     scaled = probe * _SCALE_COL
@@ -161,10 +165,17 @@ def encode_block(
     flags = ts_code
     with np.errstate(over="ignore", invalid="ignore"):  # huge values overflow to inf: rejected
         dec = _decimal(vals) if n else (0, np.zeros(0, np.int64))
+    trailer = b""
     if dec is not None:
         k, ints = dec
         v0 = int(ints[0]) if n else 0
         val_code, val_sec = _pack(_zigzag(np.diff(ints)), level)
+        # Integer zero has no sign: the places of -0.0 (a value rounded to zero from
+        # below, common near zero) travel in a trailer instead of costing XOR mode.
+        neg_zero = np.flatnonzero(vals.view(np.uint64) == _NEG_ZERO_BITS)
+        if neg_zero.shape[0]:
+            k |= _K_NEG_ZERO
+            trailer = neg_zero.astype("<u4").tobytes() + _U32.pack(neg_zero.shape[0])
     else:
         k = 0
         bits = vals.view(np.uint64)
@@ -184,7 +195,7 @@ def encode_block(
     header = _HEADER.pack(
         _MAGIC, flags, k, q0, n, ts0, d0, v0, len(ts_sec), len(val_sec), len(q_sec)
     )
-    return b"".join((header, ts_sec, val_sec, q_sec))
+    return b"".join((header, ts_sec, val_sec, q_sec, trailer))
 
 
 def _decompress(section: memoryview, size: int) -> bytes:
@@ -227,6 +238,19 @@ def _unpack(
         dest[...] = narrow
 
 
+def _neg_zero_trailer(mv: memoryview, at: int, n: int) -> npt.NDArray[np.uint32]:
+    """Positions of -0.0 values, from the trailer after the sections."""
+    if len(mv) < at + 4:
+        raise CorruptionError("block trailer missing")
+    (e,) = _U32.unpack_from(mv, len(mv) - 4)
+    if e == 0 or e > n or len(mv) != at + 4 + 4 * e:
+        raise CorruptionError("block trailer has a wrong length")
+    idx = np.frombuffer(mv, "<u4", e, at)
+    if int(idx.max()) >= n:
+        raise CorruptionError("block trailer points outside the block")
+    return idx
+
+
 def decode_block(
     body: bytes | bytearray | memoryview,
     count: int,
@@ -262,19 +286,22 @@ def _decode_into(
         raise CorruptionError(f"unknown block codec {codec}")
     magic, flags, k, q0, hn, ts0, d0, v0, ts_len, val_len, q_len = _HEADER.unpack_from(mv)
     ts_code, val_code = flags & 7, (flags >> 3) & 7
+    neg_zero, k = bool(k & _K_NEG_ZERO), k & ~_K_NEG_ZERO
     if magic != _MAGIC or ts_code > 4 or val_code > 4 or k > _MAX_K:
         raise CorruptionError("bad block header")
     if hn != n:
         raise CorruptionError(f"block holds {hn} points, directory says {n}")
-    if len(mv) != _HEADER.size + ts_len + val_len + q_len:
+    sections = _HEADER.size + ts_len + val_len + q_len
+    zeros = _neg_zero_trailer(mv, sections, n) if neg_zero else None
+    if len(mv) != sections + (0 if zeros is None else 4 + 4 * zeros.shape[0]):
         raise CorruptionError("block body length does not match its header")
     xor = bool(flags & _F_VALUE_XOR)
-    bad = (xor and k) or (n < 2 and d0) or (n == 0 and (ts0 or v0))
+    bad = (xor and (k or neg_zero)) or (n < 2 and d0) or (n == 0 and (ts0 or v0))
     if bad or (q_len if flags & _F_QUAL_CONST else q0):
         raise CorruptionError("inconsistent block header")
     off = _HEADER.size
     ts_sec, val_sec = mv[off : off + ts_len], mv[off + ts_len : off + ts_len + val_len]
-    q_sec = mv[off + ts_len + val_len :]
+    q_sec = mv[off + ts_len + val_len : sections]
     ts_out, val_out, q_out = out
 
     if ts_code == 0 and n > 2:
@@ -314,6 +341,10 @@ def _decode_into(
         _unpack(val_sec, val_code, max(n - 1, 0), ints[1:], zz=True)
         np.cumsum(ints, out=ints)
         np.divide(ints, _SCALES[k], out=val_out)
+        if zeros is not None:
+            if zeros.shape[0] and bool((val_out[zeros] != 0.0).any()):
+                raise CorruptionError("a -0.0 position holds a non-zero value")
+            val_out.view(np.uint64)[zeros] = _NEG_ZERO_BITS
 
     if flags & _F_QUAL_CONST:
         q_out[...] = q0

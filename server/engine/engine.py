@@ -31,6 +31,7 @@ from xtsdb.protocol.errors import (
 )
 
 from . import recovery
+from .analytics import AnalyticsOps
 from .batch import DeleteRecord, WriteBatch, decode_record
 from .block_codec import CODEC_ZSTD_V1, encode_block
 from .catalog import Catalog
@@ -45,7 +46,7 @@ from .tagstate import TagState, run_tops
 log = logging.getLogger("xtsdb.engine")
 
 
-class Engine(CatalogOps):
+class Engine(CatalogOps, AnalyticsOps):
     """Open with :meth:`open`; every public method is safe to call from any thread."""
 
     def __init__(self, parts: recovery.Opened, config: EngineConfig) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from xtsdb.protocol.errors import CorruptionError
 
+from .block_batch import MIN_BLOCKS, decode_blocks
 from .block_codec import decode_block
 from .container import crc32
 from .membuffer import Columns
@@ -54,6 +55,10 @@ def _decode_into(fd: int, ref: BlockRef, out: Columns, at: int) -> None:
         _read_checked(fd, ref), ref.count, ref.codec, out=(out[0][at:end], out[1][at:end],
                                                            out[2][at:end]),
     )  # fmt: skip
+
+
+def _head(out: Columns, n: int, at: int = 0) -> Columns:
+    return out[0][at : at + n], out[1][at : at + n], out[2][at : at + n]
 
 
 def _columns_over(buf: mmap.mmap | bytearray, total: int) -> Columns:
@@ -114,6 +119,11 @@ class BlockReader:
             return self._read_parallel(refs, total, extra)
         size = total + extra
         out = (np.empty(size, np.int64), np.empty(size, np.float64), np.empty(size, np.uint8))
+        if len(refs) >= MIN_BLOCKS:
+            bodies = [_read_checked(self._fd(r.path), r) for r in refs]
+            counts = [r.count for r in refs]
+            decode_blocks(bodies, counts, [r.codec for r in refs], _head(out, total))
+            return out
         at = 0
         for ref in refs:
             _decode_into(self._fd(ref.path), ref, out, at)

@@ -1,0 +1,190 @@
+"""Server-side analytics over a tag: bucket aggregates, interpolation, plot mode.
+
+The math lives in ``aggregate.py`` (pure numpy on sorted columns). This module
+fetches the points through the ordinary query path (so merges, deletes and
+quality rules are the same as for raw queries) plus the neighbours just
+outside the range that time weighting and interpolation need: the last point
+before the range and the first one after it.
+
+They run inline in the calling thread: on the 2-core reference machine the
+process pool lost to inline decoding at every size measured (bench/engine.py),
+so shipping raw points to workers to aggregate there would only add cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xtsdb.protocol.errors import InvalidInput
+
+from . import aggregate as agg
+from .points import Points
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+MAX_TIMES = 10_000_000  # interpolation times per request
+
+
+def point_before(engine: Engine, tag_id: int, t: int, good_only: bool) -> tuple[int, float] | None:
+    """The newest point with ``ts < t`` (after deletes, duplicates and the quality filter)."""
+    snap = engine._snapshot(tag_id)
+    if snap is None:
+        return None
+    _blocks, firsts, _lasts, mem, _tombs, _first = snap
+    # Each candidate start is a block's first point or a memory point, so a window
+    # [lo, t) from it is non-empty unless deletes or the quality filter emptied it;
+    # then the next older candidate widens the window.
+    starts = set(firsts[firsts < t].tolist())
+    for ts, _v, _q in mem:
+        older = ts[ts < t]
+        if older.shape[0]:
+            starts.add(int(older.max()))
+    for lo in sorted(starts, reverse=True):
+        p = engine.query(tag_id, lo, t, 1, descending=True, good_only=good_only)
+        if len(p):
+            return int(p.timestamps[0]), float(p.values[0])
+    return None
+
+
+def point_after(engine: Engine, tag_id: int, t: int, good_only: bool) -> tuple[int, float] | None:
+    """The oldest point with ``ts >= t``."""
+    snap = engine._snapshot(tag_id)
+    if snap is None:
+        return None
+    _blocks, _firsts, lasts, mem, _tombs, _first = snap
+    ends = set(lasts[lasts >= t].tolist())
+    for ts, _v, _q in mem:
+        newer = ts[ts >= t]
+        if newer.shape[0]:
+            ends.add(int(newer.min()))
+    for hi in sorted(ends):
+        p = engine.query(tag_id, t, hi + 1, 1, good_only=good_only)
+        if len(p):
+            return int(p.timestamps[0]), float(p.values[0])
+    return None
+
+
+def aggregate(
+    engine: Engine,
+    tag_id: int,
+    start: int,
+    end: int,
+    interval: int,
+    aggregates: Sequence[str],
+    origin: int = 0,
+    good_only: bool = False,
+) -> agg.Buckets:
+    unknown = [a for a in aggregates if a not in agg.AGGREGATES]
+    if unknown or not aggregates:
+        raise InvalidInput(f"aggregates must be some of {agg.AGGREGATES}, got {list(aggregates)}")
+    try:
+        agg.bucket_edges(start, end, interval, origin)  # validates before any reading
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    pts = engine.query(tag_id, start, end, good_only=good_only)
+    weighted = any(a.startswith("twa") for a in aggregates)
+    prev = point_before(engine, tag_id, start, good_only) if weighted else None
+    nxt = point_after(engine, tag_id, end, good_only) if weighted else None
+    return agg.bucket_aggregate(
+        pts.timestamps, pts.values, pts.qualities, start, end, interval, aggregates,
+        origin=origin, good_only=good_only, prev=prev, next_=nxt,
+    )  # fmt: skip
+
+
+def interpolate(
+    engine: Engine,
+    tag_id: int,
+    at: Any,
+    method: str = "previous",
+    good_only: bool = False,
+    max_gap: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Values at the sorted times ``at``: returns (times, values, status)."""
+    times = np.asarray(at)
+    if times.ndim != 1 or times.dtype.kind not in "iu" or times.shape[0] > MAX_TIMES:
+        raise InvalidInput(f"times must be a 1-D integer array of at most {MAX_TIMES:,}")
+    times = times.astype(np.int64, copy=False)
+    if times.shape[0] and bool(np.any(times[1:] < times[:-1])):
+        raise InvalidInput("times must be sorted")
+    if method not in ("previous", "linear"):
+        raise InvalidInput("method must be 'previous' or 'linear'")
+    if times.shape[0] == 0:
+        return times, np.empty(0), np.empty(0, np.uint8)
+    lo, hi = int(times[0]), int(times[-1])
+    pts = engine.query(tag_id, lo, hi + 1, good_only=good_only)
+    if method == "linear":  # the point after the last time bounds the last segment
+        nxt = point_after(engine, tag_id, hi + 1, good_only)
+        if nxt is not None:
+            pts = Points(
+                np.append(pts.timestamps, nxt[0]), np.append(pts.values, nxt[1]),
+                np.append(pts.qualities, np.uint8(192)),
+            )  # fmt: skip
+    prev = point_before(engine, tag_id, lo, good_only)
+    values, status = agg.interpolate(
+        pts.timestamps, pts.values, pts.qualities, times, method,
+        good_only=False, prev=prev, max_gap=max_gap,
+    )  # fmt: skip
+    return times, values, status
+
+
+def plot(
+    engine: Engine, tag_id: int, start: int, end: int, intervals: int, good_only: bool = False
+) -> Points:
+    if (
+        isinstance(intervals, bool)
+        or not isinstance(intervals, int)
+        or not 1 <= intervals <= 100_000
+    ):
+        raise InvalidInput("intervals must be an integer from 1 to 100,000")
+    pts = engine.query(tag_id, start, end, good_only=good_only)
+    idx = agg.plot(pts.timestamps, pts.values, pts.qualities, start, end, intervals)
+    return Points(pts.timestamps[idx], pts.values[idx], pts.qualities[idx], pts.stats)
+
+
+class AnalyticsOps:
+    """Engine methods for analytics (a mixin of :class:`Engine`)."""
+
+    def aggregate(
+        self,
+        tag_id: int,
+        start_us: int,
+        end_us: int,
+        interval_us: int,
+        aggregates: Sequence[str],
+        *,
+        origin_us: int = 0,
+        good_only: bool = False,
+    ) -> agg.Buckets:
+        """Per-bucket aggregates over ``[start_us, end_us)``; buckets aligned to origin."""
+        return aggregate(
+            self,
+            tag_id,
+            start_us,
+            end_us,
+            interval_us,
+            aggregates,
+            origin_us,
+            good_only,  # type: ignore[arg-type]
+        )
+
+    def interpolate(
+        self,
+        tag_id: int,
+        at_us: Any,
+        method: str = "previous",
+        *,
+        good_only: bool = False,
+        max_gap_us: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Values at given times: (times, values, status); see aggregate.interpolate."""
+        return interpolate(self, tag_id, at_us, method, good_only, max_gap_us)  # type: ignore[arg-type]
+
+    def plot(
+        self, tag_id: int, start_us: int, end_us: int, intervals: int, *, good_only: bool = False
+    ) -> Points:
+        """At most first/last/min/max points per pixel column, for drawing long ranges."""
+        return plot(self, tag_id, start_us, end_us, intervals, good_only)  # type: ignore[arg-type]
