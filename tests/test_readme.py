@@ -30,3 +30,13 @@ def test_readme_sdk_example_compiles() -> None:
     readme = (ROOT / "README.md").read_text()
     block = readme.split("### Ten lines of SDK", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     compile(block, "README.md", "exec")
+
+
+def test_readme_sdk_example_runs_against_a_real_server(server, capsys) -> None:  # type: ignore[no-untyped-def]
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("### Ten lines of SDK", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert "xtsdb://127.0.0.1:7878" in block
+    exec(compile(block.replace("xtsdb://127.0.0.1:7878", server.url), "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("1000000 ")  # all points came back
+    assert "102" in out[-1] and "42." in out[-1]  # the batched single point is durable
