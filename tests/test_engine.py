@@ -481,7 +481,8 @@ def test_query_descending_limit_and_good_only(eng: Engine) -> None:
     eng.write(1, np.arange(10), np.arange(10.0), [192, 0, 192, 64, 192, 192, 255, 192, 0, 192])
     eng.write(1, [4], [40.0], [0])  # the later write of ts 4 is Bad: it hides the Good one
     p = eng.query(1, 0, 100, limit=3, descending=True)
-    assert p.timestamps.tolist() == [9, 8, 7]
+    assert p.timestamps.tolist() == [9, 8, 7] and p.more
+    assert not eng.query(1, 0, 100, limit=10).more  # exactly the limit: nothing more
     g = eng.query(1, 0, 100, good_only=True)
     assert g.timestamps.tolist() == [0, 2, 5, 6, 7, 9]
     assert eng.query(1, 0, 100, limit=2, descending=True, good_only=True).timestamps.tolist() == [

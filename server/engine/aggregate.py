@@ -1,9 +1,11 @@
 """Aggregates of one tag over time buckets, and the plot-mode reduction.
 
-Pure numpy on a tag's sorted columns (see ``interpolate`` for the inputs, the
-quality rule ``is_good`` and how NaN values and ``good_only`` drop points).
-Everything is columnar: the cost is a few streaming passes over the points
-plus work per bucket, never a Python step per point or per bucket.
+Pure numpy on a tag's sorted columns ``ts`` (int64 microseconds, strictly
+increasing), ``v`` (float64) and ``q`` (uint8 OPC quality). The point rules are
+those of ``interpolate``: a point is Good when ``q >= 192`` (``is_good``);
+``good_only=True`` drops every non-Good point before anything else; a NaN
+value is always treated as missing (the point is dropped, never propagated).
+"Valid points" below are the points left after these two rules.
 
 Buckets
     ``bucket_edges(start, end, interval, origin)`` gives the bucket starts
@@ -28,9 +30,10 @@ Time-weighted averages: the integral of a signal ``f`` over the part ``D`` of
 the clipped bucket where ``f`` is defined, divided by the length of ``D``;
 NaN when ``D`` is empty. So, unlike ``avg``, a bucket with no points still
 gets a value when the signal is known across it. The known points are the
-valid points in ``[start, end)`` plus two neighbours: before, the last valid
-point in the arrays older than ``start``, else ``prev``; after, the first valid
-point in the arrays at or after ``end``, else ``next_``. The caller passes
+valid points in ``[start, end)`` plus two neighbours: before, the newer of
+``prev`` and the last valid point older than ``start`` in the arrays; after,
+the older of ``next_`` and the first valid point at or after ``end`` in the
+arrays (on a tie, the arrays' point). The caller passes
 ``prev``/``next_`` already filtered for quality (``good_only`` does not look at
 them); a NaN value counts as absent. ``prev`` must be older than ``start`` and
 ``next_`` not older than ``end``.
@@ -41,7 +44,8 @@ them); a NaN value counts as absent. ``prev`` must be older than ``start`` and
   known point ``f`` is undefined: with no ``prev``, the time before the first
   point is left out of the weighting (and buckets entirely before it are NaN).
 - ``twa_linear``: ``f`` is the straight line between consecutive known points
-  (trapezoids), interpolated at bucket edges. It is defined only between the
+  (trapezoids), interpolated at bucket edges (and at ``start``/``end`` from
+  the neighbours). It is defined only between the
   first and the last known point: time before the first or after the last
   (no neighbour on one side) is left out, so a lone point with no ``prev`` or
   ``next_`` gives NaN everywhere.
@@ -52,12 +56,20 @@ keeps, per column, its first, last, min and max point (the first one on ties);
 it returns their indices into ``ts``, sorted and unique, so a column holds at
 most 4 and a column with one point gives it once. NaN and, with ``good_only``,
 non-Good points are never chosen.
+
+Cost: bucket edges are found by a proportional guess checked against the
+nearby points (binary search only where the guess misses: gaps, irregular
+data); min, max and sum run chunk by chunk so that together they read the
+values from memory once; the twa integrals read timestamps and values once
+more. All columnar: no Python step per point or per bucket. NaN values, and
+non-Good points under ``good_only``, cost a compaction of the columns and
+a second computation (several times the fast path).
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,9 +83,10 @@ from .interpolate import (
     interpolate,
     is_good,
     udiff,
-    valid_mask,
+    valid,
 )
 from .points import GOOD_QUALITY, Float64Array, Int64Array, UInt8Array
+from .segments import Segments, arg_extremes, sorted_unique
 
 __all__ = [
     "AGGREGATES",
@@ -90,12 +103,6 @@ __all__ = [
 AGGREGATES = ("count", "min", "max", "sum", "avg", "first", "last", "twa_step", "twa_linear")
 MAX_BUCKETS = 10_000_000
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
-# Points per chunk of the fused reductions: 2 MB of float64, small enough that
-# the second and later passes over a chunk hit the CPU cache, large enough
-# that numpy's per-call overhead stays negligible.
-_CHUNK = 1 << 18
-_PIECE = 64  # plot: the exact argmin/argmax is searched among this many points
-_IDENTITY: dict[np.ufunc, float] = {np.add: 0.0, np.minimum: np.inf, np.maximum: -np.inf}
 _REDUCER: dict[str, np.ufunc] = {"min": np.minimum, "max": np.maximum, "sum": np.add, "avg": np.add}
 
 
@@ -148,30 +155,6 @@ def regular_times(start: int, end: int, interval: int) -> Int64Array:
     return start + np.arange(n, dtype=np.int64) * np.int64(interval if n > 1 else 0)
 
 
-def _reduce(
-    n: int, seg: Int64Array, ufuncs: Sequence[np.ufunc], chunk: Callable[[int, int], Float64Array]
-) -> list[Float64Array]:
-    """Reduce ``chunk``'s values over the segments ``[seg[i], seg[i+1])`` (the last to n).
-
-    ``seg`` is sorted with ``seg[0] == 0`` and no empty segment. The points are
-    processed in cache-sized chunks, all ufuncs on one chunk before the next,
-    so main memory is read once however many reductions are asked for; a
-    segment cut by a chunk boundary combines its two partial results.
-    """
-    out = [np.full(seg.shape[0], _IDENTITY[u]) for u in ufuncs]
-    for c0 in range(0, n, _CHUNK):
-        c1 = min(c0 + _CHUNK, n)
-        k0 = int(np.searchsorted(seg, c0, "right")) - 1
-        k1 = int(np.searchsorted(seg, c1, "left"))
-        offs = seg[k0:k1] - c0
-        offs[0] = 0
-        x = chunk(c0, c1)
-        for u, acc in zip(ufuncs, out, strict=True):
-            part = acc[k0:k1]
-            u(part, u.reduceat(x, offs), out=part)
-    return out
-
-
 def _neighbour(
     ts: Int64Array, v: Float64Array, q: UInt8Array, i: int, step: int, good_only: bool
 ) -> Point | None:
@@ -193,54 +176,7 @@ def _neighbour(
     return None
 
 
-class _Series:
-    """The valid points of ``[start, end)`` bucketed by the clipped edges ``b``."""
-
-    def __init__(self, t: Int64Array, v: Float64Array, b: Int64Array) -> None:
-        self.t, self.v, self.b = t, v, b
-        self.n = t.shape[0]
-        self.idx = np.searchsorted(t, b)  # idx[k]: first point of bucket k
-        self.counts = np.diff(self.idx)
-        self.ne = np.flatnonzero(self.counts)  # non-empty buckets
-        self.seg = self.idx[self.ne]  # first point of each non-empty bucket
-        self.lastp = self.idx[self.ne + 1] - 1  # last point of each non-empty bucket
-
-    def full(self, nonempty: Float64Array) -> Float64Array:
-        """Per-bucket array from per-non-empty-bucket values, NaN for empty buckets."""
-        out = np.full(self.counts.shape[0], np.nan)
-        out[self.ne] = nonempty
-        return out
-
-    def weighted(self, last_dt: Int64Array, pair: bool) -> Float64Array:
-        """Per non-empty bucket: sum of ``w_i * dt_i`` with ``dt_i = t[i+1] - t[i]``.
-
-        ``w_i`` is ``v[i]`` (step) or ``v[i] + v[i+1]`` (``pair``, twice the
-        trapezoid height). The last point of a bucket uses ``last_dt`` instead,
-        so no term crosses a bucket edge. Built chunk by chunk in reused
-        buffers: the per-point products never exist at full size.
-        """
-        t, v, n, lastp = self.t, self.v, self.n, self.lastp
-        dt, w = np.empty(min(n, _CHUNK)), np.empty(min(n, _CHUNK))
-
-        def chunk(c0: int, c1: int) -> Float64Array:
-            size, m = c1 - c0, min(c1, n - 1) - c0  # m: points with a successor
-            d, x = dt[:size], w[:size]
-            # int64 subtraction (exact), stored as float64 by the ufunc
-            np.subtract(t[c0 + 1 : c0 + 1 + m], t[c0 : c0 + m], out=d[:m], casting="unsafe")
-            r0, r1 = np.searchsorted(lastp, (c0, c1))
-            d[lastp[r0:r1] - c0] = last_dt[r0:r1]
-            if pair:
-                np.add(v[c0 : c0 + m], v[c0 + 1 : c0 + 1 + m], out=x[:m])
-                x[m:] = v[c0 + m : c1]
-                x *= d
-            else:
-                np.multiply(v[c0:c1], d, out=x)
-            return x
-
-        return _reduce(n, self.seg, (np.add,), chunk)[0]
-
-
-def _twa_step(s: _Series, before: Point | None) -> tuple[Float64Array, Float64Array]:
+def _twa_step(s: Segments, before: Point | None) -> tuple[Float64Array, Float64Array]:
     """(twa_step per bucket, per-non-empty-bucket detector for NaN values)."""
     a, b, first = s.b[:-1], s.b[1:], s.idx[:-1]
     inner = s.weighted(b[s.ne] - s.t[s.lastp], pair=False) if s.n else np.zeros(0)
@@ -261,7 +197,7 @@ def _twa_step(s: _Series, before: Point | None) -> tuple[Float64Array, Float64Ar
 
 
 def _edge_values(
-    s: _Series, before: Point | None, after: Point | None
+    s: Segments, before: Point | None, after: Point | None
 ) -> tuple[Float64Array, BoolArray]:
     """The linear signal at every bucket edge, and where it is defined."""
     t, v, n, e = s.t, s.v, s.n, s.b
@@ -289,7 +225,7 @@ def _edge_values(
 
 
 def _twa_linear(
-    s: _Series, before: Point | None, after: Point | None
+    s: Segments, before: Point | None, after: Point | None
 ) -> tuple[Float64Array, Float64Array]:
     """(twa_linear per bucket, per-non-empty-bucket detector for NaN values)."""
     a, b, ne = s.b[:-1], s.b[1:], s.ne
@@ -320,11 +256,17 @@ def _ratio(num: Float64Array, den: Float64Array) -> Float64Array:
 
 
 def _compute(
-    s: _Series, aggs: Sequence[str], before: Point | None, after: Point | None
-) -> tuple[dict[str, Float64Array | Int64Array], list[Float64Array]]:
-    """The aggregates, and per-bucket reductions that are NaN if any value is NaN."""
+    s: Segments, aggs: Sequence[str], before: Point | None, after: Point | None, check: bool
+) -> tuple[dict[str, Float64Array | Int64Array], bool]:
+    """The aggregates, and (if ``check``) whether a NaN value may have been used.
+
+    NaN is detected from results already at hand: min, max, sum and the twa
+    integrals take every point and propagate NaN; first/last are right iff
+    the value they picked is not NaN. Only ``count`` on its own needs a pass.
+    """
     red = list(dict.fromkeys(_REDUCER[a] for a in aggs if a in _REDUCER))
-    got = dict(zip(red, _reduce(s.n, s.seg, red, lambda c0, c1: s.v[c0:c1]), strict=True))
+    got = dict(zip(red, s.reduce(red), strict=True))
+    detectors = list(got.values())
     out: dict[str, Float64Array | Int64Array] = {}
     for name in aggs:
         if name == "count":
@@ -334,17 +276,24 @@ def _compute(
         elif name == "avg":
             out[name] = s.full(got[np.add] / s.counts[s.ne])
         elif name in ("first", "last"):
-            out[name] = s.full(s.v[s.seg if name == "first" else s.lastp])
-    detectors = list(got.values())
-    if "twa_step" in aggs:
-        out["twa_step"], det = _twa_step(s, before)
-        detectors.append(det)
-    if "twa_linear" in aggs:
-        out["twa_linear"], det = _twa_linear(s, before, after)
-        detectors.append(det)
-    return out, detectors
+            picked = s.v[s.seg if name == "first" else s.lastp]
+            out[name] = s.full(picked)
+            detectors.append(picked)
+        elif name == "twa_step":
+            out[name], inner = _twa_step(s, before)
+            detectors.append(inner)
+        elif name == "twa_linear":
+            out[name], inner = _twa_linear(s, before, after)
+            detectors.append(inner)
+    if not check:
+        return out, False
+    if any(np.isnan(d).any() for d in detectors):
+        return out, True
+    covered = bool(got) or any(a.startswith("twa") for a in aggs)
+    return out, "count" in aggs and not covered and bool(np.isnan(s.v).any())
 
 
+@np.errstate(over="ignore", invalid="ignore")  # inf values: IEEE results (inf, NaN), no warning
 def bucket_aggregate(
     ts: npt.ArrayLike,
     v: npt.ArrayLike,
@@ -372,7 +321,7 @@ def bucket_aggregate(
     if after is not None and after[0] < end:
         raise ValueError("next_ must not be older than end")
     nb = starts.shape[0]
-    if nb == 0:
+    if nb == 0 or not aggs:
         return Buckets(
             starts, {a: np.zeros(0, np.int64) if a == "count" else np.zeros(0) for a in aggs}
         )
@@ -394,43 +343,13 @@ def bucket_aggregate(
     # integrals): only if one shows a NaN are NaNs dropped and all recomputed.
     checked = good_only and qv.shape[0] > 0 and int(qv.min()) < GOOD_QUALITY
     if checked:
-        keep = valid_mask(vv, qv, good_only)
-        assert keep is not None
+        keep = valid(vv, qv, True)
         tv, vv = tv[keep], vv[keep]
-    out, detectors = _compute(_Series(tv, vv, edges), aggs, before, after)
-    if not checked:
-        suspect = any(np.isnan(d).any() for d in detectors) if detectors else None
-        if suspect is None:
-            suspect = bool(np.isnan(vv).any())
-        if suspect:
-            keep = ~np.isnan(vv)
-            out, _ = _compute(_Series(tv[keep], vv[keep], edges), aggs, before, after)
+    out, suspect = _compute(Segments(tv, vv, edges), aggs, before, after, not checked)
+    if suspect:
+        keep = ~np.isnan(vv)
+        out, _ = _compute(Segments(tv[keep], vv[keep], edges), aggs, before, after, False)
     return Buckets(starts, out)
-
-
-def _arg_extreme(v: Float64Array, seg: Int64Array) -> tuple[Int64Array, Int64Array]:
-    """Index of the first min and of the first max of each segment (v without NaN).
-
-    Two levels: min/max of pieces of at most ``_PIECE`` points (segments cut
-    into pieces, in one fused pass), the first piece reaching its segment's
-    extreme, then the first point in that piece equal to it.
-    """
-    n = v.shape[0]
-    pieces = np.unique(np.concatenate((seg, np.arange(0, n, _PIECE, dtype=np.int64))))
-    pmin, pmax = _reduce(n, pieces, (np.minimum, np.maximum), lambda c0, c1: v[c0:c1])
-    first_piece = np.searchsorted(pieces, seg)
-    piece_seg = np.searchsorted(seg, pieces, "right") - 1
-    piece_end = np.append(pieces[1:], n)
-    res = []
-    for u, pext in ((np.minimum, pmin), (np.maximum, pmax)):
-        sext = u.reduceat(pext, first_piece)
-        hit = np.flatnonzero(pext == sext[piece_seg])
-        p = hit[np.searchsorted(piece_seg[hit], np.arange(seg.shape[0]))]
-        win = pieces[p][:, None] + np.arange(_PIECE)
-        inside = win < piece_end[p][:, None]
-        eq = (v[np.minimum(win, n - 1)] == sext[:, None]) & inside
-        res.append(pieces[p] + eq.argmax(axis=1))
-    return res[0], res[1]
 
 
 def plot(
@@ -454,18 +373,24 @@ def plot(
     if end - start > _I64_MAX:
         raise ValueError("time range too large")
     lo, hi = (int(i) for i in np.searchsorted(t, (start, end)))
-    tv, vv = t[lo:hi], vals[lo:hi]
-    keep = valid_mask(vv, qual[lo:hi], good_only)
-    where = None if keep is None else np.flatnonzero(keep)
-    if where is not None:
-        tv, vv = tv[where], vv[where]
+    tv, vv, qv = t[lo:hi], vals[lo:hi], qual[lo:hi]
     # Column edges start + floor(k * span / intervals), exact without overflow:
     # k * span = k * (quot * intervals + rem).
     quot, rem = divmod(end - start, intervals)
     k = np.arange(intervals + 1, dtype=np.int64)
-    s = _Series(tv, vv, start + k * quot + (k * rem) // intervals)
-    if s.n == 0:
-        return np.zeros(0, np.int64)
-    amin, amax = _arg_extreme(vv, s.seg)
-    idx = np.unique(np.concatenate((s.seg, s.lastp, amin, amax)))
-    return (idx if where is None else where[idx]) + lo
+    edges = start + k * quot + (k * rem) // intervals
+    # As in bucket_aggregate: bad quality is ruled out up front by q.min(), a
+    # NaN value shows up afterwards in the piece minima of arg_extremes.
+    keep = None
+    if good_only and qv.shape[0] and int(qv.min()) < GOOD_QUALITY:
+        keep = np.flatnonzero(valid(vv, qv, True))
+    while True:
+        s = Segments(tv, vv, edges) if keep is None else Segments(tv[keep], vv[keep], edges)
+        if s.n == 0:
+            return np.zeros(0, np.int64)
+        ext = arg_extremes(s.v, s.seg)
+        if ext is not None:
+            break
+        keep = np.flatnonzero(valid(vv, qv, good_only))
+    idx = sorted_unique(np.concatenate((s.seg, s.lastp, *ext)))
+    return (idx if keep is None else keep[idx]) + lo

@@ -13,8 +13,9 @@ so shipping raw points to workers to aggregate there would only add cost.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -27,6 +28,15 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 MAX_TIMES = 10_000_000  # interpolation times per request
+
+
+@contextmanager
+def _invalid_input() -> Iterator[None]:
+    """The math modules raise ValueError/TypeError for bad arguments: that is InvalidInput."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def point_before(engine: Engine, tag_id: int, t: int, good_only: bool) -> tuple[int, float] | None:
@@ -44,9 +54,10 @@ def point_before(engine: Engine, tag_id: int, t: int, good_only: bool) -> tuple[
         if older.shape[0]:
             starts.add(int(older.max()))
     for lo in sorted(starts, reverse=True):
-        p = engine.query(tag_id, lo, t, 1, descending=True, good_only=good_only)
-        if len(p):
-            return int(p.timestamps[0]), float(p.values[0])
+        p = engine.query(tag_id, lo, t, descending=True, good_only=good_only)
+        ok = np.flatnonzero(~np.isnan(p.values))  # NaN counts as missing, as in aggregates
+        if ok.shape[0]:
+            return int(p.timestamps[ok[0]]), float(p.values[ok[0]])
     return None
 
 
@@ -62,9 +73,10 @@ def point_after(engine: Engine, tag_id: int, t: int, good_only: bool) -> tuple[i
         if newer.shape[0]:
             ends.add(int(newer.min()))
     for hi in sorted(ends):
-        p = engine.query(tag_id, t, hi + 1, 1, good_only=good_only)
-        if len(p):
-            return int(p.timestamps[0]), float(p.values[0])
+        p = engine.query(tag_id, t, hi + 1, good_only=good_only)
+        ok = np.flatnonzero(~np.isnan(p.values))
+        if ok.shape[0]:
+            return int(p.timestamps[ok[0]]), float(p.values[ok[0]])
     return None
 
 
@@ -81,18 +93,17 @@ def aggregate(
     unknown = [a for a in aggregates if a not in agg.AGGREGATES]
     if unknown or not aggregates:
         raise InvalidInput(f"aggregates must be some of {agg.AGGREGATES}, got {list(aggregates)}")
-    try:
+    with _invalid_input():
         agg.bucket_edges(start, end, interval, origin)  # validates before any reading
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
     pts = engine.query(tag_id, start, end, good_only=good_only)
     weighted = any(a.startswith("twa") for a in aggregates)
     prev = point_before(engine, tag_id, start, good_only) if weighted else None
     nxt = point_after(engine, tag_id, end, good_only) if weighted else None
-    return agg.bucket_aggregate(
-        pts.timestamps, pts.values, pts.qualities, start, end, interval, aggregates,
-        origin=origin, good_only=good_only, prev=prev, next_=nxt,
-    )  # fmt: skip
+    with _invalid_input():
+        return agg.bucket_aggregate(
+            pts.timestamps, pts.values, pts.qualities, start, end, interval, aggregates,
+            origin=origin, good_only=good_only, prev=prev, next_=nxt,
+        )  # fmt: skip
 
 
 def interpolate(
@@ -124,10 +135,11 @@ def interpolate(
                 np.append(pts.qualities, np.uint8(192)),
             )  # fmt: skip
     prev = point_before(engine, tag_id, lo, good_only)
-    values, status = agg.interpolate(
-        pts.timestamps, pts.values, pts.qualities, times, method,
-        good_only=False, prev=prev, max_gap=max_gap,
-    )  # fmt: skip
+    with _invalid_input():
+        values, status = agg.interpolate(
+            pts.timestamps, pts.values, pts.qualities, times, method,
+            good_only=False, prev=prev, max_gap=max_gap,
+        )  # fmt: skip
     return times, values, status
 
 
@@ -141,12 +153,16 @@ def plot(
     ):
         raise InvalidInput("intervals must be an integer from 1 to 100,000")
     pts = engine.query(tag_id, start, end, good_only=good_only)
-    idx = agg.plot(pts.timestamps, pts.values, pts.qualities, start, end, intervals)
+    with _invalid_input():
+        idx = agg.plot(pts.timestamps, pts.values, pts.qualities, start, end, intervals)
     return Points(pts.timestamps[idx], pts.values[idx], pts.qualities[idx], pts.stats)
 
 
 class AnalyticsOps:
     """Engine methods for analytics (a mixin of :class:`Engine`)."""
+
+    def _engine(self) -> Engine:
+        return cast("Engine", self)
 
     def aggregate(
         self,
@@ -161,14 +177,14 @@ class AnalyticsOps:
     ) -> agg.Buckets:
         """Per-bucket aggregates over ``[start_us, end_us)``; buckets aligned to origin."""
         return aggregate(
-            self,
+            self._engine(),
             tag_id,
             start_us,
             end_us,
             interval_us,
             aggregates,
             origin_us,
-            good_only,  # type: ignore[arg-type]
+            good_only,
         )
 
     def interpolate(
@@ -181,10 +197,10 @@ class AnalyticsOps:
         max_gap_us: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Values at given times: (times, values, status); see aggregate.interpolate."""
-        return interpolate(self, tag_id, at_us, method, good_only, max_gap_us)  # type: ignore[arg-type]
+        return interpolate(self._engine(), tag_id, at_us, method, good_only, max_gap_us)
 
     def plot(
         self, tag_id: int, start_us: int, end_us: int, intervals: int, *, good_only: bool = False
     ) -> Points:
         """At most first/last/min/max points per pixel column, for drawing long ranges."""
-        return plot(self, tag_id, start_us, end_us, intervals, good_only)  # type: ignore[arg-type]
+        return plot(self._engine(), tag_id, start_us, end_us, intervals, good_only)

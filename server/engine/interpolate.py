@@ -12,7 +12,9 @@ else, as if it had never been written.
 Missing values: a point whose value is NaN (often written as a "no value"
 marker next to a Bad quality) is always dropped the same way, with or without
 ``good_only``. So no result ever comes from a NaN value, and a NaN never
-propagates into an aggregate or an interpolated value.
+propagates into an aggregate or an interpolated value. Infinite values, on
+the other hand, are values: results follow IEEE arithmetic without warnings,
+so an inf can make a sum or a time-weighted average inf or NaN.
 
 ``interpolate(ts, v, q, at, method)`` returns ``(values, status)``, one per
 requested time (``at`` may be in any order). Status codes (``STATUS_*``):
@@ -46,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .points import GOOD_QUALITY, Float64Array, Int64Array, UInt8Array
+from .segments import locate
 
 BoolArray = npt.NDArray[np.bool_]
 Point = tuple[int, float]
@@ -84,8 +87,13 @@ def valid_mask(v: Float64Array, q: UInt8Array, good_only: bool) -> BoolArray | N
     bad_quality = good_only and q.shape[0] > 0 and int(q.min()) < GOOD_QUALITY
     if not bad_quality and not np.isnan(v).any():
         return None
+    return valid(v, q, bad_quality)
+
+
+def valid(v: Float64Array, q: UInt8Array, good_only: bool) -> BoolArray:
+    """Which points count: non-NaN value, and Good quality if ``good_only``."""
     keep: BoolArray = ~np.isnan(v)
-    if bad_quality:
+    if good_only:
         keep &= is_good(q)
     return keep
 
@@ -111,6 +119,7 @@ def check_point(p: Point | None, what: str) -> Point | None:
     return None if np.isnan(val) else (t, val)
 
 
+@np.errstate(over="ignore", invalid="ignore")  # inf values: IEEE results (inf, NaN), no warning
 def interpolate(
     ts: npt.ArrayLike,
     v: npt.ArrayLike,
@@ -141,7 +150,11 @@ def interpolate(
 
     n = t.shape[0]
     m = times.shape[0]
-    j = np.searchsorted(t, times, "right") - 1  # last point at or before each time
+    # j: last point at or before each time. On integers, side "right" for t is
+    # side "left" for t + 1, which locate() answers fast for many sorted times.
+    top = np.iinfo(np.int64).max
+    j = locate(t, np.minimum(times, top - 1) + 1) - 1
+    j[times == top] = n - 1
     jc = np.clip(j, 0, max(n - 1, 0))
     if n:
         t0, v0 = t[jc], vals[jc]

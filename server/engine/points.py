@@ -53,6 +53,7 @@ class Points:
     values: Float64Array
     qualities: UInt8Array
     stats: ReadStats = field(default_factory=ReadStats)
+    more: bool = False  # the limit cut the result short: more points are in the range
 
     def __len__(self) -> int:
         return int(self.timestamps.shape[0])

@@ -85,11 +85,12 @@ def run_query(
             out = (out[0][good], out[1][good], out[2][good])
     if descending:  # views, no copy
         out = (out[0][::-1], out[1][::-1], out[2][::-1])
-    if limit is not None and out[0].shape[0] > limit:
+    more = limit is not None and out[0].shape[0] > limit
+    if more:
         out = (out[0][:limit], out[1][:limit], out[2][:limit])
     with engine._state:
         engine._stats.add(stats)
-    return Points(out[0], out[1], out[2], stats)
+    return Points(out[0], out[1], out[2], stats, more)
 
 
 def _mask_deleted(cols: Columns, in_order: list[BlockEntry], tombs: list[BlockEntry]) -> Columns:
