@@ -30,10 +30,12 @@ import numpy as np
 from xtsdb.protocol import (
     DEFAULT_MAX_FRAME,
     FrameDecoder,
+    backup_request,
     encode_frame,
     hello_request,
     int_field,
     last_request,
+    parse_backup_response,
     parse_hello_response,
     parse_last_response,
     parse_points,
@@ -90,7 +92,7 @@ def parse_target(url: str) -> Target:
     shown = redact(url)  # never echo a token, not even in an error about the URL
     parts = urlsplit(url)
     if parts.scheme not in ("xtsdb", "xtsdbs"):
-        raise InvalidInput(f"{shown!r}: the URL must look like xtsdb://host:port (xtsdbs:// for TLS)")
+        raise InvalidInput(f"{shown!r}: the URL must look like xtsdb[s]://host:port")
     token = None
     if parts.username or parts.password is not None:
         if parts.username:
@@ -341,6 +343,12 @@ class ClientCore:
         if not isinstance(stats, dict):
             raise ProtocolError("malformed stats response: no 'stats' map")
         return stats
+
+    def backup_plan(self, path: str) -> Plan[dict[str, Any]]:
+        # Never retried (not in IDEMPOTENT_OPS): a second try would find its
+        # destination already there.
+        resp = yield from self.single(self._request(backup_request(next(self._ids), path)))
+        return parse_backup_response(resp)
 
 
 def write_ack(resp: dict[str, Any]) -> int:

@@ -19,7 +19,7 @@ import ssl
 import threading
 from pathlib import Path
 
-from xtsdb.protocol.errors import InvalidInput
+from xtsdb.protocol.errors import InvalidInput, XtsdbConnectionError, XtsdbTimeout
 
 TLS_READ = 1 << 16
 
@@ -60,7 +60,7 @@ def client_context(
         if cert is not None:
             ctx.load_cert_chain(str(cert), None if key is None else str(key))
     except (OSError, ssl.SSLError) as exc:
-        raise InvalidInput(f"cannot load TLS files (ca={ca}, cert={cert}, key={key}): {exc}") from exc
+        raise InvalidInput(f"cannot load TLS files (ca={ca}, cert={cert}): {exc}") from exc
     return ctx
 
 
@@ -80,25 +80,38 @@ class TlsSocket:
         self._send_lock = threading.Lock()  # TLS records leave in the order they were made
 
     @classmethod
-    def connect(cls, sock: socket.socket, ctx: ssl.SSLContext, host: str) -> TlsSocket:
-        """Wrap ``sock`` and complete the handshake (bounded by the socket's timeout)."""
-        tls = cls(sock, ctx, host)
+    def connect(cls, sock: socket.socket, ctx: ssl.SSLContext, host: str, url: str) -> TlsSocket:
+        """Wrap ``sock`` and complete the handshake (bounded by the socket's timeout).
+
+        Closes ``sock`` and raises :class:`XtsdbConnectionError` (or :class:`XtsdbTimeout`)
+        if the handshake fails; ``url`` (redacted) is for the message.
+        """
+        try:
+            return cls(sock, ctx, host)._handshake()
+        except TimeoutError:
+            sock.close()
+            raise XtsdbTimeout(f"TLS handshake with {url} timed out") from None
+        except OSError as exc:  # ssl.SSLError included: a bad certificate, a plain-TCP server
+            sock.close()
+            raise XtsdbConnectionError(f"TLS handshake with {url} failed: {exc}") from exc
+
+    def _handshake(self) -> TlsSocket:
         while True:
             try:
-                with tls._tls_lock:
-                    tls._tls.do_handshake()
+                with self._tls_lock:
+                    self._tls.do_handshake()
+                done = True
             except ssl.SSLWantReadError:
-                with tls._send_lock:
-                    tls._flush()
-                data = sock.recv(TLS_READ)
-                if not data:
-                    raise ConnectionResetError("the server closed the connection during the TLS handshake")
-                with tls._tls_lock:
-                    tls._in.write(data)
-                continue
-            with tls._send_lock:
-                tls._flush()
-            return tls
+                done = False
+            with self._send_lock:
+                self._flush()
+            if done:
+                return self
+            data = self._sock.recv(TLS_READ)
+            if not data:
+                raise ConnectionResetError("the server closed the connection in the TLS handshake")
+            with self._tls_lock:
+                self._in.write(data)
 
     def _flush(self) -> None:
         # Caller holds _send_lock.

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections import deque
 from collections.abc import Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -173,6 +175,17 @@ class AsyncClient:
     async def flush_server(self, *, timeout: float | None = None) -> None:
         """Ask the server to seal its in-memory points into blocks (not :meth:`flush`)."""
         await self._drive(self._core.single(self._core.simple("flush")), timeout)
+
+    async def backup(self, path: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Have the server copy its data directory to ``path`` while writes go on.
+
+        ``path`` is on the server's filesystem, inside its ``backup_dir`` (a
+        relative path is taken relative to it), and must not exist yet. Returns
+        what the server reports: ``path``, ``bytes``, ``checkpoint_lsn``,
+        ``wal_last_lsn``, ``seconds``, ... A large database takes a while: pass
+        a ``timeout`` that allows for it. Restore by starting a server on the copy.
+        """
+        return await self._drive(self._core.backup_plan(path), timeout)
 
     # -- write_point batching -------------------------------------------------------
 
@@ -343,7 +356,10 @@ class AsyncClient:
     async def _open(self) -> None:
         core = self._core
         try:
-            conn = asyncio.open_connection(core.host, core.port)
+            tls: dict[str, Any] = {}
+            if core.ssl_context is not None:  # the timeout below covers the handshake too
+                tls = {"ssl": core.ssl_context, "server_hostname": core.host}
+            conn = asyncio.open_connection(core.host, core.port, **tls)
             reader, writer = await asyncio.wait_for(conn, self.timeout)
         except TimeoutError:
             raise XtsdbTimeout(f"connecting to {core.url} timed out") from None

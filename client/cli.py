@@ -5,9 +5,11 @@
     xtsdb query --tag 17 --start 2024-05-01T00:00:00Z --end 2024-05-02T00:00:00Z
     xtsdb last 17 18 19
     xtsdb stats
+    xtsdb backup nightly-2024-05-01              # a copy on the server, under its backup_dir
 
-``--url`` (or ``XTSDB_URL``) picks the server. Errors are one line on stderr
-and a non-zero exit status.
+``--url`` (or ``XTSDB_URL``) picks the server, ``--token`` (or ``XTSDB_TOKEN``)
+authenticates, ``--ca``/``--cert``/``--key`` set up TLS (as does an ``xtsdbs://``
+URL). Errors are one line on stderr and a non-zero exit status.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import itertools
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from xtsdb.protocol.errors import InvalidInput, XtsdbError
 
@@ -40,8 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--url",
         default=os.environ.get("XTSDB_URL", DEFAULT_URL),
-        help="server URL (default: $XTSDB_URL or %(default)s)",
+        # Not %(default)s: $XTSDB_URL may hold a token, and --help must not print it.
+        help=f"server URL, xtsdb[s]://[:TOKEN@]host:port (default: $XTSDB_URL or {DEFAULT_URL})",
     )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("XTSDB_TOKEN"),
+        help="access token (default: $XTSDB_TOKEN); prefer the variable, flags show in `ps`",
+    )
+    parser.add_argument("--ca", help="CA file to verify the server's certificate (turns on TLS)")
+    parser.add_argument("--cert", help="client certificate, PEM (turns on TLS)")
+    parser.add_argument("--key", help="private key of --cert, if not in that file")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -69,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="print the server's counters")
     p.add_argument("--json", action="store_true", help="as JSON")
     p.set_defaults(run=cmd_stats)
+
+    p = sub.add_parser("backup", help="have the server copy its data directory, online")
+    p.add_argument(
+        "dest",
+        help="destination directory on the SERVER's filesystem, inside its backup_dir "
+        "(a relative path is relative to it); must not exist yet",
+    )
+    p.add_argument(
+        "--wait", type=float, default=86400.0, help="seconds to wait for the copy (default: a day)"
+    )
+    p.set_defaults(run=cmd_backup)
     return parser
 
 
@@ -79,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # usage errors and --help: a status, not an exit, for callers
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        with Client(args.url, timeout=args.timeout) as client:
+        tls = {"ca": args.ca, "cert": args.cert, "key": args.key}
+        with Client(args.url, timeout=args.timeout, token=args.token, **tls) as client:
             status: int = args.run(client, args)
             return status
     except BrokenPipeError:  # `xtsdb query ... | head`: the reader left, not an error
@@ -154,6 +179,39 @@ def cmd_stats(client: Client, args: argparse.Namespace) -> int:
     else:
         _print_tree(stats, 0)
     return 0
+
+
+def cmd_backup(client: Client, args: argparse.Namespace) -> int:
+    with _elapsed("backup"):
+        r = client.backup(args.dest, timeout=args.wait)
+    print(
+        f"backup written to {r.get('path')}: {r.get('bytes', 0):,} bytes in {r.get('seconds')} s "
+        f"(checkpoint LSN {r.get('checkpoint_lsn')}, WAL up to LSN {r.get('wal_last_lsn')}); "
+        "restore by starting a server on it"
+    )
+    return 0
+
+
+@contextlib.contextmanager
+def _elapsed(desc: str) -> Iterator[None]:
+    """A line counting the seconds while one long request runs; only on a terminal."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    done = threading.Event()
+    with tqdm(desc=desc, bar_format="{desc}: {elapsed} elapsed", file=sys.stderr) as bar:
+
+        def tick() -> None:  # the request blocks this thread, so another one redraws
+            while not done.wait(0.5):
+                bar.refresh()
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()
 
 
 def _print_tree(node: dict[str, Any], depth: int) -> None:

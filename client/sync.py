@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -29,12 +31,14 @@ from xtsdb.protocol.errors import (
 )
 
 from ._core import DEFAULT_URL, MAX_POINTS_PER_FRAME, ClientCore, Plan, Request, Session, write_ack
+from ._tls import TlsSocket
 from .batching import PointBuffer
 from .results import LastResult, QueryResult
 
 T = TypeVar("T")
 Fut = Future[dict[str, Any]]
 Sent = tuple[Request, Fut, Session[Fut]]
+Sock = socket.socket | TlsSocket
 READ_SIZE = 1 << 18
 
 
@@ -71,7 +75,7 @@ class Client:
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._session: Session[Fut] | None = None
-        self._sock: socket.socket | None = None
+        self._sock: Sock | None = None
         self._connect_lock = threading.Lock()
         self._send_lock = threading.Lock()  # one frame at a time on the socket
         self._batch_lock = threading.Lock()  # take + send of a batch, so batches keep their order
@@ -158,6 +162,10 @@ class Client:
     def flush_server(self, *, timeout: float | None = None) -> None:
         """Ask the server to seal its in-memory points into blocks (not :meth:`flush`)."""
         self._drive(self._core.single(self._core.simple("flush")), timeout)
+
+    def backup(self, path: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Have the server copy its data directory to ``path`` (see AsyncClient.backup)."""
+        return self._drive(self._core.backup_plan(path), timeout)
 
     # -- write_point batching -----------------------------------------------------------
 
@@ -334,13 +342,15 @@ class Client:
     def _open(self) -> None:
         core = self._core
         try:
-            sock = socket.create_connection((core.host, core.port), self.timeout)
+            raw = socket.create_connection((core.host, core.port), self.timeout)
         except TimeoutError:
             raise XtsdbTimeout(f"connecting to {core.url} timed out") from None
         except OSError as exc:
             raise XtsdbConnectionError(f"cannot connect to {core.url}: {exc}") from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small requests go now
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small requests go now
         session: Session[Fut] = Session()
+        ctx = core.ssl_context
+        sock: Sock = raw if ctx is None else TlsSocket.connect(raw, ctx, core.host, core.url)
         with self._send_lock:
             self._session, self._sock = session, sock
         reader = threading.Thread(
@@ -353,7 +363,7 @@ class Client:
             self._drop(session, sock, "hello failed")
             raise
 
-    def _read_loop(self, sock: socket.socket, session: Session[Fut]) -> None:
+    def _read_loop(self, sock: Sock, session: Session[Fut]) -> None:
         reason = "the server closed the connection"
         try:
             while not session.closed:
@@ -372,7 +382,7 @@ class Client:
             with self._send_lock:  # not under a sendall in flight, so the fd is not reused early
                 sock.close()
 
-    def _drop(self, session: Session[Fut], sock: socket.socket, reason: str) -> None:
+    def _drop(self, session: Session[Fut], sock: Sock, reason: str) -> None:
         for req, fut in session.close():
             fut.set_exception(XtsdbConnectionError(f"{reason} (awaiting {req.op} #{req.id})"))
         # shutdown, not close: it wakes the reader thread blocked in recv(), and the

@@ -32,7 +32,9 @@ from .errors import (
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (PROTOCOL_VERSION,)
 
-OPS: frozenset[str] = frozenset({"hello", "ping", "write", "query", "last", "flush", "stats"})
+OPS: frozenset[str] = frozenset(
+    {"hello", "ping", "write", "query", "last", "flush", "stats", "backup"}
+)
 
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1

@@ -275,3 +275,33 @@ def parse_last_response(
         )
 
     return _parse_response(resp, "last", parse)
+
+
+# -- backup -------------------------------------------------------------------
+
+
+def backup_request(req_id: int, path: str) -> dict[str, Any]:
+    """Copy the server's data directory to ``path`` on the server's own filesystem."""
+    if not isinstance(path, str) or not path:
+        raise InvalidInput("'path' must be a non-empty str")
+    return request("backup", req_id, path=path)
+
+
+def parse_backup(msg: Mapping[str, Any]) -> str:
+    """The destination ``path`` of a backup request."""
+    path = str_field(msg, "path")
+    if not path:
+        raise InvalidInput("missing field 'path' (the backup's destination directory)")
+    return path
+
+
+def parse_backup_response(resp: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``backup`` map of a backup response (where the copy went, its size, its LSNs)."""
+
+    def parse() -> dict[str, Any]:
+        report = resp.get("backup")
+        if not isinstance(report, dict):
+            raise InvalidInput("'backup' must be a map")
+        return report
+
+    return _parse_response(resp, "backup", parse)

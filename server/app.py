@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -21,10 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-from xtsdb.server.config import ServerConfig
+from xtsdb.server.auth import Authenticator, load_tokens, token_file_is_private
+from xtsdb.server.backup import Backups
+from xtsdb.server.config import ServerConfig, is_loopback
 from xtsdb.server.connection import Connection, Connections
 from xtsdb.server.engine import Engine
+from xtsdb.server.http_endpoint import Health, OpsEndpoint
+from xtsdb.server.metrics import Metrics
 from xtsdb.server.service import Service
+from xtsdb.server.tls import server_context
 from xtsdb.server.write_queue import WriteQueue
 
 log = logging.getLogger("xtsdb.server")
@@ -43,9 +49,34 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 async def serve(
-    config: ServerConfig, shutdown: asyncio.Event, on_ready: ReadyCallback | None = None
+    config: ServerConfig,
+    shutdown: asyncio.Event,
+    on_ready: ReadyCallback | None = None,
+    on_metrics: ReadyCallback | None = None,
 ) -> None:
-    """Run a server until ``shutdown`` is set; ``on_ready(host, port)`` once it listens."""
+    """Run a server until ``shutdown`` is set; ``on_ready(host, port)`` once it listens.
+
+    The metrics and probe endpoint listens first, before recovery, so that
+    ``/readyz`` answers 503 while the WAL replays; ``on_metrics(host, port)``
+    once it listens (``metrics_port`` -1: no endpoint).
+    """
+    ops = OpsEndpoint(Metrics(Path(config.data_dir).absolute()), Health())
+    if config.metrics_port >= 0:
+        await ops.start(config.host, config.metrics_port)
+        if on_metrics is not None:
+            on_metrics(ops.host, ops.port)
+    try:
+        await _serve(config, shutdown, on_ready, ops)
+    finally:
+        await ops.close()
+
+
+async def _serve(
+    config: ServerConfig,
+    shutdown: asyncio.Event,
+    on_ready: ReadyCallback | None,
+    ops: OpsEndpoint,
+) -> None:
     loop = asyncio.get_running_loop()
     data_dir = Path(config.data_dir).absolute()
     log.info("opening data directory %s", data_dir)
@@ -53,8 +84,10 @@ async def serve(
     # Opening runs recovery (WAL replay), which may take seconds: not on the loop.
     engine = await loop.run_in_executor(None, Engine.open, data_dir, config.engine_config())
     log.info("engine ready in %.2f s", time.monotonic() - started)
+    ops.health.engine = engine
+    ops.metrics.attach(engine)
     try:
-        await _run(engine, config, data_dir, shutdown, on_ready)
+        await _run(engine, config, data_dir, shutdown, on_ready, ops)
     finally:
         await loop.run_in_executor(None, engine.close)
         log.info("xtsdb stopped: engine closed (sealed and checkpointed)")
@@ -66,13 +99,19 @@ async def _run(
     data_dir: Path,
     shutdown: asyncio.Event,
     on_ready: ReadyCallback | None,
+    ops: OpsEndpoint,
 ) -> None:
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(config.query_threads, thread_name_prefix="xtsdb-query")
-    writes = WriteQueue(engine, max_queue_bytes=config.max_queue_bytes)
-    service = Service(engine, writes, pool, max_frame=config.max_frame)
+    # The queue commits through a wrapper that times each group commit (metrics).
+    writes = WriteQueue(ops.metrics.timed(engine), max_queue_bytes=config.max_queue_bytes)
+    auth, ssl_ctx = _security(config)
+    service = Service(engine, writes, pool, max_frame=config.max_frame, auth=auth)
     registry = Connections(service, max_connections=config.max_connections)
     service.server_stats = registry.stats
+    service.observe = ops.metrics.observer(config.slow_query_ms)
+    service.backups = Backups(engine, config.backup_dir) if config.backup_dir else None
+    ops.health.server_stats = service.stats
     writes.on_pressure = registry.set_paused
 
     def factory() -> Connection:
@@ -81,10 +120,19 @@ async def _run(
             max_frame=config.max_frame,
             max_pending_bytes=config.max_pending_bytes,
             idle_timeout=config.idle_timeout,
+            frame_timeout=config.frame_timeout,
         )
 
     try:
-        listener = await loop.create_server(factory, config.host, config.port, backlog=1024)
+        listener = await loop.create_server(
+            factory,
+            config.host,
+            config.port,
+            backlog=1024,
+            ssl=ssl_ctx,
+            # A handshake that never finishes must not hold a socket for long either.
+            ssl_handshake_timeout=(config.frame_timeout or None) if ssl_ctx else None,
+        )
     except BaseException:
         pool.shutdown(wait=False)
         raise
@@ -100,6 +148,7 @@ async def _run(
             data_dir,
             config.durability,
         )
+        ops.health.phase = "ready"
         if on_ready is not None:
             on_ready(host, port)
         stop_wait = loop.create_task(shutdown.wait())
@@ -108,6 +157,7 @@ async def _run(
             stop_wait.cancel()
             log.error("the flush task ended unexpectedly; stopping")
     finally:
+        ops.health.phase = "stopping"
         await _stop(config, registry, service, writes, flush_task, listener)
         pool.shutdown(wait=False, cancel_futures=True)
         await loop.run_in_executor(None, pool.shutdown, True)
@@ -171,6 +221,28 @@ async def _stop(
     )
 
 
+def _security(config: ServerConfig) -> tuple[Authenticator | None, ssl.SSLContext | None]:
+    """The token checker and TLS context the config asks for; logs the posture (no secrets)."""
+    tokens = load_tokens(config.tokens, config.token_file)
+    auth = Authenticator(tokens) if tokens else None
+    ssl_ctx = server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
+    if config.token_file is not None and not token_file_is_private(config.token_file):
+        log.warning("token file %s is readable by other users (chmod 600 it)", config.token_file)
+    counts = auth.counts() if auth else {}
+    tls_mode = "on, client certificates required" if config.tls_client_ca else "on"
+    log.info(
+        "authentication: %s; TLS: %s",
+        ", ".join(f"{n} {role} tokens" for role, n in counts.items()) if auth else "off",
+        tls_mode if ssl_ctx else "off",
+    )
+    if not is_loopback(config.host):
+        if auth is None:
+            log.warning("listening on %s with no authentication (--allow-remote)", config.host)
+        elif ssl_ctx is None:
+            log.warning("tokens travel in clear text to %s: configure --tls-cert", config.host)
+    return auth, ssl_ctx
+
+
 def _write_ready_file(path: Path, host: str, port: int) -> None:
     # Atomic: a reader polling for the file never sees it half-written.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -195,6 +267,7 @@ class ServerThread:
         self.start_timeout = start_timeout
         self.host = ""
         self.port = 0
+        self.metrics_port = 0  # of the /metrics endpoint, once started (config.metrics_port >= 0)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -254,11 +327,14 @@ class ServerThread:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._shutdown = asyncio.Event()
-        await serve(self.config, self._shutdown, self._on_ready)
+        await serve(self.config, self._shutdown, self._on_ready, self._on_metrics)
 
     def _on_ready(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self._ready.set()
+
+    def _on_metrics(self, host: str, port: int) -> None:
+        self.metrics_port = port
 
     def __enter__(self) -> ServerThread:
         return self.start()

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from xtsdb.protocol.frames import DEFAULT_MAX_FRAME
+from xtsdb.server.auth import TokenConfigError, load_tokens
 from xtsdb.server.engine.config import EngineConfig
+from xtsdb.server.logs import LOG_FORMATS
+from xtsdb.server.tls import TlsConfigError, server_context
 
 ENV_PREFIX = "XTSDB_"
 DURABILITY_MODES = ("fsync", "none")
@@ -43,9 +46,33 @@ class ServerConfig:
     allow_remote: bool = field(
         default=False,
         metadata={
-            "help": "allow a non-loopback --host; the server has no authentication yet, "
-            "so anyone who can reach the port can read and write"
+            "help": "allow a non-loopback --host even without tokens: then anyone who can "
+            "reach the port can read and write. Without this flag a non-loopback --host "
+            "needs --tokens or --token-file"
         },
+    )
+    tokens: tuple[str, ...] = field(
+        default=(),
+        repr=False,  # secrets: never in a repr or a log line
+        metadata={
+            "help": "access tokens, 'read:SECRET' or 'write:SECRET' (16+ characters); "
+            "repeat the flag or separate with commas. With any token set, clients must "
+            "authenticate. Flags show up in `ps`: prefer --token-file"
+        },
+    )
+    token_file: Path | None = field(
+        default=None,
+        metadata={"help": "file of tokens, one 'role:SECRET' per line ('#' comments)"},
+    )
+    tls_cert: Path | None = field(
+        default=None, metadata={"help": "PEM certificate (chain): serve TLS on the port"}
+    )
+    tls_key: Path | None = field(
+        default=None, metadata={"help": "PEM private key of --tls-cert, if not in that file"}
+    )
+    tls_client_ca: Path | None = field(
+        default=None,
+        metadata={"help": "PEM CA bundle: require client certificates signed by it"},
     )
     data_dir: Path = field(
         default=Path("xtsdb-data"),
@@ -84,6 +111,13 @@ class ServerConfig:
     idle_timeout: float = field(
         default=300.0, metadata={"help": "seconds before an idle connection is closed (0: never)"}
     )
+    frame_timeout: float = field(
+        default=30.0,
+        metadata={
+            "help": "seconds a started frame (or a TLS handshake, or with tokens the "
+            "authentication) may take before the connection is closed (0: no limit)"
+        },
+    )
     shutdown_timeout: float = field(
         default=30.0,
         metadata={"help": "seconds a stop waits for in-flight requests before dropping them"},
@@ -92,6 +126,25 @@ class ServerConfig:
         default=8, metadata={"help": "threads running queries, last, flush and stats"}
     )
     log_level: str = field(default="INFO", metadata={"help": "one of " + ", ".join(LOG_LEVELS)})
+    log_format: str = field(
+        default="auto",
+        metadata={"help": "json (one object per line), text, or auto: text on a terminal, "
+                  "json otherwise"},
+    )  # fmt: skip
+    slow_query_ms: float = field(
+        default=1000.0,
+        metadata={"help": "log a WARNING for every request slower than this (0: never)"},
+    )
+    metrics_port: int = field(
+        default=9787,
+        metadata={"help": "HTTP port on --host for /metrics (Prometheus), /healthz and "
+                  "/readyz; 0: any free port, -1: no endpoint"},
+    )  # fmt: skip
+    backup_dir: Path | None = field(
+        default=None,
+        metadata={"help": "the backup op writes only under this directory (a relative "
+                  "destination is taken relative to it); unset: the backup op is refused"},
+    )  # fmt: skip
     ready_file: Path | None = field(
         default=None,
         metadata={"help": "once listening, atomically write 'HOST PORT' to this file"},
@@ -111,6 +164,13 @@ class ServerConfig:
     read_workers: int = field(
         default=_ENGINE.read_workers, metadata={"help": "processes decoding large queries"}
     )
+    wal_segment_bytes: int = field(
+        default=_ENGINE.wal_segment_bytes, metadata={"help": "WAL segment size before rotation"}
+    )
+    wal_checkpoint_bytes: int = field(
+        default=_ENGINE.wal_checkpoint_bytes,
+        metadata={"help": "WAL size that forces every buffered point into blocks + checkpoint"},
+    )
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_MODES:
@@ -119,6 +179,12 @@ class ServerConfig:
             )
         if self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {LOG_LEVELS}, not {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {LOG_FORMATS}, not {self.log_format!r}")
+        if not -1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port must be in -1..65535, not {self.metrics_port}")
+        if self.slow_query_ms < 0:
+            raise ConfigError(f"slow_query_ms must be >= 0, not {self.slow_query_ms}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0..65535, not {self.port}")
         for name in (
@@ -128,18 +194,25 @@ class ServerConfig:
             "max_queue_bytes",
             "query_threads",
             "read_workers",
+            "wal_segment_bytes",
+            "wal_checkpoint_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
-        for name in ("idle_timeout", "shutdown_timeout"):
+        for name in ("idle_timeout", "shutdown_timeout", "frame_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
-        if not self.allow_remote and not is_loopback(self.host):
+        try:
+            has_tokens = bool(load_tokens(self.tokens, self.token_file))
+            server_context(self.tls_cert, self.tls_key, self.tls_client_ca)
+        except (TokenConfigError, TlsConfigError) as exc:
+            raise ConfigError(str(exc)) from None
+        if not self.allow_remote and not has_tokens and not is_loopback(self.host):
             raise ConfigError(
-                f"refusing to listen on non-loopback host {self.host!r}: the server has no "
-                "authentication yet (tokens arrive in a later release), so anyone who can "
-                "reach the port could read and write; pass --allow-remote "
-                "(XTSDB_ALLOW_REMOTE=1) to do it anyway"
+                f"refusing to listen on non-loopback host {self.host!r} without "
+                "authentication: anyone who can reach the port could read and write. "
+                "Configure tokens (--tokens / --token-file, XTSDB_TOKENS), or pass "
+                "--allow-remote (XTSDB_ALLOW_REMOTE=1) to accept anyone"
             )
         try:
             self.engine_config()
@@ -158,6 +231,8 @@ class ServerConfig:
             block_points=self.block_points,
             read_workers=self.read_workers,
             fsync=self.sync,
+            wal_segment_bytes=self.wal_segment_bytes,
+            wal_checkpoint_bytes=self.wal_checkpoint_bytes,
         )
 
     def replace(self, **changes: Any) -> ServerConfig:
@@ -183,7 +258,8 @@ class ServerConfig:
             if env_name in environ:
                 values[f.name] = _convert(f, environ[env_name], env_name)
         for name, raw in args.items():
-            values[name] = raw  # argparse already converted it
+            # argparse already converted it; repeated list flags arrive as a list
+            values[name] = _split_list(raw) if isinstance(raw, list) else raw
         try:
             return cls(**values)
         except TypeError as exc:  # pragma: no cover - every field has a default
@@ -199,7 +275,10 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve to anything, so it needs --allow-remote
 
 
-_SIZE_FIELDS = frozenset({"max_frame", "max_pending_bytes", "max_queue_bytes", "chunk_size"})
+_SIZE_FIELDS = frozenset(
+    {"max_frame", "max_pending_bytes", "max_queue_bytes", "chunk_size"}
+    | {"wal_segment_bytes", "wal_checkpoint_bytes"}
+)
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 
 
@@ -224,6 +303,8 @@ def _kind(f: dataclasses.Field[Any]) -> str:
     t = str(f.type)
     if t == "bool":
         return "bool"
+    if t.startswith("tuple"):
+        return "list"
     if t == "int":
         return "size" if f.name in _SIZE_FIELDS else "int"
     if t == "float":
@@ -250,6 +331,8 @@ def _convert(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
             return text in _TRUE
         if isinstance(raw, bool):
             raise ValueError("expected a value, not a boolean")
+        if kind == "list":
+            return _split_list(raw)
         if kind == "size":
             return raw if isinstance(raw, int) else parse_size(str(raw))
         if kind == "int":
@@ -262,7 +345,16 @@ def _convert(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
             raise ValueError("expected a string")
         return raw
     except ValueError as exc:
-        raise ConfigError(f"{source}: bad value {raw!r} for {f.name}: {exc}") from None
+        shown = "(hidden)" if not f.repr else repr(raw)  # repr=False marks secrets
+        raise ConfigError(f"{source}: bad value {shown} for {f.name}: {exc}") from None
+
+
+def _split_list(raw: Any) -> tuple[str, ...]:
+    """A TOML array of strings, or comma-separated text (environment, flags)."""
+    items = raw if isinstance(raw, list | tuple) else [raw]
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError("expected strings")  # no values in the message: they may be secrets
+    return tuple(part.strip() for item in items for part in item.split(",") if part.strip())
 
 
 def _from_toml(path: Path) -> dict[str, Any]:
@@ -314,9 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
             default = format_size(default)
         elif f.name == "data_dir":
             default = f"./{default}"
-        help_text += ")" if default is None or kind == "bool" else f"; default {default})"
+        help_text += ")" if default in (None, ()) or kind == "bool" else f"; default {default})"
         if kind == "bool":
             p.add_argument(flag, action="store_true", help=help_text)
+            continue
+        if kind == "list":
+            # --token reads better when repeated; both spellings append to one list.
+            p.add_argument(flag, flag[:-1], dest=f.name, action="append", metavar="ROLE:SECRET",
+                           help=help_text)  # fmt: skip
             continue
         convert = _CONVERTERS[kind]
         choices = DURABILITY_MODES if f.name == "durability" else None

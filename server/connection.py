@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from xtsdb.protocol.errors import Overloaded, ProtocolError
 from xtsdb.protocol.frames import FrameDecoder
+from xtsdb.server.auth import PREAUTH_MAX_FRAME, PeerAuth
 from xtsdb.server.service import Service
 
 log = logging.getLogger("xtsdb.server")
@@ -50,6 +51,8 @@ class Connections:
         self.total = 0
         self.refused = 0
         self.idle_closed = 0
+        self.frame_timeouts = 0  # slow senders cut off by frame_timeout
+        self.auth_timeouts = 0  # connections that did not authenticate in time
         self.pending_peak = 0
         self.read_pauses = 0
 
@@ -76,6 +79,8 @@ class Connections:
             "connections_total": self.total,
             "connections_refused": self.refused,
             "connections_idle_closed": self.idle_closed,
+            "connections_frame_timeout": self.frame_timeouts,
+            "connections_auth_timeout": self.auth_timeouts,
             "inflight_requests": sum(len(c.tasks) for c in self.open),
             "pending_bytes": sum(c.pending for c in self.open),
             "pending_bytes_peak": self.pending_peak,
@@ -88,13 +93,26 @@ class Connections:
 
 class Connection(asyncio.Protocol):
     def __init__(
-        self, registry: Connections, *, max_frame: int, max_pending_bytes: int, idle_timeout: float
+        self,
+        registry: Connections,
+        *,
+        max_frame: int,
+        max_pending_bytes: int,
+        idle_timeout: float,
+        frame_timeout: float = 0.0,
     ) -> None:
         self.registry = registry
         self.service = registry.service
-        self.decoder = FrameDecoder(max_frame)
+        self.auth = PeerAuth()
+        self.max_frame = max_frame
+        # Until it authenticates a connection may only send small frames (hello, ping).
+        needs_auth = self.service.auth is not None
+        self.decoder = FrameDecoder(min(max_frame, PREAUTH_MAX_FRAME) if needs_auth else max_frame)
         self.max_pending = max_pending_bytes
         self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
+        self._frame_started: float | None = None  # when the frame now half-received began
+        self._frame_timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[bytes]] = set()
         self.pending = 0  # bytes (+ overhead) of requests received and not yet answered
         self.reading_paused = False
@@ -131,11 +149,15 @@ class Connection(asyncio.Protocol):
         log.debug("connection from %s", self.peer)
         if self.idle_timeout > 0:
             self._idle_timer = self._loop.call_later(self.idle_timeout, self._check_idle)
+        if self.service.auth is not None and self.frame_timeout > 0:
+            self._loop.call_later(self.frame_timeout, self._check_authenticated)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        if self._frame_timer is not None:
+            self._frame_timer.cancel()
         if self in self.registry.open:
             self.registry.open.discard(self)
             log.debug("connection from %s closed (%s)", self.peer, exc or "clean")
@@ -164,7 +186,9 @@ class Connection(asyncio.Protocol):
         self._eof = True
         self.drain()
         self._close_if_done()
-        return True
+        # TLS has no half-close: asyncio closes the transport anyway (and warns if asked not to).
+        t = self._transport
+        return t is None or t.get_extra_info("sslcontext") is None
 
     def pause_writing(self) -> None:
         # The client is not reading its responses: stop reading its requests.
@@ -197,15 +221,18 @@ class Connection(asyncio.Protocol):
                 try:
                     msg = self.decoder.next_message()
                 except ProtocolError as exc:  # a bad body costs only that frame
+                    self._frame_started = None
                     self._write(self.service.error(None, exc))
                     continue
                 if msg is None:
                     self._frames_done = True
                     break
+                self._frame_started = None
                 self._handle(msg, before - self.decoder.buffered)
         finally:
             self._draining = False
         self._sync_reading()
+        self._watch_frame()
 
     def kick(self) -> None:
         """Something that blocked reading may have cleared: continue with buffered frames."""
@@ -217,9 +244,14 @@ class Connection(asyncio.Protocol):
         self.pending += cost
         if self.pending > self.registry.pending_peak:
             self.registry.pending_peak = self.pending
-        result = self.service.dispatch(msg)
+        result = self.service.dispatch(msg, self.auth)
+        if self.auth.role is not None:
+            self.decoder.max_frame = self.max_frame
         if isinstance(result, bytes):
             self._respond(result, cost)
+            if self.auth.hang_up:
+                log.info("closing %s: authentication failed", self.peer)  # never the token
+                self.close()
             return
         task = self._loop.create_task(result)
         self.tasks.add(task)
@@ -287,6 +319,42 @@ class Connection(asyncio.Protocol):
         log.info("closing %s: idle for %.0f s (idle_timeout)", self.peer, idle_for)
         self.registry.idle_closed += 1
         self.close()
+
+    def _watch_frame(self) -> None:
+        """Run the frame_timeout clock while a frame is half received and we are reading."""
+        partial = self._frames_done and self.decoder.buffered > 0
+        if not partial or self.frame_timeout <= 0 or self._closing:
+            self._frame_started = None
+            return
+        if self._frame_started is None:
+            self._frame_started = self._loop.time()
+        if self._frame_timer is None:
+            self._frame_timer = self._loop.call_later(self.frame_timeout, self._check_frame)
+
+    def _check_frame(self) -> None:
+        # Slow loris: idle_timeout never fires for a client that sends a byte now
+        # and then, so a started frame must complete within frame_timeout.
+        self._frame_timer = None
+        if self._closing or self._frame_started is None:
+            return
+        now = self._loop.time()
+        if self.reading_paused:  # we stopped reading, so the client cannot finish: not its fault
+            self._frame_started = now
+        late = now - self._frame_started
+        if late < self.frame_timeout:
+            self._frame_timer = self._loop.call_later(self.frame_timeout - late, self._check_frame)
+            return
+        log.info("closing %s: a frame is still incomplete after %.1f s (frame_timeout)",
+                 self.peer, late)  # fmt: skip
+        self.registry.frame_timeouts += 1
+        self.abort()  # abort, not close: a peer this slow may not read our buffered answers
+
+    def _check_authenticated(self) -> None:
+        if self._closing or self.auth.role is not None:
+            return
+        log.info("closing %s: no successful hello within %.1f s", self.peer, self.frame_timeout)
+        self.registry.auth_timeouts += 1
+        self.abort()
 
     def close(self) -> None:
         """Close after the responses already written are flushed."""

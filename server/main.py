@@ -3,6 +3,9 @@
 Exit codes: 0 after a clean stop (SIGTERM or SIGINT), 1 when the server
 could not start (data directory locked or damaged, address in use), 2 for a
 bad configuration.
+
+``xtsdb-server check --data-dir D [--repair]`` verifies a stopped server's
+data directory instead (:mod:`xtsdb.server.check`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from xtsdb.protocol.errors import XtsdbError
+from xtsdb.server import logs
 from xtsdb.server.app import new_event_loop, serve
 from xtsdb.server.config import ConfigError, ServerConfig
 
@@ -22,18 +26,19 @@ log = logging.getLogger("xtsdb.server")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["check"]:  # the one subcommand: offline verification (server/check.py)
+        from xtsdb.server.check import main as check_main
+
+        return check_main(args[1:])
     try:
-        config = ServerConfig.load(sys.argv[1:] if argv is None else argv, os.environ)
+        config = ServerConfig.load(args, os.environ)
     except ConfigError as exc:
         print(f"xtsdb-server: error: {exc}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # argparse: --help, or a malformed flag (already reported)
         return exc.code if isinstance(exc.code, int) else 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(config.log_level, config.log_format)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(_serve_until_signal(config))

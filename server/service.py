@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from xtsdb.protocol import (
     hello_response,
     last_response,
     ok_response,
+    parse_backup,
     parse_hello,
     parse_last,
     parse_query,
@@ -37,7 +39,16 @@ from xtsdb.protocol import (
     points_response,
     readable_id,
 )
-from xtsdb.protocol.errors import FrameTooLarge, InternalError, ShuttingDown, XtsdbError
+from xtsdb.protocol.errors import (
+    AuthenticationFailed,
+    FrameTooLarge,
+    InternalError,
+    PermissionDenied,
+    ShuttingDown,
+    XtsdbError,
+)
+from xtsdb.server.auth import Authenticator, PeerAuth, check_op
+from xtsdb.server.backup import Backups
 from xtsdb.server.engine.batch import WriteBatch
 from xtsdb.server.engine.points import LastPoints, Points
 from xtsdb.server.write_queue import WriteQueue
@@ -81,8 +92,10 @@ class Service:
         pool: ThreadPoolExecutor,
         *,
         max_frame: int,
+        auth: Authenticator | None = None,
     ) -> None:
         self.engine = engine
+        self.auth = auth  # None: no tokens configured, every connection may do everything
         self.writes = writes
         self.pool = pool
         self.max_frame = max_frame
@@ -90,24 +103,38 @@ class Service:
         self.requests: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.stopping = False
+        # Set by the app: (op, request, seconds) of every request answered (metrics,
+        # slow-request log), and the backup op's policy (None: refused).
+        self.observe: Callable[[str, Mapping[str, Any], float], None] | None = None
+        self.backups: Backups | None = None
 
     # -- entry point ------------------------------------------------------
 
-    def dispatch(self, msg: Mapping[str, Any]) -> Response:
-        """The response to ``msg``: ready bytes, or a coroutine that makes them."""
+    def dispatch(self, msg: Mapping[str, Any], peer: PeerAuth | None = None) -> Response:
+        """The response to ``msg``: ready bytes, or a coroutine that makes them.
+
+        ``peer`` is the connection's authentication state; without one the
+        request counts as unauthenticated (fail closed).
+        """
         req_id = readable_id(msg)
+        started = time.perf_counter()
+        peer = peer if peer is not None else PeerAuth()
         try:
             req_id, op = parse_request_header(msg)
             self.requests[op] += 1
             if self.stopping and op != "ping":
                 raise ShuttingDown("the server is stopping")
-            handler = getattr(self, "_op_" + op)
-            result: Response = handler(req_id, msg)
+            check_op(self.auth, peer, op)
+            if op == "hello":  # the one op that changes the connection's state
+                result: Response = self._hello(req_id, msg, peer)
+            else:
+                result = getattr(self, "_op_" + op)(req_id, msg)
         except Exception as exc:
             return self.error(req_id, exc)
         if isinstance(result, bytes):
+            self._observed(op, msg, started)
             return result
-        return self._guard(req_id, result)
+        return self._guard(req_id, result, (op, msg, started))
 
     def error(self, req_id: int | None, exc: BaseException) -> bytes:
         """The error frame for ``exc``; an unexpected exception is logged with its traceback."""
@@ -119,13 +146,25 @@ class Service:
         self.errors[err.name] += 1
         return _frame(error_response(req_id, err))
 
-    async def _guard(self, req_id: int, work: Coroutine[Any, Any, bytes]) -> bytes:
+    async def _guard(
+        self,
+        req_id: int,
+        work: Coroutine[Any, Any, bytes],
+        timing: tuple[str, Mapping[str, Any], float] | None = None,
+    ) -> bytes:
         try:
             return await work
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             return self.error(req_id, exc)
+        finally:
+            if timing is not None:
+                self._observed(*timing)
+
+    def _observed(self, op: str, msg: Mapping[str, Any], started: float) -> None:
+        if self.observe is not None:
+            self.observe(op, msg, time.perf_counter() - started)
 
     def _ok(self, req_id: int, **fields: Any) -> bytes:
         return _frame(ok_response(req_id, **fields))
@@ -135,11 +174,18 @@ class Service:
 
     # -- ops ---------------------------------------------------------------
 
-    def _op_hello(self, req_id: int, msg: Mapping[str, Any]) -> bytes:
-        # The token is accepted and ignored until authentication lands.
-        version, _token, _client = parse_hello(msg)
+    def _hello(self, req_id: int, msg: Mapping[str, Any], peer: PeerAuth) -> bytes:
+        version, token, _client = parse_hello(msg)
+        if self.auth is not None:
+            try:
+                peer.role = self.auth.authenticate(token)
+            except AuthenticationFailed:
+                peer.role, peer.hang_up = None, True  # one guess per connection
+                raise
         return _frame(
-            hello_response(req_id, SERVER_NAME, self.max_frame, auth=False, version=version)
+            hello_response(
+                req_id, SERVER_NAME, self.max_frame, auth=self.auth is not None, version=version
+            )
         )
 
     def _op_ping(self, req_id: int, msg: Mapping[str, Any]) -> bytes:
@@ -193,6 +239,13 @@ class Service:
     async def _op_stats(self, req_id: int, msg: Mapping[str, Any]) -> bytes:
         engine_stats = await self._in_pool(self.engine.stats)
         return self._ok(req_id, stats={"engine": engine_stats, "server": self.stats()})
+
+    async def _op_backup(self, req_id: int, msg: Mapping[str, Any]) -> bytes:
+        path = parse_backup(msg)
+        if self.backups is None:
+            raise PermissionDenied("backups are disabled on this server: set backup_dir")
+        report = await self._in_pool(self.backups.run, path, lambda: self.stopping)
+        return self._ok(req_id, backup=report)
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.server_stats()) if self.server_stats else {}

@@ -20,6 +20,7 @@ from xtsdb.protocol import (
     DEFAULT_MAX_FRAME,
     OPS,
     FrameDecoder,
+    backup_request,
     encode_frame,
     error_response,
     errors,
@@ -29,6 +30,8 @@ from xtsdb.protocol import (
     last_response,
     ok_response,
     pack_array,
+    parse_backup,
+    parse_backup_response,
     parse_hello,
     parse_hello_response,
     parse_last,
@@ -86,7 +89,20 @@ def decode_all(pieces: list[bytes], max_frame: int = DEFAULT_MAX_FRAME) -> list[
 
 
 def test_every_op_has_a_round_trip_below() -> None:
-    assert {"hello", "ping", "write", "query", "last", "flush", "stats"} == OPS
+    assert {"hello", "ping", "write", "query", "last", "flush", "stats", "backup"} == OPS
+
+
+def test_backup_round_trip() -> None:
+    msg = wire(backup_request(5, "nightly"))
+    assert parse_request_header(msg) == (5, "backup") and parse_backup(msg) == "nightly"
+    with pytest.raises(InvalidInput, match="path"):
+        parse_backup(wire(request("backup", 6)))
+    with pytest.raises(InvalidInput):
+        backup_request(7, "")
+    report = {"path": "/b/nightly", "bytes": 10, "checkpoint_lsn": 3}
+    assert parse_backup_response(wire(ok_response(5, backup=report))) == report
+    with pytest.raises(ProtocolError):
+        parse_backup_response(wire(ok_response(5)))
 
 
 def test_hello_round_trip() -> None:

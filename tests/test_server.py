@@ -447,7 +447,9 @@ async def test_serve_on_a_plain_asyncio_loop(tmp_path: Path) -> None:
     assert "uvloop" not in type(asyncio.get_running_loop()).__module__
     shutdown = asyncio.Event()
     ready: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
-    config = ServerConfig(port=0, data_dir=tmp_path / "d", chunk_size=256 * 1024, meta_extents=1)
+    config = ServerConfig(
+        port=0, metrics_port=0, data_dir=tmp_path / "d", chunk_size=256 * 1024, meta_extents=1
+    )
     task = asyncio.create_task(serve(config, shutdown, lambda h, p: ready.set_result((h, p))))
     try:
         host, port = await asyncio.wait_for(ready, 30)

@@ -105,7 +105,8 @@ def child(
 
 def start(tmp_path: Path, data_dir: Path, *extra: str, name: str = "server") -> Any:
     ready = tmp_path / f"{name}.ready"
-    args = ["--port", "0", "--ready-file", str(ready), "--data-dir", str(data_dir), *SMALL]
+    args = ["--port", "0", "--metrics-port", "0", "--ready-file", str(ready),
+            "--data-dir", str(data_dir), *SMALL]  # fmt: skip
     return child(tmp_path, [*args, *extra], name=name)
 
 
@@ -227,7 +228,9 @@ def test_starts_with_no_arguments_using_environment(tmp_path: Path) -> None:
 
 def test_locked_data_dir_and_bad_config_exit_nonzero(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    srv = ServerThread(ServerConfig(port=0, data_dir=data, chunk_size=256 * 1024, meta_extents=1))
+    srv = ServerThread(
+        ServerConfig(port=0, metrics_port=0, data_dir=data, chunk_size=256 * 1024, meta_extents=1)
+    )
     with srv:
         with start(tmp_path, data, name="second") as other:
             assert other.proc.wait(START_TIMEOUT) == 1
