@@ -1,6 +1,6 @@
 """End-to-end benchmark of the xtsdb server over loopback: SDK client -> TCP -> server -> disk.
 
-    .venv/bin/python -m bench.server                   # full run, ~2 min
+    .venv/bin/python -m bench.server                   # full run, ~70 s
     .venv/bin/python -m bench.server --quick           # smoke run, < 30 s
     .venv/bin/python -m bench.server --out server.md   # also write the table as Markdown
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -26,7 +25,8 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -42,7 +42,12 @@ from bench import data
 from bench._util import Row, check, table, verdict
 from xtsdb.client import AsyncClient, connect
 from xtsdb.protocol import encode_frame, ok_response, write_request
+from xtsdb.server.config import ServerConfig
 
+Stats = dict[str, Any]  # the server's counters (the stats op)
+# The HTTP /metrics endpoint (on servers that have one) binds a fixed port by default: off.
+NO_METRICS = ["--metrics-port", "-1"] if "metrics_port" in ServerConfig.__dataclass_fields__ else []
+REPO = Path(__file__).resolve().parent.parent
 Cols = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # one tag's (tag, ts, values, q)
 
 
@@ -61,8 +66,8 @@ class Sizes:
     small_secs: float
 
 
-FULL = Sizes(1000, 10_000, 3, 8, 1_000_000, 1_000_000, 10, 10_000, 20, 1000, 10.0)
-QUICK = Sizes(100, 10_000, 1, 8, 200_000, 200_000, 5, 10_000, 10, 150, 2.0)
+FULL = Sizes(1000, 10_000, 5, 8, 1_000_000, 1_000_000, 10, 10_000, 20, 1000, 10.0)
+QUICK = Sizes(300, 10_000, 1, 8, 200_000, 200_000, 5, 10_000, 10, 150, 2.0)
 SMALL_CLIENTS = 8
 SMALL_POINTS = 100
 
@@ -79,25 +84,26 @@ def pct(lat: list[float], p: float) -> float:
 
 
 @contextlib.contextmanager
-def xtsdb_server(base: str, *flags: str) -> Iterator[str]:
-    """A fresh server on a free port with its own data dir; yields its URL, SIGTERMs it after."""
+def server(base: str, *flags: str, ceiling: bool = False) -> Iterator[tuple[str, int]]:
+    """A fresh xtsdb (or ceiling) server process on a free port; yields (URL, pid)."""
     with tempfile.TemporaryDirectory(prefix="server-", dir=base) as d:
         ready = Path(d) / "ready"
         cmd = [sys.executable, "-m", "xtsdb.server", "--port", "0", "--ready-file", str(ready),
-               "--data-dir", f"{d}/data", "--log-level", "WARNING", *flags]  # fmt: skip
-        proc = subprocess.Popen(cmd)
+               "--data-dir", f"{d}/data", "--log-level", "WARNING", *NO_METRICS,
+               *flags]  # fmt: skip
+        if ceiling:
+            cmd = [sys.executable, "-m", "bench.server", "--ceiling", str(ready), f"{d}/log"]
+        proc = subprocess.Popen(cmd, cwd=REPO)
         try:
             deadline = time.monotonic() + 60
             while not ready.exists():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"xtsdb server exited with {proc.returncode}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError("xtsdb server not ready within 60 s")
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{cmd[2]} did not start (exit code {proc.poll()})")
                 time.sleep(0.02)
             host, port = ready.read_text().split()
-            yield f"xtsdb://{host}:{port}"
+            yield f"xtsdb://{host}:{port}", proc.pid
         finally:
-            proc.terminate()  # SIGTERM: graceful stop (commit, seal, checkpoint)
+            proc.terminate()  # SIGTERM: xtsdb stops gracefully (commit, seal, checkpoint)
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
@@ -131,38 +137,18 @@ class _SyncAck(asyncio.Protocol):
             self.transport.write(self.ACK)
 
 
-def _ceiling_main(path: str, conn: Any) -> None:
-    """Entry point of the spawned ceiling server process; runs until terminated."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+def ceiling_main(ready: Path, log: str) -> None:
+    """The ceiling server process (``--ceiling``): uvloop, no decoding, runs until SIGTERM."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     async def serve() -> None:
-        srv = await asyncio.get_running_loop().create_server(
-            lambda: _SyncAck(fd), "127.0.0.1", 0
-        )
-        conn.send(srv.sockets[0].getsockname()[1])
+        srv = await asyncio.get_running_loop().create_server(lambda: _SyncAck(fd), "127.0.0.1", 0)
+        tmp = ready.with_suffix(".tmp")
+        tmp.write_text(f"127.0.0.1 {srv.sockets[0].getsockname()[1]}\n")
+        tmp.rename(ready)  # atomic, like xtsdb's ready file
         await asyncio.Event().wait()
 
     uvloop.run(serve())
-
-
-@contextlib.contextmanager
-def ceiling_server(base: str) -> Iterator[int]:
-    """The raw uvloop + fdatasync server in its own process (like xtsdb's); yields its port."""
-    ctx = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="ceiling-", dir=base) as d:
-        rx, tx = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_ceiling_main, args=(f"{d}/log", tx), daemon=True)
-        proc.start()
-        try:
-            if not rx.poll(60):
-                raise TimeoutError("ceiling server not ready within 60 s")
-            yield int(rx.recv())
-        finally:
-            proc.terminate()
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
 
 
 # -- clients -------------------------------------------------------------------------------
@@ -200,7 +186,7 @@ async def raw_send(port: int, frames: list[bytes], window: int) -> tuple[float, 
     return secs, lat
 
 
-async def sdk_ingest(url: str, cols: list[Cols], window: int) -> tuple[float, list[float], dict]:
+async def sdk_ingest(url: str, cols: list[Cols], window: int) -> tuple[float, list[float], Stats]:
     """One AsyncClient, ``window`` write() calls in flight; (seconds, latencies, server stats)."""
     async with await AsyncClient.connect(url, timeout=120) as c:
         todo = iter(cols)  # shared by the workers: each takes the next frame when it is free
@@ -218,36 +204,47 @@ async def sdk_ingest(url: str, cols: list[Cols], window: int) -> tuple[float, li
         return secs, lat, (await c.stats())["server"]
 
 
-async def small_writes(url: str, sz: Sizes) -> tuple[list[float], float, dict, dict]:
-    """8 connections, each writing 100 points and waiting for the ack, in a loop."""
-    deadline = perf_counter() + sz.small_secs
-    v = np.linspace(0.0, 1.0, SMALL_POINTS)
-
-    async def one(k: int, c: AsyncClient) -> list[float]:
-        lat = []
-        for i in range(sz.small_writes):
-            if perf_counter() > deadline:
-                break
-            ts = data.timestamps(SMALL_POINTS, i * SMALL_POINTS)
-            t0 = perf_counter()
-            await c.write(300_000 + k, ts, v)
-            lat.append(perf_counter() - t0)
-        return lat
-
-    clients = [await AsyncClient.connect(url, timeout=60) for _ in range(SMALL_CLIENTS)]
-    try:
-        before = (await clients[0].stats())["server"]
-        t0 = perf_counter()
-        lats = await asyncio.gather(*(one(k, c) for k, c in enumerate(clients)))
-        secs = perf_counter() - t0
-        after = (await clients[0].stats())["server"]
-    finally:
-        for c in clients:
-            await c.close()
-    return [x for lat in lats for x in lat], secs, before, after
-
-
 # -- workloads -----------------------------------------------------------------------------
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Runs:
+    """Ingest runs of one kind: wall seconds, ack latencies, CPU seconds (server, client)."""
+
+    secs: list[float] = field(default_factory=list)
+    lat: list[list[float]] = field(default_factory=list)  # one list per run
+    cpu: list[tuple[float, float]] = field(default_factory=list)
+    stats: Stats = field(default_factory=dict)
+
+    def rate(self, n: int) -> float:
+        return mpts(n, statistics.median(self.secs))
+
+    def p(self, q: float) -> float:
+        """Median over runs of each run's ``q``-th latency percentile (one bad run is one vote)."""
+        return statistics.median(pct(lat, q) for lat in self.lat)
+
+    def lat_text(self) -> str:
+        return f"p50 {self.p(50):.3g} ms, p99 {self.p(99):.3g} ms"
+
+
+def ingest_run(base: str, cols: list[Cols], frames: list[bytes], window: int, runs: Runs,
+               *flags: str, mode: str = "sdk") -> None:  # fmt: skip
+    """One ingest on a fresh server: ``sdk`` (AsyncClient), ``raw`` frames, or the ``ceiling``."""
+    with server(base, *flags, ceiling=mode == "ceiling") as (url, pid):
+        srv0, cli0 = cpu_s(pid), time.process_time()
+        if mode == "sdk":
+            secs, lat, runs.stats = uvloop.run(sdk_ingest(url, cols, window))
+        else:
+            secs, lat = uvloop.run(raw_send(int(url.rsplit(":", 1)[1]), frames, window))
+        runs.cpu.append((cpu_s(pid) - srv0, time.process_time() - cli0))
+    runs.secs.append(secs)
+    runs.lat.append(lat)
 
 
 def bench_ingest(base: str, sz: Sizes, rows: list[Row]) -> None:
@@ -255,41 +252,42 @@ def bench_ingest(base: str, sz: Sizes, rows: list[Row]) -> None:
     q = np.full(sz.points, data.QUALITY_GOOD, np.uint8)
     cols: list[Cols] = [(t, ts, data.tag_values(t, sz.points), q) for t in range(sz.tags)]
     frames = [encode_frame(write_request(i + 1, *c)) for i, c in enumerate(cols)]
-    n = sz.tags * sz.points
-    sdk: list[float] = []
-    raw: list[float] = []
-    ceil: list[float] = []
-    lat: list[float] = []
-    ceil_lat: list[float] = []
-    stats: dict = {}
-    for _ in range(sz.reps):  # interleaved, so a burst of load elsewhere hits all three alike
-        with ceiling_server(base) as port:
-            secs, lt = uvloop.run(raw_send(port, frames, sz.window))
-            ceil.append(secs)
-            ceil_lat += lt
-        with xtsdb_server(base) as url:
-            secs, lt, stats = uvloop.run(sdk_ingest(url, cols, sz.window))
-            sdk.append(secs)
-            lat += lt
-        with xtsdb_server(base) as url:
-            raw.append(uvloop.run(raw_send(int(url.rsplit(":", 1)[1]), frames, sz.window))[0])
-    x, c = mpts(n, statistics.median(sdk)), mpts(n, statistics.median(ceil))
+    n, w = sz.tags * sz.points, sz.window
+    sdk, half, unsealed, raw, ceil = Runs(), Runs(), Runs(), Runs(), Runs()
+    no_seal = ("--block-points", str(2 * sz.points))  # no tag fills a block during the run
+    for _ in range(sz.reps):  # interleaved, so a burst of load elsewhere hits every kind alike
+        ingest_run(base, cols, frames, w, ceil, mode="ceiling")
+        ingest_run(base, cols, frames, w, sdk)
+        ingest_run(base, cols, frames, w, raw, mode="raw")
+        ingest_run(base, cols, frames, w // 2, half)
+        ingest_run(base, cols, frames, w, unsealed, *no_seal)
+    if sdk.stats["points_written"] != n:
+        raise AssertionError(f"server committed {sdk.stats['points_written']} points, sent {n}")
+    x, c = sdk.rate(n), ceil.rate(n)
+    srv_cpu, cli_cpu = (statistics.median(col) for col in zip(*sdk.cpu, strict=True))
+    wall, st = statistics.median(sdk.secs), sdk.stats
     what = f"1. columnar durable ingest, 1 client, {sz.tags:,} tags x {sz.points:,} pts"
-    rows.append(check(f"{what}, AsyncClient, {sz.window} frames in flight", x, "M pts/s", 8,
-                      True, f" (= {x / c:.2f}x ceiling)"))  # fmt: skip
-    rows.append(Row("1. baseline: raw uvloop loopback + 1 fdatasync per frame (ceiling)",
-                    f"{c:.3g} M pts/s"))  # fmt: skip
-    rows.append(Row("1. diagnostic: xtsdb server fed pre-encoded frames (no SDK cost)",
-                    f"{mpts(n, statistics.median(raw)):.3g} M pts/s"))  # fmt: skip
-    rows.append(Row("1. server group commit (last SDK run)",
-                    f"{stats['commits']} commits, {stats['writes_per_commit']:.2f} writes/commit, "
-                    f"max {stats['max_writes_per_commit']}"))  # fmt: skip
-    p50, p99 = pct(lat, 50), pct(lat, 99)
-    rows.append(Row(f"5. write ack latency under workload 1 ({len(lat):,} writes of "
-                    f"{sz.points:,} pts)", f"p50 {p50:.3g} ms, p99 {p99:.3g} ms",
-                    "p99 <= 15 ms", verdict(p99, 15, False)))  # fmt: skip
-    rows.append(Row("5. baseline: ceiling ack latency, same window",
-                    f"p50 {pct(ceil_lat, 50):.3g} ms, p99 {pct(ceil_lat, 99):.3g} ms"))  # fmt: skip
+    rows += [
+        check(f"{what}, AsyncClient, {w} frames in flight", x, "M pts/s", 8, True,
+              f" (= {x / c:.2f}x ceiling)"),
+        Row("1. baseline: raw uvloop loopback + 1 fdatasync per frame (ceiling)",
+            f"{c:.3g} M pts/s"),
+        Row("1. diagnostic: xtsdb server fed pre-encoded frames (no SDK cost)",
+            f"{raw.rate(n):.3g} M pts/s"),
+        Row("1. diagnostic: CPU during the SDK run (2 cores = 2 CPU-s per wall s)",
+            f"server {srv_cpu / wall:.2f}, client {cli_cpu / wall:.2f} CPU-s per wall s"),
+        Row("1. diagnostic: server group commit (last SDK run)",
+            f"{st['commits']} commits, {st['writes_per_commit']:.2f} writes/commit, "
+            f"max {st['max_writes_per_commit']}"),
+        Row(f"5. write ack latency under workload 1 ({len(sdk.lat[0]):,} writes of "
+            f"{sz.points:,} pts; median of {sz.reps} runs)", sdk.lat_text(), "p99 <= 15 ms",
+            verdict(sdk.p(99), 15, False)),
+        Row("5. baseline: ceiling ack latency, same window", ceil.lat_text()),
+        Row(f"5. diagnostic: {w // 2} frames in flight (Little: latency ~ window / rate)",
+            f"{half.rate(n):.3g} M pts/s, {half.lat_text()}"),
+        Row(f"5. diagnostic: {w} in flight, no sealing during the run ({' '.join(no_seal)})",
+            f"{unsealed.rate(n):.3g} M pts/s, {unsealed.lat_text()}"),
+    ]  # fmt: skip
 
 
 class _NoOp:
@@ -302,7 +300,8 @@ def bench_write_point(url: str, sz: Sizes, rows: list[Row]) -> None:
     # Python lists built before the timer: the loop body is the API call and nothing else.
     tag_l = [500_000 + i % tags for i in range(n)]
     vals = data.tag_values(7, n).tolist()
-    times, noop = [], []
+    times: list[float] = []
+    noop: list[float] = []
     with connect(url, timeout=60) as c:
         for rep in range(sz.reps):
             ts_l = data.timestamps(n // tags + 1, rep * (n // tags + 1)).repeat(tags)[:n].tolist()
@@ -358,9 +357,37 @@ def bench_last(url: str, sz: Sizes, rows: list[Row]) -> None:
 
 
 def bench_small(url: str, sz: Sizes, rows: list[Row]) -> None:
-    lat, secs, before, after = uvloop.run(small_writes(url, sz))
-    commits = after["commits"] - before["commits"]
-    per = (after["writes"] - before["writes"]) / max(commits, 1)
+    """8 connections, each writing 100 points and waiting for the ack, in a loop."""
+    v = np.linspace(0.0, 1.0, SMALL_POINTS)
+
+    async def one(k: int, c: AsyncClient, deadline: float) -> list[float]:
+        lat = []
+        for i in range(sz.small_writes):
+            ts = data.timestamps(SMALL_POINTS, i * SMALL_POINTS)
+            t0 = perf_counter()
+            await c.write(300_000 + k, ts, v)
+            lat.append(perf_counter() - t0)
+            if t0 > deadline:
+                break
+        return lat
+
+    async def run() -> tuple[list[list[float]], float, Stats, Stats]:
+        clients = [await AsyncClient.connect(url, timeout=60) for _ in range(SMALL_CLIENTS)]
+        try:
+            before = (await clients[0].stats())["server"]
+            t0 = perf_counter()
+            lats = await asyncio.gather(
+                *(one(k, c, t0 + sz.small_secs) for k, c in enumerate(clients))
+            )
+            secs = perf_counter() - t0
+            return lats, secs, before, (await clients[0].stats())["server"]
+        finally:
+            for c in clients:
+                await c.close()
+
+    lats, secs, before, after = uvloop.run(run())
+    lat = [x for one_client in lats for x in one_client]
+    per = (after["writes"] - before["writes"]) / max(after["commits"] - before["commits"], 1)
     rows.append(Row(f"5. {SMALL_CLIENTS} clients x single {SMALL_POINTS}-pt writes "
                     f"({len(lat):,} writes, {len(lat) / secs:,.0f}/s, {per:.2f} writes/commit)",
                     f"p50 {pct(lat, 50):.3g} ms, p99 {pct(lat, 99):.3g} ms"))  # fmt: skip
@@ -371,7 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test, < 30 s)")
     ap.add_argument("--out", type=Path, help="also write the report as Markdown here")
     ap.add_argument("--dir", default="/tmp/xtsdb-bench", help="parent of the data dirs (real disk)")
+    ap.add_argument("--ceiling", nargs=2, help=argparse.SUPPRESS)  # internal: be the ceiling
     args = ap.parse_args(argv)
+    if args.ceiling:
+        ceiling_main(Path(args.ceiling[0]), args.ceiling[1])
+        return 0
     sz = QUICK if args.quick else FULL
     os.makedirs(args.dir, exist_ok=True)
     t_start = perf_counter()
@@ -379,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: nproc={os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), "
         f"{platform.machine()}, {platform.system()} {platform.release()}; "
         f"load average at start {os.getloadavg()[0]:.2f}",
-        f"python {platform.python_version()}, uvloop {uvloop.__version__} (server and client "
-        f"loops), numpy {np.__version__}; data under {args.dir}",
+        f"python {platform.python_version()}, uvloop {metadata.version('uvloop')} (server "
+        f"and client loops), numpy {np.__version__}; data under {args.dir}",
         "server: python -m xtsdb.server, default --durability fsync (every acknowledged write "
         "fdatasync'ed); one fresh server per ingest run, one shared by workloads 2-5",
         "client and server share the cores: client-side Python competes with the server for CPU",
@@ -391,15 +422,16 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     bench_ingest(args.dir, sz, rows)
     print("ingest done", flush=True)
-    with xtsdb_server(args.dir) as url:
+    with server(args.dir) as (url, _pid):
         bench_write_point(url, sz, rows)
         bench_query(url, sz, rows, "sealed blocks after flush_server()", flush=True)
         bench_last(url, sz, rows)
         bench_small(url, sz, rows)
     # A block_points above the query size keeps every point in the MemBuffer: the contrast.
-    with xtsdb_server(args.dir, "--block-points", str(2 * sz.q_points)) as url:
-        bench_query(url, sz, rows, "all in memory (--block-points 2x)", flush=False)
+    with server(args.dir, "--block-points", str(2 * sz.q_points)) as (url, _pid):
+        bench_query(url, sz, rows, f"all in memory (--block-points {2 * sz.q_points:,})", False)
 
+    rows.sort(key=lambda r: r.workload.split(".")[0])  # by workload number; stable
     tail = f"total bench time {perf_counter() - t_start:.0f} s, load average at end " \
            f"{os.getloadavg()[0]:.2f}"  # fmt: skip
     out = ["", *table(rows), "", tail]
