@@ -135,10 +135,12 @@ class ServerConfig:
         default=1000.0,
         metadata={"help": "log a WARNING for every request slower than this (0: never)"},
     )
+    # Off by default so two servers on one host (tests, benchmarks, a second
+    # instance) never collide on a fixed port; the Docker image turns it on (9787).
     metrics_port: int = field(
-        default=9787,
+        default=-1,
         metadata={"help": "HTTP port on --host for /metrics (Prometheus), /healthz and "
-                  "/readyz; 0: any free port, -1: no endpoint"},
+                  "/readyz, e.g. 9787; 0: any free port, -1: no endpoint"},
     )  # fmt: skip
     backup_dir: Path | None = field(
         default=None,
