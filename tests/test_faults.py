@@ -187,8 +187,9 @@ def fill_until_disk_full(srv: ServerThread, fs: Path) -> int:
                 break
         else:
             pytest.fail("the disk never filled up")
+        big = np.arange(10**9, 10**9 + 200_000, dtype=np.int64)
         with pytest.raises(DiskFull):
-            db.write(1, [10**9], [1.0])  # refused, not half-written
+            db.write(1, big, value_of(1, big))  # refused, not half-written
         check_tag(db, 1, acked)  # reads still work and see every acknowledged point
     return acked
 
@@ -210,11 +211,6 @@ def test_disk_full_refuses_writes_and_loses_nothing_acknowledged(
         assert db.write(1, [10**9], [1.0]) == 1  # with space freed, a restart writes again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: any WAL append failure, ENOSPC included, refuses writes until the engine "
-    "is reopened (Wal._fail); ENOSPC truncates the batch away, so resuming would be safe",
-)
 @quiet_sealer
 def test_writes_resume_once_space_is_freed(small_fs: Path, server_factory: Factory) -> None:
     srv = server_factory(data_dir=small_fs / "db", **TINY)
@@ -224,11 +220,6 @@ def test_writes_resume_once_space_is_freed(small_fs: Path, server_factory: Facto
         assert db.write(1, [10**9], [1.0]) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: sqlite3.OperationalError ('database or disk is full') from the index "
-    "commit is not a StorageError, so it escapes the sealer's retry loop and ends the thread",
-)
 @quiet_sealer
 def test_sealer_survives_a_full_disk_in_the_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -345,12 +336,6 @@ def test_damaged_directory_entry_of_a_sealed_chunk(
     assert sorted(got)[1:] == [20_000, 20_000]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: ContainerFile.scan_chunk treats a chunk header that fails its CRC as a "
-    "never-allocated slot, so a sealed chunk's blocks vanish without a repair note (and the "
-    "slot is free for reuse)",
-)
 def test_damaged_chunk_header_is_reported_not_silently_dropped(
     tmp_path: Path, server_factory: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -431,12 +416,6 @@ def test_logged_repairs_come_from_engine_repairs(
     assert lines[0].name == "xtsdb.engine"
 
 
-@pytest.mark.xfail(
-    strict=False,  # the damaged byte is found for this engine's exact index layout
-    reason="engine: a damaged index page that passes PRAGMA quick_check but fails in "
-    "store.load (index.replace_chunk) raises a raw sqlite3.DatabaseError out of Engine.open "
-    "instead of rebuilding the index, so the server does not start",
-)
 def test_bit_rot_in_the_index_never_stops_the_engine(tmp_path: Path) -> None:
     data, cfg = tmp_path / "db", EngineConfig(**TINY, read_workers=0)
     with Engine.open(data, cfg) as eng:

@@ -154,6 +154,7 @@ class ChunkScan:
     anomaly: str = ""  # why the directory was cut short, if it was
     seal_n_blocks: int = -1
     seal_dir_crc: int = 0
+    damaged: bool = False  # the header is neither valid nor blank: never reuse the slot
 
 
 class ContainerFile:
@@ -292,7 +293,13 @@ class ContainerFile:
         scan = ChunkScan(chunk_id, self.container_no, slot, allocated=False)
         head = meta[: _CHUNK.size]
         if head[:8] != CHUNK_MAGIC or _U32.unpack_from(meta, _CHUNK.size)[0] != crc32(head):
-            return scan  # never allocated, or its allocation was torn: the slot is free
+            if any(meta[: _CHUNK.size + 4]):
+                # Not blank, so it was allocated once: the header is damaged (or its
+                # formatting was torn). Its blocks may still be salvageable.
+                scan.damaged = True
+                if entries:
+                    self._salvage_entries(scan, memoryview(meta))
+            return scan  # a blank header: never allocated
         _, version, _, generation, stored_id, inst = _CHUNK.unpack(head)
         if version != FORMAT_VERSION or inst != instance_id or stored_id != chunk_id:
             raise CorruptionError(f"{self.path.name} slot {slot}: chunk header does not match")
@@ -313,6 +320,26 @@ class ContainerFile:
         if entries:
             self._scan_entries(scan, memoryview(meta))
         return scan
+
+    def _salvage_entries(self, scan: ChunkScan, meta: memoryview) -> None:
+        """Directory entries of a chunk whose header is damaged: each has its own CRC.
+
+        Formatting zeroes the whole meta region, so entries of an earlier generation
+        cannot linger; the generation most entries agree on is the chunk's.
+        """
+        g = self.geometry
+        found = []
+        for i in range(g.dir_capacity):
+            off = DIR_OFFSET + i * ENTRY_SIZE
+            e = BlockEntry.unpack(meta[off : off + ENTRY_SIZE], scan.chunk_id, i)
+            if e is not None and self._plausible(e, e.generation, -1):
+                found.append(e)
+        if found:
+            gens = [e.generation for e in found]
+            scan.generation = max(set(gens), key=gens.count)
+            found = [e for e in found if e.generation == scan.generation]
+        scan.entries = found
+        scan.allocated = True
 
     def _plausible(self, e: BlockEntry, generation: int, last_seq: int) -> bool:
         g = self.geometry

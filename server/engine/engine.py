@@ -67,6 +67,7 @@ class Engine(CatalogOps, AnalyticsOps):
         self._mem_points = 0
         self._seal_wanted = False
         self._reject_tags: set[int] = set()
+        self._seal_error = ""
         self._applied_lsn = self.checkpoint_lsn
         self._closed = False
         self._failed: XtsdbError | None = None
@@ -133,8 +134,9 @@ class Engine(CatalogOps, AnalyticsOps):
             self._wait_for_room(n_points)
             try:
                 last = self._wal.append_many([b.payload for b in batches])
-            except StorageError as exc:  # the WAL is poisoned: see DurabilityError
-                self._failed = exc
+            except StorageError as exc:
+                if self._wal.failed:  # poisoned (see DurabilityError): refuse until reopened
+                    self._failed = exc
                 raise
             with self._state:
                 first = last - len(batches) + 1
@@ -223,7 +225,8 @@ class Engine(CatalogOps, AnalyticsOps):
             try:
                 lsn = self._wal.append_many([rec.payload])
             except StorageError as exc:
-                self._failed = exc
+                if self._wal.failed:
+                    self._failed = exc
                 raise
             with self._seal_lock:  # no seal in flight: no old points can land after it
                 self._apply_delete(rec, lsn)
@@ -277,9 +280,13 @@ class Engine(CatalogOps, AnalyticsOps):
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + self.config.retention_check_s
                     self.apply_retention()
-            except XtsdbError as exc:
+            except Exception as exc:
+                # The sealer must outlive any failure (a full disk, a broken index):
+                # its MemBuffers stay readable and in the WAL, and it retries.
                 self._counters["seal_errors"] += 1
-                log.error("sealing failed, will retry: %s", exc)
+                self._seal_error = f"{type(exc).__name__}: {exc}"
+                log.error("sealing failed, will retry: %s", self._seal_error,
+                          exc_info=not isinstance(exc, XtsdbError))  # fmt: skip
                 with self._state:
                     self._state.wait(timeout=1.0)
 
@@ -383,6 +390,7 @@ class Engine(CatalogOps, AnalyticsOps):
             "wal_bytes": self._wal.size_bytes, "wal_last_lsn": self._wal.last_lsn,
             "checkpoint_lsn": self.checkpoint_lsn, "container_bytes": self._store.disk_bytes(),
             "failed": str(self._failed) if self._failed else "",
+            "last_seal_error": self._seal_error,
         }  # fmt: skip
 
     def rebuild_index(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,20 @@ def open_parts(path: Path, config: EngineConfig) -> Opened:
         opened.append(index)
         store = BlockStore(path / "containers", meta.geometry, meta.instance_id, index)
         opened.append(store)
-        blocks = store.load(checkpoint, full_rebuild=rebuild)
+        try:
+            blocks = store.load(checkpoint, full_rebuild=rebuild)
+        except sqlite3.DatabaseError as exc:
+            # Damage SQLite's quick_check did not see: the index is only a cache,
+            # so start over from a scan of the chunks.
+            repairs.append(f"index rebuilt from a scan of the chunks ({exc})")
+            store.close()
+            index.close()
+            opened.clear()
+            index = MetaIndex.create(index_path, instance_hex)
+            opened.append(index)
+            store = BlockStore(path / "containers", meta.geometry, meta.instance_id, index)
+            opened.append(store)
+            blocks = store.load(checkpoint, full_rebuild=True)
         repairs.extend(store.repairs)
         wal = wal_mod.Wal(
             wal_dir,

@@ -15,8 +15,10 @@ assumed to be chunk 0.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from .container import (
 from .index import MetaIndex
 from .reader import BlockRef
 
+log = logging.getLogger("xtsdb.engine")
 _NAME = re.compile(r"^c-(\d{6})\.xtc$")
 RESERVE_STEP = 4 * 1024 * 1024  # chunks claim disk space in steps of this as they fill
 
@@ -85,7 +88,7 @@ class BlockStore:
                 cf = ContainerFile.open(path, self.instance_id)
                 self.containers[int(m.group(1))] = cf
         rows = {} if full_rebuild else self.index.chunk_rows()
-        trusted: list[int] = []
+        trusted: dict[int, int] = {}  # chunk id -> directory CRC from its seal record
         live: list[BlockEntry] = []
         unsealed: list[ChunkScan] = []
         seen: set[int] = set()
@@ -93,6 +96,9 @@ class BlockStore:
             for slot in range(cf.geometry.n_chunks):
                 head = cf.scan_chunk(slot, self.instance_id, entries=False)
                 seen.add(head.chunk_id)
+                if head.damaged:
+                    live.extend(self._salvage(cf, slot))
+                    continue
                 if not head.allocated or head.free:
                     self.free_slots.append((no, slot, head.generation + 1))
                     continue
@@ -105,7 +111,7 @@ class BlockStore:
                 row = rows.get(head.chunk_id)
                 want = (head.generation, 1, head.seal_n_blocks, head.seal_dir_crc)
                 if head.sealed and row == want:
-                    trusted.append(head.chunk_id)
+                    trusted[head.chunk_id] = head.seal_dir_crc
                     continue
                 scan = cf.scan_chunk(slot, self.instance_id)
                 if scan.anomaly:
@@ -118,7 +124,7 @@ class BlockStore:
         stale = set(rows) - seen
         for chunk_id in stale:
             self.index.replace_chunk(ChunkScan(chunk_id, 0, 0, allocated=False))
-        live.extend(self.index.blocks_of_chunks(trusted))
+        live.extend(self._verified_rows(trusted))
         for scan in unsealed:
             live.extend(self._recover_unsealed(scan, checkpoint_lsn, len(unsealed) > 1))
         if full_rebuild or stale:
@@ -139,6 +145,60 @@ class BlockStore:
         else:
             top = max(top, e.last_ts)
         self.chunk_max_ts[e.chunk_id] = top
+
+    def _verified_rows(self, trusted: dict[int, int]) -> list[BlockEntry]:
+        """Index rows of sealed chunks, each chunk's rows checked against its seal record.
+
+        Re-packing a chunk's rows must give the directory bytes whose CRC the seal
+        record holds, so a damaged row (one SQLite's own checks miss) is caught here
+        at the cost of no disk read; such a chunk is rescanned from disk.
+        """
+        by_chunk: dict[int, list[BlockEntry]] = {c: [] for c in trusted}
+        for e in self.index.blocks_of_chunks(trusted):
+            by_chunk.setdefault(e.chunk_id, []).append(e)
+        out: list[BlockEntry] = []
+        n = self.geometry.n_chunks
+        for chunk_id, rows in by_chunk.items():
+            rows.sort(key=lambda e: e.index)
+            ok = [e.index for e in rows] == list(range(len(rows)))
+            if ok and crc32(b"".join(e.pack() for e in rows)) == trusted.get(chunk_id):
+                out.extend(rows)
+                continue
+            scan = self.containers[chunk_id // n].scan_chunk(chunk_id % n, self.instance_id)
+            self.repairs.append(f"chunk {chunk_id}: index rows disagreed with the disk; rescanned")
+            self.index.replace_chunk(scan)
+            out.extend(scan.entries or [])
+        return out
+
+    def _salvage(self, cf: ContainerFile, slot: int) -> list[BlockEntry]:
+        """Blocks of a chunk whose header is damaged; the slot is never reused."""
+        scan = cf.scan_chunk(slot, self.instance_id)
+        entries = scan.entries or []
+        if not entries:
+            # Nothing in it: a formatting torn by a crash. The slot can be used again.
+            self.free_slots.append((cf.container_no, slot, 1))
+            return []
+        self.repairs.append(
+            f"chunk {scan.chunk_id}: header damaged; {len(entries)} blocks salvaged from its "
+            "directory (each checked by its own CRC); the chunk is read-only and its slot "
+            "is not reused"
+        )
+        scan.sealed = False  # so every start rescans (and reports) it
+        self._index_call(self.index.replace_chunk, scan)
+        return entries
+
+    def _index_call(self, fn: Callable[..., None], *args: object) -> bool:
+        """Run an index update; the index is a cache, so a failure is logged, not fatal.
+
+        The disk stays the truth: rows that did not make it are rebuilt at the next
+        start, when the chunk's seal record disagrees with the index.
+        """
+        try:
+            fn(*args)
+        except sqlite3.Error as exc:
+            log.warning("metadata index update failed (%s); it is reconciled at restart", exc)
+            return False
+        return True
 
     def _recover_unsealed(
         self, scan: ChunkScan, checkpoint_lsn: int, several: bool
@@ -263,7 +323,8 @@ class BlockStore:
         self.sync()
         now = time.monotonic()
         for c in sorted(victims):
-            self.index.replace_chunk(ChunkScan(c, c // n, c % n, allocated=True, deprecated=True))
+            scan = ChunkScan(c, c // n, c % n, allocated=True, deprecated=True)
+            self._index_call(self.index.replace_chunk, scan)
             del self.chunk_max_ts[c]
             self.chunk_tombstones.pop(c, None)
             self.retired.append((c, now))
@@ -288,8 +349,8 @@ class BlockStore:
 
     def commit_index(self) -> None:
         """Mirror the blocks appended since the last call into the index (one transaction)."""
-        pending, self._pending = self._pending, []
-        self.index.add_blocks(pending)
+        if self._pending and self._index_call(self.index.add_blocks, self._pending):
+            self._pending = []  # on failure they stay pending and go with the next commit
 
     def _roll(self) -> _Active:
         if self.active is not None:
@@ -302,7 +363,7 @@ class BlockStore:
         meta = self.geometry.meta_bytes
         self.active = _Active(cf, slot, chunk_id, generation, [], meta, meta)
         scan = ChunkScan(chunk_id, no, slot, allocated=True, generation=generation)
-        self.index.put_chunk(scan, 0, 0)
+        self._index_call(self.index.put_chunk, scan, 0, 0)
         return self.active
 
     def _seal(self, a: _Active) -> None:
@@ -315,7 +376,7 @@ class BlockStore:
         self.commit_index()
         scan = ChunkScan(a.chunk_id, cf.container_no, a.slot, allocated=True, sealed=True,
                          generation=a.generation)  # fmt: skip
-        self.index.put_chunk(scan, dir_crc, len(a.entries))
+        self._index_call(self.index.put_chunk, scan, dir_crc, len(a.entries))
         self.active = None
 
     def _free_slot(self) -> tuple[int, int, int]:

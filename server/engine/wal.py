@@ -333,6 +333,7 @@ class Wal:
             self._next_lsn += len(views)
             bufs, total = self._build(views, first_lsn)
             start: int | None = None
+            synced = False
             try:
                 if self._fd is None or self._segments[-1].size >= self._segment_bytes:
                     self._rotate(first_lsn)
@@ -343,9 +344,16 @@ class Wal:
                 seg.size = start + total
                 self._dirty = True
                 if self._fsync:
+                    synced = True
                     _datasync(self._fd)
                     self._dirty = False
             except OSError as exc:
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                if full and not synced and self._undo_batch(first_lsn, start):
+                    # Nothing reached an fsync, and the partial batch is cut away: the
+                    # WAL is as before this call and takes writes again once space
+                    # returns. (A failed fsync is different: see _fail.)
+                    raise DiskFull(f"WAL append: no space left on device ({exc})") from exc
                 raise self._fail(exc, "append", start) from exc
             self._last_lsn = first_lsn + len(views) - 1
             return self._last_lsn
@@ -397,6 +405,31 @@ class Wal:
         os.fsync(fd)  # the header and the file size, before any record relies on them
         _fsync_path(self._dir)  # the file's existence
         self._segments[-1].size = SEGMENT_HEADER_SIZE
+
+    def _undo_batch(self, first_lsn: int, start: int | None) -> bool:
+        """Remove a batch whose write failed before any fsync; False if that fails too."""
+        try:
+            if start is None:  # the failure was in creating a new segment
+                seg = self._segments[-1] if self._segments else None
+                if seg is not None and seg.first_lsn == first_lsn:
+                    if self._fd is not None:
+                        os.close(self._fd)
+                        self._fd = None
+                    self._segments.pop()
+                    seg.path.unlink(missing_ok=True)
+            else:
+                assert self._fd is not None
+                os.ftruncate(self._fd, start)
+                self._segments[-1].size = start
+        except OSError:
+            return False
+        self._next_lsn = first_lsn  # the records are gone: their LSNs are free again
+        return True
+
+    @property
+    def failed(self) -> bool:
+        """True once the WAL refuses appends until it is reopened."""
+        return self._failed is not None
 
     def _fail(self, exc: OSError, what: str, start: int | None) -> StorageError:
         self._failed = f"{what} failed: {exc}"
