@@ -1,0 +1,419 @@
+"""An InfluxDB 1.x-compatible HTTP endpoint, so Telegraf and Influx clients write unchanged.
+
+- ``POST /write?db=..&precision=..`` (and InfluxDB 2's ``POST /api/v2/write``):
+  a body of line protocol (:mod:`xtsdb.protocol.line_protocol`), plain or gzip,
+  ``Content-Length`` or chunked. Each series+field is a tag *named*
+  ``measurement[,k=v...].field`` (:func:`~xtsdb.protocol.line_protocol.series_name`);
+  a name not in the catalog yet is created, always: that is how Telegraf is used.
+  The points go through the same group-commit :class:`WriteQueue` as the
+  binary protocol, and **204 is sent only once they are committed** (fsynced
+  with the default durability). Bad lines are answered 400 with an
+  InfluxDB-style ``{"error": "partial write: ..."}`` naming each by line
+  number; the good lines of the same request are written all the same (Telegraf
+  drops a batch answered 4xx rather than retrying it, which is right: the
+  good part is stored). ``db``, ``rp``, ``bucket`` and ``org`` are accepted and
+  ignored: a server holds one database.
+- ``GET|HEAD /ping`` (204) and ``GET /health``: liveness, no authentication.
+- ``/query``: only ``CREATE DATABASE`` (a no-op answered with an empty result,
+  so Telegraf starts cleanly); anything else is refused: read with the xtsdb client.
+
+With tokens configured (:mod:`xtsdb.server.auth`) a request must carry one:
+``?u=..&p=TOKEN``, ``Authorization: Basic`` (the password is the token;
+Telegraf's ``username``/``password``), or ``Authorization: Token|Bearer TOKEN``.
+Missing or wrong: 401 and the connection is closed (one guess per connection,
+as on the binary port); a ``read`` token: 403. Parsing runs in the query
+thread pool, a slice of the body at a time, so a large body neither stalls
+the event loop nor holds its parsed form all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xtsdb.protocol.errors import (
+    AuthenticationFailed,
+    InvalidInput,
+    Overloaded,
+    PermissionDenied,
+    ShuttingDown,
+    XtsdbError,
+)
+from xtsdb.protocol.line_protocol import PRECISIONS, parse
+from xtsdb.server.auth import PeerAuth, check_op
+from xtsdb.server.engine import Engine
+from xtsdb.server.engine.batch import WriteBatch
+from xtsdb.server.http_request import (
+    MAX_HEAD,
+    HttpError,
+    HttpRequest,
+    read_body,
+    read_head,
+    response,
+)
+from xtsdb.server.service import SERVER_VERSION, Service
+
+if TYPE_CHECKING:
+    from xtsdb.server.config import ServerConfig
+
+log = logging.getLogger("xtsdb.server")
+
+SLICE_BYTES = 4 * 1024 * 1024  # body parsed (and queued) this much at a time
+MAX_LISTED_ERRORS = 100  # bad lines named in one response
+_CREATE_DB = re.compile(r"^\s*create\s+database\b", re.IGNORECASE)
+_HEADERS = {"X-Influxdb-Version": f"1.8-compatible (xtsdb {SERVER_VERSION})"}
+Reply = tuple[int, dict[str, Any] | None]  # status, JSON body (None: empty)
+
+
+@dataclass
+class Prepared:
+    """One slice of a body, parsed and resolved to tag ids, ready for the write queue."""
+
+    batch: WriteBatch | None
+    errors: list[tuple[int, str]]
+    lines: int
+    created: int = 0
+
+
+@dataclass
+class Counters:
+    requests: Counter[int] = field(default_factory=Counter)  # by status
+    lines: int = 0
+    points: int = 0
+    bad_lines: int = 0
+    tags_created: int = 0
+
+
+class InfluxEndpoint:
+    """The listening endpoint: :meth:`start` it, :meth:`close` it before the write queue stops."""
+
+    def __init__(self, engine: Engine, service: Service, *, max_body: int,
+                 max_connections: int, idle_timeout: float, request_timeout: float,
+                 max_queue_bytes: int) -> None:  # fmt: skip
+        self.engine = engine
+        self.service = service
+        self.max_body = max_body
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout or None
+        self.request_timeout = request_timeout or None
+        self.max_queue_bytes = max_queue_bytes
+        self.counters = Counters()
+        self.host = ""
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._conns: dict[asyncio.Task[Any], bool] = {}  # handler task -> busy with a request
+
+    @classmethod
+    async def from_config(
+        cls, engine: Engine, service: Service, config: ServerConfig
+    ) -> InfluxEndpoint:
+        """Started on ``config.host:config.influx_port``, with the binary port's limits."""
+        endpoint = cls(engine, service, max_body=config.max_frame,
+                       max_connections=config.max_connections, idle_timeout=config.idle_timeout,
+                       request_timeout=config.frame_timeout,
+                       max_queue_bytes=config.max_queue_bytes)  # fmt: skip
+        base = service.server_stats  # the stats op reports this endpoint's counters too
+        service.server_stats = lambda: {**(base() if base else {}), **endpoint.stats()}
+        return await endpoint.start(config.host, config.influx_port)
+
+    async def start(self, host: str, port: int) -> InfluxEndpoint:
+        self._server = await asyncio.start_server(
+            self._handle, host, port, limit=MAX_HEAD, backlog=256
+        )
+        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        log.info("InfluxDB line protocol on http://%s:%d (/write /ping /query)", shown, self.port)
+        return self
+
+    async def close(self, timeout: float) -> None:
+        """Stop accepting; let requests in progress finish within ``timeout``; drop idle ones."""
+        if self._server is None:
+            return
+        self._server.close()
+        for task, busy in list(self._conns.items()):
+            if not busy:
+                task.cancel()
+        busy_tasks = [t for t, b in self._conns.items() if b]
+        if busy_tasks:
+            await asyncio.wait(busy_tasks, timeout=timeout)
+        for task in list(self._conns):
+            task.cancel()
+        await asyncio.gather(*self._conns, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        self._server = None
+
+    def stats(self) -> dict[str, Any]:
+        c = self.counters
+        return {"influx_requests": {str(k): v for k, v in c.requests.items()},
+                "influx_lines": c.lines, "influx_points": c.points,
+                "influx_bad_lines": c.bad_lines, "influx_tags_created": c.tags_created,
+                "influx_connections": len(self._conns)}  # fmt: skip
+
+    # -- connections -----------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns[task] = False
+        try:
+            if len(self._conns) > self.max_connections:
+                body = {"error": f"too many connections ({self.max_connections})"}
+                writer.write(_reply(503, body, keep_alive=False))
+                return
+            while await self._one_request(reader, writer, task):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        except TimeoutError:
+            pass  # idle, or a request that did not arrive in time: just hang up
+        except asyncio.CancelledError:
+            # close() ends idle connections this way. The task is the connection's own,
+            # top level, and asyncio's stream callback logs a cancelled one as an error.
+            pass
+        except Exception:  # a bug here must cost this connection only
+            log.exception("InfluxDB endpoint failed on a request")
+        finally:
+            self._conns.pop(task, None)
+            writer.close()
+
+    async def _one_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[Any]
+    ) -> bool:
+        """Serve one request; whether the connection stays open for another."""
+        try:
+            req = await asyncio.wait_for(read_head(reader), self.idle_timeout)
+        except HttpError as exc:
+            writer.write(_reply(exc.status, {"error": str(exc)}, keep_alive=False))
+            return False
+        if req is None:
+            return False
+        self._conns[task] = True  # from here on, close() lets it finish
+        keep = req.keep_alive
+        try:
+            try:
+                await asyncio.wait_for(
+                    read_body(req, reader, writer, self.max_body), self.request_timeout
+                )
+                status, body = await self._route(req)
+            except HttpError as exc:
+                status, body = exc.status, {"error": str(exc)}
+                keep = keep and not exc.close
+            except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+                raise
+            except Exception as exc:  # a bug: answer it, log it, keep serving others
+                log.exception("InfluxDB endpoint failed on %s %s", req.method, req.path)
+                status, body, keep = 500, {"error": f"internal error: {exc!r}"}, False
+            # A failed guess ends the connection, as on the binary port.
+            keep = keep and status != 401 and self._server is not None
+            self.counters.requests[status] += 1
+            writer.write(_reply(status, body, keep_alive=keep, head_only=req.method == "HEAD"))
+            await asyncio.wait_for(writer.drain(), self.request_timeout)
+        finally:
+            self._conns[task] = False
+        return keep
+
+    # -- routes ------------------------------------------------------------------
+
+    async def _route(self, req: HttpRequest) -> Reply:
+        path, method = req.path.rstrip("/") or "/", req.method
+        if path == "/ping":
+            _allow(method, "GET", "HEAD")
+            return 204, None
+        if path == "/health":
+            _allow(method, "GET", "HEAD")
+            return 200, {"name": "xtsdb", "status": "pass", "version": SERVER_VERSION}
+        if path in ("/write", "/api/v2/write"):
+            _allow(method, "POST")
+            self._authorize(req, "write")
+            return await self._write(req)
+        if path == "/query":
+            _allow(method, "GET", "POST")
+            self._authorize(req, "write")
+            return _query(req.param("q"))
+        raise HttpError(404, f"not found: {req.path} (this endpoint serves /write, /ping, "
+                        "/query and /health)", close=False)  # fmt: skip
+
+    def _authorize(self, req: HttpRequest, op: str) -> None:
+        auth = self.service.auth
+        if auth is None:
+            return
+        peer = PeerAuth()
+        secrets = _credentials(req)
+        if not secrets:
+            raise HttpError(401, "unable to parse authentication credentials", close=False)
+        for secret in secrets:
+            with contextlib.suppress(AuthenticationFailed):
+                peer.role = auth.authenticate(secret)
+                break
+        else:
+            raise HttpError(401, "authorization failed", close=False)
+        try:
+            check_op(auth, peer, op)
+        except PermissionDenied as exc:
+            raise HttpError(403, str(exc), close=False) from None
+
+    # -- writes ------------------------------------------------------------------
+
+    async def _write(self, req: HttpRequest) -> Reply:
+        precision = req.param("precision") or "ns"
+        if precision not in PRECISIONS:
+            raise HttpError(400, f"invalid precision {precision!r}: one of "
+                            f"{', '.join(sorted(PRECISIONS))}", close=False)  # fmt: skip
+        if self.service.stopping:
+            raise HttpError(503, "the server is stopping", close=False)
+        loop = asyncio.get_running_loop()
+        now_us = time.time_ns() // 1000  # receive time, for lines without a timestamp
+        futures: list[asyncio.Future[int]] = []
+        errors: list[tuple[int, str]] = []
+        lines = points = 0
+        try:
+            for piece, first_line in _slices(req.body, SLICE_BYTES):
+                prep = await loop.run_in_executor(
+                    self.service.pool, self._prepare, piece, precision, now_us, first_line
+                )
+                errors += prep.errors
+                lines += prep.lines
+                self.counters.tags_created += prep.created
+                if prep.batch is not None:
+                    await self._room()
+                    futures.append(self.service.writes.submit(prep.batch))
+                    points += prep.batch.n_points
+            # 204 only once every slice is committed: acknowledged means durable.
+            done = await asyncio.gather(*futures, return_exceptions=True)
+            failed = [r for r in done if isinstance(r, BaseException)]
+            if failed:
+                raise failed[0]
+        except XtsdbError as exc:
+            return _error_status(exc), {"error": f"{exc.name}: {exc}"}
+        c = self.counters
+        c.lines += lines
+        c.points += points
+        bad_lines = len({no for no, _ in errors})
+        c.bad_lines += bad_lines
+        if not errors:
+            return 204, None
+        return 400, _partial_write(errors, bad_lines, lines, points)
+
+    def _prepare(self, data: bytes, precision: str, now_us: int, first_line: int) -> Prepared:
+        """Parse a slice and name its tags (runs in the pool: parsing and SQLite are blocking)."""
+        parsed = parse(data, precision, now_us)
+        errors = [(first_line + no, msg) for no, msg in parsed.errors]
+        ids = np.zeros(len(parsed.names), dtype=np.uint32)
+        refused: list[int] = []
+        created = 0
+        catalog = self.engine.catalog
+        for i, name in enumerate(parsed.names):
+            info = catalog.get(name)
+            if info is None:
+                try:
+                    info = self.engine.create_tag(name)
+                    created += 1
+                except InvalidInput as exc:
+                    info = catalog.get(name)  # created by a concurrent request meanwhile?
+                    if info is None:
+                        refused.append(i)
+                        lines = np.unique(parsed.point_lines[parsed.series == i]).tolist()
+                        errors += [(first_line + no, f"tag {name!r}: {exc}") for no in lines]
+                        continue
+            ids[i] = info.id
+        keep = ~np.isin(parsed.series, refused) if refused else slice(None)
+        tags, ts, values = ids[parsed.series[keep]], parsed.ts[keep], parsed.values[keep]
+        batch = WriteBatch.build(tags, ts, values) if ts.shape[0] else None
+        return Prepared(batch, sorted(errors), parsed.lines, created)
+
+    async def _room(self) -> None:
+        """Wait (bounded) while the write queue is over its limit, as binary writers are paused."""
+        deadline = time.monotonic() + (self.request_timeout or 30.0)
+        while self.service.writes.bytes > self.max_queue_bytes:
+            if time.monotonic() > deadline:
+                raise Overloaded("the write queue is full; retry later")
+            await asyncio.sleep(0.01)
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def _allow(method: str, *allowed: str) -> None:
+    if method not in allowed:
+        raise HttpError(405, f"method {method} not allowed here; use {' or '.join(allowed)}",
+                        close=False)  # fmt: skip
+
+
+def _credentials(req: HttpRequest) -> list[str]:
+    """Secrets the request presents, most specific first (any one may match)."""
+    out: list[str] = []
+    scheme, _, value = req.headers.get("authorization", "").partition(" ")
+    value = value.strip()
+    if scheme.lower() == "basic":
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+            out.append(base64.b64decode(value, validate=True).decode().partition(":")[2])
+    elif scheme.lower() in ("token", "bearer") and value:
+        out.append(value)
+        if ":" in value:  # InfluxDB 1.8's 2.x compatibility form: Token user:password
+            out.append(value.partition(":")[2])
+    if req.query.get("p"):
+        out.append(req.query["p"])
+    return [s for s in out if s]
+
+
+def _query(q: str) -> Reply:
+    statements = [s for s in q.split(";") if s.strip()]
+    if statements and all(_CREATE_DB.match(s) for s in statements):
+        # There is one database; creating one is a no-op that succeeds.
+        return 200, {"results": [{"statement_id": i} for i in range(len(statements))]}
+    raise HttpError(400, "this endpoint only writes (CREATE DATABASE is accepted as a no-op); "
+                    "read with the xtsdb client or CLI", close=False)  # fmt: skip
+
+
+def _slices(body: bytes, size: int) -> list[tuple[bytes, int]]:
+    """``body`` cut after a newline about every ``size`` bytes; with each piece's line offset."""
+    out: list[tuple[bytes, int]] = []
+    start = lines_before = 0
+    while start < len(body):  # every turn moves start forward by at least size bytes or to the end
+        cut = body.find(b"\n", start + size)
+        end = len(body) if cut < 0 else cut + 1
+        piece = body[start:end]
+        out.append((piece, lines_before))
+        lines_before += piece.count(b"\n")
+        start = end
+    return out
+
+
+def _partial_write(
+    errors: list[tuple[int, str]], bad_lines: int, lines: int, points: int
+) -> dict[str, Any]:
+    shown = errors[:MAX_LISTED_ERRORS]
+    more = f"; ... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
+    listed = "; ".join(f"line {no}: {msg}" for no, msg in shown)
+    kind = "partial write" if points else "unable to parse"
+    return {
+        "error": f"{kind}: {bad_lines} of {lines} lines had errors and were not written "
+        f"(whole or in part); {points} points from the other lines were written: {listed}{more}",
+        "lines": [{"line": no, "error": msg} for no, msg in shown],
+    }
+
+
+def _error_status(exc: XtsdbError) -> int:
+    if isinstance(exc, InvalidInput):
+        return 400
+    if isinstance(exc, (Overloaded, ShuttingDown)):
+        return 503
+    return 500  # storage failures: 5xx makes Telegraf keep the batch and retry
+
+
+def _reply(status: int, body: dict[str, Any] | None, *, keep_alive: bool,
+           head_only: bool = False) -> bytes:  # fmt: skip
+    data = b"" if body is None else json.dumps(body).encode() + b"\n"
+    return response(status, data, headers=_HEADERS, keep_alive=keep_alive, head_only=head_only)
