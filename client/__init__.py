@@ -2,7 +2,9 @@
 
 Two clients with one set of operations (``write``, ``write_many``,
 ``write_point``/``flush``, ``query``, ``last``, ``stats``, ``ping``,
-``flush_server``)::
+``flush_server``; the historian ops ``aggregate``, ``interpolate``, ``plot``,
+``delete``, ``delete_tag``; the tag catalog ``create_tag``, ``tag``,
+``tags``, ``update_tag``, ``rename_tag``, ``remove_tag``)::
 
     import xtsdb.client
 
@@ -19,14 +21,21 @@ How the pieces meet:
   ids, per-connection bookkeeping (:class:`~._core.Session` matches responses
   to requests by id), and one *plan* per operation (a generator of
   send/wait steps: paged queries, pipelined multi-frame writes).
+- ``_plans``    -- the plans of the historian ops (a mixin of the core).
+- ``historian`` -- the historian methods of both clients, each running a plan.
 - ``batching``  -- the ``write_point`` buffer (``array.array`` columns).
 - ``_convert``  -- timestamps (int us, aware datetimes, ``datetime64``) and
   column checks, done before anything is sent.
-- ``results``   -- :class:`QueryResult` and :class:`LastResult`.
+- ``results``   -- :class:`QueryResult`, :class:`LastResult`, :class:`AggregateResult`,
+  :class:`InterpolateResult` and :class:`TagInfo`.
 - ``aio``       -- :class:`AsyncClient`: asyncio streams and a reader task.
 - ``sync``      -- :class:`Client`: a blocking socket, a reader thread and a
   flusher thread.
 - ``cli``       -- ``xtsdb ping | write-csv | query | last | stats``.
+- ``cli_ingest``, ``importexport``, ``csv_chunks``, ``parquet_io`` -- ``xtsdb
+  import`` / ``export``: files in chunks -> columns -> multi-tag writes, and back.
+- ``dataframes`` -- ``write_df`` / ``query_df``: pandas frames <-> write items
+  and query results (pandas and pyarrow are optional extras, imported lazily).
 
 Errors are the classes of :mod:`xtsdb.protocol.errors`, whether raised by a
 check here or sent by the server; :class:`XtsdbConnectionError` is a
@@ -44,17 +53,20 @@ from xtsdb.protocol.errors import (
 
 from ._core import DEFAULT_PORT, DEFAULT_URL
 from .aio import AsyncClient
-from .results import LastResult, QueryResult
+from .results import AggregateResult, InterpolateResult, LastResult, QueryResult, TagInfo
 from .sync import Client, connect
 
 __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_URL",
+    "AggregateResult",
     "AsyncClient",
     "Client",
+    "InterpolateResult",
     "InvalidInput",
     "LastResult",
     "QueryResult",
+    "TagInfo",
     "XtsdbConnectionError",
     "XtsdbError",
     "XtsdbTimeout",

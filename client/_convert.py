@@ -81,8 +81,12 @@ def _wire(arr: Any, dtype: str) -> Any:
 
 def write_columns(
     tags: Any, ts: Any, values: Any, qualities: Any
-) -> tuple[int | UInt32Array, Int64Array, Float64Array, UInt8Array | None]:
-    """Check and convert the columns of a write; lengths must agree."""
+) -> tuple[int | str | UInt32Array, Int64Array, Float64Array, UInt8Array | None]:
+    """Check and convert the columns of a write; lengths must agree.
+
+    ``tags`` is one tag id, one tag name (resolved by the server), or an array
+    of tag ids, one per point.
+    """
     t = timestamps_us(ts)
     n = t.shape[0]
     v = _wire(np.atleast_1d(np.asarray(values)), VALUES_DTYPE)
@@ -92,8 +96,12 @@ def write_columns(
         qa = np.asarray(qualities)
         q = _wire(np.full(n, qa) if qa.ndim == 0 else qa, Q_DTYPE)
         _same_length(q, n, "qualities")
-    tag_col: int | UInt32Array
-    if isinstance(tags, int | np.integer) and not isinstance(tags, bool):
+    tag_col: int | str | UInt32Array
+    if isinstance(tags, str):
+        if not tags:
+            raise InvalidInput("a tag name may not be empty")
+        tag_col = tags
+    elif isinstance(tags, int | np.integer) and not isinstance(tags, bool):
         if not 0 <= int(tags) < 1 << 32:
             raise InvalidInput(f"tag id {int(tags)} is out of range 0..{(1 << 32) - 1}")
         tag_col = int(tags)

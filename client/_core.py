@@ -11,7 +11,9 @@
   send, how many of the oldest responses to wait for) and is sent the
   responses back, finally returning the operation's result. A transport's
   ``_drive`` loop runs any plan, so a paged query or a pipelined multi-frame
-  write is written once, here, and both clients do the same thing.
+  write is written once, here, and both clients do the same thing. The plans
+  of the historian ops (analytics, deletes, the tag catalog) are in
+  :mod:`._plans`, a mixin of :class:`ClientCore`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from xtsdb.protocol import (
 from xtsdb.protocol.errors import InvalidInput, ProtocolError, XtsdbConnectionError
 
 from ._convert import to_us, write_columns
+from ._plans import HistorianPlans, tag_key
 from ._tls import PathLike, client_context
 from .batching import Columns
 from .results import LastResult, QueryResult
@@ -62,7 +65,10 @@ its clients, but bounded so a confused peer cannot make us allocate without limi
 _FRAME_OVERHEAD = 1024  # msgpack map, keys, bin headers, op and id: a few hundred bytes
 # Safe to send twice: re-running them changes nothing on the server. (hello is not
 # here: it is part of connecting, which is what a retry would redo.)
-IDEMPOTENT_OPS = frozenset({"ping", "query", "last", "stats", "flush"})
+IDEMPOTENT_OPS = frozenset(
+    {"ping", "query", "last", "stats", "flush"}
+    | {"aggregate", "interpolate", "plot", "tag_get", "tag_list"}
+)
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -195,7 +201,7 @@ class Session(Generic[W]):
 
 
 @dataclass
-class ClientCore:
+class ClientCore(HistorianPlans):
     """Connection-independent client state: settings, ids, server limits, plans."""
 
     url: str
@@ -285,11 +291,11 @@ class ClientCore:
         checked = [write_columns(*item) for item in items]
         outstanding = written = 0
         for tags, ts, values, q in checked:
-            per_point = 17 if isinstance(tags, int) else 21
-            step = self.points_per_frame(per_point)
+            # One id or name for every point, or a tag id per point.
+            step = self.points_per_frame(17 if isinstance(tags, int | str) else 21)
             for lo in range(0, ts.shape[0], step):
                 hi = lo + step
-                part_tags = tags if isinstance(tags, int) else tags[lo:hi]
+                part_tags = tags if isinstance(tags, int | str) else tags[lo:hi]
                 part_q = None if q is None else q[lo:hi]
                 msg = write_request(next(self._ids), part_tags, ts[lo:hi], values[lo:hi], part_q)
                 wait = 1 if outstanding >= self.max_in_flight else 0
@@ -299,13 +305,25 @@ class ClientCore:
         written += sum(map(write_ack, (yield Step([], outstanding))))
         return written
 
-    def query_plan(self, tag: int, start: Any, end: Any, limit: int | None) -> Plan[QueryResult]:
+    def query_plan(
+        self,
+        tag: int | str,
+        start: Any,
+        end: Any,
+        limit: int | None,
+        descending: bool = False,
+        good_only: bool = False,
+    ) -> Plan[QueryResult]:
         """Points of ``tag`` in ``[start, end)``, fetched in pages that fit a frame.
 
-        Pages continue from the last timestamp + 1: a tag has one value per
-        timestamp, so nothing is skipped or repeated.
+        Pages continue after the last timestamp received (oldest first: from it
+        + 1; newest first: up to it, excluded): a tag has one value per
+        timestamp, so nothing is skipped or repeated. The server says whether a
+        page was cut short (``more``), so a page that is exactly full costs no
+        extra request.
         """
         lo, hi = to_us(start, "start"), to_us(end, "end")
+        key = tag_key(tag)
         if limit is not None:
             limit = int_field(limit, "limit", 0)
         # A page must fit the server's frames both ways: its max_frame, and the
@@ -316,16 +334,24 @@ class ClientCore:
         got = 0
         while True:
             want = page if limit is None else min(page, limit - got)
-            req = self._request(query_request(next(self._ids), tag, lo, hi, want))
-            [resp] = yield Step([req], 1)
+            msg = query_request(
+                next(self._ids), key, lo, hi, want, descending=descending, good_only=good_only
+            )
+            [resp] = yield Step([self._request(msg)], 1)
             ts, values, q = parse_points(resp)
-            for key, n in (resp.get("stats") or {}).items():
-                stats[str(key)] = stats.get(str(key), 0) + int(n)
+            for name, n in (resp.get("stats") or {}).items():
+                stats[str(name)] = stats.get(str(name), 0) + int(n)
             chunks.append((ts, values, q))
             got += ts.shape[0]
-            if ts.shape[0] < want or want == 0 or (limit is not None and got >= limit):
+            more = resp.get("more")
+            if not isinstance(more, bool):  # a server without "more": a full page may have it
+                more = ts.shape[0] >= want
+            if not more or ts.shape[0] == 0 or (limit is not None and got >= limit):
                 break
-            lo = int(ts[-1]) + 1
+            if descending:
+                hi = int(ts[-1])
+            else:
+                lo = int(ts[-1]) + 1
         if len(chunks) == 1:
             ts, values, q = chunks[0]
         else:

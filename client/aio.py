@@ -27,8 +27,10 @@ from xtsdb.protocol.errors import (
     XtsdbTimeout,
 )
 
+from . import dataframes
 from ._core import DEFAULT_URL, MAX_POINTS_PER_FRAME, ClientCore, Plan, Request, Session, write_ack
 from .batching import PointBuffer
+from .historian import AsyncHistorianMethods
 from .results import LastResult, QueryResult
 
 T = TypeVar("T")
@@ -37,7 +39,7 @@ Sent = tuple[Request, Fut, Session[Fut]]
 READ_SIZE = 1 << 18
 
 
-class AsyncClient:
+class AsyncClient(AsyncHistorianMethods):
     """An xtsdb client for asyncio; ``async with await AsyncClient.connect(url) as c: ...``.
 
     ``timeout`` is the default for every call (seconds, ``None`` = wait
@@ -148,18 +150,22 @@ class AsyncClient:
 
     async def query(
         self,
-        tag: int,
+        tag: int | str,
         start: Any,
         end: Any,
         limit: int | None = None,
         *,
+        descending: bool = False,
+        good_only: bool = False,
         timeout: float | None = None,
     ) -> QueryResult:
-        """Points of ``tag`` with ``start <= ts < end`` (int us or aware datetimes)."""
-        return await self._drive(self._core.query_plan(tag, start, end, limit), timeout)
+        """Points of ``tag`` (id or name) with ``start <= ts < end`` (int us or aware
+        datetimes); newest first with ``descending``, only Good ones with ``good_only``."""
+        plan = self._core.query_plan(tag, start, end, limit, descending, good_only)
+        return await self._drive(plan, timeout)
 
     async def last(self, tags: Any, *, timeout: float | None = None) -> LastResult:
-        """The latest point of each tag in ``tags`` (an int or an array of ints)."""
+        """The latest point of each tag in ``tags`` (an id, a name, or a sequence of them)."""
         return await self._drive(self._core.last_plan(tags), timeout)
 
     async def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
@@ -186,6 +192,30 @@ class AsyncClient:
         a ``timeout`` that allows for it. Restore by starting a server on the copy.
         """
         return await self._drive(self._core.backup_plan(path), timeout)
+
+    async def write_df(self, df: Any, tag_column: str | None = None, *,
+                       timeout: float | None = None, **options: Any) -> int:  # fmt: skip
+        """Write a pandas DataFrame; the number of points, once durable.
+
+        Its ``DatetimeIndex`` must have a time zone. Wide (``tag_column=None``):
+        a column per tag, labelled by name (str) or id (int), NaN = no point.
+        Long: ``tag_column`` names the tag column; ``value_column`` ("value")
+        and ``quality_column`` ("quality", optional) the others. See
+        :mod:`xtsdb.client.dataframes`.
+        """
+        items = dataframes.frame_items(df, tag_column, **options)
+        return await self.write_many(items, timeout=timeout)
+
+    async def query_df(self, tags: Any, start: Any, end: Any, *, layout: str = "wide",
+                       timeout: float | None = None) -> Any:  # fmt: skip
+        """Points of ``tags`` (names or ids) in ``[start, end)`` as a DataFrame with a UTC
+        ``time`` index: ``wide``, a column per tag (outer join on timestamp, NaN where
+        a tag has no point), or ``long``, rows of tag, value and quality."""
+        dataframes.pandas()  # before any request: the extra may be missing
+        labels = [tags] if isinstance(tags, int | str) else list(tags)
+        queries = (self.query(t, start, end, timeout=timeout) for t in labels)
+        results = await asyncio.gather(*queries)
+        return dataframes.results_frame(labels, results, layout)
 
     # -- write_point batching -------------------------------------------------------
 

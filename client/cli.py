@@ -6,6 +6,8 @@
     xtsdb last 17 18 19
     xtsdb stats
     xtsdb backup nightly-2024-05-01              # a copy on the server, under its backup_dir
+    xtsdb tag list | aggregate | delete ...      # the historian: see cli_historian.py
+    xtsdb import data.csv | export --tags 'FIC*' out.csv   # files: see cli_ingest.py
 
 ``--url`` (or ``XTSDB_URL``) picks the server, ``--token`` (or ``XTSDB_TOKEN``)
 authenticates, ``--ca``/``--cert``/``--key`` set up TLS (as does an ``xtsdbs://``
@@ -30,6 +32,7 @@ from tqdm import tqdm
 
 from xtsdb.protocol.errors import InvalidInput, XtsdbError
 
+from . import cli_historian, cli_ingest
 from ._convert import format_us, parse_time
 from ._core import DEFAULT_URL
 from .results import Float64Array, Int64Array, UInt8Array
@@ -68,15 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_write_csv)
 
     p = sub.add_parser("query", help="print the points of a tag in [start, end)")
-    p.add_argument("--tag", type=int, required=True)
+    p.add_argument("--tag", type=cli_historian.tag_arg, required=True, help="tag id or name")
     p.add_argument("--start", required=True, help="integer microseconds or ISO 8601 with zone")
     p.add_argument("--end", required=True, help="exclusive; same forms as --start")
     p.add_argument("--limit", type=int, default=None, help="at most this many points")
+    p.add_argument("--desc", action="store_true", help="newest first (--limit: the newest)")
+    p.add_argument("--good-only", action="store_true", help="only points of Good quality")
     p.add_argument("--format", choices=("csv", "table"), default="table")
     p.set_defaults(run=cmd_query)
 
     p = sub.add_parser("last", help="print the latest point of each tag")
-    p.add_argument("tags", type=int, nargs="+", metavar="TAG")
+    p.add_argument("tags", type=cli_historian.tag_arg, nargs="+", metavar="TAG")
     p.set_defaults(run=cmd_last)
 
     p = sub.add_parser("stats", help="print the server's counters")
@@ -93,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", type=float, default=86400.0, help="seconds to wait for the copy (default: a day)"
     )
     p.set_defaults(run=cmd_backup)
+    cli_historian.add_commands(sub)
+    cli_ingest.add_commands(sub)
     return parser
 
 
@@ -140,7 +147,9 @@ def cmd_write_csv(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_query(client: Client, args: argparse.Namespace) -> int:
     start, end = parse_time(args.start), parse_time(args.end)
-    result = client.query(args.tag, start, end, args.limit)
+    result = client.query(
+        args.tag, start, end, args.limit, descending=args.desc, good_only=args.good_only
+    )
     ts, values, q = result.timestamps, result.values, result.qualities
     out = sys.stdout
     if args.format == "csv":
@@ -161,11 +170,13 @@ def cmd_query(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_last(client: Client, args: argparse.Namespace) -> int:
-    found = client.last(np.asarray(args.tags, dtype=np.int64)).to_dict()
+    # Names become ids first: the answer is keyed by id.
+    ids = [t if isinstance(t, int) else client.tag(t).id for t in args.tags]
+    found = client.last(np.asarray(ids, dtype=np.int64)).to_dict()
     print(f"{'tag':>10} {'time (UTC)':<27} {'value':>24} {'quality':>7}")
-    for tag in args.tags:
-        if tag in found:
-            ts, value, q = found[tag]
+    for tag, tag_id in zip(args.tags, ids, strict=True):
+        if tag_id in found:
+            ts, value, q = found[tag_id]
             print(f"{tag:>10} {format_us(ts):<27} {value!r:>24} {q:>7}")
         else:
             print(f"{tag:>10} {'(no data)':<27}")

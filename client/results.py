@@ -1,8 +1,8 @@
-"""What ``query`` and ``last`` return: numpy columns with a few conveniences."""
+"""What the clients return: numpy columns with a few conveniences, and tag metadata."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -81,3 +81,83 @@ class LastResult:
                 strict=True,
             )
         }
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """Aggregates of one tag per time bucket (see docs/historian.md for the rules).
+
+    ``start`` holds the aligned bucket starts (the first may be before the
+    requested start); ``values`` one array per aggregate, ``count`` as int64 and
+    the others as float64 (NaN where a bucket has no value).
+    """
+
+    start: Int64Array
+    values: dict[str, npt.NDArray[Any]]
+
+    def __len__(self) -> int:
+        return int(self.start.shape[0])
+
+    def __getitem__(self, aggregate: str) -> npt.NDArray[Any]:
+        return self.values[aggregate]
+
+    @property
+    def datetimes(self) -> npt.NDArray[np.datetime64]:
+        """The bucket starts as ``datetime64[us]`` (UTC)."""
+        return self.start.view("datetime64[us]")
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame``: a column per aggregate, a UTC ``time`` index of bucket starts."""
+        pd = _pandas()
+        index = pd.DatetimeIndex(pd.to_datetime(self.start, unit="us", utc=True), name="time")
+        return pd.DataFrame(dict(self.values), index=index)
+
+
+@dataclass(frozen=True)
+class InterpolateResult:
+    """Values of one tag at the requested times, with a status per time.
+
+    ``status`` is 0 (ok), 1 (no data before the time), 2 (the gap to the data
+    exceeds ``max_gap``) or 3 (after the last point, ``linear`` only); every
+    status but 0 comes with a NaN value.
+    """
+
+    STATUS_OK = 0
+    STATUS_NO_DATA_BEFORE = 1
+    STATUS_GAP = 2
+    STATUS_AFTER_LAST = 3
+
+    timestamps: Int64Array
+    values: Float64Array
+    status: UInt8Array
+
+    def __len__(self) -> int:
+        return int(self.timestamps.shape[0])
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame``: ``value`` and ``status`` columns, a UTC ``time`` index."""
+        pd = _pandas()
+        index = pd.DatetimeIndex(pd.to_datetime(self.timestamps, unit="us", utc=True), name="time")
+        return pd.DataFrame({"value": self.values, "status": self.status}, index=index)
+
+
+@dataclass(frozen=True)
+class TagInfo:
+    """A tag of the server's catalog: its id, its name and its metadata."""
+
+    id: int
+    name: str
+    unit: str = ""
+    description: str = ""
+    value_type: str = "float64"
+    duplicates: str = "last"
+    """Which of two writes of one timestamp is kept: 'last', 'first', or 'reject' the later."""
+    retention_us: int = 0
+    """This tag's own retention (0: the database's applies)."""
+    created_us: int = 0
+
+    @classmethod
+    def from_wire(cls, info: dict[str, Any]) -> TagInfo:
+        """From a tag map of the protocol; keys this client does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in info.items() if k in known})

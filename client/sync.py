@@ -30,9 +30,11 @@ from xtsdb.protocol.errors import (
     XtsdbTimeout,
 )
 
+from . import dataframes
 from ._core import DEFAULT_URL, MAX_POINTS_PER_FRAME, ClientCore, Plan, Request, Session, write_ack
 from ._tls import TlsSocket
 from .batching import PointBuffer
+from .historian import HistorianMethods
 from .results import LastResult, QueryResult
 
 T = TypeVar("T")
@@ -42,7 +44,7 @@ Sock = socket.socket | TlsSocket
 READ_SIZE = 1 << 18
 
 
-class Client:
+class Client(HistorianMethods):
     """A blocking xtsdb client; ``with xtsdb.client.connect(url) as c: ...``.
 
     Same operations, arguments and semantics as
@@ -135,18 +137,21 @@ class Client:
 
     def query(
         self,
-        tag: int,
+        tag: int | str,
         start: Any,
         end: Any,
         limit: int | None = None,
         *,
+        descending: bool = False,
+        good_only: bool = False,
         timeout: float | None = None,
     ) -> QueryResult:
-        """Points of ``tag`` with ``start <= ts < end`` (int us or aware datetimes)."""
-        return self._drive(self._core.query_plan(tag, start, end, limit), timeout)
+        """Points of ``tag`` (id or name) with ``start <= ts < end`` (see AsyncClient.query)."""
+        plan = self._core.query_plan(tag, start, end, limit, descending, good_only)
+        return self._drive(plan, timeout)
 
     def last(self, tags: Any, *, timeout: float | None = None) -> LastResult:
-        """The latest point of each tag in ``tags`` (an int or an array of ints)."""
+        """The latest point of each tag in ``tags`` (an id, a name, or a sequence of them)."""
         return self._drive(self._core.last_plan(tags), timeout)
 
     def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
@@ -166,6 +171,19 @@ class Client:
     def backup(self, path: str, *, timeout: float | None = None) -> dict[str, Any]:
         """Have the server copy its data directory to ``path`` (see AsyncClient.backup)."""
         return self._drive(self._core.backup_plan(path), timeout)
+
+    def write_df(self, df: Any, tag_column: str | None = None, *, timeout: float | None = None,
+                 **options: Any) -> int:  # fmt: skip
+        """Write a pandas DataFrame, wide or long (see AsyncClient.write_df)."""
+        return self.write_many(dataframes.frame_items(df, tag_column, **options), timeout=timeout)
+
+    def query_df(self, tags: Any, start: Any, end: Any, *, layout: str = "wide",
+                 timeout: float | None = None) -> Any:  # fmt: skip
+        """Points of ``tags`` in ``[start, end)`` as a DataFrame (see AsyncClient.query_df)."""
+        dataframes.pandas()  # before any request: the extra may be missing
+        labels = [tags] if isinstance(tags, int | str) else list(tags)
+        results = [self.query(t, start, end, timeout=timeout) for t in labels]
+        return dataframes.results_frame(labels, results, layout)
 
     # -- write_point batching -----------------------------------------------------------
 

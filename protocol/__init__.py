@@ -16,6 +16,14 @@ exactly one encoder, one decoder and one set of checks.
 - ``ops``      -- per-op builders and parsers (``write_request`` /
   ``parse_write``, ``query_request`` / ``parse_query``, ``points_response`` /
   ``parse_points``, ...), used by clients and server alike.
+- ``analytics`` -- the same for ``aggregate``, ``interpolate`` and ``plot``.
+- ``tags``     -- the same for the tag catalog (``tag_*``) and the deletes.
+- ``line_protocol`` -- InfluxDB line protocol text -> tag names and columns
+  (the server's HTTP ``/write``); not part of the binary protocol.
+
+A tag is referred to by its id or its name (``tag_field``); the server
+resolves names. Response builders keep arrays as numpy arrays in wire dtypes,
+so the server can send a large answer with :func:`encode_frame_parts`.
 
 Data flows one way: a transport feeds bytes to a :class:`FrameDecoder`, takes
 dicts out, parses them with ``parse_*``, builds answers with the builders and
@@ -23,6 +31,20 @@ sends ``encode_frame(answer)``. The wire format is specified for other
 languages in ``docs/protocol.md``.
 """
 
+from .analytics import (
+    AGGREGATES,
+    aggregate_request,
+    aggregate_response,
+    aggregate_result,
+    interpolate_request,
+    interpolate_response,
+    parse_aggregate,
+    parse_aggregate_response,
+    parse_interpolate,
+    parse_interpolate_response,
+    parse_plot,
+    plot_request,
+)
 from .errors import ERROR_CLASSES, XtsdbError, error_from_code
 from .frames import (
     DEFAULT_MAX_FRAME,
@@ -30,6 +52,7 @@ from .frames import (
     decode_body,
     encode_body,
     encode_frame,
+    encode_frame_parts,
 )
 from .messages import (
     OPS,
@@ -48,10 +71,13 @@ from .messages import (
     raise_for_error,
     readable_id,
     request,
+    tag_field,
     unpack_array,
+    wire_array,
 )
 from .ops import (
     GOOD_QUALITY,
+    QueryArgs,
     backup_request,
     hello_request,
     hello_response,
@@ -70,8 +96,30 @@ from .ops import (
     query_request,
     write_request,
 )
+from .tags import (
+    delete_request,
+    delete_tag_request,
+    parse_delete,
+    parse_lsn_response,
+    parse_tag_create,
+    parse_tag_list,
+    parse_tag_list_response,
+    parse_tag_ref,
+    parse_tag_rename,
+    parse_tag_response,
+    parse_tag_update,
+    tag_create_request,
+    tag_get_request,
+    tag_list_request,
+    tag_list_response,
+    tag_remove_request,
+    tag_rename_request,
+    tag_response,
+    tag_update_request,
+)
 
 __all__ = [
+    "AGGREGATES",
     "DEFAULT_MAX_FRAME",
     "ERROR_CLASSES",
     "GOOD_QUALITY",
@@ -83,36 +131,70 @@ __all__ = [
     "TS_DTYPE",
     "VALUES_DTYPE",
     "FrameDecoder",
+    "QueryArgs",
     "XtsdbError",
+    "aggregate_request",
+    "aggregate_response",
+    "aggregate_result",
     "backup_request",
     "decode_body",
+    "delete_request",
+    "delete_tag_request",
     "encode_body",
     "encode_frame",
+    "encode_frame_parts",
     "error_from_code",
     "error_response",
     "hello_request",
     "hello_response",
     "int_field",
+    "interpolate_request",
+    "interpolate_response",
     "last_request",
     "last_response",
     "ok_response",
     "pack_array",
+    "parse_aggregate",
+    "parse_aggregate_response",
     "parse_backup",
     "parse_backup_response",
+    "parse_delete",
     "parse_hello",
     "parse_hello_response",
+    "parse_interpolate",
+    "parse_interpolate_response",
     "parse_last",
     "parse_last_response",
+    "parse_lsn_response",
+    "parse_plot",
     "parse_points",
     "parse_query",
     "parse_request_header",
     "parse_response_header",
+    "parse_tag_create",
+    "parse_tag_list",
+    "parse_tag_list_response",
+    "parse_tag_ref",
+    "parse_tag_rename",
+    "parse_tag_response",
+    "parse_tag_update",
     "parse_write",
+    "plot_request",
     "points_response",
     "query_request",
     "raise_for_error",
     "readable_id",
     "request",
+    "tag_create_request",
+    "tag_field",
+    "tag_get_request",
+    "tag_list_request",
+    "tag_list_response",
+    "tag_remove_request",
+    "tag_rename_request",
+    "tag_response",
+    "tag_update_request",
     "unpack_array",
+    "wire_array",
     "write_request",
 ]

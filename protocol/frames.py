@@ -1,8 +1,13 @@
 """Framing: a 4-byte big-endian length, then that many bytes of msgpack.
 
 :func:`encode_frame` turns one message (a ``dict`` with ``str`` keys) into the
-bytes to send. :class:`FrameDecoder` is fed bytes as they arrive, in pieces of
-any size, and hands back decoded messages. Neither touches a socket.
+bytes to send; :func:`encode_frame_parts` gives the same bytes as a list of
+pieces in which large arrays are views, not copies (for ``writelines``).
+:class:`FrameDecoder` is fed bytes as they arrive, in pieces of any size, and
+hands back decoded messages. None of them touches a socket.
+
+A 1-D numpy array of a wire dtype (:data:`WIRE_DTYPES`) in a message is sent
+as a ``bin`` of its little-endian bytes; other arrays are refused.
 
 The decoder treats its input as untrusted: a length prefix is checked against
 ``max_frame`` as soon as its four bytes are in, before a byte of that frame's
@@ -38,9 +43,18 @@ _MSGPACK_ERRORS: dict[type[BaseException], str] = {
 }
 
 
+WIRE_DTYPES: frozenset[np.dtype[Any]] = frozenset(np.dtype(d) for d in ("<i8", "<f8", "u1", "<u4"))
+"""The dtypes a 1-D numpy array in a message may have; it is sent as a ``bin`` of its bytes."""
+
+BIN_INLINE_MAX = 64 * 1024
+"""Smaller ``bin`` values are copied into the packed bytes by :func:`encode_frame_parts`;
+larger ones are passed through as views (a copy costs more than another buffer then)."""
+
+
 def _pack_default(obj: Any) -> Any:
-    # numpy scalars leak easily into stats and counters; arrays must not leak,
-    # because only the caller knows which wire dtype they should have.
+    # numpy scalars leak easily into stats and counters. Arrays are sent as bin
+    # only in a wire dtype: only the builder knows which one a field must have,
+    # so anything else (int32, float32, big-endian, 2-D) is refused, not guessed.
     if isinstance(obj, np.bool_):
         return bool(obj)
     if isinstance(obj, np.integer):
@@ -48,8 +62,18 @@ def _pack_default(obj: Any) -> Any:
     if isinstance(obj, np.floating):
         return float(obj)
     if isinstance(obj, np.ndarray):
-        raise TypeError("numpy arrays must be packed with pack_array(arr, dtype)")
+        return array_bytes(obj)
     raise TypeError(f"cannot serialize {type(obj).__name__!r} object")
+
+
+def array_bytes(arr: np.ndarray[Any, Any]) -> memoryview:
+    """The raw bytes of a 1-D wire-dtype array, as a byte view (a copy only if strided)."""
+    if arr.ndim != 1 or arr.dtype not in WIRE_DTYPES:
+        raise TypeError(
+            f"a {arr.ndim}-D {arr.dtype} array is not a wire array: "
+            "convert it with pack_array/wire_array(arr, dtype)"
+        )
+    return np.ascontiguousarray(arr).data.cast("B")
 
 
 def encode_body(msg: Mapping[str, Any]) -> bytes:
@@ -70,6 +94,78 @@ def encode_frame(msg: Mapping[str, Any], max_frame: int = DEFAULT_MAX_FRAME) -> 
     if len(body) > max_frame:
         raise FrameTooLarge(f"message of {len(body)} bytes exceeds the frame limit of {max_frame}")
     return len(body).to_bytes(PREFIX_SIZE, "big") + body
+
+
+def _bin_header(n: int) -> bytes:
+    # msgpack's Packer has no bin-header method; these are the spec's bin 8/16/32.
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+def _large_bin(obj: Any) -> bytes | memoryview | None:
+    """``obj`` as the bytes of a ``bin`` if it is one of at least BIN_INLINE_MAX bytes."""
+    if isinstance(obj, np.ndarray):
+        return array_bytes(obj) if obj.nbytes >= BIN_INLINE_MAX else None
+    if isinstance(obj, bytes):
+        return obj if len(obj) >= BIN_INLINE_MAX else None
+    if isinstance(obj, bytearray | memoryview):
+        view = memoryview(obj)
+        if view.nbytes >= BIN_INLINE_MAX and view.c_contiguous:
+            return view.cast("B")
+    return None
+
+
+def encode_frame_parts(
+    msg: Mapping[str, Any], max_frame: int = DEFAULT_MAX_FRAME
+) -> list[bytes | memoryview]:
+    """The bytes of :func:`encode_frame` as a list of pieces, large ``bin`` values uncopied.
+
+    Joined, the pieces are byte for byte ``encode_frame(msg)``. Maps and
+    arrays are walked (their headers and small values packed as msgpack
+    would), and every ``bin`` of at least :data:`BIN_INLINE_MAX` bytes -- a
+    wire-dtype numpy array, ``bytes``, a contiguous buffer -- becomes a piece
+    of its own that views the caller's memory. A 1 M-point query result then
+    reaches the socket (``transport.writelines``) without being copied into
+    one big ``bytes`` first. The caller must not modify those buffers until
+    they are sent.
+    """
+    packer = msgpack.Packer(use_bin_type=True, default=_pack_default)
+    parts: list[bytes | memoryview] = []
+    small = bytearray()  # packed bytes since the last large piece
+
+    def walk(obj: Any) -> None:
+        nonlocal small
+        if isinstance(obj, dict):
+            small += packer.pack_map_header(len(obj))
+            for key, value in obj.items():
+                small += packer.pack(key)
+                walk(value)
+        elif isinstance(obj, list | tuple):
+            small += packer.pack_array_header(len(obj))
+            for value in obj:
+                walk(value)
+        elif (raw := _large_bin(obj)) is not None:
+            small += _bin_header(len(raw))
+            parts.append(bytes(small))
+            parts.append(raw)
+            small = bytearray()
+        else:
+            small += packer.pack(obj)
+
+    try:
+        walk(msg)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"cannot encode message: {exc}") from exc
+    if small or not parts:
+        parts.append(bytes(small))
+    size = sum(len(p) for p in parts)  # byte views: len() is the byte count
+    if size > max_frame:
+        raise FrameTooLarge(f"message of {size} bytes exceeds the frame limit of {max_frame}")
+    parts[0] = size.to_bytes(PREFIX_SIZE, "big") + parts[0]  # parts[0] is always small
+    return parts
 
 
 def decode_body(

@@ -28,12 +28,15 @@ from .errors import (
     XtsdbError,
     error_from_code,
 )
+from .frames import array_bytes
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (PROTOCOL_VERSION,)
 
 OPS: frozenset[str] = frozenset(
     {"hello", "ping", "write", "query", "last", "flush", "stats", "backup"}
+    | {"aggregate", "interpolate", "plot", "delete", "delete_tag"}
+    | {"tag_create", "tag_get", "tag_list", "tag_update", "tag_rename", "tag_remove"}
 )
 
 INT64_MIN = -(1 << 63)
@@ -178,6 +181,25 @@ def str_field(msg: Mapping[str, Any], field: str) -> str | None:
     return value
 
 
+def bool_field(msg: Mapping[str, Any], field: str) -> bool:
+    """An optional ``bool`` field; absent or nil is ``False``. Ints are not bools."""
+    value = msg.get(field)
+    if value is None:
+        return False
+    if not isinstance(value, bool | np.bool_):
+        raise InvalidInput(f"{field!r} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def tag_field(value: Any, field: str = "tag") -> int | str:
+    """A tag reference: an id ``0..2**32-1`` or a non-empty name (resolved by the server)."""
+    if isinstance(value, str):
+        if not value:
+            raise InvalidInput(f"{field!r}: a tag name may not be empty")
+        return value
+    return int_field(value, field, 0, UINT32_MAX)
+
+
 # -- arrays -------------------------------------------------------------------
 
 
@@ -193,6 +215,16 @@ def pack_array(arr: npt.ArrayLike, dtype: str) -> bytes:
     Conversion refuses to change a value: integers out of the target's range,
     and for integer targets floats that are not whole numbers (NaN included),
     raise :class:`InvalidInput`. Checks are whole-array numpy operations.
+    """
+    return wire_array(arr, dtype).tobytes()
+
+
+def wire_array(arr: npt.ArrayLike, dtype: str) -> npt.NDArray[Any]:
+    """Like :func:`pack_array`, but the converted array itself (no copy if already so).
+
+    A message may carry it as is: the encoders send it as a ``bin`` of its
+    bytes, and :func:`~xtsdb.protocol.frames.encode_frame_parts` without
+    copying it. Used for responses, whose arrays can be large.
     """
     target = _check_dtype(dtype)
     a = np.asarray(arr)
@@ -211,7 +243,7 @@ def pack_array(arr: npt.ArrayLike, dtype: str) -> bytes:
             # .item() gives Python numbers, whose int/float comparisons are exact.
             if a.min().item() < info.min or a.max().item() > info.max:
                 raise InvalidInput(f"values out of range {info.min}..{info.max} for {target}")
-    return a.astype(target, copy=False).tobytes()
+    return a.astype(target, copy=False)
 
 
 def unpack_array(value: Any, dtype: str, field: str, count: int | None = None) -> npt.NDArray[Any]:
@@ -221,6 +253,8 @@ def unpack_array(value: Any, dtype: str, field: str, count: int | None = None) -
     length is a multiple of the item size, holding ``count`` items if given.
     """
     target = _check_dtype(dtype)
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype == target:
+        value = array_bytes(value)  # an in-process message built by wire_array
     if not isinstance(value, bytes | bytearray | memoryview):
         raise InvalidInput(
             f"{field!r} must be bin (raw {target} bytes), got {type(value).__name__}"

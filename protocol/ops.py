@@ -15,7 +15,7 @@ the caller's input.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,8 +28,8 @@ from .messages import (
     SUPPORTED_VERSIONS,
     TAGS_DTYPE,
     TS_DTYPE,
-    UINT32_MAX,
     VALUES_DTYPE,
+    bool_field,
     int_field,
     ok_response,
     optional_int_field,
@@ -38,7 +38,9 @@ from .messages import (
     request,
     required,
     str_field,
+    tag_field,
     unpack_array,
+    wire_array,
 )
 
 GOOD_QUALITY = 192
@@ -56,16 +58,22 @@ def _is_scalar_int(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
+def wire_n(arr: npt.ArrayLike, dtype: str, field: str, n: int, ref: str) -> npt.NDArray[Any]:
+    """``wire_array`` plus a check that the result has ``n`` elements, as ``ref`` has."""
+    out = wire_array(arr, dtype)
+    if out.shape[0] != n:
+        raise InvalidInput(f"{field!r} has {out.shape[0]} elements, {ref!r} has {n}")
+    return out
+
+
 def _pack_n(arr: npt.ArrayLike, dtype: str, field: str, n: int, ref: str = "ts") -> bytes:
     """``pack_array`` plus a check that the result has as many elements (``n``) as ``ref``."""
-    raw = pack_array(arr, dtype)
-    got = len(raw) // np.dtype(dtype).itemsize
-    if got != n:
-        raise InvalidInput(f"{field!r} has {got} elements, {ref!r} has {n}")
-    return raw
+    return wire_n(arr, dtype, field, n, ref).tobytes()
 
 
-def _parse_response(resp: Mapping[str, Any], what: str, parse: Callable[[], _T]) -> _T:
+def checked_response(resp: Mapping[str, Any], what: str, parse: Callable[[], _T]) -> _T:
+    """``parse()`` of a response after raising the error it carries; a malformed
+    success response is the server's fault: :class:`ProtocolError`, not InvalidInput."""
     raise_for_error(resp)
     try:
         return parse()
@@ -122,7 +130,7 @@ def parse_hello_response(resp: Mapping[str, Any]) -> tuple[int, str, int, bool]:
         version = int_field(resp.get("version"), "version", 0, INT64_MAX)
         return version, server, int_field(resp.get("max_frame"), "max_frame", 1), auth
 
-    return _parse_response(resp, "hello", parse)
+    return checked_response(resp, "hello", parse)
 
 
 # -- write --------------------------------------------------------------------
@@ -130,20 +138,20 @@ def parse_hello_response(resp: Mapping[str, Any]) -> tuple[int, str, int, bool]:
 
 def write_request(
     req_id: int,
-    tags: int | npt.ArrayLike,
+    tags: int | str | npt.ArrayLike,
     ts: npt.ArrayLike,
     values: npt.ArrayLike,
     qualities: npt.ArrayLike | None = None,
 ) -> dict[str, Any]:
-    """A write of one tag (``tags`` an int) or of a tag per point (``tags`` an array).
+    """A write of one tag (``tags`` an id or a name) or of a tag id per point (an array).
 
     ``qualities`` may be an array, one int for every point, or ``None`` (all Good).
     """
     ts_raw = pack_array(ts, TS_DTYPE)
     n = len(ts_raw) // 8
     fields: dict[str, Any] = {}
-    if _is_scalar_int(tags):
-        fields["tag"] = int_field(tags, "tag", 0, UINT32_MAX)
+    if isinstance(tags, str) or _is_scalar_int(tags):
+        fields["tag"] = tag_field(tags)
     else:
         fields["tags"] = _pack_n(tags, TAGS_DTYPE, "tags", n)
     fields["ts"] = ts_raw
@@ -156,8 +164,11 @@ def write_request(
 
 def parse_write(
     msg: Mapping[str, Any],
-) -> tuple[int | UInt32Array, Int64Array, Float64Array, UInt8Array | None]:
-    """``(tag or tags, ts, values, q or None)`` of a write request, lengths checked."""
+) -> tuple[int | str | UInt32Array, Int64Array, Float64Array, UInt8Array | None]:
+    """``(tag or tags, ts, values, q or None)`` of a write request, lengths checked.
+
+    One tag is an id or a name (``str``, for the server to resolve).
+    """
     has_tag, has_tags = msg.get("tag") is not None, msg.get("tags") is not None
     if has_tag == has_tags:
         raise InvalidInput("a write needs exactly one of 'tag' (int) or 'tags' (bin)")
@@ -167,7 +178,7 @@ def parse_write(
     q_raw = msg.get("q")
     q = None if q_raw is None else unpack_array(q_raw, Q_DTYPE, "q", n)
     if has_tag:
-        tags: int | UInt32Array = int_field(msg["tag"], "tag", 0, UINT32_MAX)
+        tags: int | str | UInt32Array = tag_field(msg["tag"])
     else:
         tags = unpack_array(msg["tags"], TAGS_DTYPE, "tags", n)
     return tags, ts, values, q
@@ -176,27 +187,56 @@ def parse_write(
 # -- query --------------------------------------------------------------------
 
 
+class QueryArgs(NamedTuple):
+    """A parsed query request."""
+
+    tag: int | str
+    start: int
+    end: int
+    limit: int | None
+    descending: bool = False
+    good_only: bool = False
+
+
 def query_request(
-    req_id: int, tag: int, start: int, end: int, limit: int | None = None
+    req_id: int,
+    tag: int | str,
+    start: int,
+    end: int,
+    limit: int | None = None,
+    *,
+    descending: bool = False,
+    good_only: bool = False,
 ) -> dict[str, Any]:
-    """Points of ``tag`` with ``start <= ts < end``, at most ``limit`` of them if given."""
+    """Points of ``tag`` with ``start <= ts < end``, at most ``limit`` of them if given.
+
+    ``descending``: newest first (``limit`` then keeps the newest); ``good_only``:
+    only points whose quality is Good (>= 192).
+    """
     fields: dict[str, Any] = {
-        "tag": int_field(tag, "tag", 0, UINT32_MAX),
+        "tag": tag_field(tag),
         "start": int_field(start, "start"),
         "end": int_field(end, "end"),
     }
     if limit is not None:
         fields["limit"] = int_field(limit, "limit", 0)
+    # Sent only when set, so a plain query is the same frame as before they existed.
+    if descending:
+        fields["descending"] = True
+    if good_only:
+        fields["good_only"] = True
     return request("query", req_id, **fields)
 
 
-def parse_query(msg: Mapping[str, Any]) -> tuple[int, int, int, int | None]:
-    """``(tag, start, end, limit or None)`` of a query request."""
-    return (
-        int_field(required(msg, "tag"), "tag", 0, UINT32_MAX),
+def parse_query(msg: Mapping[str, Any]) -> QueryArgs:
+    """The fields of a query request."""
+    return QueryArgs(
+        tag_field(required(msg, "tag")),
         int_field(required(msg, "start"), "start"),
         int_field(required(msg, "end"), "end"),
         optional_int_field(msg, "limit", 0),
+        bool_field(msg, "descending"),
+        bool_field(msg, "good_only"),
     )
 
 
@@ -206,16 +246,23 @@ def points_response(
     values: npt.ArrayLike,
     q: npt.ArrayLike,
     stats: Mapping[str, int] | None = None,
+    more: bool = False,
 ) -> dict[str, Any]:
-    """The response to a query: three columns of equal length and the read statistics."""
-    ts_raw = pack_array(ts, TS_DTYPE)
-    n = len(ts_raw) // 8
+    """The response to a query (or plot): three columns of equal length, read statistics,
+    and ``more``: whether the request's limit cut the result short.
+
+    The columns stay numpy arrays (see :func:`wire_array`), so a large result can
+    be sent with :func:`~xtsdb.protocol.frames.encode_frame_parts` uncopied.
+    """
+    ts_arr = wire_array(ts, TS_DTYPE)
+    n = ts_arr.shape[0]
     return ok_response(
         req_id,
-        ts=ts_raw,
-        values=_pack_n(values, VALUES_DTYPE, "values", n),
-        q=_pack_n(q, Q_DTYPE, "q", n),
+        ts=ts_arr,
+        values=wire_n(values, VALUES_DTYPE, "values", n, "ts"),
+        q=wire_n(q, Q_DTYPE, "q", n, "ts"),
         stats={str(k): int(v) for k, v in (stats or {}).items()},
+        more=bool(more),
     )
 
 
@@ -228,34 +275,54 @@ def parse_points(resp: Mapping[str, Any]) -> tuple[Int64Array, Float64Array, UIn
         values = unpack_array(required(resp, "values"), VALUES_DTYPE, "values", n)
         return ts, values, unpack_array(required(resp, "q"), Q_DTYPE, "q", n)
 
-    return _parse_response(resp, "query", parse)
+    return checked_response(resp, "query", parse)
 
 
 # -- last ---------------------------------------------------------------------
 
 
-def last_request(req_id: int, tags: int | npt.ArrayLike) -> dict[str, Any]:
-    """The latest point of each of ``tags`` (one int or an array of tag ids)."""
+def tags_for_wire(tags: Any) -> list[int | str] | None:
+    """``tags`` as a list for the wire if it names a tag (a ``str`` or a sequence
+    holding one); ``None`` if it is ids only, which travel as a ``bin``."""
+    if isinstance(tags, str):
+        return [tags]
+    if isinstance(tags, list | tuple) and any(isinstance(t, str) for t in tags):
+        return [tag_field(t, "tags") for t in tags]
+    return None
+
+
+def parse_tags(value: Any, field: str = "tags") -> UInt32Array | list[int | str]:
+    """A ``bin`` of uint32 tag ids, or an array of ids and names."""
+    if isinstance(value, list):
+        return [tag_field(t, field) for t in value]
+    return unpack_array(value, TAGS_DTYPE, field)
+
+
+def last_request(req_id: int, tags: int | str | npt.ArrayLike) -> dict[str, Any]:
+    """The latest point of each of ``tags``: ids and names (one, or a sequence)."""
+    listed = tags_for_wire(tags)
+    if listed is not None:
+        return request("last", req_id, tags=listed)
     return request("last", req_id, tags=pack_array(np.atleast_1d(np.asarray(tags)), TAGS_DTYPE))
 
 
-def parse_last(msg: Mapping[str, Any]) -> UInt32Array:
-    """The tag ids of a last request."""
-    return unpack_array(required(msg, "tags"), TAGS_DTYPE, "tags")
+def parse_last(msg: Mapping[str, Any]) -> UInt32Array | list[int | str]:
+    """The tags of a last request: a uint32 array of ids, or a list of ids and names."""
+    return parse_tags(required(msg, "tags"))
 
 
 def last_response(
     req_id: int, tags: npt.ArrayLike, ts: npt.ArrayLike, values: npt.ArrayLike, q: npt.ArrayLike
 ) -> dict[str, Any]:
     """The response to ``last``: one row per tag that has data (others are left out)."""
-    tags_raw = pack_array(tags, TAGS_DTYPE)
-    n = len(tags_raw) // 4
+    tags_arr = wire_array(tags, TAGS_DTYPE)
+    n = tags_arr.shape[0]
     return ok_response(
         req_id,
-        tags=tags_raw,
-        ts=_pack_n(ts, TS_DTYPE, "ts", n, "tags"),
-        values=_pack_n(values, VALUES_DTYPE, "values", n, "tags"),
-        q=_pack_n(q, Q_DTYPE, "q", n, "tags"),
+        tags=tags_arr,
+        ts=wire_n(ts, TS_DTYPE, "ts", n, "tags"),
+        values=wire_n(values, VALUES_DTYPE, "values", n, "tags"),
+        q=wire_n(q, Q_DTYPE, "q", n, "tags"),
     )
 
 
@@ -274,7 +341,7 @@ def parse_last_response(
             unpack_array(required(resp, "q"), Q_DTYPE, "q", n),
         )
 
-    return _parse_response(resp, "last", parse)
+    return checked_response(resp, "last", parse)
 
 
 # -- backup -------------------------------------------------------------------
@@ -304,4 +371,4 @@ def parse_backup_response(resp: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidInput("'backup' must be a map")
         return report
 
-    return _parse_response(resp, "backup", parse)
+    return checked_response(resp, "backup", parse)

@@ -13,8 +13,13 @@ socket.
                    connection cap and the gauges.
 - ``service``      :class:`Service`: one handler per op (hello, ping, write,
                    query, last, flush, stats), independent of sockets.
+- ``historian``    the handlers of the historian ops (aggregate, interpolate,
+                   plot, deletes, the tag catalog), a mixin of :class:`Service`.
 - ``write_queue``  :class:`WriteQueue`: the group commit; one flush task turns
                    every write queued meanwhile into one WAL write + one fsync.
+- ``influx``       :class:`InfluxEndpoint`: InfluxDB-compatible HTTP ``/write``
+                   (line protocol, :mod:`xtsdb.protocol.line_protocol`) into the
+                   same write queue; ``http_request`` reads its requests.
 - ``app``          :func:`serve` (runs until a shutdown event is set, then stops
                    gracefully) and :class:`ServerThread` (a server in a
                    background thread, for tests and embedding).

@@ -28,6 +28,7 @@ from xtsdb.server.config import ServerConfig, is_loopback
 from xtsdb.server.connection import Connection, Connections
 from xtsdb.server.engine import Engine
 from xtsdb.server.http_endpoint import Health, OpsEndpoint
+from xtsdb.server.influx import InfluxEndpoint
 from xtsdb.server.metrics import Metrics
 from xtsdb.server.service import Service
 from xtsdb.server.tls import server_context
@@ -53,12 +54,14 @@ async def serve(
     shutdown: asyncio.Event,
     on_ready: ReadyCallback | None = None,
     on_metrics: ReadyCallback | None = None,
+    on_influx: ReadyCallback | None = None,
 ) -> None:
     """Run a server until ``shutdown`` is set; ``on_ready(host, port)`` once it listens.
 
     The metrics and probe endpoint listens first, before recovery, so that
     ``/readyz`` answers 503 while the WAL replays; ``on_metrics(host, port)``
-    once it listens (``metrics_port`` -1: no endpoint).
+    once it listens (``metrics_port`` -1: no endpoint); ``on_influx(host, port)``
+    likewise for the InfluxDB line protocol endpoint (``influx_port``).
     """
     ops = OpsEndpoint(Metrics(Path(config.data_dir).absolute()), Health())
     if config.metrics_port >= 0:
@@ -66,7 +69,7 @@ async def serve(
         if on_metrics is not None:
             on_metrics(ops.host, ops.port)
     try:
-        await _serve(config, shutdown, on_ready, ops)
+        await _serve(config, shutdown, on_ready, ops, on_influx)
     finally:
         await ops.close()
 
@@ -76,6 +79,7 @@ async def _serve(
     shutdown: asyncio.Event,
     on_ready: ReadyCallback | None,
     ops: OpsEndpoint,
+    on_influx: ReadyCallback | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     data_dir = Path(config.data_dir).absolute()
@@ -87,7 +91,7 @@ async def _serve(
     ops.health.engine = engine
     ops.metrics.attach(engine)
     try:
-        await _run(engine, config, data_dir, shutdown, on_ready, ops)
+        await _run(engine, config, data_dir, shutdown, on_ready, ops, on_influx)
     finally:
         await loop.run_in_executor(None, engine.close)
         log.info("xtsdb stopped: engine closed (sealed and checkpointed)")
@@ -100,6 +104,7 @@ async def _run(
     shutdown: asyncio.Event,
     on_ready: ReadyCallback | None,
     ops: OpsEndpoint,
+    on_influx: ReadyCallback | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(config.query_threads, thread_name_prefix="xtsdb-query")
@@ -111,6 +116,7 @@ async def _run(
     service.server_stats = registry.stats
     service.observe = ops.metrics.observer(config.slow_query_ms)
     service.backups = Backups(engine, config.backup_dir) if config.backup_dir else None
+    service.auto_create_tags = config.auto_create_tags
     ops.health.server_stats = service.stats
     writes.on_pressure = registry.set_paused
 
@@ -137,7 +143,12 @@ async def _run(
         pool.shutdown(wait=False)
         raise
     flush_task = loop.create_task(writes.run(), name="xtsdb-flush")
+    influx: InfluxEndpoint | None = None
     try:
+        if config.influx_port >= 0:
+            influx = await InfluxEndpoint.from_config(engine, service, config)
+            if on_influx is not None:
+                on_influx(influx.host, influx.port)
         host, port = listener.sockets[0].getsockname()[:2]
         if config.ready_file is not None:
             _write_ready_file(config.ready_file, host, port)
@@ -158,6 +169,8 @@ async def _run(
             log.error("the flush task ended unexpectedly; stopping")
     finally:
         ops.health.phase = "stopping"
+        if influx is not None:  # its requests in progress commit before the queue stops
+            await influx.close(config.shutdown_timeout)
         await _stop(config, registry, service, writes, flush_task, listener)
         pool.shutdown(wait=False, cancel_futures=True)
         await loop.run_in_executor(None, pool.shutdown, True)
@@ -268,6 +281,7 @@ class ServerThread:
         self.host = ""
         self.port = 0
         self.metrics_port = 0  # of the /metrics endpoint, once started (config.metrics_port >= 0)
+        self.influx_port = 0  # of the InfluxDB /write endpoint (config.influx_port >= 0)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -327,7 +341,7 @@ class ServerThread:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._shutdown = asyncio.Event()
-        await serve(self.config, self._shutdown, self._on_ready, self._on_metrics)
+        await serve(self.config, self._shutdown, self._on_ready, self._on_metrics, self._on_influx)
 
     def _on_ready(self, host: str, port: int) -> None:
         self.host, self.port = host, port
@@ -335,6 +349,9 @@ class ServerThread:
 
     def _on_metrics(self, host: str, port: int) -> None:
         self.metrics_port = port
+
+    def _on_influx(self, host: str, port: int) -> None:
+        self.influx_port = port
 
     def __enter__(self) -> ServerThread:
         return self.start()

@@ -1,13 +1,14 @@
 """Token authentication: who may connect, and which ops each role may run.
 
-A token is configured as ``"role:secret"``; the role is ``read`` (``query``,
-``last``, ``stats``) or ``write`` (every op: also ``write``, ``flush``,
-``backup``). With no token configured the server is open, as before; with at
-least one, a connection must send a valid ``token`` in ``hello`` before any op
-but ``hello`` and ``ping`` (see :data:`OPEN_OPS`). :class:`PeerAuth` is one
-connection's state; the connection passes it to ``Service.dispatch``, which
-calls :func:`check_op` for every request and :meth:`Authenticator.authenticate`
-for ``hello``.
+A token is configured as ``"role:secret"``; the role is ``read`` (the ops in
+:data:`READ_OPS`: reading points, analytics and the catalog) or ``write`` (every
+op: also ``write``, ``flush``, ``backup``, deletes, catalog changes). With no
+token configured the server is open, as before; with at least one, a
+connection must send a valid ``token`` in ``hello`` before any op but ``hello``
+and ``ping`` (see :data:`OPEN_OPS`). :class:`PeerAuth` is one connection's
+state; the connection passes it to ``Service.dispatch``, which calls
+:func:`check_op` for every request and :meth:`Authenticator.authenticate` for
+``hello``.
 
 Secrets never leave this module in a readable form: :class:`Token` keeps only
 a SHA-256 digest (so every comparison is between 32-byte strings, and
@@ -35,7 +36,9 @@ OPEN_OPS = frozenset({"hello", "ping"})
 (load balancers, orchestrators) speak it without secrets, and it reveals nothing
 that accepting the TCP connection has not already revealed."""
 
-READ_OPS = frozenset({"query", "last", "stats"})
+READ_OPS = frozenset(
+    {"query", "last", "stats", "aggregate", "interpolate", "plot", "tag_get", "tag_list"}
+)
 """Any valid token may run these. Every other op needs the ``write`` role, so an op
 added later is closed to read tokens until it is listed here (fail closed)."""
 

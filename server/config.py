@@ -142,6 +142,13 @@ class ServerConfig:
         metadata={"help": "HTTP port on --host for /metrics (Prometheus), /healthz and "
                   "/readyz, e.g. 9787; 0: any free port, -1: no endpoint"},
     )  # fmt: skip
+    # Off by default for the same reason; 8086 is InfluxDB's port (docs/ingest.md).
+    influx_port: int = field(
+        default=-1,
+        metadata={"help": "HTTP port on --host for InfluxDB line protocol writes (/write, "
+                  "/ping, /query; Telegraf's outputs.influxdb), e.g. 8086; 0: any free "
+                  "port, -1: off. Unknown series become new tags"},
+    )  # fmt: skip
     backup_dir: Path | None = field(
         default=None,
         metadata={"help": "the backup op writes only under this directory (a relative "
@@ -151,6 +158,11 @@ class ServerConfig:
         default=None,
         metadata={"help": "once listening, atomically write 'HOST PORT' to this file"},
     )
+    auto_create_tags: bool = field(
+        default=False,
+        metadata={"help": "a write to a tag name the catalog does not know creates that "
+                  "tag (default metadata) instead of failing with not_found"},
+    )  # fmt: skip
     # -- engine knobs (see xtsdb.server.engine.config.EngineConfig) --
     block_points: int = field(
         default=_ENGINE.block_points, metadata={"help": "points per tag before a block is sealed"}
@@ -173,6 +185,11 @@ class ServerConfig:
         default=_ENGINE.wal_checkpoint_bytes,
         metadata={"help": "WAL size that forces every buffered point into blocks + checkpoint"},
     )
+    retention_us: int = field(
+        default=_ENGINE.retention_us,
+        metadata={"help": "keep data this many microseconds (0: forever); whole chunks are "
+                  "retired once their newest point is older (docs/historian.md)"},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_MODES:
@@ -185,6 +202,10 @@ class ServerConfig:
             raise ConfigError(f"log_format must be one of {LOG_FORMATS}, not {self.log_format!r}")
         if not -1 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port must be in -1..65535, not {self.metrics_port}")
+        if not -1 <= self.influx_port <= 65535:
+            raise ConfigError(f"influx_port must be in -1..65535, not {self.influx_port}")
+        if self.retention_us < 0:
+            raise ConfigError(f"retention_us must be >= 0, not {self.retention_us}")
         if self.slow_query_ms < 0:
             raise ConfigError(f"slow_query_ms must be >= 0, not {self.slow_query_ms}")
         if not 0 <= self.port <= 65535:
@@ -235,6 +256,7 @@ class ServerConfig:
             fsync=self.sync,
             wal_segment_bytes=self.wal_segment_bytes,
             wal_checkpoint_bytes=self.wal_checkpoint_bytes,
+            retention_us=self.retention_us,
         )
 
     def replace(self, **changes: Any) -> ServerConfig:

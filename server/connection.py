@@ -25,6 +25,7 @@ from typing import Any, cast
 from xtsdb.protocol.errors import Overloaded, ProtocolError
 from xtsdb.protocol.frames import FrameDecoder
 from xtsdb.server.auth import PREAUTH_MAX_FRAME, PeerAuth
+from xtsdb.server.historian import Frame
 from xtsdb.server.service import Service
 
 log = logging.getLogger("xtsdb.server")
@@ -70,7 +71,7 @@ class Connections:
         for conn in list(self.open):
             conn.kick()
 
-    def inflight(self) -> list[asyncio.Task[bytes]]:
+    def inflight(self) -> list[asyncio.Task[Frame]]:
         return [t for conn in self.open for t in conn.tasks]
 
     def stats(self) -> dict[str, Any]:
@@ -113,7 +114,7 @@ class Connection(asyncio.Protocol):
         self.frame_timeout = frame_timeout
         self._frame_started: float | None = None  # when the frame now half-received began
         self._frame_timer: asyncio.TimerHandle | None = None
-        self.tasks: set[asyncio.Task[bytes]] = set()
+        self.tasks: set[asyncio.Task[Frame]] = set()
         self.pending = 0  # bytes (+ overhead) of requests received and not yet answered
         self.reading_paused = False
         self.peer = "?"
@@ -247,7 +248,7 @@ class Connection(asyncio.Protocol):
         result = self.service.dispatch(msg, self.auth)
         if self.auth.role is not None:
             self.decoder.max_frame = self.max_frame
-        if isinstance(result, bytes):
+        if isinstance(result, bytes | list):
             self._respond(result, cost)
             if self.auth.hang_up:
                 log.info("closing %s: authentication failed", self.peer)  # never the token
@@ -257,7 +258,7 @@ class Connection(asyncio.Protocol):
         self.tasks.add(task)
         task.add_done_callback(lambda t: self._task_done(t, cost))
 
-    def _task_done(self, task: asyncio.Task[bytes], cost: int) -> None:
+    def _task_done(self, task: asyncio.Task[Frame], cost: int) -> None:
         self.tasks.discard(task)
         if task.cancelled():
             self.pending -= cost
@@ -269,15 +270,22 @@ class Connection(asyncio.Protocol):
             self._respond(task.result(), cost)
         self._close_if_done()
 
-    def _respond(self, frame: bytes, cost: int) -> None:
+    def _respond(self, frame: Frame, cost: int) -> None:
         self.pending -= cost
         self._write(frame)
         if not self._draining:
             self.kick()
 
-    def _write(self, frame: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(frame)
+    def _write(self, frame: Frame) -> None:
+        t = self._transport
+        if t is None or t.is_closing():
+            return
+        if isinstance(frame, bytes):
+            t.write(frame)
+        else:
+            # Pieces viewing large result arrays: the transport keeps them (no join)
+            # and counts them in its write buffer, so pause_writing still applies.
+            t.writelines(frame)
 
     def write_buffer_size(self) -> int:
         t = self._transport

@@ -6,8 +6,15 @@ validation) or a coroutine producing it (work that waits for the group commit
 or runs in the thread pool). The connection writes the bytes or runs the
 coroutine as a task; nothing here knows about transports.
 
-Encoding a query response (the array bytes) happens in the pool thread too,
-so a large result never stalls the event loop.
+Encoding a query response happens in the pool thread too, so a large result
+never stalls the event loop; and responses that carry arrays (query, plot,
+last, aggregate, interpolate) are framed with ``encode_frame_parts``: a list of
+pieces whose large arrays are views of the engine's result, which the
+connection hands to ``transport.writelines`` without joining them.
+
+The historian ops (analytics, the tag catalog, deletes) live in
+:mod:`.historian`, a mixin of :class:`Service`. A tag may be named wherever a
+request takes one; :meth:`Service.tag_id` resolves names through the catalog.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from xtsdb.protocol import (
     DEFAULT_MAX_FRAME,
     encode_frame,
+    encode_frame_parts,
     error_response,
     hello_response,
     last_response,
@@ -43,6 +51,8 @@ from xtsdb.protocol.errors import (
     AuthenticationFailed,
     FrameTooLarge,
     InternalError,
+    InvalidInput,
+    NotFound,
     PermissionDenied,
     ShuttingDown,
     XtsdbError,
@@ -50,7 +60,7 @@ from xtsdb.protocol.errors import (
 from xtsdb.server.auth import Authenticator, PeerAuth, check_op
 from xtsdb.server.backup import Backups
 from xtsdb.server.engine.batch import WriteBatch
-from xtsdb.server.engine.points import LastPoints, Points
+from xtsdb.server.historian import EngineLike, Frame, HistorianOps
 from xtsdb.server.write_queue import WriteQueue
 
 log = logging.getLogger("xtsdb.server")
@@ -61,7 +71,7 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare 
     SERVER_VERSION = "0+unknown"
 SERVER_NAME = f"xtsdb/{SERVER_VERSION}"
 
-Response = bytes | Coroutine[Any, Any, bytes]
+Response = Frame | Coroutine[Any, Any, Frame]
 T = TypeVar("T")
 
 
@@ -70,19 +80,7 @@ def _frame(msg: Mapping[str, Any], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     return frame
 
 
-class EngineLike(Protocol):
-    """The engine methods the server calls (all blocking)."""
-
-    def write_batches(self, batches: list[WriteBatch]) -> int: ...
-    def query(
-        self, tag_id: int, start_us: int, end_us: int, limit: int | None = None
-    ) -> Points: ...
-    def last(self, tag_ids: Any) -> LastPoints: ...
-    def flush(self) -> None: ...
-    def stats(self) -> dict[str, Any]: ...
-
-
-class Service:
+class Service(HistorianOps):
     """Request handlers plus the counters the ``stats`` op reports."""
 
     def __init__(
@@ -107,6 +105,10 @@ class Service:
         # slow-request log), and the backup op's policy (None: refused).
         self.observe: Callable[[str, Mapping[str, Any], float], None] | None = None
         self.backups: Backups | None = None
+        self.auto_create_tags = False  # set by the app from the config
+        # Tag names whose auto-creation is under way: later writes to the same name
+        # wait for the same future, so they still enter the write queue in order.
+        self._creating: dict[str, asyncio.Future[int]] = {}
 
     # -- entry point ------------------------------------------------------
 
@@ -131,7 +133,7 @@ class Service:
                 result = getattr(self, "_op_" + op)(req_id, msg)
         except Exception as exc:
             return self.error(req_id, exc)
-        if isinstance(result, bytes):
+        if isinstance(result, bytes | list):
             self._observed(op, msg, started)
             return result
         return self._guard(req_id, result, (op, msg, started))
@@ -149,9 +151,9 @@ class Service:
     async def _guard(
         self,
         req_id: int,
-        work: Coroutine[Any, Any, bytes],
+        work: Coroutine[Any, Any, Frame],
         timing: tuple[str, Mapping[str, Any], float] | None = None,
-    ) -> bytes:
+    ) -> Frame:
         try:
             return await work
         except asyncio.CancelledError:
@@ -168,6 +170,20 @@ class Service:
 
     def _ok(self, req_id: int, **fields: Any) -> bytes:
         return _frame(ok_response(req_id, **fields))
+
+    def _parts(self, msg: Mapping[str, Any], what: str) -> list[bytes | memoryview]:
+        """A response that carries arrays, as pieces (see the module docstring)."""
+        try:
+            return encode_frame_parts(msg, self.max_frame)
+        except FrameTooLarge:
+            raise FrameTooLarge(
+                f"the result ({what}) does not fit in one frame of {self.max_frame} "
+                "bytes; ask for a shorter range or pass a limit"
+            ) from None
+
+    def tag_id(self, key: int | str) -> int:
+        """The id of a tag given by id or by name (:class:`NotFound` for an unknown name)."""
+        return key if isinstance(key, int) else self.engine.catalog.resolve(key)
 
     async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -193,8 +209,13 @@ class Service:
 
     def _op_write(self, req_id: int, msg: Mapping[str, Any]) -> Coroutine[Any, Any, bytes]:
         tags, ts, values, qualities = parse_write(msg)
-        # Validation on the loop: a bad write is refused before it is queued.
-        batch = WriteBatch.build(tags, ts, values, qualities)
+        target = self._write_target(tags) if isinstance(tags, str) else tags
+        # Validation on the loop: a bad write is refused before it is queued (and
+        # before a tag is created for it; 0 stands in for an id still being made).
+        batch = WriteBatch.build(0 if isinstance(target, asyncio.Future) else target,
+                                 ts, values, qualities)  # fmt: skip
+        if isinstance(target, asyncio.Future):
+            return self._write_new_tag(req_id, target, (ts, values, qualities))
         fut = self.writes.submit(batch)
         return self._await_write(req_id, batch.n_points, fut)
 
@@ -202,33 +223,62 @@ class Service:
         lsn = await fut
         return self._ok(req_id, n=n, lsn=lsn)
 
-    async def _op_query(self, req_id: int, msg: Mapping[str, Any]) -> bytes:
-        tag, start, end, limit = parse_query(msg)
+    def _write_target(self, name: str) -> int | asyncio.Future[int]:
+        """The id of a named write's tag, or the future of its auto-creation."""
+        pending = self._creating.get(name)
+        if pending is not None:
+            return pending
+        info = self.engine.catalog.get(name)
+        if info is not None:
+            return info.id
+        if not self.auto_create_tags:
+            raise NotFound(f"no tag named {name!r} (the server does not auto-create tags)")
+        fut = asyncio.ensure_future(self._in_pool(self._get_or_create, name))
+        self._creating[name] = fut
+        fut.add_done_callback(lambda _: self._creating.pop(name, None))
+        return fut
 
-        def run() -> bytes:
-            pts = self.engine.query(tag, start, end, limit)
-            resp = points_response(
-                req_id, pts.timestamps, pts.values, pts.qualities, pts.stats.as_dict()
+    def _get_or_create(self, name: str) -> int:
+        try:
+            return self.engine.create_tag(name).id
+        except InvalidInput:
+            info = self.engine.catalog.get(name)  # created meanwhile (another connection)
+            if info is None:
+                raise  # a bad name
+            return info.id
+
+    async def _write_new_tag(
+        self, req_id: int, tag_fut: asyncio.Future[int], cols: tuple[Any, Any, Any]
+    ) -> bytes:
+        tag_id = await tag_fut
+        # Every write waiting for this tag resumes in arrival order and queues at once.
+        batch = WriteBatch.build(tag_id, *cols)
+        return await self._await_write(req_id, batch.n_points, self.writes.submit(batch))
+
+    async def _op_query(self, req_id: int, msg: Mapping[str, Any]) -> Frame:
+        q = parse_query(msg)
+        tag = self.tag_id(q.tag)
+
+        def run() -> Frame:
+            pts = self.engine.query(
+                tag, q.start, q.end, q.limit, descending=q.descending, good_only=q.good_only
             )
-            try:
-                return _frame(resp, self.max_frame)
-            except FrameTooLarge:
-                raise FrameTooLarge(
-                    f"the result ({len(pts)} points) does not fit in one frame of "
-                    f"{self.max_frame} bytes; query a shorter range or pass a limit"
-                ) from None
+            resp = points_response(
+                req_id, pts.timestamps, pts.values, pts.qualities, pts.stats.as_dict(), pts.more
+            )
+            return self._parts(resp, f"{len(pts)} points")
 
         return await self._in_pool(run)
 
-    async def _op_last(self, req_id: int, msg: Mapping[str, Any]) -> bytes:
+    async def _op_last(self, req_id: int, msg: Mapping[str, Any]) -> Frame:
         tags = parse_last(msg)
+        ids = np.asarray([self.tag_id(t) for t in tags] if isinstance(tags, list) else tags,
+                         dtype=np.uint32)  # fmt: skip
 
-        def run() -> bytes:
-            last = self.engine.last(np.asarray(tags))
-            return _frame(
-                last_response(req_id, last.tag_ids, last.timestamps, last.values, last.qualities),
-                self.max_frame,
-            )
+        def run() -> Frame:
+            last = self.engine.last(ids)
+            resp = last_response(req_id, last.tag_ids, last.timestamps, last.values, last.qualities)
+            return self._parts(resp, f"{len(last)} tags")
 
         return await self._in_pool(run)
 

@@ -124,9 +124,10 @@ def test_op_rules() -> None:
             check_op(auth, stranger, op)
         check_op(auth, writer, op)
         check_op(None, stranger, op)  # no tokens configured: open server
-    for op in ("query", "last", "stats"):
+    for op in ("query", "last", "stats", "aggregate", "interpolate", "plot", "tag_get", "tag_list"):
         check_op(auth, reader, op)
-    for op in ("write", "flush", "backup", "an_op_added_later"):  # fail closed
+    changes = ("delete", "delete_tag", "tag_create", "tag_update", "tag_rename", "tag_remove")
+    for op in ("write", "flush", "backup", *changes, "an_op_added_later"):  # fail closed
         with pytest.raises(PermissionDenied):
             check_op(auth, reader, op)
     assert auth.authenticate(WRITE_SECRET) == "write"

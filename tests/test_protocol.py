@@ -20,6 +20,7 @@ from xtsdb.protocol import (
     DEFAULT_MAX_FRAME,
     OPS,
     FrameDecoder,
+    analytics,
     backup_request,
     encode_frame,
     error_response,
@@ -46,6 +47,7 @@ from xtsdb.protocol import (
     raise_for_error,
     readable_id,
     request,
+    tags,
     unpack_array,
     write_request,
 )
@@ -57,6 +59,7 @@ from xtsdb.protocol.errors import (
     UnsupportedVersion,
     XtsdbError,
 )
+from xtsdb.protocol.frames import BIN_INLINE_MAX, encode_frame_parts
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 
@@ -89,7 +92,10 @@ def decode_all(pieces: list[bytes], max_frame: int = DEFAULT_MAX_FRAME) -> list[
 
 
 def test_every_op_has_a_round_trip_below() -> None:
-    assert {"hello", "ping", "write", "query", "last", "flush", "stats", "backup"} == OPS
+    core = {"hello", "ping", "write", "query", "last", "flush", "stats", "backup"}
+    historian = {"aggregate", "interpolate", "plot", "delete", "delete_tag"}
+    catalog = {"tag_create", "tag_get", "tag_list", "tag_update", "tag_rename", "tag_remove"}
+    assert core | historian | catalog == OPS
 
 
 def test_backup_round_trip() -> None:
@@ -172,8 +178,10 @@ def test_empty_write_round_trips() -> None:
 def test_query_round_trip() -> None:
     msg = wire(query_request(5, 3, -(2**63), 2**63 - 1, limit=10))
     assert parse_request_header(msg) == (5, "query")
-    assert parse_query(msg) == (3, -(2**63), 2**63 - 1, 10)
-    assert parse_query(wire(query_request(6, 3, 0, 100))) == (3, 0, 100, None)
+    assert parse_query(msg) == (3, -(2**63), 2**63 - 1, 10, False, False)
+    assert parse_query(wire(query_request(6, 3, 0, 100))) == (3, 0, 100, None, False, False)
+    flags = wire(query_request(7, "boiler.temp", 0, 9, descending=True, good_only=True))
+    assert parse_query(flags) == ("boiler.temp", 0, 9, None, True, True)
     resp = wire(points_response(5, [1, 2], [0.25, 0.5], [192, 192], {"blocks_read": 1}))
     ts, values, q = parse_points(resp)
     assert ts.tolist() == [1, 2] and values.tolist() == [0.25, 0.5] and q.tolist() == [192, 192]
@@ -192,6 +200,157 @@ def test_last_round_trip() -> None:
     out = parse_last_response(resp)
     assert [a.tolist() for a in out] == [[4, 6], [100, 200], [1.5, 2.5], [192, 0]]
     assert [a.dtype for a in out] == [np.uint32, np.int64, np.float64, np.uint8]
+
+
+def test_aggregate_round_trip() -> None:
+    msg = wire(analytics.aggregate_request(1, "b.t", -5, 100, 10, ["avg", "count", "avg"]))
+    a = analytics.parse_aggregate(msg)
+    assert (a.tags, a.many, a.start, a.end, a.interval) == (["b.t"], False, -5, 100, 10)
+    assert a.aggregates == ("avg", "count") and (a.origin, a.good_only) == (0, False)
+    many = wire(analytics.aggregate_request(2, np.array([3, 4]), 0, 9, 3, "sum", origin=1,
+                                            good_only=True))  # fmt: skip
+    a = analytics.parse_aggregate(many)
+    assert (a.tags, a.many, a.origin, a.good_only) == ([3, 4], True, 1, True)
+    res = analytics.aggregate_result([0, 10], {"count": [1, 0], "avg": [0.5, np.nan]})
+    one = wire(analytics.aggregate_response(1, [res], many=False))
+    [(start, values)] = analytics.parse_aggregate_response(one)
+    assert start.tolist() == [0, 10] and values["count"].dtype == np.int64
+    assert values["count"].tolist() == [1, 0] and np.isnan(values["avg"][1])
+    both = analytics.parse_aggregate_response(
+        wire(analytics.aggregate_response(2, [res, res], many=True))
+    )
+    assert len(both) == 2 and both[1][1]["avg"][0] == 0.5
+    for bad in ({"aggregates": ["median"]}, {"aggregates": "avg"}, {"aggregates": []},
+                {"interval": 0}, {"tags": [1]}, {"tag": None}, {"good_only": 1}):  # fmt: skip
+        with pytest.raises(InvalidInput):
+            analytics.parse_aggregate({**msg, **bad})
+
+
+def test_interpolate_and_plot_round_trip() -> None:
+    msg = wire(analytics.interpolate_request(1, 7, [1, 5], method="linear", max_gap=3))
+    a = analytics.parse_interpolate(msg)
+    assert a.tag == 7 and a.times is not None and a.times.tolist() == [1, 5]
+    assert (a.regular, a.method, a.max_gap, a.good_only) == (None, "linear", 3, False)
+    grid = analytics.parse_interpolate(
+        wire(analytics.interpolate_request(2, "x", start=0, end=10, interval=5, good_only=True))
+    )
+    assert (grid.times, grid.regular, grid.method, grid.good_only) == (
+        None,
+        (0, 10, 5),
+        "previous",
+        True,
+    )
+    resp = wire(analytics.interpolate_response(1, [1, 5], [0.5, np.nan], [0, 2]))
+    ts, values, status = analytics.parse_interpolate_response(resp)
+    assert (
+        np.isnan(values[1])
+        and ts.tolist() == [1, 5]
+        and status.dtype == np.uint8
+        and status.tolist() == [0, 2]
+    )
+    for bad in ({"method": "cubic"}, {"times": [1, 2]}, {"times": {"start": 0, "end": 1}},
+                {"max_gap": -1}):  # fmt: skip
+        with pytest.raises(InvalidInput):
+            analytics.parse_interpolate({**msg, **bad})
+    with pytest.raises(InvalidInput, match="either"):
+        analytics.interpolate_request(3, 7)
+    plot = analytics.parse_plot(wire(analytics.plot_request(4, "x", 0, 10, 100)))
+    assert plot == ("x", 0, 10, 100, False)
+    with pytest.raises(InvalidInput, match="intervals"):
+        analytics.parse_plot({**wire(analytics.plot_request(4, 1, 0, 10, 1)), "intervals": 0})
+
+
+def test_tag_catalog_and_delete_round_trip() -> None:
+    msg = wire(tags.tag_create_request(1, "b.t", unit="m", retention_us=5))
+    assert tags.parse_tag_create(msg) == ("b.t", {"unit": "m", "retention_us": 5})
+    with pytest.raises(InvalidInput, match="unknown tag fields"):
+        tags.tag_create_request(1, "b.t", colour="red")
+    assert tags.parse_tag_ref(wire(tags.tag_get_request(2, 9))) == 9
+    assert tags.parse_tag_list(wire(tags.tag_list_request(3))) == ("*", 10_000)
+    assert tags.parse_tag_list(wire(tags.tag_list_request(3, "a*", 5))) == ("a*", 5)
+    upd = wire(tags.tag_update_request(4, "b.t", duplicates="first"))
+    assert tags.parse_tag_update(upd) == ("b.t", {"duplicates": "first"})
+    assert tags.parse_tag_rename(wire(tags.tag_rename_request(5, 9, "new"))) == (9, "new")
+    assert tags.parse_tag_ref(wire(tags.tag_remove_request(6, "b.t"))) == "b.t"
+    assert tags.parse_delete(wire(tags.delete_request(7, "b.t", -1, 5))) == ("b.t", -1, 5)
+    assert tags.parse_tag_ref(wire(tags.delete_tag_request(8, 3))) == 3
+    info = {"id": 3, "name": "b.t", "unit": "m", "future_field": 1}
+    assert tags.parse_tag_response(wire(tags.tag_response(1, info))) == info
+    assert tags.parse_tag_list_response(wire(tags.tag_list_response(1, [info]))) == [info]
+    assert tags.parse_lsn_response(wire(ok_response(7, lsn=12))) == 12
+    with pytest.raises(ProtocolError):
+        tags.parse_tag_response(wire(ok_response(1, tag={"id": "3", "name": "x"})))
+    for bad in ({"retention_us": -1}, {"unit": 5}, {"name": ""}, {"name": None}):
+        with pytest.raises(InvalidInput):
+            tags.parse_tag_create({**msg, **bad})
+    with pytest.raises(InvalidInput, match="limit"):
+        tags.parse_tag_list({"limit": 65_537})
+
+
+def test_points_response_says_whether_there_is_more() -> None:
+    assert wire(points_response(1, [1], [1.0], [192], more=True))["more"] is True
+    assert wire(points_response(1, [], [], []))["more"] is False
+
+
+def test_last_takes_names_as_a_list() -> None:
+    assert parse_last(wire(last_request(1, "a"))) == ["a"]
+    assert parse_last(wire(last_request(1, ["a", 5]))) == ["a", 5]
+    assert parse_last(wire(last_request(1, (5, 6)))).tolist() == [5, 6]  # ids only: a bin
+
+
+# -- zero-copy response frames ------------------------------------------------------
+
+
+def _as_bin(obj: Any) -> Any:
+    """``obj`` with every numpy array replaced by its bytes: what encode_frame would send."""
+    if isinstance(obj, dict):
+        return {k: _as_bin(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_as_bin(v) for v in obj]
+    return obj.tobytes() if isinstance(obj, np.ndarray) else obj
+
+
+PART_SIZES = [0, 1, 255, 256, 65_535, 65_536, BIN_INLINE_MAX // 8, BIN_INLINE_MAX // 8 + 1, 300_000]
+
+
+@pytest.mark.parametrize("n", PART_SIZES)
+def test_frame_parts_are_the_bytes_of_encode_frame(n: int) -> None:
+    rng = np.random.default_rng(n)
+    ts = np.sort(rng.integers(-(2**60), 2**60, n))
+    values, q = rng.normal(size=n), rng.integers(0, 256, n, dtype=np.uint8)
+    msgs = [
+        points_response(n, ts, values, q, {"blocks_read": n}, more=n % 2 == 1),
+        points_response(n, ts[::-1], values[::-1], q[::-1]),  # strided views (descending)
+        last_response(n, np.arange(n) % 2**32, ts, values, q),
+        analytics.aggregate_response(
+            n, [analytics.aggregate_result(ts, {"count": ts, "avg": values})] * 2, many=True
+        ),
+        analytics.interpolate_response(n, ts, values, q),
+        ok_response(n, blob=ts.tobytes(), view=memoryview(values.tobytes()), nested=[{"x": q}]),
+    ]
+    for msg in msgs:
+        parts = encode_frame_parts(msg)
+        joined = b"".join(parts)
+        assert joined == encode_frame(_as_bin(msg)) == encode_frame(msg)
+        big = [p for p in parts if isinstance(p, memoryview)]
+        assert all(p.nbytes >= BIN_INLINE_MAX for p in big)
+        assert bool(big) == (n * 8 >= BIN_INLINE_MAX)  # large arrays are never copied
+        dec = FrameDecoder()
+        for p in parts:
+            dec.feed(p)
+        assert dec.next_message() == wire(msg)
+
+
+def test_frame_parts_view_the_arrays_and_check_the_limit() -> None:
+    ts = np.arange(100_000, dtype=np.int64)
+    parts = encode_frame_parts(points_response(1, ts, ts.astype(np.float64), ts % 256))
+    assert any(isinstance(p, memoryview) and p.obj is ts for p in parts)  # no copy of ts
+    size = len(encode_frame(points_response(1, ts, ts.astype(np.float64), ts % 256))) - 4
+    with pytest.raises(FrameTooLarge):
+        encode_frame_parts(points_response(1, ts, ts.astype(np.float64), ts % 256), size - 1)
+    with pytest.raises(ProtocolError, match="pack_array"):
+        encode_frame_parts({"ts": np.arange(100_000, dtype=np.int32)})
+    assert encode_frame_parts({"a": 1}) == [encode_frame({"a": 1})]
 
 
 # -- framing -----------------------------------------------------------------------
@@ -315,8 +474,11 @@ def test_encode_frame_limits_and_unencodable_values() -> None:
     assert encode_frame(msg, max_frame=len(body)) == len(body).to_bytes(4, "big") + body
     with pytest.raises(FrameTooLarge):
         encode_frame(msg, max_frame=len(body) - 1)
-    with pytest.raises(ProtocolError, match="pack_array"):
-        encode_frame({"ts": np.arange(3)})
+    # Only 1-D arrays in a wire dtype travel (as bin); others need an explicit conversion.
+    for bad in (np.arange(3, dtype=np.int32), np.arange(3, dtype=">i8"), np.zeros((2, 2))):
+        with pytest.raises(ProtocolError, match="pack_array"):
+            encode_frame({"ts": bad})
+    assert wire({"ts": np.arange(3, dtype="<i8")}) == {"ts": pack_array([0, 1, 2], "<i8")}
     with pytest.raises(ProtocolError):
         encode_frame({"x": object()})
     with pytest.raises(ProtocolError):
@@ -460,7 +622,7 @@ QUERY = {"id": 1, "op": "query", "tag": 1, "start": 0, "end": 10, "limit": 5}
 LAST = {"id": 1, "op": "last", "tags": pack_array(np.array([1, 2]), "<u4")}
 
 BAD_FIELDS: list[tuple[dict[str, Any], str, Any]] = [
-    *[(WRITE, "tag", v) for v in (-1, 2**32, True, 1.0, "1", b"\x01", [1])],
+    *[(WRITE, "tag", v) for v in (-1, 2**32, True, 1.0, "", b"\x01", [1])],
     *[(WRITE, f, v) for f in ("ts", "values") for v in (None, 1, "ab", [1, 2], {"a": 1})],
     (WRITE, "ts", b"\x00" * 7),  # not a multiple of 8
     (WRITE, "ts", b"\x00" * 24),  # 3 timestamps, 2 values
@@ -468,12 +630,14 @@ BAD_FIELDS: list[tuple[dict[str, Any], str, Any]] = [
     (WRITE, "values", b"\x00" * 8),  # 1 value, 2 timestamps
     *[(WRITE, "q", v) for v in (192, [192, 192], "ab", b"\xc0", b"\xc0" * 3)],
     *[(WRITE_TAGS, "tags", v) for v in (1.5, [1, 2], b"\x00" * 6, b"\x00" * 4, b"\x00" * 12)],
-    *[(QUERY, f, v) for f in ("tag", "start", "end") for v in (None, True, 1.5, "0", b"0", [0])],
+    *[(QUERY, f, v) for f in ("start", "end") for v in (None, True, 1.5, "0", b"0", [0])],
+    *[(QUERY, "tag", v) for v in (None, True, 1.5, "", b"0", [0])],  # a str is a tag name
+    *[(QUERY, f, v) for f in ("descending", "good_only") for v in (1, 0, "yes", b"\x01")],
     (QUERY, "tag", 2**32),
     (QUERY, "start", 2**63),
     (QUERY, "end", -(2**63) - 1),
     *[(QUERY, "limit", v) for v in (-1, False, 2.0, "5", 2**63)],
-    *[(LAST, "tags", v) for v in (None, 1, [1, 2], "ab", b"\x00" * 5)],
+    *[(LAST, "tags", v) for v in (None, 1, [1.5], [True], [""], "ab", b"\x00" * 5)],
 ]
 
 
@@ -638,6 +802,8 @@ values_st = st.recursive(
     max_leaves=5,
 )
 REQUEST_FIELDS = ["id", "op", "tag", "tags", "ts", "values", "q", "start", "end", "limit"]
+REQUEST_FIELDS += ["descending", "good_only", "interval", "aggregates", "origin", "times"]
+REQUEST_FIELDS += ["method", "max_gap", "intervals", "name", "pattern", "unit", "retention_us"]
 FIELDS = [*REQUEST_FIELDS, "versions", "token", "client", "ok", "error", "server", "auth"]
 
 
@@ -663,6 +829,19 @@ def try_parse(msg: dict[str, Any]) -> None:
         parse_points,
         parse_last_response,
         parse_hello_response,
+        analytics.parse_aggregate,
+        analytics.parse_interpolate,
+        analytics.parse_plot,
+        analytics.parse_aggregate_response,
+        analytics.parse_interpolate_response,
+        tags.parse_tag_create,
+        tags.parse_tag_list,
+        tags.parse_tag_update,
+        tags.parse_tag_rename,
+        tags.parse_delete,
+        tags.parse_tag_response,
+        tags.parse_tag_list_response,
+        tags.parse_lsn_response,
     ]
     for parse in parsers:
         with contextlib.suppress(XtsdbError):
