@@ -1,0 +1,104 @@
+"""Aggregate benchmark: 5-minute min/max/avg over a year of 1 s data, in process.
+
+    python -m bench.aggregate [--quick] [--out FILE.md]
+
+Workloads (from the historian issue):
+1. one tag, one year of 1 s data (31.5 M points), 5-minute min/max/avg: target < 100 ms;
+2. 100 tags x 1 day (8.64 M points), the same aggregates, tag after tag.
+Each is measured end to end through ``Engine.aggregate`` (decoding the blocks
+included) with the data sealed in blocks, and beside it the same-run baseline
+of only decoding the points (``Engine.query``) and only aggregating decoded
+columns, so the table shows where the time goes. Median of several runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from bench._util import Row, check, median_s, table
+from xtsdb.server.engine import Engine, EngineConfig
+from xtsdb.server.engine.aggregate import bucket_aggregate
+
+SEC = 1_000_000
+FIVE_MIN = 300 * SEC
+AGGS = ("min", "max", "avg")
+
+
+def _median_ms(fn: Callable[[], object], reps: int) -> float:
+    fn()  # warm: page cache, allocator
+    return 1e3 * median_s(fn, reps)
+
+
+def _walk(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.round(20 + np.cumsum(rng.normal(0, 0.05, n)), 3)
+
+
+def _fill(eng: Engine, tags: int, points: int) -> None:
+    """Write ``points`` 1 s points for each tag, in 1 M-point batches, then seal all."""
+    step = 1_000_000
+    for tag in range(tags):
+        v = _walk(points, tag)
+        for lo in range(0, points, step):
+            hi = min(points, lo + step)
+            eng.write(tag, np.arange(lo, hi, dtype=np.int64) * SEC, v[lo:hi])
+    eng.flush()
+
+
+def run(quick: bool) -> list[Row]:
+    year = 365 * 86_400 // (20 if quick else 1)
+    day_tags = 10 if quick else 100
+    reps = 3 if quick else 7
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="xtsdb-agg-") as d:
+        cfg = EngineConfig(read_workers=0, max_memory_points=64_000_000)
+        with Engine.open(Path(d) / "year", cfg) as eng:
+            _fill(eng, 1, year)
+            end = year * SEC
+            full = _median_ms(lambda: eng.aggregate(0, 0, end, FIVE_MIN, AGGS), reps)
+            decode = _median_ms(lambda: eng.query(0, 0, end), reps)
+            pts = eng.query(0, 0, end)
+            math = _median_ms(
+                lambda: bucket_aggregate(
+                    pts.timestamps, pts.values, pts.qualities, 0, end, FIVE_MIN, AGGS
+                ),
+                reps,
+            )
+            label = f"1 tag x {year / 1e6:.1f} M points (1 s), 5-min min/max/avg"
+            rows.append(check(f"1. {label}", full, "ms", 100, higher=False))
+            rows.append(Row("   of which: decoding the points (Engine.query)", f"{decode:.0f} ms",
+                            "", "info"))  # fmt: skip
+            rows.append(Row("   of which: aggregating decoded columns", f"{math:.0f} ms", "",
+                            "info"))  # fmt: skip
+        with Engine.open(Path(d) / "day", cfg) as eng:
+            _fill(eng, day_tags, 86_400)
+
+            def all_tags() -> None:
+                for tag in range(day_tags):
+                    eng.aggregate(tag, 0, 86_400 * SEC, FIVE_MIN, AGGS)
+
+            ms = _median_ms(all_tags, reps)
+            rows.append(Row(f"2. {day_tags} tags x 1 day (1 s), 5-min min/max/avg, tag by tag",
+                            f"{ms:.0f} ms ({ms / day_tags:.2f} ms/tag)", "", "info"))  # fmt: skip
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a twentieth of the year, 10 tags")
+    ap.add_argument("--out", type=Path, help="also write the table as Markdown here")
+    args = ap.parse_args(argv)
+    lines = table(run(args.quick))
+    print("\n".join(lines))
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
