@@ -38,8 +38,10 @@ from .catalog import Catalog
 from .catalog_ops import CatalogOps
 from .config import EngineConfig
 from .container import BLOCK_SORTED, BlockEntry
-from .membuffer import Columns, MemBuffer, clip, concat, consolidate, sort_unique
+from .membuffer import Columns, MemBuffer, consolidate
 from .points import GOOD_QUALITY, TS_LIMIT, LastPoints, Points, ReadStats
+from .query import run_last, run_query
+from .retention import apply_retention
 from .staging import PointStager
 from .tagstate import TagState, run_tops
 
@@ -51,6 +53,7 @@ class Engine(CatalogOps, AnalyticsOps):
 
     def __init__(self, parts: recovery.Opened, config: EngineConfig) -> None:
         self.config = config
+        self._parts = parts  # what close() releases
         self.path = parts.path
         self._lock_file = parts.lock
         self._wal = parts.wal
@@ -78,6 +81,7 @@ class Engine(CatalogOps, AnalyticsOps):
         for e in sorted(parts.blocks, key=lambda e: e.seq):
             t = self._tag(e.tag_id)
             (t.tombstones if e.is_tombstone else t.blocks).append(e)
+        parts.blocks = []  # the tags hold them now
         self.catalog = Catalog(self.path / "catalog.sqlite3", lambda: max(self._tags, default=-1))
         for info in self.catalog.all():
             self._tag(info.id).policy = info.duplicates
@@ -257,8 +261,6 @@ class Engine(CatalogOps, AnalyticsOps):
 
     def apply_retention(self, now_us: int | None = None, grace_s: float | None = None) -> int:
         """Retire chunks whose data is older than ``config.retention_us``; returns how many."""
-        from .retention import apply_retention
-
         return apply_retention(self, now_us, grace_s)
 
     def _seal_loop(self) -> None:
@@ -367,14 +369,10 @@ class Engine(CatalogOps, AnalyticsOps):
         Sorted oldest first (newest first with ``descending``; ``limit`` then keeps
         the newest). ``good_only`` drops points whose quality is not Good (>= 192).
         """
-        from .query import run_query
-
         return run_query(self, tag_id, start_us, end_us, limit, descending, good_only)
 
     def last(self, tag_ids: Any) -> LastPoints:
         """The newest point of each tag that has data."""
-        from .query import run_last
-
         return run_last(self, tag_ids)
 
     def stats(self) -> dict[str, Any]:
@@ -415,11 +413,7 @@ class Engine(CatalogOps, AnalyticsOps):
                 self._state.notify_all()
             self._sealer.join(timeout=30)
             self.catalog.close()
-            recovery.close_parts(self._parts_for_close())
-
-    def _parts_for_close(self) -> recovery.Opened:
-        return recovery.Opened(self.path, self._lock_file, self._wal, self._store, self._index,
-                               self._reader, [], self.checkpoint_lsn, [])  # fmt: skip
+            recovery.close_parts(self._parts)
 
     # used by query.py
     def _snapshot(self, tag_id: int) -> (
@@ -438,4 +432,4 @@ class Engine(CatalogOps, AnalyticsOps):
             return t.blocks[: firsts.shape[0]], firsts, lasts, mem, t.tombstones, first
 
 
-__all__ = ["Engine", "clip", "concat", "sort_unique"]
+__all__ = ["Engine"]
