@@ -71,6 +71,7 @@ from xtsdb.server.engine.container import (
     Geometry,
 )
 from xtsdb.server.engine.datadir import META_NAME, load_or_create_meta
+from xtsdb.server.engine.fsync import fsync_path
 from xtsdb.server.engine.recovery import INDEX_NAME
 from xtsdb.server.engine.wal import Wal, write_checkpoint
 
@@ -155,7 +156,7 @@ def backup(engine: BackupSource, dest: Path, stop: StopCheck = lambda: False) ->
         last_lsn = copied_wal.last_lsn
         copied_wal.close()
         for directory in (dest / "containers", dest / "wal", dest, dest.parent):
-            _fsync(directory)
+            fsync_path(directory)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -258,7 +259,7 @@ class _Copier:
         finally:
             target.close()
             source.close()
-        _fsync(dst)
+        fsync_path(dst)
         self.bytes += dst.stat().st_size
 
     def file(self, src: Path, dst: Path) -> None:
@@ -411,14 +412,5 @@ def _open_out(path: Path, *, truncate: bool) -> Any:
     try:
         yield fd
         os.fsync(fd)  # a backup that reports success is on disk
-    finally:
-        os.close(fd)
-
-
-def _fsync(path: Path) -> None:
-    """fsync a file or a directory (a directory's fsync makes its entries durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from xtsdb.protocol.errors import ERROR_CLASSES
 from xtsdb.server.engine.batch import WriteBatch
+from xtsdb.server.write_queue import BatchWriter
 
 log = logging.getLogger("xtsdb.server")
 
@@ -96,10 +97,6 @@ COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 
 class StatsSource(Protocol):
     def stats(self) -> dict[str, Any]: ...
-
-
-class BatchWriter(Protocol):
-    def write_batches(self, batches: list[WriteBatch]) -> int: ...
 
 
 class Metrics:

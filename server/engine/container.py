@@ -40,6 +40,7 @@ from pathlib import Path
 from xtsdb.protocol.errors import CorruptionError, DiskFull, StorageError
 
 from .config import EXTENT
+from .fsync import fsync_path
 
 FORMAT_VERSION = 1
 CONTAINER_MAGIC = b"XTSCONT1"
@@ -188,7 +189,7 @@ class ContainerFile:
             os.close(fd)
             path.unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
         return cls(path, container_no, geometry, fd)
 
     @classmethod
@@ -384,14 +385,6 @@ def _fallocate(fd: int, offset: int, length: int, path: Path) -> None:
         os.posix_fallocate(fd, offset, length)
     except OSError as exc:
         raise _storage_error(exc, f"reserving space in {path}") from exc
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _storage_error(exc: OSError, what: str) -> StorageError:

@@ -23,6 +23,7 @@ from xtsdb.protocol.errors import CorruptionError, DataDirLocked, FormatVersionE
 
 from .config import EngineConfig
 from .container import FORMAT_VERSION, Geometry
+from .fsync import fsync_path
 
 META_NAME = "xtsdb.meta"
 
@@ -102,9 +103,5 @@ def load_or_create_meta(directory: Path, config: EngineConfig) -> DataDirMeta:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(directory)
     return meta

@@ -73,6 +73,8 @@ from xtsdb.protocol.errors import (
     StorageError,
 )
 
+from .fsync import fsync_path
+
 FORMAT_VERSION = 1
 MAX_RECORD_PAYLOAD = 1 << 30
 CHECKPOINT_FILE = "checkpoint"
@@ -107,15 +109,6 @@ def _record_crc(lsn: int, payload: bytes | bytearray | memoryview) -> int:
 def _datasync(fd: int) -> None:
     # Looked up at call time so tests can monkeypatch os.fdatasync; macOS has no fdatasync.
     getattr(os, "fdatasync", os.fsync)(fd)
-
-
-def _fsync_path(path: Path) -> None:
-    """fsync a file or a directory (a directory's fsync makes its entries durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, bufs: Sequence[memoryview | bytes | bytearray], offset: int) -> None:
@@ -268,7 +261,7 @@ class Wal:
                 if next_first is not None or behind is not None:
                     raise CorruptionError(f"{seg.path}: segment header is damaged")
                 seg.path.unlink()
-                _fsync_path(self._dir)
+                fsync_path(self._dir)
                 self._segments.remove(seg)
                 self.repairs.append(f"{seg.path.name}: torn segment header, segment deleted")
                 return
@@ -303,7 +296,7 @@ class Wal:
         # A torn tail is data that was never acknowledged; cut it off durably so nothing
         # appended later can end up behind garbage.
         os.truncate(seg.path, offset)
-        _fsync_path(seg.path)
+        fsync_path(seg.path)
         seg.size = offset
         self.repairs.append(
             f"{seg.path.name}: torn tail at offset {offset} ({reason}); "
@@ -390,7 +383,7 @@ class Wal:
         elif self._fd is None and last is not None:
             # Written by an earlier process, perhaps with fsync=False: make it durable before
             # it stops being the last segment (only the last one may have a torn tail).
-            _fsync_path(last.path)
+            fsync_path(last.path)
         if self._fd is not None:
             _datasync(self._fd)  # even with fsync=False, for the same reason
             self._dirty = False
@@ -403,7 +396,7 @@ class Wal:
         self._segments.append(_Segment(first_lsn, path, 0))
         _write_all(fd, [header], 0)
         os.fsync(fd)  # the header and the file size, before any record relies on them
-        _fsync_path(self._dir)  # the file's existence
+        fsync_path(self._dir)  # the file's existence
         self._segments[-1].size = SEGMENT_HEADER_SIZE
 
     def _undo_batch(self, first_lsn: int, start: int | None) -> bool:
@@ -486,7 +479,7 @@ class Wal:
                 self._segments.pop().path.unlink()
                 removed += 1
             if removed:
-                _fsync_path(self._dir)
+                fsync_path(self._dir)
             return removed
 
     def close(self) -> None:
@@ -543,4 +536,4 @@ def write_checkpoint(directory: str | os.PathLike[str], lsn: int) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, dirpath / CHECKPOINT_FILE)
-    _fsync_path(dirpath)
+    fsync_path(dirpath)
