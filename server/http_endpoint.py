@@ -28,15 +28,13 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from xtsdb.server.http_request import MAX_HEAD, HttpError, read_head, response
 from xtsdb.server.metrics import Metrics, StatsSource
 
 log = logging.getLogger("xtsdb.server")
 
-MAX_HEAD = 8192
 HEAD_TIMEOUT = 5.0
 WRITE_TIMEOUT = 10.0
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            503: "Service Unavailable"}  # fmt: skip
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -47,10 +45,6 @@ class Health:
         self.phase = "starting"  # -> "ready" -> "stopping"
         self.engine: StatsSource | None = None  # set once recovery has finished
         self.server_stats: Callable[[], Mapping[str, Any]] | None = None  # loop-owned gauges
-
-
-class _BadRequest(Exception):
-    pass
 
 
 class OpsEndpoint:
@@ -90,19 +84,22 @@ class OpsEndpoint:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        headers: dict[str, str] = {}
         try:
             try:
-                method, path = await asyncio.wait_for(_read_head(reader), HEAD_TIMEOUT)
-            except (_BadRequest, ValueError, asyncio.IncompleteReadError):
-                method, path = "GET", None
+                req = await asyncio.wait_for(read_head(reader), HEAD_TIMEOUT)
+            except HttpError:
+                req = None
+                status, ctype, body = 400, _TEXT, b"bad request\n"
             except (TimeoutError, ConnectionError):
                 return
-            status, ctype, body, extra = await self._route(method, path)
-            head = (
-                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
-            )
-            writer.write(head.encode("latin-1") + (b"" if method == "HEAD" else body))
+            else:
+                if req is None:  # the peer closed without asking anything
+                    return
+                status, ctype, body, headers = await self._route(req.method, req.path)
+            head_only = req is not None and req.method == "HEAD"
+            writer.write(response(status, body, content_type=ctype, headers=headers,
+                                  keep_alive=False, head_only=head_only))  # fmt: skip
             await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
         except (TimeoutError, ConnectionError):
             pass
@@ -113,19 +110,17 @@ class OpsEndpoint:
             if task is not None:
                 self._tasks.discard(task)
 
-    async def _route(self, method: str, path: str | None) -> tuple[int, str, bytes, str]:
-        if path is None:
-            return 400, _TEXT, b"bad request\n", ""
+    async def _route(self, method: str, path: str) -> tuple[int, str, bytes, dict[str, str]]:
         if method not in ("GET", "HEAD"):
-            return 405, _TEXT, b"method not allowed\n", "Allow: GET, HEAD\r\n"
+            return 405, _TEXT, b"method not allowed\n", {"Allow": "GET, HEAD"}
         if path == "/healthz":
-            return 200, _TEXT, b"ok\n", ""
+            return 200, _TEXT, b"ok\n", {}
         if path == "/readyz":
             ready, why = await self._ready()
-            return (200 if ready else 503), _TEXT, f"{why}\n".encode(), ""
+            return (200 if ready else 503), _TEXT, f"{why}\n".encode(), {}
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, await self._metrics(), ""
-        return 404, _TEXT, b"not found: try /metrics, /healthz or /readyz\n", ""
+            return 200, CONTENT_TYPE_LATEST, await self._metrics(), {}
+        return 404, _TEXT, b"not found: try /metrics, /healthz or /readyz\n", {}
 
     async def _ready(self) -> tuple[bool, str]:
         health = self.health
@@ -145,20 +140,3 @@ class OpsEndpoint:
         ready = self.health.phase == "ready"
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.metrics.render, server, ready)
-
-
-async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str]:
-    """``(method, path)`` of a request; the headers are read and ignored."""
-    line = await reader.readline()
-    parts = line.decode("latin-1").split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise _BadRequest
-    size = len(line)
-    while True:
-        header = await reader.readline()
-        size += len(header)
-        if size > MAX_HEAD:
-            raise _BadRequest
-        if header in (b"\r\n", b"\n", b""):
-            break
-    return parts[0], parts[1].split("?", 1)[0]
