@@ -43,7 +43,7 @@ from .points import GOOD_QUALITY, TS_LIMIT, LastPoints, Points, ReadStats
 from .query import run_last, run_query
 from .retention import apply_retention
 from .staging import PointStager
-from .tagstate import TagState, run_tops
+from .tagstate import BlockTotals, TagState, run_tops
 
 log = logging.getLogger("xtsdb.engine")
 
@@ -78,9 +78,11 @@ class Engine(CatalogOps, AnalyticsOps):
         self._counters = {"points_written": 0, "write_batches": 0, "wal_commits": 0,
                           "blocks_written": 0, "checkpoints": 0, "seal_errors": 0}  # fmt: skip
         self._points = PointStager(self.write_batches, lambda: self._applied_lsn)
+        self._totals = BlockTotals()
         for e in sorted(parts.blocks, key=lambda e: e.seq):
             t = self._tag(e.tag_id)
             (t.tombstones if e.is_tombstone else t.blocks).append(e)
+        self._totals.add(e for e in parts.blocks if not e.is_tombstone)
         parts.blocks = []  # the tags hold them now
         self.catalog = Catalog(self.path / "catalog.sqlite3", lambda: max(self._tags, default=-1))
         for info in self.catalog.all():
@@ -308,6 +310,7 @@ class Engine(CatalogOps, AnalyticsOps):
                 entries = self._write_blocks(tag_id, bufs)
                 with self._state:
                     t.blocks.extend(entries)
+                    self._totals.add(entries)
                     del t.sealing[: len(bufs)]
                     self._mem_points -= sum(b.count for b in bufs)
                     self._state.notify_all()
@@ -378,9 +381,8 @@ class Engine(CatalogOps, AnalyticsOps):
     def stats(self) -> dict[str, Any]:
         with self._state:
             mem_points = self._mem_points
-            n_blocks = sum(len(t.blocks) for t in self._tags.values())
-            body_bytes = sum(b.body_len for t in self._tags.values() for b in t.blocks)
-            disk_points = sum(b.count for t in self._tags.values() for b in t.blocks)
+            n_blocks, body_bytes = self._totals.blocks, self._totals.bytes
+            disk_points = self._totals.points
             tags = len(self._tags)
         return {
             **self._counters, **self._stats.as_dict(), "tags": tags, "memory_points": mem_points,

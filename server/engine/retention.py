@@ -52,6 +52,7 @@ def apply_retention(engine: Engine, now_us: int | None = None, grace_s: float | 
                     tombs = [x for x in t.tombstones if x.chunk_id not in victims]
                     tombs += [x for x in carried if x.tag_id == tag_id]
                     if len(blocks) != len(t.blocks) or tombs != t.tombstones:
+                        engine._totals.add((b for b in t.blocks if b.chunk_id in victims), -1)
                         t.replace_blocks(blocks, tombs)
                         engine._last.pop(tag_id, None)
         store.free_retired(cfg.retention_grace_s if grace_s is None else grace_s)

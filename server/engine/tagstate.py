@@ -7,6 +7,9 @@ the lock is released.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 import numpy as np
 
 from .batch import WriteBatch
@@ -54,3 +57,22 @@ def run_tops(batch: WriteBatch) -> tuple[list[int], np.ndarray]:
         at_top = ts == np.repeat(top, np.diff(bounds))
         pos = np.maximum.reduceat(np.where(at_top, np.arange(ts.shape[0]), -1), starts)
     return ts[pos].tolist(), pos
+
+
+@dataclass
+class BlockTotals:
+    """Running totals of the published data blocks (under the engine's state lock).
+
+    Kept as blocks are published and retired so that ``stats()``, which every
+    metrics scrape and readiness probe calls, never walks the whole directory.
+    """
+
+    blocks: int = 0
+    points: int = 0
+    bytes: int = 0
+
+    def add(self, entries: Iterable[BlockEntry], sign: int = 1) -> None:
+        for e in entries:
+            self.blocks += sign
+            self.points += sign * e.count
+            self.bytes += sign * e.body_len
