@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,22 @@ import pytest
 from xtsdb.protocol import FrameDecoder, encode_frame, request
 from xtsdb.server.app import ServerThread
 from xtsdb.server.config import ServerConfig
+
+def require_program(program: str, package: str) -> str:
+    """The path of a system program a test drives for real.
+
+    Locally a missing program skips the test with the Debian package to install;
+    in CI (``CI`` set, as ``.ci/run`` runs) it fails instead, because ``.ci/run``
+    installs every such package and a skip there would hide a missing step.
+    """
+    path = shutil.which(program)
+    if path is None:
+        message = f"{program} not installed (apt-get install {package})"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": .ci/run must install it")
+        pytest.skip(message)
+    return path
+
 
 SMALL_ENGINE: dict[str, Any] = {
     "chunk_size": 256 * 1024,
