@@ -23,6 +23,7 @@ from xtsdb.protocol import FrameDecoder, encode_frame, request
 from xtsdb.server.app import ServerThread
 from xtsdb.server.config import ServerConfig
 
+
 def require_program(program: str, package: str) -> str:
     """The path of a system program a test drives for real.
 
