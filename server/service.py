@@ -80,6 +80,48 @@ def _frame(msg: Mapping[str, Any], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     return frame
 
 
+class _NewTag:
+    """Writes to a name whose auto-creation is under way, in arrival order."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[tuple[Any, Any, Any], asyncio.Future[asyncio.Future[int]]]] = []
+
+    def queue(self, cols: tuple[Any, Any, Any]) -> asyncio.Future[asyncio.Future[int]]:
+        """A future of the write-queue future this write gets once its tag exists."""
+        fut: asyncio.Future[asyncio.Future[int]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((cols, fut))
+        return fut
+
+    def release(self, writes: WriteQueue, created: asyncio.Future[int]) -> None:
+        """Submit every waiting write (or fail it with the creation's error), in order."""
+        error = created.exception() if not created.cancelled() else ShuttingDown()
+        for cols, fut in self._waiting:
+            # A write whose requester went away is queued all the same, as a write
+            # already in the queue still commits when its connection closes.
+            try:
+                if error is not None:
+                    raise error
+                result: asyncio.Future[int] | BaseException = writes.submit(
+                    WriteBatch.build(created.result(), *cols)
+                )
+            except Exception as exc:  # the creation failed, or the queue is stopping
+                result = exc
+            if fut.done():
+                if isinstance(result, asyncio.Future):
+                    result.add_done_callback(_consume)
+            elif isinstance(result, asyncio.Future):
+                fut.set_result(result)
+            else:
+                fut.set_exception(result)
+        self._waiting.clear()
+
+
+def _consume(fut: asyncio.Future[int]) -> None:
+    """Retrieve the outcome of a write nobody waits for (no 'never retrieved' warning)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Service(HistorianOps):
     """Request handlers plus the counters the ``stats`` op reports."""
 
@@ -106,9 +148,8 @@ class Service(HistorianOps):
         self.observe: Callable[[str, Mapping[str, Any], float], None] | None = None
         self.backups: Backups | None = None
         self.auto_create_tags = False  # set by the app from the config
-        # Tag names whose auto-creation is under way: later writes to the same name
-        # wait for the same future, so they still enter the write queue in order.
-        self._creating: dict[str, asyncio.Future[int]] = {}
+        # Tag names whose auto-creation is under way, with the writes waiting for it.
+        self._creating: dict[str, _NewTag] = {}
 
     # -- entry point ------------------------------------------------------
 
@@ -209,13 +250,15 @@ class Service(HistorianOps):
 
     def _op_write(self, req_id: int, msg: Mapping[str, Any]) -> Coroutine[Any, Any, bytes]:
         tags, ts, values, qualities = parse_write(msg)
-        target = self._write_target(tags) if isinstance(tags, str) else tags
-        # Validation on the loop: a bad write is refused before it is queued (and
-        # before a tag is created for it; 0 stands in for an id still being made).
-        batch = WriteBatch.build(0 if isinstance(target, asyncio.Future) else target,
-                                 ts, values, qualities)  # fmt: skip
-        if isinstance(target, asyncio.Future):
-            return self._write_new_tag(req_id, target, (ts, values, qualities))
+        if isinstance(tags, str):
+            target = self._write_target(tags)
+            if isinstance(target, _NewTag):
+                # Validation on the loop: a bad write is refused before it waits for
+                # (or causes) the creation of a tag; 0 stands in for the id to come.
+                n = WriteBatch.build(0, ts, values, qualities).n_points
+                return self._await_new_tag_write(req_id, n, target.queue((ts, values, qualities)))
+            tags = target
+        batch = WriteBatch.build(tags, ts, values, qualities)
         fut = self.writes.submit(batch)
         return self._await_write(req_id, batch.n_points, fut)
 
@@ -223,8 +266,13 @@ class Service(HistorianOps):
         lsn = await fut
         return self._ok(req_id, n=n, lsn=lsn)
 
-    def _write_target(self, name: str) -> int | asyncio.Future[int]:
-        """The id of a named write's tag, or the future of its auto-creation."""
+    async def _await_new_tag_write(
+        self, req_id: int, n: int, queued: asyncio.Future[asyncio.Future[int]]
+    ) -> bytes:
+        return await self._await_write(req_id, n, await queued)
+
+    def _write_target(self, name: str) -> int | _NewTag:
+        """The id of a named write's tag, or the auto-creation its write must wait for."""
         pending = self._creating.get(name)
         if pending is not None:
             return pending
@@ -233,10 +281,17 @@ class Service(HistorianOps):
             return info.id
         if not self.auto_create_tags:
             raise NotFound(f"no tag named {name!r} (the server does not auto-create tags)")
-        fut = asyncio.ensure_future(self._in_pool(self._get_or_create, name))
-        self._creating[name] = fut
-        fut.add_done_callback(lambda _: self._creating.pop(name, None))
-        return fut
+        new = self._creating[name] = _NewTag()
+        task = asyncio.ensure_future(self._in_pool(self._get_or_create, name))
+
+        def created(t: asyncio.Future[int]) -> None:
+            # One callback queues every waiting write, in arrival order, and only then
+            # lets later writes find the name in the catalog: nothing can run between.
+            self._creating.pop(name, None)
+            new.release(self.writes, t)
+
+        task.add_done_callback(created)
+        return new
 
     def _get_or_create(self, name: str) -> int:
         try:
@@ -246,14 +301,6 @@ class Service(HistorianOps):
             if info is None:
                 raise  # a bad name
             return info.id
-
-    async def _write_new_tag(
-        self, req_id: int, tag_fut: asyncio.Future[int], cols: tuple[Any, Any, Any]
-    ) -> bytes:
-        tag_id = await tag_fut
-        # Every write waiting for this tag resumes in arrival order and queues at once.
-        batch = WriteBatch.build(tag_id, *cols)
-        return await self._await_write(req_id, batch.n_points, self.writes.submit(batch))
 
     async def _op_query(self, req_id: int, msg: Mapping[str, Any]) -> Frame:
         q = parse_query(msg)

@@ -7,7 +7,8 @@ commits it with a single ``Engine.write_batches`` call in a dedicated worker
 thread, and resolves every future of the group with the same LSN (or the same
 exception). Writes arriving while a commit runs pile up and become the next
 group, so the number of writes per fsync grows with the load instead of the
-latency.
+latency. A write the engine refuses (a duplicate timestamp for a tag whose
+policy is 'reject') fails alone: the group is split until it stands alone.
 
 Thresholds (from the storage design): a group holds at most ``GROUP_MAX``
 entries or ``GROUP_MAX_BYTES``; with more than ``GROUP_MAX // 2`` waiting the
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from xtsdb.protocol.errors import ShuttingDown
+from xtsdb.protocol.errors import InvalidInput, ShuttingDown
 from xtsdb.server.engine.batch import WriteBatch
 
 log = logging.getLogger("xtsdb.server")
@@ -76,6 +77,8 @@ class WriteQueue:
         self.points = 0  # committed
         self.commits = 0
         self.failed_commits = 0
+        self.refused = 0  # writes the engine refused (each alone, see _commit_group)
+        self.splits = 0  # groups cut in two to isolate a refused write
         self.max_group = 0
         self.pressure_events = 0  # times the queue filled and every reader paused
 
@@ -131,17 +134,44 @@ class WriteQueue:
         return group
 
     async def _commit(self, group: list[_Entry]) -> None:
+        try:
+            await self._commit_group(group)
+        finally:
+            self.bytes -= sum(e.size for e in group)
+            if self._pressure and self.bytes <= self._max_bytes // 2:
+                self._set_pressure(False)
+
+    async def _commit_group(self, group: list[_Entry]) -> None:
+        """Commit ``group``; a write the engine refuses fails alone.
+
+        The engine checks a group before its WAL append (a write to a tag whose
+        duplicate policy is 'reject' that repeats a timestamp) and refuses the
+        whole call, having changed nothing. The group is then split in halves,
+        committed in order, until the refused writes stand alone: the other
+        writes of the group are not their victims. The cost is about two
+        commits per halving, paid only by a group that holds a refused write;
+        and since the halves commit in arrival order on the one commit thread,
+        of two racing writes of one timestamp the first wins and the second is
+        refused, however the group was cut.
+        """
         batches = [e.batch for e in group]
         loop = asyncio.get_running_loop()
         try:
             # Whether this fsyncs is the engine's setting (EngineConfig.fsync).
             lsn = await loop.run_in_executor(self._thread, self._engine.write_batches, batches)
+        except InvalidInput as exc:
+            if len(group) > 1:
+                half = len(group) // 2
+                self.splits += 1
+                await self._commit_group(group[:half])
+                await self._commit_group(group[half:])
+                return
+            self.refused += 1
+            _fail(group, exc)
         except BaseException as exc:
             self.failed_commits += 1
             log.error("commit of %d writes failed: %r", len(group), exc)
-            for e in group:
-                if not e.future.done():
-                    e.future.set_exception(exc if isinstance(exc, Exception) else ShuttingDown())
+            _fail(group, exc if isinstance(exc, Exception) else ShuttingDown())
             if not isinstance(exc, Exception):
                 raise
         else:
@@ -152,10 +182,6 @@ class WriteQueue:
             for e in group:
                 if not e.future.done():  # the requester may have gone away
                     e.future.set_result(lsn)
-        finally:
-            self.bytes -= sum(e.size for e in group)
-            if self._pressure and self.bytes <= self._max_bytes // 2:
-                self._set_pressure(False)
 
     def _set_pressure(self, on: bool) -> None:
         self._pressure = on
@@ -172,6 +198,8 @@ class WriteQueue:
     def stats(self) -> dict[str, float | int]:
         return {
             "writes": self.writes,
+            "writes_refused": self.refused,
+            "group_splits": self.splits,
             "points_written": self.points,
             "commits": self.commits,
             "failed_commits": self.failed_commits,
@@ -182,3 +210,9 @@ class WriteQueue:
             "queue_paused": self._pressure,
             "queue_pauses": self.pressure_events,
         }
+
+
+def _fail(group: list[_Entry], exc: Exception) -> None:
+    for e in group:
+        if not e.future.done():
+            e.future.set_exception(exc)
