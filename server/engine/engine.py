@@ -15,7 +15,9 @@ Locks, always taken in this order:
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from xtsdb.protocol.errors import (
+    DiskFull,
     EngineClosed,
     Overloaded,
     StorageError,
@@ -345,7 +348,10 @@ class Engine(CatalogOps, AnalyticsOps):
         if candidate <= self.checkpoint_lsn:
             return
         self._store.sync()
-        recovery.write_checkpoint(self.path, candidate)
+        try:
+            recovery.write_checkpoint(self.path, candidate)
+        except OSError as exc:  # e.g. ENOSPC: the old checkpoint stands, the WAL still replays
+            raise _storage_error(exc, "writing the checkpoint") from exc
         self.checkpoint_lsn = candidate
         self._wal.recycle(candidate)
         self._counters["checkpoints"] += 1
@@ -409,6 +415,12 @@ class Engine(CatalogOps, AnalyticsOps):
         try:
             if self._failed is None:
                 self.flush()
+        except (StorageError, OSError, sqlite3.Error) as exc:
+            # A shutdown that cannot seal or checkpoint (a full disk) still ends cleanly:
+            # every acknowledged point is in the WAL, which the next open replays.
+            log.error("close: could not seal and checkpoint (%s: %s); the WAL holds every "
+                      "acknowledged point and is replayed at the next start",
+                      type(exc).__name__, exc)  # fmt: skip
         finally:
             with self._state:
                 self._closed = True
@@ -432,6 +444,12 @@ class Engine(CatalogOps, AnalyticsOps):
             mem = [p for b in t.sealing for p in b.parts] + t.active.snapshot()
             first = t.policy == "first"
             return t.blocks[: firsts.shape[0]], firsts, lasts, mem, t.tombstones, first
+
+
+def _storage_error(exc: OSError, what: str) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"no space left on device while {what}")
+    return StorageError(f"{what} failed: {exc}")
 
 
 __all__ = ["Engine"]
