@@ -40,8 +40,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from xtsdb.protocol.errors import (
     AuthenticationFailed,
     InvalidInput,
@@ -50,10 +48,9 @@ from xtsdb.protocol.errors import (
     ShuttingDown,
     XtsdbError,
 )
-from xtsdb.protocol.line_protocol import PRECISIONS, parse
+from xtsdb.protocol.line_protocol import PRECISIONS
 from xtsdb.server.auth import PeerAuth, check_op
 from xtsdb.server.engine import Engine
-from xtsdb.server.engine.batch import WriteBatch
 from xtsdb.server.http_request import (
     MAX_HEAD,
     HttpError,
@@ -62,6 +59,7 @@ from xtsdb.server.http_request import (
     read_head,
     response,
 )
+from xtsdb.server.influx_write import Queued, partial_write, prepare, refused_errors, slices
 from xtsdb.server.service import SERVER_VERSION, Service
 
 if TYPE_CHECKING:
@@ -70,20 +68,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("xtsdb.server")
 
 SLICE_BYTES = 4 * 1024 * 1024  # body parsed (and queued) this much at a time
-MAX_LISTED_ERRORS = 100  # bad lines named in one response
 _CREATE_DB = re.compile(r"^\s*create\s+database\b", re.IGNORECASE)
 _HEADERS = {"X-Influxdb-Version": f"1.8-compatible (xtsdb {SERVER_VERSION})"}
 Reply = tuple[int, dict[str, Any] | None]  # status, JSON body (None: empty)
-
-
-@dataclass
-class Prepared:
-    """One slice of a body, parsed and resolved to tag ids, ready for the write queue."""
-
-    batch: WriteBatch | None
-    errors: list[tuple[int, str]]
-    lines: int
-    created: int = 0
 
 
 @dataclass
@@ -275,26 +262,32 @@ class InfluxEndpoint:
             raise HttpError(503, "the server is stopping", close=False)
         loop = asyncio.get_running_loop()
         now_us = time.time_ns() // 1000  # receive time, for lines without a timestamp
-        futures: list[asyncio.Future[int]] = []
+        queued: list[tuple[Queued, asyncio.Future[int]]] = []
         errors: list[tuple[int, str]] = []
         lines = points = 0
+        refused = False
         try:
-            for piece, first_line in _slices(req.body, SLICE_BYTES):
+            for piece, first_line in slices(req.body, SLICE_BYTES):
                 prep = await loop.run_in_executor(
-                    self.service.pool, self._prepare, piece, precision, now_us, first_line
+                    self.service.pool, prepare, self.engine, piece, precision, now_us, first_line
                 )
                 errors += prep.errors
                 lines += prep.lines
                 self.counters.tags_created += prep.created
-                if prep.batch is not None:
+                refused = refused or prep.refused > 0
+                for q in prep.batches:
                     await self._room()
-                    futures.append(self.service.writes.submit(prep.batch))
-                    points += prep.batch.n_points
+                    queued.append((q, self.service.writes.submit(q.batch)))
             # 204 only once every slice is committed: acknowledged means durable.
-            done = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [r for r in done if isinstance(r, BaseException)]
-            if failed:
-                raise failed[0]
+            done = await asyncio.gather(*(f for _, f in queued), return_exceptions=True)
+            for (q, _), result in zip(queued, done, strict=True):
+                if isinstance(result, InvalidInput):  # refused alone: its lines are reported
+                    errors += refused_errors(q, result)
+                    refused = True
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    points += q.batch.n_points
         except XtsdbError as exc:
             return _error_status(exc), {"error": f"{exc.name}: {exc}"}
         c = self.counters
@@ -304,34 +297,8 @@ class InfluxEndpoint:
         c.bad_lines += bad_lines
         if not errors:
             return 204, None
-        return 400, _partial_write(errors, bad_lines, lines, points)
-
-    def _prepare(self, data: bytes, precision: str, now_us: int, first_line: int) -> Prepared:
-        """Parse a slice and name its tags (runs in the pool: parsing and SQLite are blocking)."""
-        parsed = parse(data, precision, now_us)
-        errors = [(first_line + no, msg) for no, msg in parsed.errors]
-        ids = np.zeros(len(parsed.names), dtype=np.uint32)
-        refused: list[int] = []
-        created = 0
-        catalog = self.engine.catalog
-        for i, name in enumerate(parsed.names):
-            info = catalog.get(name)
-            if info is None:
-                try:
-                    info = self.engine.create_tag(name)
-                    created += 1
-                except InvalidInput as exc:
-                    info = catalog.get(name)  # created by a concurrent request meanwhile?
-                    if info is None:
-                        refused.append(i)
-                        lines = np.unique(parsed.point_lines[parsed.series == i]).tolist()
-                        errors += [(first_line + no, f"tag {name!r}: {exc}") for no in lines]
-                        continue
-            ids[i] = info.id
-        keep = ~np.isin(parsed.series, refused) if refused else slice(None)
-        tags, ts, values = ids[parsed.series[keep]], parsed.ts[keep], parsed.values[keep]
-        batch = WriteBatch.build(tags, ts, values) if ts.shape[0] else None
-        return Prepared(batch, sorted(errors), parsed.lines, created)
+        errors.sort()
+        return 400, partial_write(errors, bad_lines, lines, points, refused=refused)
 
     async def _room(self) -> None:
         """Wait (bounded) while the write queue is over its limit, as binary writers are paused."""
@@ -375,34 +342,6 @@ def _query(q: str) -> Reply:
         return 200, {"results": [{"statement_id": i} for i in range(len(statements))]}
     raise HttpError(400, "this endpoint only writes (CREATE DATABASE is accepted as a no-op); "
                     "read with the xtsdb client or CLI", close=False)  # fmt: skip
-
-
-def _slices(body: bytes, size: int) -> list[tuple[bytes, int]]:
-    """``body`` cut after a newline about every ``size`` bytes; with each piece's line offset."""
-    out: list[tuple[bytes, int]] = []
-    start = lines_before = 0
-    while start < len(body):  # every turn moves start forward by at least size bytes or to the end
-        cut = body.find(b"\n", start + size)
-        end = len(body) if cut < 0 else cut + 1
-        piece = body[start:end]
-        out.append((piece, lines_before))
-        lines_before += piece.count(b"\n")
-        start = end
-    return out
-
-
-def _partial_write(
-    errors: list[tuple[int, str]], bad_lines: int, lines: int, points: int
-) -> dict[str, Any]:
-    shown = errors[:MAX_LISTED_ERRORS]
-    more = f"; ... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
-    listed = "; ".join(f"line {no}: {msg}" for no, msg in shown)
-    kind = "partial write" if points else "unable to parse"
-    return {
-        "error": f"{kind}: {bad_lines} of {lines} lines had errors and were not written "
-        f"(whole or in part); {points} points from the other lines were written: {listed}{more}",
-        "lines": [{"line": no, "error": msg} for no, msg in shown],
-    }
 
 
 def _error_status(exc: XtsdbError) -> int:

@@ -256,3 +256,58 @@ def test_influx_port_config() -> None:
     assert ServerConfig.load([], {"XTSDB_INFLUX_PORT": "0"}).influx_port == 0
     with pytest.raises(ConfigError, match="influx_port"):
         ServerConfig(influx_port=-2)
+
+
+def test_refused_lines_fail_alone_as_an_influx_partial_write(influx: ServerThread) -> None:
+    strict = "strict,host=a.f"
+    with connect(influx.url) as db:
+        db.create_tag(strict, duplicates="reject")
+        db.write(strict, [NS // 1000], [1.0])
+    body = (
+        f"other,host=a f=10 {NS}\n"  # 1
+        f"strict,host=a f=99 {NS}\n"  # 2: the timestamp is stored already
+        f"strict,host=a f=2 {NS + 1000}\n"  # 3: new, stored
+        f"other,host=b f=20 {NS}\n"  # 4
+        f"strict,host=a f=3 {NS + 1000}\n"  # 5: repeats line 3
+    ).encode()
+    status, err, _ = Http(influx)("POST", "/write?db=x", body)
+    assert status == 400 and err is not None
+    # InfluxDB 1.x: 400 {"error": "partial write: REASON dropped=N"}
+    assert err["error"].startswith("partial write:") and err["error"].endswith(" dropped=2")
+    assert [e["line"] for e in err["lines"]] == [2, 5]
+    assert all("refuses duplicate timestamps" in e["error"] for e in err["lines"])
+    t0 = NS // 1000
+    assert stored(influx, strict) == [(t0, 1.0), (t0 + 1, 2.0)]
+    assert stored(influx, "other,host=a.f") == [(t0, 10.0)]
+    assert stored(influx, "other,host=b.f") == [(t0, 20.0)]
+
+
+def test_racing_requests_to_a_reject_tag_one_wins_others_stored(influx: ServerThread) -> None:
+    import threading
+
+    with connect(influx.url) as db:
+        db.create_tag("race.f", duplicates="reject")
+    statuses: list[tuple[int, Any]] = []
+    rounds = 15
+
+    def post(k: int) -> None:
+        http_ = Http(influx)
+        for r in range(rounds):
+            body = f"race f={k} {NS + r * 1000}\nside,k={k} f={r} {NS + r * 1000}\n".encode()
+            status, err, _ = http_("POST", "/write", body)
+            statuses.append((status, err))
+
+    threads = [threading.Thread(target=post, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    ok = [s for s, _ in statuses if s == 204]
+    refused = [e for s, e in statuses if s == 400]
+    assert len(ok) + len(refused) == 3 * rounds
+    assert len(ok) == rounds  # one winner per timestamp
+    assert all(e["lines"] == [{"line": 1, "error": e["lines"][0]["error"]}] for e in refused)
+    assert all(e["error"].endswith("dropped=1") for e in refused)
+    assert len(stored(influx, "race.f")) == rounds
+    for k in range(3):  # the other line of every request was stored
+        assert [v for _, v in stored(influx, f"side,k={k}.f")] == [float(r) for r in range(rounds)]

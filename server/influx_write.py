@@ -1,0 +1,153 @@
+"""A ``/write`` body turned into write batches, and the InfluxDB-style answer to bad lines.
+
+:func:`prepare` runs in the query thread pool (parsing and the SQLite catalog
+block): it parses one slice of a body, names (creates) its tags and cuts its
+points into batches for the write queue. Points of a tag whose duplicate
+policy is ``reject`` go in a batch of their own per tag, after the points
+that would be refused (a timestamp already stored, or repeated in the body)
+are set aside as errors of their lines. The check here is only a filter: the
+engine checks again under its write lock, so a write racing in between is
+still refused -- and then only that tag's batch fails (the write queue makes
+a refused write fail alone) and its lines are reported.
+
+:func:`partial_write` is InfluxDB 1.x's answer to a body it stored in part:
+``400 {"error": "partial write: REASON dropped=N"}``, here with every bad line
+named and ``N`` the number of lines not stored (whole or in part).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from xtsdb.protocol.errors import InvalidInput
+from xtsdb.protocol.line_protocol import parse
+from xtsdb.server.engine.batch import WriteBatch
+from xtsdb.server.engine.catalog import Catalog, TagInfo
+
+MAX_LISTED_ERRORS = 100  # bad lines named in one response
+
+
+class _Engine(Protocol):
+    catalog: Catalog
+
+    def create_tag(self, name: str, **meta: Any) -> TagInfo: ...
+
+    def query(self, tag_id: int, start_us: int, end_us: int) -> Any: ...
+
+
+@dataclass
+class Queued:
+    """A batch for the write queue and the body line of each of its points."""
+
+    batch: WriteBatch
+    lines: npt.NDArray[np.int64]
+    strict: str = ""  # the tag name if the batch is one 'reject' tag's points
+
+
+@dataclass
+class Prepared:
+    """One slice of a body, parsed and resolved to tag ids, ready for the write queue."""
+
+    batches: list[Queued] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    lines: int = 0
+    created: int = 0
+    refused: int = 0  # points set aside for a 'reject' tag
+
+
+def prepare(engine: _Engine, data: bytes, precision: str, now_us: int, first_line: int) -> Prepared:
+    """Parse a slice, name its tags, and cut it into batches (see the module docstring)."""
+    parsed = parse(data, precision, now_us)
+    out = Prepared(errors=[(first_line + no, msg) for no, msg in parsed.errors])
+    out.lines = parsed.lines
+    ids = np.zeros(len(parsed.names), dtype=np.uint32)
+    refused: list[int] = []
+    strict: list[int] = []
+    catalog = engine.catalog
+    for i, name in enumerate(parsed.names):  # a loop per series, not per point
+        info = catalog.get(name)
+        if info is None:
+            try:
+                info = engine.create_tag(name)
+                out.created += 1
+            except InvalidInput as exc:
+                info = catalog.get(name)  # created by a concurrent request meanwhile?
+                if info is None:
+                    refused.append(i)
+                    lines = np.unique(parsed.point_lines[parsed.series == i]).tolist()
+                    out.errors += [(first_line + no, f"tag {name!r}: {exc}") for no in lines]
+                    continue
+        ids[i] = info.id
+        if info.duplicates == "reject":
+            strict.append(i)
+    series, ts, values = parsed.series, parsed.ts, parsed.values
+    point_lines = parsed.point_lines + first_line
+    plain = ~np.isin(series, refused + strict)
+    if plain.any():
+        batch = WriteBatch.build(ids[series[plain]], ts[plain], values[plain])
+        out.batches.append(Queued(batch, point_lines[plain]))
+    for i in strict:
+        name = parsed.names[i]
+        mine = np.flatnonzero(series == i)
+        t = ts[mine]
+        # Refused here: a timestamp repeated in the body (the first one is kept) or
+        # already stored; the engine would refuse the whole batch for either.
+        first = np.zeros(t.shape[0], dtype=bool)
+        first[np.unique(t, return_index=True)[1]] = True
+        stored = engine.query(int(ids[i]), int(t.min()), int(t.max()) + 1).timestamps
+        clash = ~first | np.isin(t, stored)
+        out.refused += int(clash.sum())
+        out.errors += [(int(no), _refused(name)) for no in point_lines[mine[clash]]]
+        keep = mine[~clash]
+        if keep.shape[0]:
+            batch = WriteBatch.build(int(ids[i]), ts[keep], values[keep])
+            out.batches.append(Queued(batch, point_lines[keep], name))
+    out.errors.sort()
+    return out
+
+
+def _refused(name: str) -> str:
+    return f"tag {name!r} refuses duplicate timestamps (duplicate policy 'reject')"
+
+
+def refused_errors(queued: Queued, exc: InvalidInput) -> list[tuple[int, str]]:
+    """The errors of a batch the engine refused: each of its lines, with the reason."""
+    reason = _refused(queued.strict) if queued.strict else f"{exc.name}: {exc}"
+    return [(int(no), reason) for no in np.unique(queued.lines)]
+
+
+def slices(body: bytes, size: int) -> list[tuple[bytes, int]]:
+    """``body`` cut after a newline about every ``size`` bytes; with each piece's line offset."""
+    out: list[tuple[bytes, int]] = []
+    start = lines_before = 0
+    while start < len(body):  # every turn moves start forward by at least size bytes or to the end
+        cut = body.find(b"\n", start + size)
+        end = len(body) if cut < 0 else cut + 1
+        piece = body[start:end]
+        out.append((piece, lines_before))
+        lines_before += piece.count(b"\n")
+        start = end
+    return out
+
+
+def partial_write(
+    errors: list[tuple[int, str]], bad_lines: int, lines: int, points: int, *, refused: bool
+) -> dict[str, Any]:
+    """The 400 body for a request with bad lines (``points`` of the others were stored).
+
+    ``refused``: some lines were refused by a tag rather than unparsable.
+    """
+    shown = errors[:MAX_LISTED_ERRORS]
+    more = f"; ... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
+    listed = "; ".join(f"line {no}: {msg}" for no, msg in shown)
+    kind = "partial write" if points or refused else "unable to parse"
+    return {
+        "error": f"{kind}: {bad_lines} of {lines} lines had errors and were not written "
+        f"(whole or in part); {points} points from the other lines were written: {listed}{more}"
+        f" dropped={bad_lines}",
+        "lines": [{"line": no, "error": msg} for no, msg in shown],
+    }
