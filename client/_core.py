@@ -48,6 +48,7 @@ from xtsdb.protocol import (
     write_request,
 )
 from xtsdb.protocol.errors import InvalidInput, ProtocolError, XtsdbConnectionError
+from xtsdb.protocol.ops import parse_last_errors
 
 from ._convert import to_us, write_columns
 from ._plans import HistorianPlans, tag_key
@@ -361,7 +362,7 @@ class ClientCore(HistorianPlans):
     def last_plan(self, tags: Any) -> Plan[LastResult]:
         req = self._request(last_request(next(self._ids), tags))
         [resp] = yield Step([req], 1)
-        return LastResult(*parse_last_response(resp))
+        return LastResult(*parse_last_response(resp), errors=parse_last_errors(resp))
 
     def stats_plan(self) -> Plan[dict[str, Any]]:
         resp = yield from self.single(self.simple("stats"))

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from xtsdb.protocol.errors import XtsdbError
+
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
 UInt8Array = npt.NDArray[np.uint8]
@@ -65,6 +67,8 @@ class LastResult:
     timestamps: Int64Array
     values: Float64Array
     qualities: UInt8Array
+    errors: dict[int, XtsdbError] = field(default_factory=dict)
+    """Tags whose newest point could not be read (a damaged block): absent, with the error."""
 
     def __len__(self) -> int:
         return int(self.tags.shape[0])

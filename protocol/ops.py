@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from .errors import InvalidInput, ProtocolError, UnsupportedVersion
+from .errors import InvalidInput, ProtocolError, UnsupportedVersion, XtsdbError, error_from_code
 from .messages import (
     INT64_MAX,
     PROTOCOL_VERSION,
@@ -30,6 +30,7 @@ from .messages import (
     TS_DTYPE,
     VALUES_DTYPE,
     bool_field,
+    error_response,
     int_field,
     ok_response,
     optional_int_field,
@@ -312,17 +313,33 @@ def parse_last(msg: Mapping[str, Any]) -> UInt32Array | list[int | str]:
 
 
 def last_response(
-    req_id: int, tags: npt.ArrayLike, ts: npt.ArrayLike, values: npt.ArrayLike, q: npt.ArrayLike
+    req_id: int,
+    tags: npt.ArrayLike,
+    ts: npt.ArrayLike,
+    values: npt.ArrayLike,
+    q: npt.ArrayLike,
+    errors: Mapping[int, XtsdbError] | None = None,
 ) -> dict[str, Any]:
-    """The response to ``last``: one row per tag that has data (others are left out)."""
+    """The response to ``last``: one row per tag that has data (others are left out).
+
+    ``errors``: tags whose newest point could not be read (a damaged block), sent
+    as ``[{"tag", "code", "message"}]`` only when there are any, so a response
+    without them is the same frame as before the field existed.
+    """
     tags_arr = wire_array(tags, TAGS_DTYPE)
     n = tags_arr.shape[0]
+    fields: dict[str, Any] = {}
+    if errors:
+        fields["errors"] = [
+            error_response(None, exc)["error"] | {"tag": int(tag)} for tag, exc in errors.items()
+        ]
     return ok_response(
         req_id,
         tags=tags_arr,
         ts=wire_n(ts, TS_DTYPE, "ts", n, "tags"),
         values=wire_n(values, VALUES_DTYPE, "values", n, "tags"),
         q=wire_n(q, Q_DTYPE, "q", n, "tags"),
+        **fields,
     )
 
 
@@ -340,6 +357,25 @@ def parse_last_response(
             unpack_array(required(resp, "values"), VALUES_DTYPE, "values", n),
             unpack_array(required(resp, "q"), Q_DTYPE, "q", n),
         )
+
+    return checked_response(resp, "last", parse)
+
+
+def parse_last_errors(resp: Mapping[str, Any]) -> dict[int, XtsdbError]:
+    """``{tag: error}`` for the tags of a last response that could not be answered."""
+
+    def parse() -> dict[int, XtsdbError]:
+        raw = resp.get("errors", [])
+        if not isinstance(raw, list):
+            raise InvalidInput("'errors' must be an array")
+        out: dict[int, XtsdbError] = {}
+        for item in raw:
+            if not isinstance(item, dict):
+                raise InvalidInput("an entry of 'errors' must be a map")
+            tag = int_field(item.get("tag"), "tag", 0, 0xFFFFFFFF)
+            code = int_field(item.get("code"), "code")
+            out[tag] = error_from_code(code, str_field(item, "message") or "")
+        return out
 
     return checked_response(resp, "last", parse)
 

@@ -324,7 +324,9 @@ class Service(HistorianOps):
 
         def run() -> Frame:
             last = self.engine.last(ids)
-            resp = last_response(req_id, last.tag_ids, last.timestamps, last.values, last.qualities)
+            resp = last_response(
+                req_id, last.tag_ids, last.timestamps, last.values, last.qualities, last.errors
+            )
             return self._parts(resp, f"{len(last)} tags")
 
         return await self._in_pool(run)

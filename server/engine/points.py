@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from xtsdb.protocol.errors import XtsdbError
+
 GOOD_QUALITY = 192  # OPC "Good"; the top two bits carry Good/Bad/Uncertain
 
 TS_LIMIT = 1 << 60
@@ -67,12 +69,17 @@ class Points:
 
 @dataclass
 class LastPoints:
-    """The latest point of each tag that has one; tags with no data are absent."""
+    """The latest point of each tag that has one; tags with no data are absent.
+
+    A tag whose newest point could not be read (a damaged block) is absent as
+    well, and ``errors`` says why: absence alone would read as "no data".
+    """
 
     tag_ids: UInt32Array
     timestamps: Int64Array
     values: Float64Array
     qualities: UInt8Array
+    errors: dict[int, XtsdbError] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.tag_ids.shape[0])

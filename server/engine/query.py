@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xtsdb.protocol.errors import InvalidInput
+from xtsdb.protocol.errors import EngineClosed, InvalidInput, StorageError, XtsdbError
 
 from .container import BlockEntry
 from .membuffer import Columns, clip, concat, consolidate, sort_unique
@@ -116,10 +116,18 @@ def run_last(engine: Engine, tag_ids: Any) -> LastPoints:
     wanted = ids.astype(np.int64).tolist()
     cache = engine._last
     with engine._state:
+        if engine._closed:
+            raise EngineClosed("engine is closed")
         found = [cache.get(t) for t in wanted]
         missing = [t for t, f in zip(wanted, found, strict=True) if f is None and t in engine._tags]
-    for t in missing:
-        _fill_last(engine, t)
+    errors: dict[int, XtsdbError] = {}
+    for t in dict.fromkeys(missing):
+        try:
+            _fill_last(engine, t)
+        except EngineClosed:
+            raise
+        except StorageError as exc:  # a damaged block: this tag alone has no answer
+            errors[t] = exc
     if missing:
         with engine._state:
             found = [cache.get(t) for t in wanted]
@@ -130,6 +138,7 @@ def run_last(engine: Engine, tag_ids: Any) -> LastPoints:
         np.array([r[0] for r in rows], dtype=np.int64),  # type: ignore[index]
         np.array([r[1] for r in rows], dtype=np.float64),  # type: ignore[index]
         np.array([r[2] for r in rows], dtype=np.uint8),  # type: ignore[index]
+        errors,
     )
 
 
@@ -141,17 +150,46 @@ def _fill_last(engine: Engine, tag_id: int) -> None:
             if t is None:
                 return
             version = t.version
-            top = max((b.last_ts for b in t.blocks), default=None)
-            for buf in (*t.sealing, t.active):
-                for p in buf.parts:
-                    if p[0].shape[0]:
-                        m = int(p[0].max())
-                        top = m if top is None or m > top else top
-        if top is None:
-            return
-        pts = run_query(engine, tag_id, top, top + 1, None)
+            firsts, lasts = t.block_bounds()
+            mem = [p[0] for b in (*t.sealing, t.active) for p in b.parts if p[0].shape[0]]
+            mem_top = max((int(ts.max()) for ts in mem), default=None)
+        newest = _newest(engine, tag_id, firsts, lasts, mem_top)
         with engine._state:
-            if t.version == version and len(pts):
-                engine._last[tag_id] = (top, float(pts.values[-1]), int(pts.qualities[-1]))
+            if t.version == version:
+                if newest is not None:
+                    engine._last[tag_id] = newest
                 return
         time.sleep(0)  # a write raced us: recompute
+
+
+def _newest(
+    engine: Engine, tag_id: int, firsts: np.ndarray, lasts: np.ndarray, mem_top: int | None
+) -> tuple[int, float, int] | None:
+    """The newest point that a query returns, reading as few blocks as it can.
+
+    A block's ``last_ts`` is only an upper bound: a tombstone may hide its newest
+    points (or all of them). So windows are queried from the newest block down,
+    each covering twice as many blocks as the one before, until one holds a
+    point; the query applies tombstones and duplicate policies as usual. A point
+    in memory is never hidden (a delete drops it), so nothing older is needed.
+    """
+    by_last = np.argsort(-lasts, kind="stable")
+    tops = [int(lasts.max())] if lasts.shape[0] else []
+    hi = max([*tops, *([mem_top] if mem_top is not None else [])], default=None)
+    if hi is None:
+        return None
+    hi += 1  # every point at or above ``hi`` is known to be absent
+    k = 1
+    while True:
+        k = min(k, int(by_last.shape[0]))
+        lo = int(firsts[by_last[:k]].min()) if k else hi - 1
+        if mem_top is not None:
+            lo = max(lo, mem_top)  # the answer is at least the newest point in memory
+        if lo < hi:
+            pts = run_query(engine, tag_id, lo, hi, 1, descending=True)
+            if len(pts):
+                return int(pts.timestamps[0]), float(pts.values[0]), int(pts.qualities[0])
+            hi = lo
+        if k >= by_last.shape[0]:
+            return None  # every block was in a window: nothing is left
+        k *= 2

@@ -1,0 +1,153 @@
+"""``Engine.last()``: deletes, damaged blocks, and the last-value file kept across restarts."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xtsdb.client import Client
+from xtsdb.protocol.errors import CorruptionError, EngineClosed
+from xtsdb.server.app import ServerThread
+from xtsdb.server.engine import Engine, EngineConfig
+
+CFG = EngineConfig(chunk_size=64 * 1024, meta_extents=1, block_points=500, read_workers=0)
+
+
+def last_of(eng: Engine, tags: list[int]) -> dict[int, tuple[int, float, int]]:
+    r = eng.last(tags)
+    return {
+        t: (ts, v, q)
+        for t, ts, v, q in zip(
+            r.tag_ids.tolist(),
+            r.timestamps.tolist(),
+            r.values.tolist(),
+            r.qualities.tolist(),
+            strict=True,
+        )
+    }
+
+
+def newest_by_query(eng: Engine, tag: int) -> tuple[int, float, int] | None:
+    p = eng.query(tag, -(1 << 59), 1 << 59, 1, descending=True)
+    return (int(p.timestamps[0]), float(p.values[0]), int(p.qualities[0])) if len(p) else None
+
+
+def agree(eng: Engine, tags: list[int]) -> dict[int, tuple[int, float, int]]:
+    """last() of ``tags``, checked against what a query says is each tag's newest point."""
+    got = last_of(eng, tags)
+    want = {t: n for t in tags if (n := newest_by_query(eng, t)) is not None}
+    assert got == want
+    return got
+
+
+def write_100(eng: Engine, tag: int = 1) -> None:
+    ts = np.arange(100, dtype=np.int64) * 10
+    eng.write(tag, ts, ts * 0.5)
+
+
+# -- defect 9: tombstones over the newest points ---------------------------------------------------
+
+
+def test_last_after_deleting_the_newest_points_of_sealed_blocks(tmp_path: Path) -> None:
+    with Engine.open(tmp_path / "db", CFG) as eng:
+        write_100(eng)
+        eng.flush()
+        eng.delete(1, 900, 1 << 40)  # the newest 10 points, all in a sealed block
+        assert len(eng.query(1, 0, 1 << 40)) == 90
+        assert agree(eng, [1]) == {1: (890, 445.0, 192)}
+    with Engine.open(tmp_path / "db", CFG) as eng:
+        assert agree(eng, [1]) == {1: (890, 445.0, 192)}
+
+
+def test_last_after_delete_tag_and_a_rewrite_of_older_points(tmp_path: Path) -> None:
+    with Engine.open(tmp_path / "db", CFG) as eng:
+        write_100(eng)
+        eng.flush()
+        eng.delete_tag(1)
+        assert last_of(eng, [1]) == {}
+        ts = np.arange(50, dtype=np.int64)  # older than every deleted point
+        eng.write(1, ts, ts + 0.25)
+        assert agree(eng, [1]) == {1: (49, 49.25, 192)}
+        eng.flush()
+        assert agree(eng, [1]) == {1: (49, 49.25, 192)}
+    with Engine.open(tmp_path / "db", CFG) as eng:
+        assert agree(eng, [1]) == {1: (49, 49.25, 192)}
+
+
+def test_last_when_every_point_is_deleted_across_many_blocks(tmp_path: Path) -> None:
+    with Engine.open(tmp_path / "db", CFG) as eng:
+        ts = np.arange(5_000, dtype=np.int64)
+        eng.write(1, ts, ts * 1.0)
+        eng.flush()
+        eng.delete(1, 1_000, 1 << 40)  # newest 8 of 10 blocks masked
+        assert agree(eng, [1]) == {1: (999, 999.0, 192)}
+        eng.delete(1, 0, 1_000)
+        assert last_of(eng, [1]) == {}
+        eng.write(1, [7], [1.5])  # a point older than every deleted one, in memory
+        assert agree(eng, [1]) == {1: (7, 1.5, 192)}
+
+
+def test_closed_engine_refuses_last(tmp_path: Path) -> None:
+    eng = Engine.open(tmp_path / "db", CFG)
+    eng.close()
+    with pytest.raises(EngineClosed):
+        eng.last([1])
+
+
+# -- defect 11: one damaged block, one tag without an answer -----------------------------------------
+
+
+def three_tags_with_tag_1_newest_block_damaged(data: Path) -> None:
+    with Engine.open(data, CFG) as eng:
+        for tag in (1, 2, 3):
+            ts = np.arange(2_000, dtype=np.int64)
+            eng.write(tag, ts, ts + tag * 0.5)
+        eng.flush()
+        newest = max(eng._tags[1].blocks, key=lambda b: b.last_ts)
+        ref = eng._store.ref(newest)
+    with open(ref.path, "r+b") as f:
+        f.seek(ref.offset + ref.length // 2)
+        b = f.read(1)
+        f.seek(ref.offset + ref.length // 2)
+        f.write(bytes([b[0] ^ 0x40]))
+    for p in data.glob("last-values*"):
+        p.unlink()  # make last() read the blocks (the file is a cache of them)
+
+
+def test_damaged_block_fails_last_for_its_tag_only(tmp_path: Path) -> None:
+    data = tmp_path / "db"
+    three_tags_with_tag_1_newest_block_damaged(data)
+    with Engine.open(data, CFG) as eng:
+        r = eng.last([1, 2, 3, 4])
+        assert r.tag_ids.tolist() == [2, 3]
+        assert r.timestamps.tolist() == [1999, 1999] and r.values.tolist() == [2000.0, 2000.5]
+        assert list(r.errors) == [1] and isinstance(r.errors[1], CorruptionError)
+        assert "CRC" in str(r.errors[1])
+        with pytest.raises(CorruptionError):  # a query of that range says the same
+            eng.query(1, 1500, 2000)
+
+
+def test_damaged_block_in_last_over_the_wire(
+    tmp_path: Path, server_factory: Callable[..., ServerThread]
+) -> None:
+    data = tmp_path / "db"
+    three_tags_with_tag_1_newest_block_damaged(data)
+    srv = server_factory(
+        data_dir=data, chunk_size=CFG.chunk_size, meta_extents=1, block_points=CFG.block_points
+    )
+    with Client(srv.url) as db:
+        r = db.last([1, 2, 3])
+        assert r.to_dict() == {2: (1999, 2000.0, 192), 3: (1999, 2000.5, 192)}
+        assert list(r.errors) == [1] and isinstance(r.errors[1], CorruptionError)
+        assert "CRC" in str(r.errors[1])
+        assert db.last([2]).errors == {}
+
+
+def crash_image(src: Path, dst: Path) -> Path:
+    """What a kill -9 would leave now: the files as they are, no close, no final seal."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("LOCK"))
+    return dst
