@@ -12,7 +12,7 @@ import pytest
 from xtsdb.client import Client
 from xtsdb.protocol.errors import CorruptionError, EngineClosed
 from xtsdb.server.app import ServerThread
-from xtsdb.server.engine import Engine, EngineConfig
+from xtsdb.server.engine import Engine, EngineConfig, lastvalues
 
 CFG = EngineConfig(chunk_size=64 * 1024, meta_extents=1, block_points=500, read_workers=0)
 
@@ -49,7 +49,7 @@ def write_100(eng: Engine, tag: int = 1) -> None:
     eng.write(tag, ts, ts * 0.5)
 
 
-# -- defect 9: tombstones over the newest points ---------------------------------------------------
+# -- defect 9: tombstones over the newest points --------------------------------------------------
 
 
 def test_last_after_deleting_the_newest_points_of_sealed_blocks(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_closed_engine_refuses_last(tmp_path: Path) -> None:
         eng.last([1])
 
 
-# -- defect 11: one damaged block, one tag without an answer -----------------------------------------
+# -- defect 11: one damaged block, one tag without an answer --------------------------------------
 
 
 def three_tags_with_tag_1_newest_block_damaged(data: Path) -> None:
@@ -151,3 +151,114 @@ def crash_image(src: Path, dst: Path) -> Path:
     """What a kill -9 would leave now: the files as they are, no close, no final seal."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("LOCK"))
     return dst
+
+
+# -- defect 12: the last-value file ---------------------------------------------------------------
+
+TAGS = list(range(40))
+
+
+def many_tags(eng: Engine, n: int = 300, t0: int = 0) -> None:
+    ts = t0 + np.arange(n, dtype=np.int64)
+    for tag in TAGS:
+        eng.write(tag, ts, ts * 0.25 + tag)
+
+
+def test_first_last_after_a_clean_restart_reads_no_block(tmp_path: Path) -> None:
+    data = tmp_path / "db"
+    with Engine.open(data, CFG) as eng:
+        many_tags(eng)
+        eng.flush()
+        before = agree(eng, TAGS)
+    with Engine.open(data, CFG) as eng:
+        assert last_of(eng, TAGS) == before
+        assert eng.stats()["blocks_read"] == 0  # answered from the file, no block decoded
+    (data / lastvalues.NAME).unlink()
+    with Engine.open(data, CFG) as eng:  # without the file: the same answer, from the blocks
+        assert last_of(eng, TAGS) == before
+        assert eng.stats()["blocks_read"] >= len(TAGS)
+
+
+def test_last_value_file_is_only_trusted_for_unchanged_tags(tmp_path: Path) -> None:
+    data = tmp_path / "db"
+    with Engine.open(data, CFG) as eng:
+        many_tags(eng)
+    # A run after a clean close that changes some tags and then crashes: the file
+    # on disk is the old one, written before these changes.
+    with Engine.open(data, CFG) as eng:
+        eng.delete(1, 250, 1 << 40)  # tombstone over the newest points
+        eng.write(2, np.arange(300, 900), np.arange(600) * 1.0)  # newer, sealed below
+        eng.write(3, [1_000_000], [3.5])  # newer, only in the WAL
+        eng.delete_tag(4)
+        eng.write(4, [5], [-1.0])  # delete_tag, then an older point, only in the WAL
+        eng.write(5, [10], [-2.0])  # an older rewrite of an existing point: not the newest
+        eng.flush()
+        eng.write(6, [2_000_000], [6.5])  # after the checkpoint: replayed from the WAL
+        eng.delete(7, 299, 300)  # after the checkpoint: a tombstone in a later block
+        want = agree(eng, TAGS)
+        crashed = crash_image(data, tmp_path / "crashed")
+    assert want[1][0] == 249 and want[2][0] == 899 and want[3] == (1_000_000, 3.5, 192)
+    assert want[4] == (5, -1.0, 192) and want[7][0] == 298
+    with Engine.open(crashed, CFG) as eng:
+        assert agree(eng, TAGS) == want
+    with Engine.open(data, CFG) as eng:  # and the clean close wrote a file that holds
+        assert last_of(eng, TAGS) == want
+        assert eng.stats()["blocks_read"] == 0
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "other-database"])
+def test_damaged_last_value_file_is_ignored(tmp_path: Path, damage: str) -> None:
+    data = tmp_path / "db"
+    with Engine.open(data, CFG) as eng:
+        many_tags(eng)
+        eng.flush()
+        want = agree(eng, TAGS)
+    path = data / lastvalues.NAME
+    raw = bytearray(path.read_bytes())
+    if damage == "flip":
+        raw[len(raw) // 2] ^= 0x10  # a value byte: only the CRC can tell
+    elif damage == "truncate":
+        raw = raw[: len(raw) - 7]
+    elif damage == "garbage":
+        raw = bytearray(b"\xff" * len(raw))
+    else:  # the same history with other values: only the instance id tells them apart
+        with Engine.open(tmp_path / "other", CFG) as other:
+            ts = np.arange(300, dtype=np.int64)
+            for tag in TAGS:
+                other.write(tag, ts, ts * 0.25 + tag + 1000)
+            other.flush()
+            agree(other, TAGS)
+        raw = bytearray((tmp_path / "other" / lastvalues.NAME).read_bytes())
+    path.write_bytes(bytes(raw))
+    with Engine.open(data, CFG) as eng:
+        assert agree(eng, TAGS) == want
+
+
+def test_retired_chunks_are_not_answered_from_the_file(tmp_path: Path) -> None:
+    data = tmp_path / "db"
+    cfg = EngineConfig(
+        chunk_size=64 * 1024,
+        meta_extents=1,
+        block_points=500,
+        read_workers=0,
+        retention_us=1_000_000,
+        retention_check_s=3600,
+    )
+    rng = np.random.default_rng(3)
+    with Engine.open(data, cfg) as eng:
+        eng.write(1, np.arange(20_000), rng.normal(size=20_000))  # old, noisy: several chunks
+        eng.flush()
+        eng.write(3, np.arange(20_000), rng.normal(size=20_000))  # old too: seals tag 1's
+        eng.flush()
+        ts = 10**12 + np.arange(20_000, dtype=np.int64)
+        eng.write(1, np.arange(-1000, 0), np.arange(1000) * 1.0)  # older yet, in a newer chunk
+        eng.write(2, ts, ts * 1.0)  # new data: that chunk outlives the cutoff
+        eng.flush()
+        assert last_of(eng, [1])[1][0] == 19_999
+    with Engine.open(data, cfg) as eng:
+        assert eng.apply_retention(now_us=10**12, grace_s=3600) >= 1
+        want = agree(eng, [1, 2, 3])
+        crashed = crash_image(data, tmp_path / "crashed")
+    assert want[1][0] == -1  # the chunks with tag 1's newer points were retired
+    with Engine.open(crashed, cfg) as eng:
+        assert agree(eng, [1, 2, 3]) == want

@@ -33,7 +33,7 @@ from xtsdb.protocol.errors import (
     XtsdbError,
 )
 
-from . import recovery
+from . import lastvalues, recovery
 from .analytics import AnalyticsOps
 from .batch import DeleteRecord, WriteBatch, decode_record
 from .block_codec import CODEC_ZSTD_V1, encode_block
@@ -87,11 +87,14 @@ class Engine(CatalogOps, AnalyticsOps):
             (t.tombstones if e.is_tombstone else t.blocks).append(e)
         self._totals.add(e for e in parts.blocks if not e.is_tombstone)
         parts.blocks = []  # the tags hold them now
+        self._last_file = self.path / lastvalues.NAME
         self.catalog = Catalog(self.path / "catalog.sqlite3", lambda: max(self._tags, default=-1))
         for info in self.catalog.all():
             self._tag(info.id).policy = info.duplicates
             if info.duplicates == "reject":
                 self._reject_tags.add(info.id)
+        # Before the replay: replayed writes update loaded values as any write does.
+        self._last.update(lastvalues.load(self._last_file, self._store.instance_id, self._tags))
         for lsn, payload in self._wal.replay(self.checkpoint_lsn):
             rec = decode_record(payload)
             if isinstance(rec, DeleteRecord):
@@ -415,12 +418,19 @@ class Engine(CatalogOps, AnalyticsOps):
         try:
             if self._failed is None:
                 self.flush()
+                with self._state:  # everything is in blocks now: keep last() warm
+                    lastvalues.save(
+                        self._last_file, self._store.instance_id, self._tags, self._last
+                    )
         except (StorageError, OSError, sqlite3.Error) as exc:
             # A shutdown that cannot seal or checkpoint (a full disk) still ends cleanly:
             # every acknowledged point is in the WAL, which the next open replays.
-            log.error("close: could not seal and checkpoint (%s: %s); the WAL holds every "
-                      "acknowledged point and is replayed at the next start",
-                      type(exc).__name__, exc)  # fmt: skip
+            log.error(
+                "close: could not seal and checkpoint (%s: %s); the WAL holds every "
+                "acknowledged point and is replayed at the next start",
+                type(exc).__name__,
+                exc,
+            )
         finally:
             with self._state:
                 self._closed = True
