@@ -60,13 +60,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from xtsdb.protocol.errors import InvalidInput, Overloaded, PermissionDenied, ShuttingDown
+from xtsdb.server.engine.chunkscan import SET, UNSET, state_words
 from xtsdb.server.engine.config import EngineConfig
 from xtsdb.server.engine.container import (
     DIR_OFFSET,
     ENTRY_SIZE,
     FLAG_ALLOCATED,
     FLAG_SEALED,
-    FLAGS_OFFSET,
     BlockEntry,
     Geometry,
 )
@@ -107,14 +107,23 @@ class Backups:
         """``dest`` as an absolute path inside ``backup_dir`` that does not exist yet."""
         if not dest:
             raise InvalidInput("'path' is empty")
+        if "\0" in dest:
+            raise InvalidInput("'path' holds a NUL byte, which no file name may contain")
         root = self.backup_dir.resolve()
-        target = (root / dest).resolve()  # an absolute dest replaces root here
+        _check_lengths(root, dest)
+        try:
+            target = (root / dest).resolve()  # an absolute dest replaces root here
+        except (OSError, RuntimeError) as exc:  # a symlink loop, a name the OS refuses
+            raise InvalidInput(f"'path' cannot be used as a directory: {exc}") from None
         if target == root or not target.is_relative_to(root):
             raise PermissionDenied(f"backups may only be written under {root} (backup_dir)")
         if target.is_relative_to(self.engine.path.resolve()):
             raise InvalidInput("a backup cannot go inside the data directory it copies")
         if target.exists():
             raise InvalidInput(f"{target} exists; a backup goes into a new directory")
+        for parent in target.parents:
+            if parent.exists() and not parent.is_dir():
+                raise InvalidInput(f"{parent} is not a directory, so {target} cannot be made")
         return target
 
     def run(self, dest: str, stop: StopCheck) -> dict[str, Any]:
@@ -125,6 +134,25 @@ class Backups:
             return backup(self.engine, target, stop)
         finally:
             self._running.release()
+
+
+def _check_lengths(root: Path, dest: str) -> None:
+    """Refuse names the file system would refuse (ENAMETOOLONG), before touching it."""
+    name_max, path_max = 255, 4096
+    with contextlib.suppress(OSError, ValueError):
+        name_max = os.pathconf(root, "PC_NAME_MAX")
+        path_max = os.pathconf(root, "PC_PATH_MAX")
+    for part in Path(dest).parts:
+        if len(os.fsencode(part)) > name_max:
+            raise InvalidInput(
+                f"a name in 'path' is too long: {len(os.fsencode(part))} bytes, "
+                f"at most {name_max} ({part[:40]}...)"
+            )
+    total = len(os.fsencode(str(root / dest)))
+    if total >= path_max:
+        raise InvalidInput(
+            f"'path' is too long: {total} bytes under {root}, at most {path_max - 1}"
+        )
 
 
 def backup(engine: BackupSource, dest: Path, stop: StopCheck = lambda: False) -> dict[str, Any]:
@@ -369,8 +397,8 @@ def _containers(directory: Path) -> list[str]:
 def _unsealed(heads: dict[tuple[str, int], bytes]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for (name, slot), head in sorted(heads.items()):
-        flags = head[FLAGS_OFFSET : FLAGS_OFFSET + 4]
-        if head[:4].strip(b"\0") and flags[FLAG_ALLOCATED] == 0 and flags[FLAG_SEALED] != 0:
+        flags = state_words(head)  # a damaged word counts as allocated and unsealed
+        if head[:4].strip(b"\0") and flags[FLAG_ALLOCATED] != UNSET and flags[FLAG_SEALED] != SET:
             out.setdefault(name, []).append(slot)
     return out
 
