@@ -25,10 +25,11 @@ from types import TracebackType
 from xtsdb.server.auth import Authenticator, load_tokens, token_file_is_private
 from xtsdb.server.backup import Backups
 from xtsdb.server.config import ServerConfig, is_loopback
-from xtsdb.server.connection import Connection, Connections
+from xtsdb.server.connection import Connection
 from xtsdb.server.engine import Engine
 from xtsdb.server.http_endpoint import Health, OpsEndpoint
 from xtsdb.server.influx import InfluxEndpoint
+from xtsdb.server.limits import ByteBudget, Connections
 from xtsdb.server.metrics import Metrics
 from xtsdb.server.service import Service
 from xtsdb.server.tls import server_context
@@ -112,7 +113,8 @@ async def _run(
     writes = WriteQueue(ops.metrics.timed(engine), max_queue_bytes=config.max_queue_bytes)
     auth, ssl_ctx = _security(config)
     service = Service(engine, writes, pool, max_frame=config.max_frame, auth=auth)
-    registry = Connections(service, max_connections=config.max_connections)
+    budget = ByteBudget(config.max_partial_bytes)  # shared by both ports
+    registry = Connections(service, max_connections=config.max_connections, budget=budget)
     service.server_stats = registry.stats
     service.observe = ops.metrics.observer(config.slow_query_ms)
     service.backups = Backups(engine, config.backup_dir) if config.backup_dir else None
@@ -146,7 +148,7 @@ async def _run(
     influx: InfluxEndpoint | None = None
     try:
         if config.influx_port >= 0:
-            influx = await InfluxEndpoint.from_config(engine, service, config)
+            influx = await InfluxEndpoint.from_config(engine, service, config, budget)
             if on_influx is not None:
                 on_influx(influx.host, influx.port)
         host, port = listener.sockets[0].getsockname()[:2]

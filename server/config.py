@@ -108,6 +108,15 @@ class ServerConfig:
             "stops reading every socket"
         },
     )
+    max_partial_bytes: int = field(
+        default=256 * _MiB,
+        metadata={
+            "help": "all connections together (both ports): bytes of requests still "
+            "being received, each counted at its announced size from its first bytes; "
+            "a request that does not fit is refused (overloaded, or HTTP 503). At "
+            "least max_frame"
+        },
+    )
     idle_timeout: float = field(
         default=300.0, metadata={"help": "seconds before an idle connection is closed (0: never)"}
     )
@@ -215,6 +224,7 @@ class ServerConfig:
             "max_connections",
             "max_pending_bytes",
             "max_queue_bytes",
+            "max_partial_bytes",
             "query_threads",
             "read_workers",
             "wal_segment_bytes",
@@ -222,6 +232,11 @@ class ServerConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
+        if self.max_partial_bytes < self.max_frame:
+            raise ConfigError(
+                f"max_partial_bytes ({self.max_partial_bytes}) must be at least max_frame "
+                f"({self.max_frame}): a request of max_frame bytes could never be received"
+            )
         for name in ("idle_timeout", "shutdown_timeout", "frame_timeout"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
@@ -300,7 +315,7 @@ def is_loopback(host: str) -> bool:
 
 
 _SIZE_FIELDS = frozenset(
-    {"max_frame", "max_pending_bytes", "max_queue_bytes", "chunk_size"}
+    {"max_frame", "max_pending_bytes", "max_queue_bytes", "max_partial_bytes", "chunk_size"}
     | {"wal_segment_bytes", "wal_checkpoint_bytes"}
 )
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)

@@ -9,24 +9,32 @@ Memory stays bounded per connection by pausing the socket, never by
 buffering: reading stops while the bytes of unanswered requests exceed
 ``max_pending_bytes``, while the client does not read its responses (the
 transport's ``pause_writing``), and while the global write queue is full
-(:class:`Connections` pauses everyone). The decoder then holds at most what
-one read returned plus one partial frame.
+(``Connections`` pauses everyone). The decoder then holds at most what
+one read returned plus one partial frame, and partial frames of all
+connections together are capped by a :class:`~xtsdb.server.limits.ByteBudget`
+(``max_partial_bytes``): a frame that does not fit is refused with
+``overloaded``. Answers are bounded too: at most :data:`MAX_RUNNING` requests
+of a connection produce their answers at once, and none starts while the
+client leaves earlier answers unread, so a client that pipelines queries and
+never reads holds a few answers, not one per request.
 
-:class:`Connections` is the set of open connections: the connection cap,
-the global pause, and the gauges that ``stats`` reports.
+:class:`~xtsdb.server.limits.Connections` is the set of open connections:
+the connection cap, the global pause, and the gauges that ``stats`` reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Coroutine
 from typing import Any, cast
 
-from xtsdb.protocol.errors import Overloaded, ProtocolError
+from xtsdb.protocol.errors import Overloaded, ProtocolError, XtsdbError
 from xtsdb.protocol.frames import FrameDecoder
 from xtsdb.server.auth import PREAUTH_MAX_FRAME, PeerAuth
 from xtsdb.server.historian import Frame
-from xtsdb.server.service import Service
+from xtsdb.server.limits import Connections
 
 log = logging.getLogger("xtsdb.server")
 
@@ -36,60 +44,13 @@ MAX_INFLIGHT = 128
 Bounds what small requests with large answers (queries) can pin in memory,
 and a pool of ``query_threads`` could not run more at once anyway."""
 
+MAX_RUNNING = 8
+"""Requests of one connection producing their answers at once (writes aside: their
+answers are a few bytes). The rest wait, holding only their request."""
+
 REQUEST_OVERHEAD = 256
 """Bytes charged per unanswered request on top of its frame: a flood of tiny
 requests (pings) must hit ``max_pending_bytes`` too, since each holds a task."""
-
-
-class Connections:
-    """Open connections, the connection cap and the all-readers pause."""
-
-    def __init__(self, service: Service, *, max_connections: int) -> None:
-        self.service = service
-        self.max_connections = max_connections
-        self.open: set[Connection] = set()
-        self.paused = False
-        self.total = 0
-        self.refused = 0
-        self.idle_closed = 0
-        self.frame_timeouts = 0  # slow senders cut off by frame_timeout
-        self.auth_timeouts = 0  # connections that did not authenticate in time
-        self.pending_peak = 0
-        self.read_pauses = 0
-
-    def admit(self, conn: Connection) -> bool:
-        if len(self.open) >= self.max_connections:
-            self.refused += 1
-            return False
-        self.open.add(conn)
-        self.total += 1
-        return True
-
-    def set_paused(self, paused: bool) -> None:
-        """Called by the write queue: stop (or restart) reading on every socket."""
-        self.paused = paused
-        for conn in list(self.open):
-            conn.kick()
-
-    def inflight(self) -> list[asyncio.Task[Frame]]:
-        return [t for conn in self.open for t in conn.tasks]
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "connections": len(self.open),
-            "connections_total": self.total,
-            "connections_refused": self.refused,
-            "connections_idle_closed": self.idle_closed,
-            "connections_frame_timeout": self.frame_timeouts,
-            "connections_auth_timeout": self.auth_timeouts,
-            "inflight_requests": sum(len(c.tasks) for c in self.open),
-            "pending_bytes": sum(c.pending for c in self.open),
-            "pending_bytes_peak": self.pending_peak,
-            "read_buffer_bytes": sum(c.decoder.buffered for c in self.open),
-            "write_buffer_bytes": sum(c.write_buffer_size() for c in self.open),
-            "readers_paused": sum(1 for c in self.open if c.reading_paused),
-            "read_pauses": self.read_pauses,
-        }
 
 
 class Connection(asyncio.Protocol):
@@ -116,6 +77,9 @@ class Connection(asyncio.Protocol):
         self._frame_timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[Frame]] = set()
         self.pending = 0  # bytes (+ overhead) of requests received and not yet answered
+        self.reserved = 0  # bytes charged to the registry's budget for partial frames
+        self.running = 0  # requests producing their answers (MAX_RUNNING)
+        self.gate: deque[asyncio.Future[None]] = deque()  # requests waiting to start
         self.reading_paused = False
         self.peer = "?"
         self._transport: asyncio.Transport | None = None
@@ -162,6 +126,8 @@ class Connection(asyncio.Protocol):
         if self in self.registry.open:
             self.registry.open.discard(self)
             log.debug("connection from %s closed (%s)", self.peer, exc or "clean")
+        self.registry.budget.give(self.reserved)
+        self.reserved = 0
         # Queued writes still commit (their futures are already in the write
         # queue); only the answers, which nobody can receive now, are dropped.
         for task in list(self.tasks):
@@ -177,6 +143,16 @@ class Connection(asyncio.Protocol):
             # No way to find the next frame boundary: answer once and hang up.
             log.info("closing %s: %s", self.peer, exc)
             self._fail(exc)
+            return
+        if not self._charge():
+            log.warning(
+                "refusing a frame of %s: %d bytes of partial requests already held "
+                "(max_partial_bytes %d)",
+                self.peer,
+                self.registry.budget.used,
+                self.registry.budget.cap,
+            )
+            self._fail(Overloaded("the server holds too many partial requests; retry later"))
             return
         self._frames_done = False
         self.drain()
@@ -198,6 +174,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_blocked = False
+        self._open_gate()
         self.kick()
 
     # -- request flow --------------------------------------------------------
@@ -232,8 +209,24 @@ class Connection(asyncio.Protocol):
                 self._handle(msg, before - self.decoder.buffered)
         finally:
             self._draining = False
+        self._charge()  # frames taken out: give their bytes back
         self._sync_reading()
         self._watch_frame()
+
+    def _charge(self) -> bool:
+        """Charge the budget for what the decoder holds, the partial frame at its full size.
+
+        False, with the charge unchanged, when a larger charge does not fit.
+        """
+        held = self.decoder.buffered
+        want = held + self.decoder.wanted if held else 0
+        delta = want - self.reserved
+        if delta > 0 and not self.registry.budget.take(delta):
+            return False
+        if delta < 0:
+            self.registry.budget.give(-delta)
+        self.reserved = want
+        return True
 
     def kick(self) -> None:
         """Something that blocked reading may have cleared: continue with buffered frames."""
@@ -254,9 +247,36 @@ class Connection(asyncio.Protocol):
                 log.info("closing %s: authentication failed", self.peer)  # never the token
                 self.close()
             return
+        if msg.get("op") != "write":
+            result = self._gated(result)
         task = self._loop.create_task(result)
         self.tasks.add(task)
         task.add_done_callback(lambda t: self._task_done(t, cost))
+
+    async def _gated(self, work: Coroutine[Any, Any, Frame]) -> Frame:
+        """Run ``work`` once fewer than MAX_RUNNING run and the client reads its answers."""
+        try:
+            while self._write_blocked or self.running >= MAX_RUNNING:
+                waiter: asyncio.Future[None] = self._loop.create_future()
+                self.gate.append(waiter)
+                await waiter
+        except BaseException:
+            work.close()  # never started: nothing to undo
+            raise
+        self.running += 1
+        try:
+            return await work
+        finally:
+            self.running -= 1
+            self._open_gate()
+
+    def _open_gate(self) -> None:
+        free = MAX_RUNNING - self.running
+        while self.gate and free > 0 and not self._write_blocked:
+            waiter = self.gate.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
 
     def _task_done(self, task: asyncio.Task[Frame], cost: int) -> None:
         self.tasks.discard(task)
@@ -306,7 +326,7 @@ class Connection(asyncio.Protocol):
 
     # -- closing ----------------------------------------------------------------
 
-    def _fail(self, exc: ProtocolError) -> None:
+    def _fail(self, exc: XtsdbError) -> None:
         self._write(self.service.error(None, exc))
         self.close()
 

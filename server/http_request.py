@@ -10,8 +10,13 @@ is checked before a byte of it is buffered (``Content-Length``) or as it
 grows (chunks, and the decompressed size of gzip), so a client can never make
 the server hold more than ``max_body`` bytes per request.
 
-Timeouts are the caller's: it wraps :func:`read_head` (idle time between
-requests) and :func:`read_body` (the rest of a started request) in ``wait_for``.
+Timeouts: :func:`read_head` can take two, the idle time before a request's
+first byte and the time its head may then take (so a client trickling a head
+a byte at a time is cut off like a slow binary frame); the caller wraps
+:func:`read_body` (the rest of a started request) in ``wait_for``. With a
+:class:`~xtsdb.server.limits.ByteBudget`, a body is charged to it before it
+is read (``Content-Length``) or chunk by chunk; the caller returns
+``req.reserved`` once the request is answered.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import asyncio
 import zlib
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote_to_bytes
+
+from xtsdb.server.limits import ByteBudget
 
 MAX_HEAD = 16 * 1024
 MAX_TRAILERS = 64
@@ -60,21 +67,32 @@ class HttpRequest:
     body: bytes = b""
     keep_alive: bool = True
     form: dict[str, str] = field(default_factory=dict)  # an urlencoded body, parsed
+    reserved: int = 0  # bytes charged to a ByteBudget for the body
 
     def param(self, name: str, default: str = "") -> str:
         """A parameter from the query string, else from an urlencoded form body."""
         return self.query.get(name, self.form.get(name, default))
 
 
-async def read_head(reader: asyncio.StreamReader) -> HttpRequest | None:
+async def read_head(
+    reader: asyncio.StreamReader,
+    *,
+    idle_timeout: float | None = None,
+    head_timeout: float | None = None,
+) -> HttpRequest | None:
     """The next request's line and headers; ``None`` at a clean end of stream between requests.
 
-    ``reader`` must have been made with a ``limit`` of :data:`MAX_HEAD`.
+    ``reader`` must have been made with a ``limit`` of :data:`MAX_HEAD`. The
+    first byte may take ``idle_timeout``, the rest of the head ``head_timeout``
+    (None: no limit); ``TimeoutError`` when either runs out.
     """
+    first = await asyncio.wait_for(reader.read(1), idle_timeout)
+    if not first:
+        return None
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
+        head = first + await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), head_timeout)
     except asyncio.IncompleteReadError as exc:
-        if not exc.partial.strip():
+        if not (first + exc.partial).strip():
             return None
         raise HttpError(400, "incomplete request head") from None
     except asyncio.LimitOverrunError:
@@ -83,10 +101,18 @@ async def read_head(reader: asyncio.StreamReader) -> HttpRequest | None:
 
 
 async def read_body(
-    req: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_body: int
+    req: HttpRequest,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    max_body: int,
+    budget: ByteBudget | None = None,
 ) -> None:
-    """Read ``req``'s body into ``req.body`` (decompressed), and ``req.form`` if it is a form."""
-    req.body = await _read_body(req, reader, writer, max_body)
+    """Read ``req``'s body into ``req.body`` (decompressed), and ``req.form`` if it is a form.
+
+    With ``budget``, the body's bytes are charged to it first (``req.reserved``;
+    the caller gives them back): 503 if they do not fit.
+    """
+    req.body = await _read_body(req, reader, writer, max_body, budget)
     if req.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         req.form = dict(parse_qsl(req.body.decode("latin-1"), keep_blank_values=True))
 
@@ -115,8 +141,20 @@ def _parse_head(head: bytes) -> HttpRequest:
                        keep_alive=keep_alive)  # fmt: skip
 
 
+def _reserve(req: HttpRequest, budget: ByteBudget | None, n: int) -> None:
+    if budget is None:
+        return
+    if not budget.take(n):
+        raise HttpError(503, "overloaded: the server holds too many request bodies; retry later")
+    req.reserved += n
+
+
 async def _read_body(
-    req: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_body: int
+    req: HttpRequest,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    max_body: int,
+    budget: ByteBudget | None,
 ) -> bytes:
     h = req.headers
     chunked = "chunked" in h.get("transfer-encoding", "").lower()
@@ -134,9 +172,13 @@ async def _read_body(
             raise HttpError(400, "malformed Content-Length")
         if length > max_body:
             raise HttpError(413, f"request body of {length} bytes exceeds {max_body} bytes")
+        _reserve(req, budget, length)
     if h.get("expect", "").lower() == "100-continue":
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    body = await reader.readexactly(length) if length >= 0 else await _chunks(reader, max_body)
+    if length >= 0:
+        body = await reader.readexactly(length)
+    else:
+        body = await _chunks(req, reader, max_body, budget)
     encoding = h.get("content-encoding", "identity").lower()
     if encoding == "gzip":
         return _gunzip(body, max_body)
@@ -146,7 +188,9 @@ async def _read_body(
     return body
 
 
-async def _chunks(reader: asyncio.StreamReader, max_body: int) -> bytes:
+async def _chunks(
+    req: HttpRequest, reader: asyncio.StreamReader, max_body: int, budget: ByteBudget | None
+) -> bytes:
     parts: list[bytes] = []
     total = 0
     while True:  # each turn consumes a chunk; the total is bounded by max_body
@@ -162,6 +206,7 @@ async def _chunks(reader: asyncio.StreamReader, max_body: int) -> bytes:
         total += size
         if total > max_body:
             raise HttpError(413, f"request body exceeds {max_body} bytes")
+        _reserve(req, budget, size)
         parts.append(await reader.readexactly(size))
         if await reader.readexactly(2) != b"\r\n":
             raise HttpError(400, "malformed chunk")

@@ -60,6 +60,7 @@ from xtsdb.server.http_request import (
     response,
 )
 from xtsdb.server.influx_write import Queued, partial_write, prepare, refused_errors, slices
+from xtsdb.server.limits import ByteBudget
 from xtsdb.server.service import SERVER_VERSION, Service
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("xtsdb.server")
 
 SLICE_BYTES = 4 * 1024 * 1024  # body parsed (and queued) this much at a time
+_NEED_WRITE = ("/write", "/api/v2/write", "/query")  # paths that need a write token
 _CREATE_DB = re.compile(r"^\s*create\s+database\b", re.IGNORECASE)
 _HEADERS = {"X-Influxdb-Version": f"1.8-compatible (xtsdb {SERVER_VERSION})"}
 Reply = tuple[int, dict[str, Any] | None]  # status, JSON body (None: empty)
@@ -87,8 +89,9 @@ class InfluxEndpoint:
 
     def __init__(self, engine: Engine, service: Service, *, max_body: int,
                  max_connections: int, idle_timeout: float, request_timeout: float,
-                 max_queue_bytes: int) -> None:  # fmt: skip
+                 max_queue_bytes: int, budget: ByteBudget | None = None) -> None:  # fmt: skip
         self.engine = engine
+        self.budget = budget  # shared with the binary port: bodies being received or served
         self.service = service
         self.max_body = max_body
         self.max_connections = max_connections
@@ -103,13 +106,17 @@ class InfluxEndpoint:
 
     @classmethod
     async def from_config(
-        cls, engine: Engine, service: Service, config: ServerConfig
+        cls,
+        engine: Engine,
+        service: Service,
+        config: ServerConfig,
+        budget: ByteBudget | None = None,
     ) -> InfluxEndpoint:
         """Started on ``config.host:config.influx_port``, with the binary port's limits."""
         endpoint = cls(engine, service, max_body=config.max_frame,
                        max_connections=config.max_connections, idle_timeout=config.idle_timeout,
                        request_timeout=config.frame_timeout,
-                       max_queue_bytes=config.max_queue_bytes)  # fmt: skip
+                       max_queue_bytes=config.max_queue_bytes, budget=budget)  # fmt: skip
         base = service.server_stats  # the stats op reports this endpoint's counters too
         service.server_stats = lambda: {**(base() if base else {}), **endpoint.stats()}
         return await endpoint.start(config.host, config.influx_port)
@@ -180,7 +187,11 @@ class InfluxEndpoint:
     ) -> bool:
         """Serve one request; whether the connection stays open for another."""
         try:
-            req = await asyncio.wait_for(read_head(reader), self.idle_timeout)
+            # The first byte may take idle_timeout; a head begun must arrive within
+            # frame_timeout, as a binary frame must (a trickled head is a slow loris).
+            req = await read_head(
+                reader, idle_timeout=self.idle_timeout, head_timeout=self.request_timeout
+            )
         except HttpError as exc:
             writer.write(_reply(exc.status, {"error": str(exc)}, keep_alive=False))
             return False
@@ -190,8 +201,11 @@ class InfluxEndpoint:
         keep = req.keep_alive
         try:
             try:
+                # Credentials come from the head: a stranger's body is never read.
+                self._authorize_head(req)
                 await asyncio.wait_for(
-                    read_body(req, reader, writer, self.max_body), self.request_timeout
+                    read_body(req, reader, writer, self.max_body, self.budget),
+                    self.request_timeout,
                 )
                 status, body = await self._route(req)
             except HttpError as exc:
@@ -209,6 +223,9 @@ class InfluxEndpoint:
             await asyncio.wait_for(writer.drain(), self.request_timeout)
         finally:
             self._conns[task] = False
+            if self.budget is not None:
+                self.budget.give(req.reserved)
+            req.body = b""
         return keep
 
     # -- routes ------------------------------------------------------------------
@@ -223,14 +240,23 @@ class InfluxEndpoint:
             return 200, {"name": "xtsdb", "status": "pass", "version": SERVER_VERSION}
         if path in ("/write", "/api/v2/write"):
             _allow(method, "POST")
-            self._authorize(req, "write")
             return await self._write(req)
         if path == "/query":
             _allow(method, "GET", "POST")
-            self._authorize(req, "write")
             return _query(req.param("q"))
         raise HttpError(404, f"not found: {req.path} (this endpoint serves /write, /ping, "
                         "/query and /health)", close=False)  # fmt: skip
+
+    def _authorize_head(self, req: HttpRequest) -> None:
+        """Check the credentials of a request that needs them, before its body is read."""
+        if (req.path.rstrip("/") or "/") not in _NEED_WRITE:
+            return
+        try:
+            self._authorize(req, "write")
+        except HttpError as exc:
+            has_body = "content-length" in req.headers or "transfer-encoding" in req.headers
+            exc.close = exc.close or (has_body and req.headers.get("content-length") != "0")
+            raise
 
     def _authorize(self, req: HttpRequest, op: str) -> None:
         auth = self.service.auth

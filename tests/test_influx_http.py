@@ -311,3 +311,36 @@ def test_racing_requests_to_a_reject_tag_one_wins_others_stored(influx: ServerTh
     assert len(stored(influx, "race.f")) == rounds
     for k in range(3):  # the other line of every request was stored
         assert [v for _, v in stored(influx, f"side,k={k}.f")] == [float(r) for r in range(rounds)]
+
+
+def test_a_trickled_request_head_is_cut_off_at_frame_timeout(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    srv = server_factory(influx_port=0, frame_timeout=1.0, idle_timeout=300.0)
+    address = ("127.0.0.1", srv.influx_port)
+    with (
+        socket.create_connection(address, timeout=10) as idle,
+        socket.create_connection(address, timeout=10) as slow,
+    ):
+        slow.sendall(b"POST /write HTTP/1.1\r\n")
+        started = time.monotonic()
+        closed_after = None
+        while time.monotonic() - started < 6:  # a header byte every 0.2 s, never the end
+            try:
+                slow.sendall(b"X")
+                slow.settimeout(0.2)
+                if slow.recv(4096) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed_after = time.monotonic() - started
+                break
+        assert closed_after is not None and closed_after < 3.0, closed_after
+        # Waiting between requests is not a slow head: idle_timeout applies there.
+        idle.sendall(b"POST /write HTTP/1.1\r\nContent-Length: 8\r\n\r\nk f=1 1\n")
+        assert idle.recv(4096).startswith(b"HTTP/1.1 204 ")
+        time.sleep(1.5)
+        idle.sendall(b"POST /write HTTP/1.1\r\nContent-Length: 8\r\n\r\nk f=2 2\n")
+        assert idle.recv(4096).startswith(b"HTTP/1.1 204 ")

@@ -1,0 +1,110 @@
+"""Server-wide limits: the set of open connections, and the budget of partial requests.
+
+:class:`Connections` is the set of open connections of the binary port: the
+connection cap, the pause of every reader while the write queue is full, and
+the gauges that ``stats`` reports.
+
+:class:`ByteBudget` is shared by every connection: what requests still arriving may hold.
+
+Each connection may buffer one request up to ``max_frame`` (the binary port)
+or ``max_frame`` of body (the InfluxDB port), and there may be
+``max_connections`` of them: 64 GiB with the defaults, from clients that only
+have to start a large request and never finish it. The budget caps the sum.
+A request is charged at its *announced* size (the frame's length prefix, the
+body's ``Content-Length``) from its first bytes, so the refusal comes before
+the bytes are buffered, and the charge is returned once the request is
+complete (it is then bounded by the per-connection limits) or its connection
+is gone. A request that does not fit is refused with ``overloaded``: a
+client retries it later, when others have finished theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xtsdb.server.connection import Connection
+    from xtsdb.server.historian import Frame
+    from xtsdb.server.service import Service
+
+
+class ByteBudget:
+    """Bytes reserved by requests being received; :meth:`take` refuses beyond ``cap``."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.used = 0
+        self.peak = 0
+        self.refused = 0  # requests refused because the budget was spent
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` more bytes; False (and nothing reserved) if that exceeds the cap."""
+        if self.used + n > self.cap:
+            self.refused += 1
+            return False
+        self.used += n
+        self.peak = max(self.peak, self.used)
+        return True
+
+    def give(self, n: int) -> None:
+        """Return ``n`` reserved bytes."""
+        self.used -= n
+
+
+class Connections:
+    """Open connections, the connection cap and the all-readers pause."""
+
+    def __init__(
+        self, service: Service, *, max_connections: int, budget: ByteBudget | None = None
+    ) -> None:
+        self.service = service
+        self.max_connections = max_connections
+        self.budget = budget if budget is not None else ByteBudget(1 << 62)
+        self.open: set[Connection] = set()
+        self.paused = False
+        self.total = 0
+        self.refused = 0
+        self.idle_closed = 0
+        self.frame_timeouts = 0  # slow senders cut off by frame_timeout
+        self.auth_timeouts = 0  # connections that did not authenticate in time
+        self.pending_peak = 0
+        self.read_pauses = 0
+
+    def admit(self, conn: Connection) -> bool:
+        if len(self.open) >= self.max_connections:
+            self.refused += 1
+            return False
+        self.open.add(conn)
+        self.total += 1
+        return True
+
+    def set_paused(self, paused: bool) -> None:
+        """Called by the write queue: stop (or restart) reading on every socket."""
+        self.paused = paused
+        for conn in list(self.open):
+            conn.kick()
+
+    def inflight(self) -> list[asyncio.Task[Frame]]:
+        return [t for conn in self.open for t in conn.tasks]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connections": len(self.open),
+            "connections_total": self.total,
+            "connections_refused": self.refused,
+            "connections_idle_closed": self.idle_closed,
+            "connections_frame_timeout": self.frame_timeouts,
+            "connections_auth_timeout": self.auth_timeouts,
+            "inflight_requests": sum(len(c.tasks) for c in self.open),
+            "pending_bytes": sum(c.pending for c in self.open),
+            "pending_bytes_peak": self.pending_peak,
+            "read_buffer_bytes": sum(c.decoder.buffered for c in self.open),
+            "partial_bytes": self.budget.used,
+            "partial_bytes_peak": self.budget.peak,
+            "partial_refused": self.budget.refused,
+            "answers_waiting": sum(len(c.gate) for c in self.open),
+            "write_buffer_bytes": sum(c.write_buffer_size() for c in self.open),
+            "readers_paused": sum(1 for c in self.open if c.reading_paused),
+            "read_pauses": self.read_pauses,
+        }
