@@ -43,7 +43,6 @@ from xtsdb.protocol.errors import DataDirLocked, XtsdbError
 from xtsdb.server.engine import Engine
 from xtsdb.server.engine.config import EngineConfig
 from xtsdb.server.engine.container import (
-    DIR_OFFSET,
     BlockEntry,
     ChunkScan,
     ContainerFile,
@@ -217,29 +216,37 @@ def _check_chunk(
 ) -> ChunkScan | None:
     g = cf.geometry
     where = f"{cf.path.name} chunk {cf.container_no * g.n_chunks + slot}"
-    meta = os.pread(cf.fd, g.meta_bytes, g.chunk_base(slot))
-    if not meta.strip(b"\0"):
-        return None  # never allocated
+    if cf.slot_blank(slot):
+        return None  # never allocated: the sparse slot reads as zeros everywhere
     try:
         scan = cf.scan_chunk(slot, instance_id)
     except XtsdbError as exc:
         report.add(True, where, str(exc))
         return None
-    if not scan.allocated:  # the chunk header's magic or CRC is wrong
-        if meta[DIR_OFFSET:].strip(b"\0"):
-            report.add(True, where, "chunk header damaged: its blocks cannot be found")
-        else:
+    if scan.damaged or (not scan.allocated and scan.generation == 0):
+        # The header's magic or CRC is wrong, or it is blank while the slot is not.
+        rest = cf.read_meta(slot, g.meta_bytes + 4096)[48:]
+        if not scan.entries and not any(rest):
             report.add(False, where, "allocation torn by a crash; the slot is reused as free")
+        else:
+            n = len(scan.entries or [])
+            report.add(True, where, f"chunk header damaged or blank with data behind it; {n} "
+                       "blocks readable from its directory (a start salvages them, restores "
+                       "what the index still names and reports the rest)")  # fmt: skip
         return None
-    if scan.free or scan.deprecated:
+    for note in scan.state_notes:
+        report.add(True, where, f"{note} (a start rewrites it)", True)
+    if not scan.allocated or scan.free or scan.deprecated:
         return None
     report.chunks += 1
     report.sealed += scan.sealed
-    if scan.anomaly:
-        if scan.sealed:
-            report.add(True, where, scan.anomaly.strip("; "))
-        else:
-            report.add(False, where, f"{scan.anomaly.strip('; ')} (the next start repairs it)")
+    anomaly = scan.anomaly.replace("chunk state damaged; ", "").strip("; ")
+    if anomaly and (scan.sealed or scan.damaged_at):
+        # Damage, not a crash's torn tail: a start restores entries the index still
+        # holds (verified by their body CRC) and reports the rest as lost.
+        report.add(True, where, anomaly, bool(scan.damaged_at))
+    elif anomaly:
+        report.add(False, where, f"{anomaly} (the next start repairs it)")
     for e in scan.entries or []:
         _check_body(cf, slot, e, scan, where, report)
     return scan
@@ -297,6 +304,8 @@ def _check_index(
         for chunk_id in sorted(set(rows) - set(scans)):
             where = f"{INDEX_NAME} chunk {chunk_id}"
             report.add(True, where, "names a chunk that is not in use on disk", True)
+    except (IndexUnusable, sqlite3.Error) as exc:
+        report.add(True, INDEX_NAME, f"unreadable rows ({exc}); every start rebuilds it", True)
     finally:
         index.close()
 

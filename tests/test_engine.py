@@ -201,7 +201,9 @@ def test_other_format_version_is_refused(tmp_path: Path) -> None:
     Engine.open(d, TINY).close()
     meta = d / "xtsdb.meta"
     body, _, _ = meta.read_bytes().rpartition(b"\n")
-    body = body.replace(b'"version": 1', b'"version": 99')
+    from xtsdb.server.engine.container import FORMAT_VERSION
+
+    body = body.replace(b'"version": %d' % FORMAT_VERSION, b'"version": 99')
     import zlib
 
     meta.write_bytes(body + b"\n" + str(zlib.crc32(body)).encode())

@@ -1,4 +1,4 @@
-"""Container files, chunk slots, chunk headers and the block directory (on-disk format v1).
+"""Container files, chunk slots, chunk headers and the block directory (on-disk format v2).
 
 A container is a preallocated file: one extent of header, then ``n_chunks``
 fixed-size chunk slots, so chunk ``s`` of container ``c`` starts at
@@ -15,18 +15,23 @@ Chunk meta region (``meta_extents`` extents at the start of the chunk)::
 
     0   chunk header: magic "XTSCHNK1" | version u16 | pad u16 | generation u32
         | chunk_id u64 | instance_id 16 | crc32 of bytes 0..39 u32       (44 bytes)
-    64  state flags, one byte each: ALLOCATED, SEALED, DEPRECATED, FREE.
-        Active-low and write-once: 0xFF = not set, 0x00 = set. A state change
-        writes one byte, so a torn write cannot move a chunk backwards.
+    64  chunk states, one 8-byte word each: ALLOCATED, SEALED, DEPRECATED, FREE.
+        Write-once: 0xFF * 8 = not set, the state's own 8-byte pattern = set.
+        Anything else is damage, decided by witnesses (:func:`decide_states`),
+        so one changed byte can never turn "set" into "unset" or back.
     128 seal record, written once when the chunk is sealed:
-        n_blocks u32 | data_end u64 | min_ts i64 | max_ts i64 | dir_crc u32 | crc32 u32
-    256 block directory: DIR_ENTRY.size bytes per data block, in seal order.
+        n_blocks u32 | data_end u64 | min_ts i64 | max_ts i64 | dir_check u32 | crc32 u32
+        dir_check is a CRC32 over the first n_blocks directory entries *without*
+        their own CRCs (a CRC over records that end in their CRC is a constant).
+    256 block directory: ENTRY_SIZE bytes per data block, in seal order.
 
 Data bodies are packed back to back after the meta region; a directory entry
 gives each body's offset (from the chunk start), length and CRC. An entry is
 written once, after its body, when the block is sealed; the hot path never
 rewrites metadata. In an unsealed chunk the directory ends at the first entry
-whose CRC fails or whose ``seq`` does not increase.
+whose CRC fails or whose ``seq`` does not increase, unless valid entries follow
+it: then that entry is damage (reported, restored from the index if it can be),
+never the end.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from xtsdb.protocol.errors import CorruptionError, DiskFull, StorageError
@@ -42,15 +47,15 @@ from xtsdb.protocol.errors import CorruptionError, DiskFull, StorageError
 from .config import EXTENT
 from .fsync import fsync_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # v2: 8-byte state words, a directory check that sees every row
 CONTAINER_MAGIC = b"XTSCONT1"
 CHUNK_MAGIC = b"XTSCHNK1"
 
 _CONTAINER = struct.Struct("<8sHHIQII16s")  # + crc u32
-_CHUNK = struct.Struct("<8sHHIQ16s")  # + crc u32
-_SEAL = struct.Struct("<IQqqI")  # + crc u32
+CHUNK_HEADER = struct.Struct("<8sHHIQ16s")  # + crc u32
+SEAL_RECORD = struct.Struct("<IQqqI")  # + crc u32
 DIR_ENTRY = struct.Struct("<IBBHqqIIQIIQQq4x")  # + crc u32 -> 80 bytes
-_U32 = struct.Struct("<I")
+U32 = struct.Struct("<I")
 
 FLAGS_OFFSET = 64
 SEAL_OFFSET = 128
@@ -58,7 +63,13 @@ DIR_OFFSET = 256
 ENTRY_SIZE = DIR_ENTRY.size + 4
 
 FLAG_ALLOCATED, FLAG_SEALED, FLAG_DEPRECATED, FLAG_FREE = range(4)
-_SET, _UNSET = b"\x00", b"\xff"
+FLAG_NAMES = ("ALLOCATED", "SEALED", "DEPRECATED", "FREE")
+STATE_WORD = 8
+STATE_BYTES = 4 * STATE_WORD
+# No set pattern holds a 0xFF byte, so turning unset into set (or back) takes 8 changed bytes.
+SET_WORDS = (b"XTSALLOC", b"XTSSEALD", b"XTSDEPRC", b"XTSFREE!")
+UNSET_WORD = b"\xff" * STATE_WORD
+SET, UNSET, DAMAGED = "set", "unset", "damaged"
 
 BLOCK_SORTED = 0x01  # timestamps strictly increasing (every block this engine writes)
 # A tombstone is a directory entry without a body: points of its tag in
@@ -119,23 +130,43 @@ class BlockEntry:
     def is_tombstone(self) -> bool:
         return bool(self.flags & BLOCK_TOMBSTONE)
 
-    def pack(self) -> bytes:
-        raw = DIR_ENTRY.pack(
+    def pack_body(self) -> bytes:
+        """The entry without its own CRC (raises ``struct.error`` on out-of-range fields)."""
+        return DIR_ENTRY.pack(
             self.tag_id, self.codec, self.flags, 0, self.first_ts, self.last_ts, self.count,
             self.body_len, self.body_off, self.body_crc, self.generation, self.seq, self.max_lsn,
             self.mask_seq,
         )  # fmt: skip
-        return raw + _U32.pack(crc32(raw))
+
+    def pack(self) -> bytes:
+        raw = self.pack_body()
+        return raw + U32.pack(crc32(raw))
 
     @classmethod
     def unpack(cls, raw: bytes | memoryview, chunk_id: int, index: int) -> BlockEntry | None:
         """The entry, or None if its CRC fails (torn, or never written)."""
         body = raw[: DIR_ENTRY.size]
-        if _U32.unpack_from(raw, DIR_ENTRY.size)[0] != crc32(body) or not any(body):
+        if U32.unpack_from(raw, DIR_ENTRY.size)[0] != crc32(body) or not any(body):
             return None
         f = DIR_ENTRY.unpack(body)
         return cls(chunk_id, index, f[0], f[1], f[2], f[4], f[5], f[6], f[7], f[8], f[9], f[10],
                    f[11], f[12], f[13])  # fmt: skip
+
+
+def dir_check(raw: bytes | bytearray | memoryview, n: int) -> int:
+    """The seal record's check over ``n`` packed directory entries: their CRCs left out."""
+    c = 0
+    for i in range(n):
+        c = zlib.crc32(raw[i * ENTRY_SIZE : i * ENTRY_SIZE + DIR_ENTRY.size], c)
+    return c & 0xFFFFFFFF
+
+
+def entries_check(entries: list[BlockEntry]) -> int | None:
+    """:func:`dir_check` of entries in memory (index rows); None if a field cannot be packed."""
+    try:
+        return crc32(b"".join(e.pack_body() for e in entries))
+    except (struct.error, TypeError):
+        return None
 
 
 @dataclass
@@ -156,6 +187,10 @@ class ChunkScan:
     seal_n_blocks: int = -1
     seal_dir_crc: int = 0
     damaged: bool = False  # the header is neither valid nor blank: never reuse the slot
+    damaged_at: list[int] = field(default_factory=list)  # directory positions that failed
+    # States found damaged or contradictory: the value decided from witnesses, to rewrite.
+    state_fixes: list[tuple[int, bool]] = field(default_factory=list)
+    state_notes: list[str] = field(default_factory=list)
 
 
 class ContainerFile:
@@ -183,7 +218,7 @@ class ContainerFile:
                 CONTAINER_MAGIC, FORMAT_VERSION, 0, geometry.n_chunks, geometry.chunk_size,
                 geometry.meta_extents, container_no, instance_id,
             )  # fmt: skip
-            os.pwrite(fd, head + _U32.pack(crc32(head)), 0)
+            os.pwrite(fd, head + U32.pack(crc32(head)), 0)
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -199,7 +234,7 @@ class ContainerFile:
             raw = os.pread(fd, _CONTAINER.size + 4, 0)
             if len(raw) < _CONTAINER.size + 4 or raw[:8] != CONTAINER_MAGIC:
                 raise CorruptionError(f"{path}: not an xtsdb container (bad magic)")
-            if _U32.unpack_from(raw, _CONTAINER.size)[0] != crc32(raw[: _CONTAINER.size]):
+            if U32.unpack_from(raw, _CONTAINER.size)[0] != crc32(raw[: _CONTAINER.size]):
                 raise CorruptionError(f"{path}: container header CRC mismatch")
             _magic, version, _, n_chunks, chunk_size, meta_extents, no, inst = (
                 _CONTAINER.unpack_from(raw)
@@ -265,119 +300,65 @@ class ContainerFile:
         self.reserve(slot, 0, self.geometry.meta_bytes)
         # Zero the whole meta region first: a reused slot must not show stale entries.
         self.pwrite(bytes(self.geometry.meta_bytes), base)
-        head = _CHUNK.pack(CHUNK_MAGIC, FORMAT_VERSION, 0, generation, chunk_id, instance_id)
-        flags = _SET + _UNSET * 3
-        self.pwrite(head + _U32.pack(crc32(head)), base)
-        self.pwrite(flags, base + FLAGS_OFFSET)
+        head = CHUNK_HEADER.pack(CHUNK_MAGIC, FORMAT_VERSION, 0, generation, chunk_id, instance_id)
+        self.pwrite(head + U32.pack(crc32(head)), base)
+        self.pwrite(SET_WORDS[FLAG_ALLOCATED] + UNSET_WORD * 3, base + FLAGS_OFFSET)
 
     def set_flag(self, slot: int, flag: int) -> None:
-        self.pwrite(_SET, self.geometry.chunk_base(slot) + FLAGS_OFFSET + flag)
+        self.write_state(slot, flag, True)
+
+    def write_state(self, slot: int, flag: int, value: bool) -> None:
+        """Write one state word; ``value=False`` only repairs a word found damaged."""
+        word = SET_WORDS[flag] if value else UNSET_WORD
+        self.pwrite(word, self.geometry.chunk_base(slot) + FLAGS_OFFSET + flag * STATE_WORD)
 
     def write_entry(self, slot: int, entry: BlockEntry) -> None:
         off = self.geometry.chunk_base(slot) + DIR_OFFSET + entry.index * ENTRY_SIZE
         self.pwrite(entry.pack(), off)
 
-    def write_seal(self, slot: int, entries: list[BlockEntry], data_end: int) -> int:
-        """Write the seal record; returns the directory CRC it holds."""
-        dir_bytes = b"".join(e.pack() for e in entries)
+    def write_seal(
+        self, slot: int, entries: list[BlockEntry], data_end: int, n_blocks: int | None = None
+    ) -> int:
+        """Write the seal record over directory positions ``0..n_blocks-1``; returns its check.
+
+        Positions without an entry (damage recovery could not restore) are
+        checked as the bytes on disk, so the seal describes the directory as it is.
+        """
+        n = len(entries) if n_blocks is None else n_blocks
+        known = {e.index: e.pack() for e in entries}
+        if len(known) < n:
+            base = self.geometry.chunk_base(slot) + DIR_OFFSET
+            raw = bytearray(os.pread(self.fd, n * ENTRY_SIZE, base))
+            for i, packed in known.items():
+                raw[i * ENTRY_SIZE : (i + 1) * ENTRY_SIZE] = packed
+            check = dir_check(raw, n)
+        else:
+            check = crc32(b"".join(known[i][: DIR_ENTRY.size] for i in range(n)))
         min_ts = min((e.first_ts for e in entries), default=0)
         max_ts = max((e.last_ts for e in entries), default=0)
-        rec = _SEAL.pack(len(entries), data_end, min_ts, max_ts, crc32(dir_bytes))
-        self.pwrite(rec + _U32.pack(crc32(rec)), self.geometry.chunk_base(slot) + SEAL_OFFSET)
-        return crc32(dir_bytes)
+        rec = SEAL_RECORD.pack(n, data_end, min_ts, max_ts, check)
+        self.pwrite(rec + U32.pack(crc32(rec)), self.geometry.chunk_base(slot) + SEAL_OFFSET)
+        return check
 
-    def scan_chunk(self, slot: int, instance_id: bytes, *, entries: bool = True) -> ChunkScan:
-        """Read one chunk's meta region and report what is valid in it."""
+    def read_meta(self, slot: int, length: int | None = None) -> bytes:
         g = self.geometry
-        chunk_id = self.container_no * g.n_chunks + slot
-        meta = os.pread(self.fd, g.meta_bytes if entries else DIR_OFFSET, g.chunk_base(slot))
-        scan = ChunkScan(chunk_id, self.container_no, slot, allocated=False)
-        head = meta[: _CHUNK.size]
-        if head[:8] != CHUNK_MAGIC or _U32.unpack_from(meta, _CHUNK.size)[0] != crc32(head):
-            if any(meta[: _CHUNK.size + 4]):
-                # Not blank, so it was allocated once: the header is damaged (or its
-                # formatting was torn). Its blocks may still be salvageable.
-                scan.damaged = True
-                if entries:
-                    self._salvage_entries(scan, memoryview(meta))
-            return scan  # a blank header: never allocated
-        _, version, _, generation, stored_id, inst = _CHUNK.unpack(head)
-        if version != FORMAT_VERSION or inst != instance_id or stored_id != chunk_id:
-            raise CorruptionError(f"{self.path.name} slot {slot}: chunk header does not match")
-        flags = meta[FLAGS_OFFSET : FLAGS_OFFSET + 4]
-        scan.allocated = flags[FLAG_ALLOCATED] == 0
-        scan.sealed = flags[FLAG_SEALED] == 0
-        scan.deprecated = flags[FLAG_DEPRECATED] == 0
-        scan.free = flags[FLAG_FREE] == 0
-        scan.generation = generation
-        if scan.sealed:
-            rec = meta[SEAL_OFFSET : SEAL_OFFSET + _SEAL.size + 4]
-            if _U32.unpack_from(rec, _SEAL.size)[0] != crc32(rec[: _SEAL.size]):
-                # The SEALED byte landed but the record did not: treat as unsealed.
-                scan.sealed = False
-                scan.anomaly = "seal record torn"
-            else:
-                scan.seal_n_blocks, scan.data_end, _, _, scan.seal_dir_crc = _SEAL.unpack_from(rec)
-        if entries:
-            self._scan_entries(scan, memoryview(meta))
-        return scan
+        return os.pread(self.fd, g.meta_bytes if length is None else length, g.chunk_base(slot))
 
-    def _salvage_entries(self, scan: ChunkScan, meta: memoryview) -> None:
-        """Directory entries of a chunk whose header is damaged: each has its own CRC.
+    def slot_blank(self, slot: int) -> bool:
+        """True if the meta region and the first data page of a slot are all zeros.
 
-        Formatting zeroes the whole meta region, so entries of an earlier generation
-        cannot linger; the generation most entries agree on is the chunk's.
+        Only then does a blank chunk header mean "never allocated": the file is
+        sparse, so a slot never used reads as zeros everywhere.
         """
         g = self.geometry
-        found = []
-        for i in range(g.dir_capacity):
-            off = DIR_OFFSET + i * ENTRY_SIZE
-            e = BlockEntry.unpack(meta[off : off + ENTRY_SIZE], scan.chunk_id, i)
-            if e is not None and self._plausible(e, e.generation, -1):
-                found.append(e)
-        if found:
-            gens = [e.generation for e in found]
-            scan.generation = max(set(gens), key=gens.count)
-            found = [e for e in found if e.generation == scan.generation]
-        scan.entries = found
-        scan.allocated = True
+        raw = os.pread(self.fd, g.meta_bytes + 4096, g.chunk_base(slot))
+        return not any(raw)
 
-    def _plausible(self, e: BlockEntry, generation: int, last_seq: int) -> bool:
-        g = self.geometry
-        return (
-            e.generation == generation
-            and e.seq > last_seq
-            and e.body_off >= g.meta_bytes
-            and e.body_off + e.body_len <= g.chunk_size
-        )
+    def scan_chunk(self, slot: int, instance_id: bytes, *, entries: bool = True) -> ChunkScan:
+        """Read one chunk's meta region and report what is valid in it (see chunkscan)."""
+        from .chunkscan import scan_chunk
 
-    def _scan_entries(self, scan: ChunkScan, meta: memoryview) -> None:
-        g = self.geometry
-        found: list[BlockEntry] = []
-        limit = scan.seal_n_blocks if scan.sealed else g.dir_capacity
-        last_seq, data_end = -1, g.meta_bytes
-        for i in range(limit):
-            off = DIR_OFFSET + i * ENTRY_SIZE
-            e = BlockEntry.unpack(meta[off : off + ENTRY_SIZE], scan.chunk_id, i)
-            if e is None or not self._plausible(e, scan.generation, last_seq):
-                if scan.sealed:
-                    # Each entry carries its own CRC, so the others stay trustworthy;
-                    # the damaged block's points are reported, never guessed.
-                    scan.anomaly += f"directory entry {i} damaged; "
-                    continue
-                if any(meta[off : DIR_OFFSET + g.dir_capacity * ENTRY_SIZE]):
-                    scan.anomaly = f"directory entry {i} torn with later bytes present"
-                break
-            found.append(e)
-            last_seq = e.seq
-            data_end = max(data_end, e.body_off + e.body_len)
-        if scan.sealed:
-            dir_bytes = meta[DIR_OFFSET : DIR_OFFSET + scan.seal_n_blocks * ENTRY_SIZE]
-            if crc32(dir_bytes) != scan.seal_dir_crc:
-                scan.anomaly += "directory CRC mismatch; "
-        else:
-            scan.data_end = data_end
-        scan.entries = found
+        return scan_chunk(self, slot, instance_id, entries=entries)
 
 
 def _fallocate(fd: int, offset: int, length: int, path: Path) -> None:

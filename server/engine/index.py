@@ -122,6 +122,8 @@ class MetaIndex:
         rows = self.conn.execute(
             "SELECT chunk_id, generation, sealed, n_blocks, dir_crc FROM chunks"
         ).fetchall()
+        if not all(type(v) is int for r in rows for v in r):
+            raise IndexUnusable("malformed chunk row")
         return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
     def blocks_of_chunks(self, chunk_ids: Iterable[int]) -> list[BlockEntry]:
@@ -133,7 +135,12 @@ class MetaIndex:
             cur = self.conn.execute(
                 f"SELECT {_BLOCK_COLS} FROM blocks WHERE chunk_id IN ({marks})", part
             )
-            out.extend(BlockEntry(*r) for r in cur)
+            for r in cur:
+                # A flipped type byte in an SQLite record can make any column text, a
+                # float or a blob; such a row is damage, never a traceback later.
+                if not all(type(v) is int for v in r):
+                    raise IndexUnusable(f"malformed block row for chunk {r[0]!r}")
+                out.append(BlockEntry(*r))
         return out
 
     # -- writes ------------------------------------------------------------

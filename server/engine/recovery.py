@@ -62,7 +62,7 @@ def open_parts(path: Path, config: EngineConfig) -> Opened:
         opened.append(store)
         try:
             blocks = store.load(checkpoint, full_rebuild=rebuild)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, IndexUnusable) as exc:
             # Damage SQLite's quick_check did not see: the index is only a cache,
             # so start over from a scan of the chunks.
             repairs.append(f"index rebuilt from a scan of the chunks ({exc})")
@@ -105,13 +105,19 @@ def write_checkpoint(data_dir: Path, lsn: int) -> None:
 
 
 def rebuild_index(store: BlockStore) -> None:
-    """Drop every index row and re-mirror what a scan of each chunk finds."""
+    """Drop every index row and re-mirror what a scan of each chunk finds.
+
+    Chunks salvaged at open (blocks restored from index rows that a damaged
+    directory no longer holds) keep the rows they were salvaged with: a rescan
+    would drop exactly the blocks the salvage saved.
+    """
     index = store.index
     rows = index.chunk_rows()
     seen = set()
     for cf in store.containers.values():
         for slot in range(cf.geometry.n_chunks):
             scan = cf.scan_chunk(slot, store.instance_id)
+            scan = store.salvaged.get(scan.chunk_id, scan)
             seen.add(scan.chunk_id)
             index.replace_chunk(scan)
     for chunk_id in set(rows) - seen:

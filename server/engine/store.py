@@ -39,12 +39,15 @@ from .container import (
     Geometry,
     container_path,
     crc32,
+    entries_check,
 )
 from .index import MetaIndex
 from .reader import BlockRef
+from .salvage import restore, unaccounted_bytes
 
 log = logging.getLogger("xtsdb.engine")
 _NAME = re.compile(r"^c-(\d{6})\.xtc$")
+_ENTRY_NOTE = re.compile(r"directory entry \d+ (damaged|torn or damaged); ")
 RESERVE_STEP = 4 * 1024 * 1024  # chunks claim disk space in steps of this as they fill
 
 
@@ -76,6 +79,10 @@ class BlockStore:
         self.chunk_max_ts: dict[int, int] = {}
         self.chunk_tombstones: dict[int, list[BlockEntry]] = {}
         self.retired: list[tuple[int, float]] = []  # DEPRECATED, not yet FREE: (chunk, when)
+        self._use_rows = True  # False while the index is being rebuilt: it has no rows yet
+        # Chunks whose blocks came partly from the index (damaged on disk): an index
+        # rebuild must keep these rows rather than rescan the damaged directory.
+        self.salvaged: dict[int, ChunkScan] = {}
 
     # -- open ------------------------------------------------------------
 
@@ -88,7 +95,8 @@ class BlockStore:
                 cf = ContainerFile.open(path, self.instance_id)
                 self.containers[int(m.group(1))] = cf
         rows = {} if full_rebuild else self.index.chunk_rows()
-        trusted: dict[int, int] = {}  # chunk id -> directory CRC from its seal record
+        self._use_rows = not full_rebuild
+        trusted: dict[int, int] = {}  # chunk id -> directory check from its seal record
         live: list[BlockEntry] = []
         unsealed: list[ChunkScan] = []
         seen: set[int] = set()
@@ -96,9 +104,14 @@ class BlockStore:
             for slot in range(cf.geometry.n_chunks):
                 head = cf.scan_chunk(slot, self.instance_id, entries=False)
                 seen.add(head.chunk_id)
-                if head.damaged:
-                    live.extend(self._salvage(cf, slot))
+                blank = not head.allocated and not head.damaged and head.generation == 0
+                if blank and cf.slot_blank(slot) and head.chunk_id not in rows:
+                    self.free_slots.append((no, slot, 1))  # never allocated: all zeros
                     continue
+                if head.damaged or blank:
+                    live.extend(self._salvage(cf, slot, rows.get(head.chunk_id)))
+                    continue
+                self._fix_states(cf, head)
                 if not head.allocated or head.free:
                     self.free_slots.append((no, slot, head.generation + 1))
                     continue
@@ -108,16 +121,12 @@ class BlockStore:
                     self.index.replace_chunk(head)
                     self.free_slots.append((no, slot, head.generation + 1))
                     continue
-                row = rows.get(head.chunk_id)
                 want = (head.generation, 1, head.seal_n_blocks, head.seal_dir_crc)
-                if head.sealed and row == want:
+                if head.sealed and not head.anomaly and rows.get(head.chunk_id) == want:
                     trusted[head.chunk_id] = head.seal_dir_crc
                     continue
-                scan = cf.scan_chunk(slot, self.instance_id)
-                if scan.anomaly:
-                    self.repairs.append(f"chunk {scan.chunk_id}: {scan.anomaly.strip('; ')}")
+                scan = self._rescan(cf, slot)
                 if scan.sealed:
-                    self.index.replace_chunk(scan)
                     live.extend(scan.entries or [])
                 else:
                     unsealed.append(scan)
@@ -137,6 +146,53 @@ class BlockStore:
         self.sync()
         return live
 
+    def _fix_states(self, cf: ContainerFile, head: ChunkScan) -> None:
+        """Rewrite state words found damaged with what the witnesses decided, and say so."""
+        for flag, value in head.state_fixes:
+            cf.write_state(head.slot, flag, value)
+        for note in head.state_notes:
+            self.repairs.append(f"chunk {head.chunk_id}: {note}; rewritten")
+        if head.state_fixes:
+            cf.sync()
+
+    def _index_rows(self, chunk_id: int) -> list[BlockEntry]:
+        """The index's rows of one chunk: a second witness when its directory is damaged."""
+        if not self._use_rows:
+            return []
+        return self.index.blocks_of_chunks([chunk_id])
+
+    def _rescan(self, cf: ContainerFile, slot: int) -> ChunkScan:
+        """Read a chunk's directory from disk, restore damaged entries, report, re-mirror."""
+        scan = cf.scan_chunk(slot, self.instance_id)
+        other = _ENTRY_NOTE.sub("", scan.anomaly)
+        if scan.damaged_at:
+            got = restore(cf, scan, self._index_rows(scan.chunk_id), list(scan.damaged_at))
+            how = "rewritten on disk" if got.written_back else "body CRC verified"
+            bad = f"chunk {scan.chunk_id}: directory entry %d " + (
+                "damaged" if scan.sealed else "torn or damaged"
+            )
+            for e in got.restored:
+                self.repairs.append(
+                    bad % e.index + f"; restored from the index ({how}; tag {e.tag_id}, "
+                    f"{e.count} points)"
+                )
+            for i in got.lost:
+                self.repairs.append(
+                    bad % i + " and not in the index; "
+                    + ("its block is lost" if scan.sealed else "if it was written after the "
+                       "checkpoint the WAL replays its points, else its block is lost")
+                )  # fmt: skip
+            other = other.replace("directory check mismatch; ", "")  # explained above
+            if got.restored and not got.written_back:
+                self.salvaged[scan.chunk_id] = scan
+            if not scan.sealed:
+                scan.data_end = _data_end(scan.entries or [], self.geometry)
+        if other.strip("; "):
+            self.repairs.append(f"chunk {scan.chunk_id}: {other.strip('; ')}")
+        if scan.sealed:
+            self.index.replace_chunk(scan)
+        return scan
+
     def _track(self, e: BlockEntry) -> None:
         """Keep per-chunk facts retention needs: newest data timestamp, tombstones."""
         top = self.chunk_max_ts.get(e.chunk_id, -(1 << 63))
@@ -149,9 +205,10 @@ class BlockStore:
     def _verified_rows(self, trusted: dict[int, int]) -> list[BlockEntry]:
         """Index rows of sealed chunks, each chunk's rows checked against its seal record.
 
-        Re-packing a chunk's rows must give the directory bytes whose CRC the seal
-        record holds, so a damaged row (one SQLite's own checks miss) is caught here
-        at the cost of no disk read; such a chunk is rescanned from disk.
+        The rows, packed without their CRCs, must give the directory check the seal
+        record holds, so a damaged row (one SQLite's own checks miss, such as a
+        changed tag id) is caught here at the cost of no disk read; such a chunk is
+        rescanned from disk.
         """
         by_chunk: dict[int, list[BlockEntry]] = {c: [] for c in trusted}
         for e in self.index.blocks_of_chunks(trusted):
@@ -161,29 +218,42 @@ class BlockStore:
         for chunk_id, rows in by_chunk.items():
             rows.sort(key=lambda e: e.index)
             ok = [e.index for e in rows] == list(range(len(rows)))
-            if ok and crc32(b"".join(e.pack() for e in rows)) == trusted.get(chunk_id):
+            if ok and chunk_id in trusted and entries_check(rows) == trusted[chunk_id]:
                 out.extend(rows)
                 continue
-            scan = self.containers[chunk_id // n].scan_chunk(chunk_id % n, self.instance_id)
             self.repairs.append(f"chunk {chunk_id}: index rows disagreed with the disk; rescanned")
-            self.index.replace_chunk(scan)
+            scan = self._rescan(self.containers[chunk_id // n], chunk_id % n)
             out.extend(scan.entries or [])
         return out
 
-    def _salvage(self, cf: ContainerFile, slot: int) -> list[BlockEntry]:
-        """Blocks of a chunk whose header is damaged; the slot is never reused."""
+    def _salvage(
+        self, cf: ContainerFile, slot: int, row: tuple[int, int, int, int] | None
+    ) -> list[BlockEntry]:
+        """Blocks of a chunk whose header is damaged or blank; the slot is never reused.
+
+        Witnesses: directory entries that pass their own CRC, and the index rows of
+        the chunk, each re-verified against the body CRC it names. What neither
+        gives is reported with numbers, never dropped in silence.
+        """
         scan = cf.scan_chunk(slot, self.instance_id)
+        got = restore(cf, scan, self._index_rows(scan.chunk_id), None)
         entries = scan.entries or []
-        if not entries:
+        lost_bytes = unaccounted_bytes(cf, scan)
+        if not entries and not lost_bytes and row is None and not scan.damaged_at:
             # Nothing in it: a formatting torn by a crash. The slot can be used again.
-            self.free_slots.append((cf.container_no, slot, 1))
+            self.free_slots.append((cf.container_no, slot, scan.generation + 1))
             return []
+        known = f"; the index named {row[2]} blocks" if row is not None and row[1] else ""
         self.repairs.append(
-            f"chunk {scan.chunk_id}: header damaged; {len(entries)} blocks salvaged from its "
-            "directory (each checked by its own CRC); the chunk is read-only and its slot "
-            "is not reused"
+            f"chunk {scan.chunk_id}: header damaged; {len(entries) - len(got.restored)} blocks "
+            f"salvaged from its directory (each checked by its own CRC), {len(got.restored)} "
+            f"restored from the index (each body CRC verified); {len(got.lost)} directory "
+            f"positions lost, {lost_bytes} bytes of block bodies unaccounted for{known}; "
+            "the chunk is read-only and its slot is not reused"
         )
         scan.sealed = False  # so every start rescans (and reports) it
+        scan.allocated = True
+        self.salvaged[scan.chunk_id] = scan
         self._index_call(self.index.replace_chunk, scan)
         return entries
 
@@ -226,11 +296,14 @@ class BlockStore:
         entries = entries[:keep]
         scan.entries = entries
         if cut or scan.anomaly or several or self.active is not None:
-            dir_crc = cf.write_seal(scan.slot, entries, _data_end(entries, self.geometry))
+            # Positions left damaged stay inside the seal (checked as they are on disk),
+            # so every later start finds and reports them again.
+            n = max((e.index for e in entries), default=-1) + 1
+            dir_crc = cf.write_seal(scan.slot, entries, _data_end(entries, self.geometry), n)
             cf.sync()
             cf.set_flag(scan.slot, FLAG_SEALED)
             cf.sync()
-            scan.sealed, scan.seal_n_blocks, scan.seal_dir_crc = True, len(entries), dir_crc
+            scan.sealed, scan.seal_n_blocks, scan.seal_dir_crc = True, n, dir_crc
         else:
             self.active = _Active(
                 cf, scan.slot, scan.chunk_id, scan.generation, list(entries), scan.data_end,

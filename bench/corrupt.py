@@ -1,0 +1,373 @@
+"""Corruption campaign: damage one thing in a cleanly stopped data directory, start, query all.
+
+    .venv/bin/python -m bench.corrupt                  # 50 trials per row
+    .venv/bin/python -m bench.corrupt --trials 10 --rows state,dir-active
+
+A reference directory is written once through the engine (several tags named in
+the tag catalog, sealed chunks and an active one, deletes whose tombstones sit in
+both) and stopped cleanly; a model of what it must hold is kept in numpy arrays.
+Each trial copies it, flips one byte (XOR with a random non-zero mask) or zeroes
+one 4 KiB page in one kind of place, opens the engine, resolves every tag by name
+and queries all of it. Outcomes:
+
+- ``no effect``: the same answers, nothing reported (the byte did not matter);
+- ``repaired``: the same answers, and the open reported what it repaired;
+- ``detected``: a query raised ``CorruptionError``, or answers differ but the
+  open reported damage (``engine.repairs`` or a log line at WARNING or above);
+- ``refused``: the open failed with an xtsdb error (a clear message);
+- ``crash``: an exception outside the xtsdb tree (a traceback, not a message);
+- ``silent wrong`` / ``silent missing``: answers differ (wrong or extra points /
+  only missing ones) and nothing was reported. These two must be zero.
+
+Deterministic for a given ``--seed``. Exit status 1 if any trial was silent or crashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from xtsdb.protocol.errors import CorruptionError, XtsdbError
+from xtsdb.server.engine import Engine, EngineConfig
+from xtsdb.server.engine import container as ct
+from xtsdb.server.engine.config import EXTENT
+from xtsdb.server.engine.datadir import load_or_create_meta
+
+CONFIG = EngineConfig(
+    chunk_size=4 * EXTENT, chunks_per_container=4, meta_extents=1, block_points=200,
+    read_workers=0,
+)  # fmt: skip
+TAGS = [f"plant.unit{k}.pv" for k in range(4)]
+POINTS = 4000
+PAGE = 4096
+OUTCOMES = ["no effect", "repaired", "detected", "refused", "crash", "silent wrong",
+            "silent missing"]  # fmt: skip
+BAD = ("crash", "silent wrong", "silent missing")
+
+
+def _values(tag: int, ts: np.ndarray, gen: int) -> np.ndarray:
+    # Noisy values (about 8 bytes a point) so that the data fills several chunks.
+    noise = np.random.default_rng(tag * 10 + gen).random(POINTS)
+    return np.asarray(noise[ts // 1000] * 1000 + tag * 1000)
+
+
+@dataclass
+class Reference:
+    """The pristine directory and what each tag (by name) must return."""
+
+    path: Path
+    expect: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def build(path: Path) -> Reference:
+    """Write the reference directory: ~4 sealed chunks and an active one, with deletes."""
+    ref = Reference(path)
+    model: dict[str, dict[int, float]] = {}
+    with Engine.open(path, CONFIG) as eng:
+        ids = {name: eng.create_tag(name).id for name in TAGS}
+        ts = np.arange(POINTS, dtype=np.int64) * 1000
+        half = POINTS // 2
+
+        def write(name: str, sl: slice, gen: int) -> None:
+            k = TAGS.index(name)
+            vals = _values(k, ts[sl], gen)
+            eng.write(ids[name], ts[sl], vals)
+            model.setdefault(name, {}).update(zip(ts[sl].tolist(), vals.tolist(), strict=True))
+
+        def delete(name: str, start: int, end: int) -> None:
+            eng.delete(ids[name], start, end)
+            m = model[name]
+            for t in [t for t in m if start <= t < end]:
+                del m[t]
+
+        for name in TAGS:
+            write(name, slice(0, half), 0)
+        eng.flush()
+        delete(TAGS[1], 300_000, 700_000)  # a tombstone in an early (later sealed) chunk
+        for name in TAGS:
+            write(name, slice(half, POINTS), 0)
+        eng.flush()
+        delete(TAGS[2], 3_500_000, 3_600_000)  # tombstones in the active chunk
+        delete(TAGS[0], 100_000, 200_000)
+        write(TAGS[0], slice(150, 170), 1)  # later writes inside a deleted range stay
+        eng.flush()
+    for name, m in model.items():
+        keys = np.array(sorted(m), dtype=np.int64)
+        ref.expect[name] = (keys, np.array([m[k] for k in keys.tolist()]))
+    return ref
+
+
+# -- where to damage -------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    path: Path
+    start: int  # absolute byte range in the file
+    end: int
+
+
+def _chunks(path: Path) -> list[tuple[Path, int, ct.ChunkScan]]:
+    meta = load_or_create_meta(path, CONFIG)
+    out = []
+    for p in sorted((path / "containers").glob("c-*.xtc")):
+        cf = ct.ContainerFile.open(p, meta.instance_id)
+        try:
+            for slot in range(cf.geometry.n_chunks):
+                scan = cf.scan_chunk(slot, meta.instance_id)
+                if scan.allocated and not scan.free:
+                    out.append((p, cf.geometry.chunk_base(slot), scan))
+        finally:
+            cf.close()
+    return out
+
+
+def _state_bytes() -> int:
+    return int(getattr(ct, "STATE_BYTES", 4))
+
+
+def regions(path: Path) -> dict[str, list[Target]]:
+    """Byte ranges of each kind of place in the reference directory."""
+    out: dict[str, list[Target]] = {}
+    add = lambda kind, p, a, b: out.setdefault(kind, []).append(Target(p, a, b))  # noqa: E731
+    for seg in sorted((path / "wal").glob("wal-*.log")):
+        add("wal", seg, 0, seg.stat().st_size)
+    ckp = [p for p in (path / "wal").iterdir() if not p.name.startswith("wal-")]
+    for p in ckp:
+        add("checkpoint", p, 0, p.stat().st_size)
+    for p in sorted((path / "containers").glob("c-*.xtc")):
+        add("container header", p, 0, 52)
+    for p, base, scan in _chunks(path):
+        which = "sealed" if scan.sealed else "active"
+        add("chunk header", p, base, base + 48)
+        add("state", p, base + ct.FLAGS_OFFSET, base + ct.FLAGS_OFFSET + _state_bytes())
+        add("first page " + which, p, base, base + PAGE)
+        if scan.sealed:
+            add("seal record", p, base + ct.SEAL_OFFSET, base + ct.SEAL_OFFSET + 40)
+        entries = scan.entries or []
+        add("dir " + which, p, base + ct.DIR_OFFSET,
+            base + ct.DIR_OFFSET + len(entries) * ct.ENTRY_SIZE)  # fmt: skip
+        for e in entries:
+            if e.body_len:
+                add("body", p, base + e.body_off, base + e.body_off + e.body_len)
+    for name in ("index.sqlite3", "catalog.sqlite3", "xtsdb.meta"):
+        if (path / name).exists():
+            add(name, path / name, 0, (path / name).stat().st_size)
+    return out
+
+
+# (row name, region kind, damage): "flip" one byte, or "zero" the 4 KiB page(s) at a spot
+ROWS: list[tuple[str, str, str]] = [
+    ("wal flip", "wal", "flip"),
+    ("wal zero page", "wal", "zero"),
+    ("checkpoint flip", "checkpoint", "flip"),
+    ("container header flip", "container header", "flip"),
+    ("chunk header flip", "chunk header", "flip"),
+    ("state flip", "state", "flip"),
+    ("seal record flip", "seal record", "flip"),
+    ("dir sealed flip", "dir sealed", "flip"),
+    ("dir active flip", "dir active", "flip"),
+    ("body flip", "body", "flip"),
+    ("first page sealed zero", "first page sealed", "zero"),
+    ("first page active zero", "first page active", "zero"),
+    ("dir sealed zero page", "dir sealed", "zero"),
+    ("body zero page", "body", "zero"),
+    ("dir sealed flip, no index", "dir sealed", "flip-noindex"),
+    ("dir active flip, no index", "dir active", "flip-noindex"),
+    ("state flip, no index", "state", "flip-noindex"),
+    ("first page sealed zero, no index", "first page sealed", "zero-noindex"),
+    ("first page active zero, no index", "first page active", "zero-noindex"),
+    ("index flip", "index.sqlite3", "flip"),
+    ("index row changed", "index.sqlite3", "row"),
+    ("index zero page", "index.sqlite3", "zero"),
+    ("catalog flip", "catalog.sqlite3", "flip"),
+    ("catalog zero page", "catalog.sqlite3", "zero"),
+    ("meta flip", "xtsdb.meta", "flip"),
+]
+
+
+_ROW_COLUMNS = ("tag_id", "first_ts", "last_ts", "count", "body_off", "body_len", "body_crc",
+                "seq", "flags", "mask_seq", "idx", "max_lsn")  # fmt: skip
+
+
+def _change_row(path: Path, rng: random.Random) -> str:
+    """Bit rot SQLite cannot see: one column of one block row holds another valid value."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT chunk_id, idx FROM blocks ORDER BY chunk_id, idx").fetchall()
+        chunk, idx = rng.choice(rows)
+        col = rng.choice(_ROW_COLUMNS)
+        delta = rng.choice([1, -1, 2, 1000, 1 << 20])
+        db.execute(f"UPDATE blocks SET {col} = {col} + ? WHERE chunk_id = ? AND idx = ?",
+                   (delta, chunk, idx))  # fmt: skip
+        db.commit()
+    return f"index row chunk {chunk} idx {idx}: {col} += {delta}"
+
+
+def damage(target: Target, how: str, rng: random.Random, root: Path, copy: Path) -> str:
+    """Apply one damage to the copy; returns a description."""
+    path = copy / target.path.relative_to(root)
+    if how.endswith("-noindex"):
+        for p in copy.glob("index.sqlite3*"):
+            p.unlink()  # the second witness is gone too
+        return damage(target, how.removesuffix("-noindex"), rng, root, copy) + ", index removed"
+    if how == "row":
+        return _change_row(path, rng)
+    pos = rng.randrange(target.start, target.end)
+    with open(path, "r+b") as f:
+        if how == "flip":
+            f.seek(pos)
+            old = f.read(1)[0]
+            mask = rng.randrange(1, 256)
+            f.seek(pos)
+            f.write(bytes([old ^ mask]))
+            return f"{path.name}@{pos} ^{mask:#04x}"
+        page = pos - pos % PAGE
+        f.seek(page)
+        f.write(bytes(PAGE))
+        return f"{path.name} page @{page} zeroed"
+
+
+# -- one trial ---------------------------------------------------------------------------------
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def classify(ref: Reference, data: Path) -> tuple[str, str]:
+    """Open the damaged copy, query every tag by name; (outcome, detail)."""
+    cap = _Capture()
+    logger = logging.getLogger("xtsdb")
+    logger.addHandler(cap)
+    try:
+        try:
+            eng = Engine.open(data, CONFIG)
+        except XtsdbError as exc:
+            return "refused", str(exc)
+        except Exception as exc:  # what the campaign exists to find
+            return "crash", f"open: {type(exc).__name__}: {exc}"
+        reported = bool(eng.repairs)
+        corrupt, differs, wrong = False, [], False
+        try:
+            for name, (ts, vals) in ref.expect.items():
+                try:
+                    p = eng.query(eng.catalog.resolve(name), -(1 << 60), 1 << 60)
+                except CorruptionError:
+                    corrupt = True
+                    continue
+                except XtsdbError as exc:
+                    differs.append(f"{name}: {exc}")
+                    wrong = True
+                    continue
+                if np.array_equal(p.timestamps, ts) and np.array_equal(p.values, vals):
+                    continue
+                got = dict(zip(p.timestamps.tolist(), p.values.tolist(), strict=True))
+                want = dict(zip(ts.tolist(), vals.tolist(), strict=True))
+                extra = got.keys() - want.keys()
+                bad = [t for t in got.keys() & want.keys() if got[t] != want[t]]
+                wrong = wrong or bool(extra or bad)
+                differs.append(f"{name}: {len(want.keys() - got.keys())} missing, "
+                               f"{len(extra)} extra, {len(bad)} wrong")  # fmt: skip
+        except Exception as exc:
+            eng.close()
+            return "crash", f"query: {type(exc).__name__}: {exc}"
+        eng.close()
+    finally:
+        logger.removeHandler(cap)
+    reported = reported or bool(cap.lines)
+    detail = "; ".join(differs + eng.repairs[:3] + cap.lines[:2])
+    if corrupt or (differs and reported):
+        return "detected", detail
+    if differs:
+        return ("silent wrong" if wrong else "silent missing"), detail
+    return ("repaired" if reported else "no effect"), detail
+
+
+def run(
+    trials: int, seed: int, rows: list[str] | None = None, workdir: Path | None = None,
+    on_trial: Callable[[str, str, str, str], None] | None = None,
+) -> dict[str, dict[str, int]]:  # fmt: skip
+    """The campaign: ``{row: {outcome: count}}``."""
+    base = Path(tempfile.mkdtemp(prefix="xtsdb-corrupt-", dir=workdir))
+    try:
+        ref = build(base / "ref")
+        where = regions(ref.path)
+        table: dict[str, dict[str, int]] = {}
+        for row, kind, how in ROWS:
+            if (rows and row not in rows) or kind not in where:
+                continue  # e.g. no WAL segment is left after a clean stop
+            rng = random.Random(f"{seed}:{row}")
+            counts = table.setdefault(row, dict.fromkeys(OUTCOMES, 0))
+            for _ in range(trials):
+                copy = base / "trial"
+                shutil.copytree(ref.path, copy)
+                target = rng.choice(where[kind])
+                what = damage(target, how, rng, ref.path, copy)
+                outcome, detail = classify(ref, copy)
+                counts[outcome] += 1
+                if on_trial is not None:
+                    on_trial(row, what, outcome, detail)
+                shutil.rmtree(copy)
+        return table
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def format_table(table: dict[str, dict[str, int]]) -> str:
+    width = max(len(r) for r in table) + 2
+    head = "".ljust(width) + "".join(o.rjust(15) for o in OUTCOMES)
+    lines = [head, "-" * len(head)]
+    for row, counts in table.items():
+        lines.append(row.ljust(width) + "".join(str(counts[o]).rjust(15) for o in OUTCOMES))
+    total = {o: sum(c[o] for c in table.values()) for o in OUTCOMES}
+    lines.append("-" * len(head))
+    lines.append("total".ljust(width) + "".join(str(total[o]).rjust(15) for o in OUTCOMES))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--trials", type=int, default=50, help="trials per row (default 50)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--rows", default="", help="comma-separated row names (default: all)")
+    p.add_argument("--verbose", action="store_true", help="print every bad trial")
+    args = p.parse_args(argv)
+    logging.getLogger("xtsdb").setLevel(logging.WARNING)
+    logging.getLogger("xtsdb").propagate = False  # the campaign counts warnings, not prints
+
+    def show(row: str, what: str, outcome: str, detail: str) -> None:
+        if args.verbose and outcome in BAD:
+            print(f"{row}: {what}: {outcome}: {detail}", flush=True)
+
+    shm = Path("/dev/shm")
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] or None
+    table = run(args.trials, args.seed, rows, shm if shm.is_dir() else None, show)
+    print(f"corruption campaign: {args.trials} trials per row, seed {args.seed}")
+    print(format_table(table))
+    bad = sum(c[o] for c in table.values() for o in BAD)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())
