@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from xtsdb.protocol.errors import (
 
 from . import dataframes
 from ._core import DEFAULT_URL, MAX_POINTS_PER_FRAME, ClientCore, Plan, Request, Session, write_ack
+from ._ledger import Batch, Ledger
 from .batching import PointBuffer
 from .historian import AsyncHistorianMethods
 from .results import LastResult, QueryResult
@@ -80,7 +82,8 @@ class AsyncClient(AsyncHistorianMethods):
         self._buffer = PointBuffer()
         self._appenders = self._buffer.appenders
         self._buffered_ts = self._buffer.timestamps
-        self._batches: deque[Sent] = deque()  # write_point batches awaiting their ack
+        self._ledger: Ledger[Fut] = Ledger()  # write_point batches: in flight, failed, told
+        self._resend_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_tasks: set[asyncio.Task[None]] = set()
         self._bg_error: BaseException | None = None
@@ -228,7 +231,7 @@ class AsyncClient(AsyncHistorianMethods):
         buffered). Call :meth:`flush` to wait until everything is durable.
         """
         if self._attention:
-            await self._settle()
+            self._report()
         add_tag, add_ts, add_value, add_q = self._appenders  # PointBuffer's inlined fast path
         try:
             add_tag(tag)
@@ -246,11 +249,28 @@ class AsyncClient(AsyncHistorianMethods):
             )
 
     async def flush(self, *, timeout: float | None = None) -> None:
-        """Send buffered points; return once every point written so far is durable."""
-        await self._send_batch(wait_window=False)
-        await self._settle()
-        while self._batches:
-            await self._settle_one(timeout)
+        """Send buffered points; return once every point buffered before this call, by
+        any task, is durable. Raises if a batch failed since this task's last flush."""
+        if self._closed:
+            raise XtsdbConnectionError("the client is closed")
+        upto = await self._send_batch(wait_window=False)
+        await self._await_batches(upto, timeout)
+        err = self._ledger.for_flush(upto)
+        if err is not None:
+            raise err
+
+    def _report(self) -> None:
+        """write_point's early warning: an error from the flush timer, or batches that
+        failed and this task was not told of yet (the point is then not buffered)."""
+        if self._closed:
+            raise XtsdbConnectionError("the client is closed")
+        self._attention = False
+        if self._bg_error is not None:
+            err, self._bg_error = self._bg_error, None
+            raise err
+        failed = self._ledger.for_write_point()
+        if failed is not None:
+            raise failed
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -261,53 +281,104 @@ class AsyncClient(AsyncHistorianMethods):
     async def _timed_flush(self) -> None:
         try:
             await self._send_batch(wait_window=False)
-        except Exception as exc:  # never lost: raised by the next write_point/flush
+        except Exception as exc:  # the points stay buffered; raised by the next write_point
             self._bg_error = self._bg_error or exc
             self._attention = True
 
-    async def _send_batch(self, wait_window: bool) -> None:
+    async def _send_batch(self, wait_window: bool) -> int:
+        """Send the buffer as numbered batches; the number of the last batch sent, which
+        covers every point buffered before this call, whichever task sent it."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        async with self._batch_lock:
-            if not len(self._buffer):
-                return
-            await self._ensure_connected()  # before take(): a failed connect loses no points
-            cols = self._buffer.take()
-            if cols is None:
-                return
-            for req in self._core.batch(cols):
-                sent = self._send(req)
-                sent[1].add_done_callback(self._batch_done)
-                self._batches.append(sent)
+        async with self._batch_lock:  # so a batch another task took is numbered when we look
+            if len(self._buffer):
+                await self._ensure_connected()  # before take(): a failed connect loses no points
+                cols = self._buffer.take()
+                for req in self._core.batch(cols) if cols is not None else []:
+                    fut, session = await self._send_batch_frame(req)
+                    batch = self._ledger.add(req, fut, session)
+                    fut.add_done_callback(functools.partial(self._batch_done, batch))
+            upto = self._ledger.sent
         if wait_window:
-            while len(self._batches) > self._core.max_in_flight:
-                await self._settle_one(None)
+            while len(self._ledger) > self._core.max_in_flight:
+                head = self._ledger.head()
+                if head is not None:
+                    await self._await_batch(head, self.timeout)
             await self._drain()
+        return upto
 
-    def _batch_done(self, fut: Fut) -> None:
-        # A refused write is a response with ok=False, not a failed future.
-        if fut.cancelled() or fut.exception() is not None or fut.result().get("ok") is not True:
+    async def _send_batch_frame(self, req: Request) -> tuple[Fut, Session[Fut] | None]:
+        # Taken points are never dropped: a send that fails becomes a failed batch.
+        try:
+            _req, fut, session = await self._send_or_reconnect(req)
+        except XtsdbError as exc:
+            failed: Fut = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed, None
+        return fut, session
+
+    def _batch_done(self, batch: Batch[Fut], fut: Fut) -> None:
+        """``fut`` (of ``batch``) is done: settle the batch, or mark it for its one resend."""
+        if fut is not batch.fut or batch.settled or batch.retry:
+            return  # an earlier attempt's future, settled already (a timeout), or being resent
+        error: BaseException | None
+        if fut.cancelled():
+            error = XtsdbConnectionError(f"write_point batch #{batch.req.id} was cancelled")
+        else:
+            error = fut.exception()
+        if error is None:
+            try:  # a refused write is a response with ok=False, not a failed future
+                write_ack(fut.result())
+            except XtsdbError as exc:
+                error = exc
+        retry = batch.req.retryable and not batch.req.attempts  # retry_writes=True: once
+        if isinstance(error, XtsdbConnectionError) and retry:
+            batch.retry = True  # resent by whoever waits for it next
+            return
+        self._ledger.settle(batch, error)
+        if error is not None:
             self._attention = True
 
-    async def _settle(self) -> None:
-        """Raise the error of a finished batch (or of the flush timer), if any."""
-        if self._closed:
-            raise XtsdbConnectionError("the client is closed")
-        self._attention = False
-        if self._bg_error is not None:
-            err, self._bg_error = self._bg_error, None
-            raise err
-        while self._batches and self._batches[0][1].done():
-            await self._settle_one(None)
+    async def _await_batches(self, upto: int, timeout: float | None) -> None:
+        for batch in self._ledger.unsettled(upto):
+            await self._await_batch(batch, self.timeout if timeout is None else timeout)
 
-    async def _settle_one(self, timeout: float | None) -> None:
-        sent = self._batches.popleft()
-        try:
-            write_ack(await self._wait(sent, self.timeout if timeout is None else timeout))
-        except XtsdbError as exc:
-            exc.add_note(f"(a write_point batch of {sent[0].points} points)")
-            raise
+    async def _await_batch(self, batch: Batch[Fut], timeout: float | None) -> None:
+        """Wait until ``batch`` is settled, however many tasks wait for it too. No
+        answer within ``timeout`` settles it as failed: nobody can say it is durable."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not batch.settled:
+            fut = batch.fut
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            # asyncio.wait, not wait_for: a timeout must not cancel a future others await.
+            done, _ = await asyncio.wait([fut], timeout=left)
+            if not done:
+                if batch.session is not None:
+                    batch.session.forget(batch.req.id)
+                msg = f"no response to write_point batch #{batch.req.id} within {timeout} s"
+                self._ledger.settle(batch, XtsdbTimeout(msg))
+                self._attention = True
+                return
+            self._batch_done(batch, fut)
+            if batch.retry:
+                await self._resend(batch)
+
+    async def _resend(self, batch: Batch[Fut]) -> None:
+        async with self._resend_lock:
+            if not batch.retry or batch.settled:
+                return  # another task resent it
+            batch.req.attempts += 1  # once: a second failure is not a blip
+            try:
+                await self._reconnect(batch.session)
+                _req, fut, session = await self._send_or_reconnect(batch.req)
+            except XtsdbError as exc:
+                self._ledger.settle(batch, exc)
+                self._attention = True
+                return
+            batch.fut, batch.session, batch.retry = fut, session, False
+        fut.add_done_callback(functools.partial(self._batch_done, batch))
 
     # -- transport ----------------------------------------------------------------
 
@@ -337,10 +408,18 @@ class AsyncClient(AsyncHistorianMethods):
         session, writer = self._session, self._writer
         if session is None or writer is None or session.closed:
             raise XtsdbConnectionError(f"not connected to {self.url}")
+        return self._send_on(session, writer, req)
+
+    @staticmethod
+    def _send_on(session: Session[Fut], writer: asyncio.StreamWriter, req: Request) -> Sent:
         fut: Fut = asyncio.get_running_loop().create_future()
         session.track(req, fut)
         writer.write(req.frame)
         return req, fut, session
+
+    async def _send_or_reconnect(self, req: Request) -> Sent:
+        await self._ensure_connected()
+        return self._send(req)  # no await in between: the connection is the one just checked
 
     async def _drain(self) -> None:
         # Backpressure for big writes; a lost connection is reported by the reader.
@@ -396,13 +475,16 @@ class AsyncClient(AsyncHistorianMethods):
         except OSError as exc:
             raise XtsdbConnectionError(f"cannot connect to {core.url}: {exc}") from exc
         session: Session[Fut] = Session()
-        self._session, self._writer = session, writer
         self._reader_task = asyncio.create_task(self._read_loop(reader, writer, session))
         try:
-            core.hello_done(await self._wait(self._send(core.hello()), self.timeout))
+            hello = self._send_on(session, writer, core.hello())
+            core.hello_done(await self._wait(hello, self.timeout))
         except BaseException:
             self._drop(session, writer, "hello failed")
             raise
+        # Published only once hello is answered: other tasks wait in _reconnect until
+        # then, so their requests follow hello's answer (and use the server's max_frame).
+        self._session, self._writer = session, writer
 
     async def _read_loop(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: Session[Fut]
@@ -425,12 +507,16 @@ class AsyncClient(AsyncHistorianMethods):
         writer.close()
 
     async def close(self) -> None:
-        """Flush buffered points, then close the connection (idempotent)."""
+        """Flush buffered points, then close the connection (idempotent). Raises the
+        errors of failed batches that no flush() or write_point() has reported."""
         if self._closed:
             return
         try:
-            if len(self._buffer) or self._batches or self._bg_error is not None:
-                await self.flush()
+            upto = await self._send_batch(wait_window=False)
+            await self._await_batches(upto, None)
+            err = self._ledger.for_close(upto)
+            if err is not None:
+                raise err
         finally:
             self._closed = True
             self._attention = True  # so write_point raises instead of buffering into the void

@@ -5,18 +5,22 @@ received bytes to the session and completes ``concurrent.futures.Future`` s by
 request id, so a caller can send several frames before reading their acks
 (pipelined writes, ``write_point`` batches) and several threads may share a
 client. A daemon flusher thread sends ``write_point`` batches that are due by
-time. Lock order: ``_batch_lock`` -> ``_buf_lock`` -> ``_send_lock``.
+time; :mod:`._ledger` numbers them so ``flush()`` waits for every earlier batch,
+whichever thread sent it. Lock order: ``_batch_lock`` -> ``_buf_lock``, and
+``_batch_lock`` / ``_resend_lock`` -> ``_connect_lock`` -> ``_send_lock``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from concurrent import futures
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +36,7 @@ from xtsdb.protocol.errors import (
 
 from . import dataframes
 from ._core import DEFAULT_URL, MAX_POINTS_PER_FRAME, ClientCore, Plan, Request, Session, write_ack
+from ._ledger import Batch, Ledger
 from ._tls import TlsSocket
 from .batching import PointBuffer
 from .historian import HistorianMethods
@@ -87,7 +92,8 @@ class Client(HistorianMethods):
         self._appenders = self._buffer.appenders
         self._buffered_ts = self._buffer.timestamps
         self._started = 0.0  # monotonic time of the first point in the buffer
-        self._batches: deque[Sent] = deque()
+        self._ledger: Ledger[Fut] = Ledger()  # write_point batches: in flight, failed, told
+        self._resend_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._bg_error: BaseException | None = None
         self._attention = False
@@ -190,7 +196,7 @@ class Client(HistorianMethods):
     def write_point(self, tag: int, ts: Any, value: float, quality: int = GOOD_QUALITY) -> None:
         """Buffer one point (see AsyncClient.write_point); :meth:`flush` waits for durability."""
         if self._attention:
-            self._settle()
+            self._report()
         # The hot path: a C-level lock and four cached C-level appends (PointBuffer's protocol).
         with self._buf_lock:
             add_tag, add_ts, add_value, add_q = self._appenders
@@ -215,11 +221,28 @@ class Client(HistorianMethods):
         self._buf_cond.notify()
 
     def flush(self, *, timeout: float | None = None) -> None:
-        """Send buffered points; return once every point written so far is durable."""
-        self._send_batch(wait_window=False)
-        self._settle()
-        while self._batches:
-            self._settle_one(timeout)
+        """Send buffered points; return once every point buffered before this call, by
+        any thread, is durable. Raises if a batch failed since this thread's last flush."""
+        if self._closed:
+            raise XtsdbConnectionError("the client is closed")
+        upto = self._send_batch(wait_window=False)
+        self._await_batches(upto, timeout)
+        err = self._ledger.for_flush(upto)
+        if err is not None:
+            raise err
+
+    def _report(self) -> None:
+        """write_point's early warning: an error from the flush timer, or batches that
+        failed and this thread was not told of yet (the point is then not buffered)."""
+        if self._closed:
+            raise XtsdbConnectionError("the client is closed")
+        self._attention = False
+        if self._bg_error is not None:
+            err, self._bg_error = self._bg_error, None
+            raise err
+        failed = self._ledger.for_write_point()
+        if failed is not None:
+            raise failed
 
     def _start_flusher(self) -> None:
         self._flusher = threading.Thread(target=self._flush_loop, name="xtsdb-flush", daemon=True)
@@ -240,53 +263,94 @@ class Client(HistorianMethods):
                     return
             try:
                 self._send_batch(wait_window=False)
-            except Exception as exc:  # never lost: raised by the next write_point/flush
+            except Exception as exc:  # the points stay buffered; raised by the next write_point
                 self._bg_error = self._bg_error or exc
                 self._attention = True
                 time.sleep(self._flush_interval)  # do not spin on a dead server
 
-    def _send_batch(self, wait_window: bool) -> None:
-        with self._batch_lock:
-            if not len(self._buffer):
-                return
-            self._ensure_connected()  # before take(): a failed connect loses no points
-            with self._buf_lock:
-                cols = self._buffer.take()
-            if cols is None:
-                return
-            for req in self._core.batch(cols):
-                sent = self._send(req)
-                sent[1].add_done_callback(self._batch_done)
-                self._batches.append(sent)
-        if wait_window:
-            while len(self._batches) > self._core.max_in_flight:
-                self._settle_one(None)
+    def _send_batch(self, wait_window: bool) -> int:
+        """Send the buffer as numbered batches; the number of the last batch sent, which
+        covers every point buffered before this call, whichever thread sent it."""
+        with self._batch_lock:  # so a batch another thread took is numbered when we look
+            if len(self._buffer):
+                self._ensure_connected()  # before take(): a failed connect loses no points
+                with self._buf_lock:
+                    cols = self._buffer.take()
+                for req in self._core.batch(cols) if cols is not None else []:
+                    fut, session = self._send_batch_frame(req)
+                    batch = self._ledger.add(req, fut, session)
+                    fut.add_done_callback(functools.partial(self._batch_done, batch))
+            upto = self._ledger.sent
+        while wait_window and len(self._ledger) > self._core.max_in_flight:
+            head = self._ledger.head()
+            if head is not None:
+                self._await_batch(head, self.timeout)
+        return upto
 
-    def _batch_done(self, fut: Fut) -> None:
-        # A refused write is a response with ok=False, not a failed future.
-        if fut.exception() is not None or fut.result().get("ok") is not True:
+    def _send_batch_frame(self, req: Request) -> tuple[Fut, Session[Fut] | None]:
+        # Taken points are never dropped: a send that fails becomes a failed batch.
+        try:
+            _req, fut, session = self._send(req)
+        except XtsdbError as exc:
+            failed: Fut = Future()
+            failed.set_exception(exc)
+            return failed, None
+        return fut, session
+
+    def _batch_done(self, batch: Batch[Fut], fut: Fut) -> None:
+        """``fut`` (of ``batch``) is done: settle the batch, or mark it for its one resend."""
+        if fut is not batch.fut or batch.settled or batch.retry:
+            return  # an earlier attempt's future, settled already (a timeout), or being resent
+        error = fut.exception()
+        if error is None:
+            try:  # a refused write is a response with ok=False, not a failed future
+                write_ack(fut.result())
+            except XtsdbError as exc:
+                error = exc
+        retry = batch.req.retryable and not batch.req.attempts  # retry_writes=True: once
+        if isinstance(error, XtsdbConnectionError) and retry:
+            batch.retry = True  # resent by whoever waits for it next
+            return
+        self._ledger.settle(batch, error)
+        if error is not None:
             self._attention = True
 
-    def _settle(self) -> None:
-        if self._closed:
-            raise XtsdbConnectionError("the client is closed")
-        self._attention = False
-        if self._bg_error is not None:
-            err, self._bg_error = self._bg_error, None
-            raise err
-        while self._batches and self._batches[0][1].done():
-            self._settle_one(None)
+    def _await_batches(self, upto: int, timeout: float | None) -> None:
+        for batch in self._ledger.unsettled(upto):
+            self._await_batch(batch, self.timeout if timeout is None else timeout)
 
-    def _settle_one(self, timeout: float | None) -> None:
-        try:
-            sent = self._batches.popleft()
-        except IndexError:  # another thread took the last one
-            return
-        try:
-            write_ack(self._wait(sent, self.timeout if timeout is None else timeout))
-        except XtsdbError as exc:
-            exc.add_note(f"(a write_point batch of {sent[0].points} points)")
-            raise
+    def _await_batch(self, batch: Batch[Fut], timeout: float | None) -> None:
+        """Wait until ``batch`` is settled, however many threads wait for it too. No
+        answer within ``timeout`` settles it as failed: nobody can say it is durable."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not batch.settled:
+            fut = batch.fut
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not futures.wait([fut], left).done:
+                if batch.session is not None:
+                    batch.session.forget(batch.req.id)
+                msg = f"no response to write_point batch #{batch.req.id} within {timeout} s"
+                self._ledger.settle(batch, XtsdbTimeout(msg))
+                self._attention = True
+                return
+            self._batch_done(batch, fut)  # its callback may not have run yet
+            if batch.retry:
+                self._resend(batch)
+
+    def _resend(self, batch: Batch[Fut]) -> None:
+        with self._resend_lock:
+            if not batch.retry or batch.settled:
+                return  # another thread resent it
+            batch.req.attempts += 1  # once: a second failure is not a blip
+            try:
+                self._reconnect(batch.session)
+                _req, fut, session = self._send(batch.req)
+            except XtsdbError as exc:
+                self._ledger.settle(batch, exc)
+                self._attention = True
+                return
+            batch.fut, batch.session, batch.retry = fut, session, False
+        fut.add_done_callback(functools.partial(self._batch_done, batch))
 
     # -- transport ---------------------------------------------------------------------
 
@@ -311,19 +375,30 @@ class Client(HistorianMethods):
             plan.close()
 
     def _send(self, req: Request) -> Sent:
-        with self._send_lock:
-            session, sock = self._session, self._sock
-            if session is None or sock is None or session.closed:
-                raise XtsdbConnectionError(f"not connected to {self.url}")
-            fut: Fut = Future()
-            session.track(req, fut)
-            try:
-                sock.sendall(req.frame)
-            except OSError as exc:
-                # A partial frame leaves the stream unusable, whatever the cause (a
-                # stalled send timing out included). Dropping the session fails this
-                # request's future too, so _wait decides about a retry as for a lost ack.
-                self._drop(session, sock, f"sending to {self.url} failed: {exc}")
+        """Send ``req`` on the current connection. One known to be dead is replaced
+        first: nothing was sent on it, so this is safe for every request."""
+        for attempt in range(2):
+            with self._send_lock:
+                session, sock = self._session, self._sock
+                if session is not None and sock is not None and not session.closed:
+                    with contextlib.suppress(XtsdbConnectionError):  # closed just now
+                        return self._send_on(session, sock, req)
+            if attempt:
+                break
+            self._reconnect(session)
+        raise XtsdbConnectionError(f"not connected to {self.url}")
+
+    def _send_on(self, session: Session[Fut], sock: Sock, req: Request) -> Sent:
+        # Under _send_lock, or on a connection not published yet (hello).
+        fut: Fut = Future()
+        session.track(req, fut)  # before sending: the answer may come at once
+        try:
+            sock.sendall(req.frame)
+        except OSError as exc:
+            # A partial frame leaves the stream unusable, whatever the cause (a
+            # stalled send timing out included). Dropping the session fails this
+            # request's future too, so _wait decides about a retry as for a lost ack.
+            self._drop(session, sock, f"sending to {self.url} failed: {exc}")
         return req, fut, session
 
     def _wait(self, sent: Sent, timeout: float | None) -> dict[str, Any]:
@@ -369,17 +444,19 @@ class Client(HistorianMethods):
         session: Session[Fut] = Session()
         ctx = core.ssl_context
         sock: Sock = raw if ctx is None else TlsSocket.connect(raw, ctx, core.host, core.url)
-        with self._send_lock:
-            self._session, self._sock = session, sock
         reader = threading.Thread(
             target=self._read_loop, args=(sock, session), name="xtsdb-read", daemon=True
         )
         reader.start()
         try:
-            core.hello_done(self._wait(self._send(core.hello()), self.timeout))
+            # Published only once hello is answered: another thread's request must
+            # never reach the server before hello and its token.
+            core.hello_done(self._wait(self._send_on(session, sock, core.hello()), self.timeout))
         except BaseException:
             self._drop(session, sock, "hello failed")
             raise
+        with self._send_lock:
+            self._session, self._sock = session, sock
 
     def _read_loop(self, sock: Sock, session: Session[Fut]) -> None:
         reason = "the server closed the connection"
@@ -409,12 +486,16 @@ class Client(HistorianMethods):
             sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
-        """Flush buffered points, then close the connection (idempotent)."""
+        """Flush buffered points, then close the connection (idempotent). Raises the
+        errors of failed batches that no flush() or write_point() has reported."""
         if self._closed:
             return
         try:
-            if len(self._buffer) or self._batches or self._bg_error is not None:
-                self.flush()
+            upto = self._send_batch(wait_window=False)
+            self._await_batches(upto, None)
+            err = self._ledger.for_close(upto)
+            if err is not None:
+                raise err
         finally:
             self._closed = True
             self._attention = True  # so write_point raises instead of buffering into the void
