@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.soak --minutes 10          # writers, readers, churn, strangers
     .venv/bin/python -m bench.soak --minutes 1           # smoke
+    .venv/bin/python -m bench.soak --minutes 2 --flood   # writers pipeline large writes
 
 The server is a subprocess with tokens configured. Threads keep it busy: writers
 (SDK, write role), readers (query + last, read role), a churner that opens and
@@ -10,7 +11,10 @@ authenticate and sending garbage. Every few seconds the server's RSS, open file
 descriptors and threads are sampled from ``/proc/<pid>``. The verdict compares the
 peak of the second half of the run with that of the second quarter (a baseline
 from the same run, after warm-up): memory, descriptors and threads must level
-off, not climb.
+off, not climb. And the peak RSS of the whole run must stay under the memory bound
+the server computes from its settings (``xtsdb.server.limits.memory_bound``,
+docs/operations.md); ``--flood`` makes the writers pipeline 16 writes of 20,000
+points at a time, which is what fills the write queue and the unsealed points.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ if __package__ in (None, ""):  # run as a file: make `bench` and the repo import
 
 from bench.torture import Server
 from xtsdb.client import Client
-from xtsdb.protocol import encode_frame, request
+from xtsdb.protocol import FrameDecoder, encode_frame, request, write_request
 from xtsdb.protocol.errors import XtsdbError
+from xtsdb.server.config import ServerConfig
+from xtsdb.server.limits import memory_bound
 
 WRITE = "write-soak-0123456789abcdef"
 READ = "read-soak-0123456789abcdef"
@@ -66,6 +72,39 @@ class Load:
                 ts = np.arange(pos, pos + 500, dtype=np.int64)
                 self.add("points", db.write(tag, ts, ts * 0.5))
                 pos += 500
+
+    def flooder(self, tag: int) -> None:
+        """Pipelined writes on a raw socket: 16 frames of 20,000 points, then their answers."""
+        host, port = self.url.removeprefix("xtsdb://").rsplit(":", 1)
+        depth, n = 16, 20_000
+        with socket.create_connection((host, int(port)), timeout=60) as s:
+            decoder = FrameDecoder()
+
+            def answers(count: int) -> None:
+                while count:
+                    msg = decoder.next_message()
+                    if msg is None:
+                        data = s.recv(1 << 16)
+                        if not data:
+                            raise ConnectionError("server closed the connection")
+                        decoder.feed(data)
+                        continue
+                    if not msg["ok"]:
+                        raise XtsdbError(str(msg["error"]))
+                    count -= 1
+
+            s.sendall(encode_frame(request("hello", 1, versions=[1], token=WRITE)))
+            answers(1)
+            pos = 0
+            while not self.stop.is_set():
+                frames = []
+                for i in range(depth):
+                    ts = np.arange(pos, pos + n, dtype=np.int64)
+                    frames.append(encode_frame(write_request(i + 2, tag, ts, ts * 0.5)))
+                    pos += n
+                s.sendall(b"".join(frames))
+                answers(depth)
+                self.add("points", depth * n)
 
     def reader(self, tags: list[int]) -> None:
         with Client(self.url, token=READ) as db:
@@ -121,17 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--writers", type=int, default=4)
     p.add_argument("--sample-every", type=float, default=5.0)
+    p.add_argument("--flood", action="store_true", help="writers pipeline large writes")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="xtsdb-soak-") as tmp:
         # Default engine sizes (not the torture's tiny ones): the engine keeps one
         # descriptor per container and one entry per block, which tiny sizes multiply.
         extra = ["--token", f"write:{WRITE}", "--token", f"read:{READ}"]
+        bound = sum(n for _, n in memory_bound(ServerConfig.load(extra)))
         srv = Server(Path(tmp) / "data", Path(tmp) / "server.log", extra, sizes=[])
         stop = threading.Event()
         load = Load(srv.url, stop)
         try:
             tags = list(range(1, args.writers + 1))
-            threads = [load.guarded(load.writer, t) for t in tags]
+            writer = load.flooder if args.flood else load.writer
+            threads = [load.guarded(writer, t) for t in tags]
             threads += [load.guarded(load.reader, tags), load.guarded(load.churner),
                         load.guarded(load.stranger)]  # fmt: skip
             samples = []
@@ -147,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             t.join(10)
     for kind, message in sorted(load.error_kinds.items()):
         print(f"  {kind}: {message}")
-    return report(samples, load.counts, alive)
+    return report(samples, load.counts, alive, bound)
 
 
-def report(samples: list[tuple[int, int, int]], counts: dict[str, int], alive: bool) -> int:
+def report(
+    samples: list[tuple[int, int, int]], counts: dict[str, int], alive: bool, bound: int
+) -> int:
     if len(samples) < 8:
         print("too few samples: run longer")
         return 1
@@ -167,6 +211,10 @@ def report(samples: list[tuple[int, int, int]], counts: dict[str, int], alive: b
         trend = "GROWING" if grew else "flat"
         shown = f"{a * scale:.0f} / {b * scale:.0f} {trend}"
         rows.append((f"{name}: peak 2nd quarter / 2nd half", shown))
+    peak = max(s[0] for s in samples)
+    ok &= peak <= bound
+    shown = f"{peak >> 20} / {bound >> 20} ({peak / bound:.0%})"
+    rows.append(("peak RSS MiB / memory bound MiB", shown + ("" if peak <= bound else " OVER")))
     rows += [(k, f"{v:,}") for k, v in counts.items()]
     rows.append(("result", "PASS" if ok else "FAIL"))
     w = max(len(k) for k, _ in rows)

@@ -29,7 +29,7 @@ from xtsdb.server.connection import Connection
 from xtsdb.server.engine import Engine
 from xtsdb.server.http_endpoint import Health, OpsEndpoint
 from xtsdb.server.influx import InfluxEndpoint
-from xtsdb.server.limits import ByteBudget, Connections
+from xtsdb.server.limits import ByteBudget, Connections, memory_bound
 from xtsdb.server.metrics import Metrics
 from xtsdb.server.service import Service
 from xtsdb.server.tls import server_context
@@ -113,6 +113,12 @@ async def _run(
     writes = WriteQueue(ops.metrics.timed(engine), max_queue_bytes=config.max_queue_bytes)
     auth, ssl_ctx = _security(config)
     service = Service(engine, writes, pool, max_frame=config.max_frame, auth=auth)
+    terms = memory_bound(config)
+    log.info(
+        "memory bound about %d MiB: %s",
+        sum(n for _, n in terms) >> 20,
+        "; ".join(f"{what} {n >> 20} MiB" for what, n in terms),
+    )
     budget = ByteBudget(config.max_partial_bytes)  # shared by both ports
     registry = Connections(service, max_connections=config.max_connections, budget=budget)
     service.server_stats = registry.stats

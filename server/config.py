@@ -194,6 +194,14 @@ class ServerConfig:
         default=_ENGINE.wal_checkpoint_bytes,
         metadata={"help": "WAL size that forces every buffered point into blocks + checkpoint"},
     )
+    max_memory_points: int = field(
+        default=_ENGINE.max_memory_points,
+        metadata={
+            "help": "points held in memory before they are sealed into blocks; writers "
+            "wait beyond it. About 21 bytes each: the largest term of the server's "
+            "memory (docs/operations.md, Memory)"
+        },
+    )
     retention_us: int = field(
         default=_ENGINE.retention_us,
         metadata={"help": "keep data this many microseconds (0: forever); whole chunks are "
@@ -229,6 +237,7 @@ class ServerConfig:
             "read_workers",
             "wal_segment_bytes",
             "wal_checkpoint_bytes",
+            "max_memory_points",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
@@ -272,6 +281,7 @@ class ServerConfig:
             wal_segment_bytes=self.wal_segment_bytes,
             wal_checkpoint_bytes=self.wal_checkpoint_bytes,
             retention_us=self.retention_us,
+            max_memory_points=self.max_memory_points,
         )
 
     def replace(self, **changes: Any) -> ServerConfig:

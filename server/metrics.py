@@ -73,6 +73,8 @@ SERVER_COUNTERS = {
     "failed_commits": ("xtsdb_commits_failed", "Group commits that failed (nothing acked)."),
     "read_pauses": ("xtsdb_read_pauses", "Times a socket stopped being read (backpressure)."),
     "queue_pauses": ("xtsdb_write_queue_pauses", "Times the write queue filled up."),
+    "writes_refused": ("xtsdb_writes_refused", "Writes refused alone at commit (reject policy)."),
+    "partial_refused": ("xtsdb_partial_refused", "Requests refused: max_partial_bytes spent."),
 }
 SERVER_GAUGES = {
     "connections": ("xtsdb_connections", "Open client connections."),
@@ -81,6 +83,8 @@ SERVER_GAUGES = {
     "queue_depth": ("xtsdb_write_queue_depth", "Writes waiting for the next group commit."),
     "queue_bytes": ("xtsdb_write_queue_bytes", "Bytes of writes waiting for their commit."),
     "readers_paused": ("xtsdb_readers_paused", "Connections not being read (backpressure)."),
+    "partial_bytes": ("xtsdb_partial_bytes", "Bytes reserved by requests still arriving."),
+    "answers_waiting": ("xtsdb_answers_waiting", "Requests waiting to start (unread answers)."),
 }
 DATA_AREAS = {
     "wal": ("wal",),
