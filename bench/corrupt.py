@@ -43,6 +43,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xtsdb.protocol.errors import CorruptionError, XtsdbError
+from xtsdb.server.check import check
 from xtsdb.server.engine import Engine, EngineConfig
 from xtsdb.server.engine import container as ct
 from xtsdb.server.engine.config import EXTENT
@@ -58,6 +59,9 @@ PAGE = 4096
 OUTCOMES = ["no effect", "repaired", "detected", "refused", "crash", "silent wrong",
             "silent missing"]  # fmt: skip
 BAD = ("crash", "silent wrong", "silent missing")
+# Trials the open repaired, detected or refused while `xtsdb-server check`, run on the
+# damaged directory first, said OK: the offline check must see what a start sees.
+CHECK_MISSED = "check missed"
 
 
 def _values(tag: int, ts: np.ndarray, gen: int) -> np.ndarray:
@@ -137,10 +141,6 @@ def _chunks(path: Path) -> list[tuple[Path, int, ct.ChunkScan]]:
     return out
 
 
-def _state_bytes() -> int:
-    return int(getattr(ct, "STATE_BYTES", 4))
-
-
 def regions(path: Path) -> dict[str, list[Target]]:
     """Byte ranges of each kind of place in the reference directory."""
     out: dict[str, list[Target]] = {}
@@ -154,11 +154,12 @@ def regions(path: Path) -> dict[str, list[Target]]:
         add("container header", p, 0, 52)
     for p, base, scan in _chunks(path):
         which = "sealed" if scan.sealed else "active"
-        add("chunk header", p, base, base + 48)
-        add("state", p, base + ct.FLAGS_OFFSET, base + ct.FLAGS_OFFSET + _state_bytes())
+        add("chunk header", p, base, base + ct.CHUNK_HEADER.size + 4)
+        add("state", p, base + ct.FLAGS_OFFSET, base + ct.FLAGS_OFFSET + ct.STATE_BYTES)
         add("first page " + which, p, base, base + PAGE)
         if scan.sealed:
-            add("seal record", p, base + ct.SEAL_OFFSET, base + ct.SEAL_OFFSET + 40)
+            add("seal record", p, base + ct.SEAL_OFFSET,
+                base + ct.SEAL_OFFSET + ct.SEAL_RECORD.size + 4)  # fmt: skip
         entries = scan.entries or []
         add("dir " + which, p, base + ct.DIR_OFFSET,
             base + ct.DIR_OFFSET + len(entries) * ct.ENTRY_SIZE)  # fmt: skip
@@ -177,6 +178,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("wal zero page", "wal", "zero"),
     ("checkpoint flip", "checkpoint", "flip"),
     ("container header flip", "container header", "flip"),
+    ("container header zero page", "container header", "zero"),
     ("chunk header flip", "chunk header", "flip"),
     ("state flip", "state", "flip"),
     ("seal record flip", "seal record", "flip"),
@@ -212,8 +214,9 @@ def _change_row(path: Path, rng: random.Random) -> str:
         chunk, idx = rng.choice(rows)
         col = rng.choice(_ROW_COLUMNS)
         delta = rng.choice([1, -1, 2, 1000, 1 << 20])
-        db.execute(f"UPDATE blocks SET {col} = {col} + ? WHERE chunk_id = ? AND idx = ?",
-                   (delta, chunk, idx))  # fmt: skip
+        # OR REPLACE: a changed idx may take the place of another row (one row lost).
+        db.execute(f"UPDATE OR REPLACE blocks SET {col} = {col} + ? WHERE chunk_id = ? "
+                   "AND idx = ?", (delta, chunk, idx))  # fmt: skip
         db.commit()
     return f"index row chunk {chunk} idx {idx}: {col} += {delta}"
 
@@ -317,14 +320,22 @@ def run(
             if (rows and row not in rows) or kind not in where:
                 continue  # e.g. no WAL segment is left after a clean stop
             rng = random.Random(f"{seed}:{row}")
-            counts = table.setdefault(row, dict.fromkeys(OUTCOMES, 0))
+            counts = table.setdefault(row, dict.fromkeys([*OUTCOMES, CHECK_MISSED], 0))
             for _ in range(trials):
                 copy = base / "trial"
                 shutil.copytree(ref.path, copy)
                 target = rng.choice(where[kind])
                 what = damage(target, how, rng, ref.path, copy)
+                try:
+                    offline = "DAMAGED" if check(copy).damaged else "OK"
+                except Exception as exc:  # check must report, never raise
+                    offline = f"check raised {type(exc).__name__}: {exc}"
                 outcome, detail = classify(ref, copy)
                 counts[outcome] += 1
+                if outcome in ("repaired", "detected", "refused") and offline != "DAMAGED":
+                    counts[CHECK_MISSED] += 1
+                    detail = f"xtsdb-server check said {offline}; {detail}"
+                    outcome += " (check missed it)"
                 if on_trial is not None:
                     on_trial(row, what, outcome, detail)
                 shutil.rmtree(copy)
@@ -335,13 +346,14 @@ def run(
 
 def format_table(table: dict[str, dict[str, int]]) -> str:
     width = max(len(r) for r in table) + 2
-    head = "".ljust(width) + "".join(o.rjust(15) for o in OUTCOMES)
+    cols = [*OUTCOMES, CHECK_MISSED]
+    head = "".ljust(width) + "".join(o.rjust(15) for o in cols)
     lines = [head, "-" * len(head)]
     for row, counts in table.items():
-        lines.append(row.ljust(width) + "".join(str(counts[o]).rjust(15) for o in OUTCOMES))
-    total = {o: sum(c[o] for c in table.values()) for o in OUTCOMES}
+        lines.append(row.ljust(width) + "".join(str(counts[o]).rjust(15) for o in cols))
+    total = {o: sum(c[o] for c in table.values()) for o in cols}
     lines.append("-" * len(head))
-    lines.append("total".ljust(width) + "".join(str(total[o]).rjust(15) for o in OUTCOMES))
+    lines.append("total".ljust(width) + "".join(str(total[o]).rjust(15) for o in cols))
     return "\n".join(lines)
 
 
@@ -356,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("xtsdb").propagate = False  # the campaign counts warnings, not prints
 
     def show(row: str, what: str, outcome: str, detail: str) -> None:
-        if args.verbose and outcome in BAD:
+        if args.verbose and (outcome in BAD or CHECK_MISSED in outcome):
             print(f"{row}: {what}: {outcome}: {detail}", flush=True)
 
     shm = Path("/dev/shm")

@@ -94,9 +94,10 @@ def scan_chunk(cf: ContainerFile, slot: int, instance_id: bytes, *, entries: boo
         has_data = False
     _decide_states(scan, states, seal_ok, has_data)
     if scan.sealed and not seal_ok:
-        # The SEALED word landed but the record did not: treat as unsealed.
+        # The SEALED word is set but the record (in the same sector, written before
+        # it) is not valid: damage. Unsealed, the chunk is rescanned and sealed again.
         scan.sealed = False
-        scan.anomaly = "seal record torn; "
+        scan.anomaly += "seal record torn or damaged; "
     if not scan.sealed:
         scan.seal_n_blocks, scan.seal_dir_crc = -1, 0
     if entries:

@@ -17,7 +17,7 @@ Chunk meta region (``meta_extents`` extents at the start of the chunk)::
         | chunk_id u64 | instance_id 16 | crc32 of bytes 0..39 u32       (44 bytes)
     64  chunk states, one 8-byte word each: ALLOCATED, SEALED, DEPRECATED, FREE.
         Write-once: 0xFF * 8 = not set, the state's own 8-byte pattern = set.
-        Anything else is damage, decided by witnesses (:func:`decide_states`),
+        Anything else is damage, decided by witnesses (see chunkscan.py),
         so one changed byte can never turn "set" into "unset" or back.
     128 seal record, written once when the chunk is sealed:
         n_blocks u32 | data_end u64 | min_ts i64 | max_ts i64 | dir_check u32 | crc32 u32
