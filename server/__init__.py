@@ -9,8 +9,10 @@ socket.
 - ``connection``   :class:`Connection`, an ``asyncio.Protocol`` per client:
                    feeds the sans-I/O :mod:`xtsdb.protocol` decoder, pauses the
                    socket for backpressure, writes responses as they complete
-                   (out of order, matched by id); :class:`Connections` holds the
-                   connection cap and the gauges.
+                   (out of order, matched by id).
+- ``limits``       :class:`Connections` (the connection cap, the all-readers
+                   pause, the gauges), the budget of partial requests shared by
+                   both ports, and :func:`memory_bound`.
 - ``service``      :class:`Service`: one handler per op (hello, ping, write,
                    query, last, flush, stats), independent of sockets.
 - ``historian``    the handlers of the historian ops (aggregate, interpolate,
@@ -19,7 +21,8 @@ socket.
                    every write queued meanwhile into one WAL write + one fsync.
 - ``influx``       :class:`InfluxEndpoint`: InfluxDB-compatible HTTP ``/write``
                    (line protocol, :mod:`xtsdb.protocol.line_protocol`) into the
-                   same write queue; ``http_request`` reads its requests.
+                   same write queue; ``influx_write`` cuts a body into batches,
+                   ``http_request`` reads its requests.
 - ``app``          :func:`serve` (runs until a shutdown event is set, then stops
                    gracefully) and :class:`ServerThread` (a server in a
                    background thread, for tests and embedding).
