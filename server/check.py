@@ -168,9 +168,14 @@ def _check_catalog(path: Path, report: Report) -> None:
         db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
         try:
             result = db.execute("PRAGMA quick_check").fetchall()
+            if result == [("ok",)]:
+                # quick_check does not decode text: read every row as the engine will.
+                tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                for (name,) in tables.fetchall():
+                    db.execute(f'SELECT * FROM "{name}"').fetchall()
         finally:
             db.close()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
         result = [(str(exc),)]
     if result != [("ok",)]:
         shown = "; ".join(str(r[0]) for r in result[:5])
@@ -310,7 +315,7 @@ def _check_index(
         for chunk_id in sorted(set(rows) - set(scans)):
             where = f"{INDEX_NAME} chunk {chunk_id}"
             report.add(True, where, "names a chunk that is not in use on disk", True)
-    except (IndexUnusable, sqlite3.Error) as exc:
+    except (IndexUnusable, sqlite3.Error, UnicodeDecodeError) as exc:
         report.add(True, INDEX_NAME, f"unreadable rows ({exc}); every start rebuilds it", True)
     finally:
         index.close()

@@ -129,6 +129,19 @@ def test_malformed_index_row_never_stops_the_engine(tmp_path: Path, value: objec
             assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
 
 
+def test_undecodable_index_schema_text_is_rebuilt_not_a_traceback(tmp_path: Path) -> None:
+    data = tmp_path / "db"
+    write_sealed(data)
+    index = data / "index.sqlite3"
+    raw = bytearray(index.read_bytes())
+    raw[raw.index(b"CREATE TABLE chunks") + 3] = 0x93  # not UTF-8: UnicodeDecodeError before
+    index.write_bytes(bytes(raw))
+    with Engine.open(data, CFG) as eng:
+        assert any("index rebuilt" in r for r in eng.repairs), eng.repairs
+        for tag in (1, 2):
+            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+
+
 # -- item 5: a chunk state byte is never taken as "free" on its own ---------------------------
 
 

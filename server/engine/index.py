@@ -90,7 +90,8 @@ class MetaIndex:
             if not ok or ok[0] != "ok":
                 raise IndexUnusable(f"quick_check: {ok}")
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            # A damaged schema text can fail to decode before SQLite reports anything.
             raise IndexUnusable(f"sqlite: {exc}") from exc
         if meta.get("schema") != str(SCHEMA_VERSION) or meta.get("instance") != instance_hex:
             conn.close()
@@ -119,9 +120,12 @@ class MetaIndex:
 
     def chunk_rows(self) -> dict[int, tuple[int, int, int, int]]:
         """chunk_id -> (generation, sealed, n_blocks, dir_crc)."""
-        rows = self.conn.execute(
-            "SELECT chunk_id, generation, sealed, n_blocks, dir_crc FROM chunks"
-        ).fetchall()
+        try:
+            rows = self.conn.execute(
+                "SELECT chunk_id, generation, sealed, n_blocks, dir_crc FROM chunks"
+            ).fetchall()
+        except UnicodeDecodeError as exc:
+            raise IndexUnusable(f"undecodable chunk row ({exc})") from exc
         if not all(type(v) is int for r in rows for v in r):
             raise IndexUnusable("malformed chunk row")
         return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
@@ -132,10 +136,13 @@ class MetaIndex:
         for start in range(0, len(ids), 500):
             part = ids[start : start + 500]
             marks = ",".join("?" * len(part))
-            cur = self.conn.execute(
-                f"SELECT {_BLOCK_COLS} FROM blocks WHERE chunk_id IN ({marks})", part
-            )
-            for r in cur:
+            try:
+                found = self.conn.execute(
+                    f"SELECT {_BLOCK_COLS} FROM blocks WHERE chunk_id IN ({marks})", part
+                ).fetchall()
+            except UnicodeDecodeError as exc:
+                raise IndexUnusable(f"undecodable block row ({exc})") from exc
+            for r in found:
                 # A flipped type byte in an SQLite record can make any column text, a
                 # float or a blob; such a row is damage, never a traceback later.
                 if not all(type(v) is int for v in r):

@@ -62,9 +62,11 @@ def open_parts(path: Path, config: EngineConfig) -> Opened:
         opened.append(store)
         try:
             blocks = store.load(checkpoint, full_rebuild=rebuild)
-        except (sqlite3.DatabaseError, IndexUnusable) as exc:
+        except (sqlite3.DatabaseError, IndexUnusable, UnicodeDecodeError) as exc:
             # Damage SQLite's quick_check did not see: the index is only a cache,
-            # so start over from a scan of the chunks.
+            # so start over from a scan of the chunks. What the first pass already
+            # repaired on disk (state words, entries written back) stays reported.
+            repairs.extend(store.repairs)
             repairs.append(f"index rebuilt from a scan of the chunks ({exc})")
             store.close()
             index.close()
