@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -50,14 +51,24 @@ from xtsdb.server.engine.config import EXTENT
 from xtsdb.server.engine.datadir import load_or_create_meta
 
 CONFIG = EngineConfig(
-    chunk_size=4 * EXTENT, chunks_per_container=4, meta_extents=1, block_points=200,
+    chunk_size=4 * EXTENT,
+    chunks_per_container=4,
+    meta_extents=1,
+    block_points=200,
     read_workers=0,
-)  # fmt: skip
+)
 TAGS = [f"plant.unit{k}.pv" for k in range(4)]
 POINTS = 4000
 PAGE = 4096
-OUTCOMES = ["no effect", "repaired", "detected", "refused", "crash", "silent wrong",
-            "silent missing"]  # fmt: skip
+OUTCOMES = [
+    "no effect",
+    "repaired",
+    "detected",
+    "refused",
+    "crash",
+    "silent wrong",
+    "silent missing",
+]
 BAD = ("crash", "silent wrong", "silent missing")
 # Trials the open repaired, detected or refused while `xtsdb-server check`, run on the
 # damaged directory first, said OK: the offline check must see what a start sees.
@@ -158,11 +169,19 @@ def regions(path: Path) -> dict[str, list[Target]]:
         add("state", p, base + ct.FLAGS_OFFSET, base + ct.FLAGS_OFFSET + ct.STATE_BYTES)
         add("first page " + which, p, base, base + PAGE)
         if scan.sealed:
-            add("seal record", p, base + ct.SEAL_OFFSET,
-                base + ct.SEAL_OFFSET + ct.SEAL_RECORD.size + 4)  # fmt: skip
+            add(
+                "seal record",
+                p,
+                base + ct.SEAL_OFFSET,
+                base + ct.SEAL_OFFSET + ct.SEAL_RECORD.size + 4,
+            )
         entries = scan.entries or []
-        add("dir " + which, p, base + ct.DIR_OFFSET,
-            base + ct.DIR_OFFSET + len(entries) * ct.ENTRY_SIZE)  # fmt: skip
+        add(
+            "dir " + which,
+            p,
+            base + ct.DIR_OFFSET,
+            base + ct.DIR_OFFSET + len(entries) * ct.ENTRY_SIZE,
+        )
         for e in entries:
             if e.body_len:
                 add("body", p, base + e.body_off, base + e.body_off + e.body_len)
@@ -203,8 +222,20 @@ ROWS: list[tuple[str, str, str]] = [
 ]
 
 
-_ROW_COLUMNS = ("tag_id", "first_ts", "last_ts", "count", "body_off", "body_len", "body_crc",
-                "seq", "flags", "mask_seq", "idx", "max_lsn")  # fmt: skip
+_ROW_COLUMNS = (
+    "tag_id",
+    "first_ts",
+    "last_ts",
+    "count",
+    "body_off",
+    "body_len",
+    "body_crc",
+    "seq",
+    "flags",
+    "mask_seq",
+    "idx",
+    "max_lsn",
+)
 
 
 def _change_row(path: Path, rng: random.Random) -> str:
@@ -215,8 +246,10 @@ def _change_row(path: Path, rng: random.Random) -> str:
         col = rng.choice(_ROW_COLUMNS)
         delta = rng.choice([1, -1, 2, 1000, 1 << 20])
         # OR REPLACE: a changed idx may take the place of another row (one row lost).
-        db.execute(f"UPDATE OR REPLACE blocks SET {col} = {col} + ? WHERE chunk_id = ? "
-                   "AND idx = ?", (delta, chunk, idx))  # fmt: skip
+        db.execute(
+            f"UPDATE OR REPLACE blocks SET {col} = {col} + ? WHERE chunk_id = ? AND idx = ?",
+            (delta, chunk, idx),
+        )
         db.commit()
     return f"index row chunk {chunk} idx {idx}: {col} += {delta}"
 
@@ -289,8 +322,10 @@ def classify(ref: Reference, data: Path) -> tuple[str, str]:
                 extra = got.keys() - want.keys()
                 bad = [t for t in got.keys() & want.keys() if got[t] != want[t]]
                 wrong = wrong or bool(extra or bad)
-                differs.append(f"{name}: {len(want.keys() - got.keys())} missing, "
-                               f"{len(extra)} extra, {len(bad)} wrong")  # fmt: skip
+                differs.append(
+                    f"{name}: {len(want.keys() - got.keys())} missing, "
+                    f"{len(extra)} extra, {len(bad)} wrong"
+                )
         except Exception as exc:
             eng.close()
             return "crash", f"query: {type(exc).__name__}: {exc}"
@@ -307,9 +342,12 @@ def classify(ref: Reference, data: Path) -> tuple[str, str]:
 
 
 def run(
-    trials: int, seed: int, rows: list[str] | None = None, workdir: Path | None = None,
+    trials: int,
+    seed: int,
+    rows: list[str] | None = None,
+    workdir: Path | None = None,
     on_trial: Callable[[str, str, str, str], None] | None = None,
-) -> dict[str, dict[str, int]]:  # fmt: skip
+) -> dict[str, dict[str, int]]:
     """The campaign: ``{row: {outcome: count}}``."""
     base = Path(tempfile.mkdtemp(prefix="xtsdb-corrupt-", dir=workdir))
     try:
@@ -358,12 +396,20 @@ def format_table(table: dict[str, dict[str, int]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global CONFIG  # --block-points changes the layout every trial uses
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--trials", type=int, default=50, help="trials per row (default 50)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rows", default="", help="comma-separated row names (default: all)")
     p.add_argument("--verbose", action="store_true", help="print every bad trial")
+    p.add_argument(
+        "--block-points",
+        type=int,
+        default=CONFIG.block_points,
+        help="points per block: 40 makes directories longer than a 4 KiB page",
+    )
     args = p.parse_args(argv)
+    CONFIG = dataclasses.replace(CONFIG, block_points=args.block_points)
     logging.getLogger("xtsdb").setLevel(logging.WARNING)
     logging.getLogger("xtsdb").propagate = False  # the campaign counts warnings, not prints
 
@@ -374,7 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     shm = Path("/dev/shm")
     rows = [r.strip() for r in args.rows.split(",") if r.strip()] or None
     table = run(args.trials, args.seed, rows, shm if shm.is_dir() else None, show)
-    print(f"corruption campaign: {args.trials} trials per row, seed {args.seed}")
+    print(
+        f"corruption campaign: {args.trials} trials per row, seed {args.seed}, "
+        f"{args.block_points} points per block"
+    )
     print(format_table(table))
     bad = sum(c[o] for c in table.values() for o in BAD)
     return 1 if bad else 0

@@ -235,9 +235,13 @@ def _check_chunk(
             report.add(False, where, "allocation torn by a crash; the slot is reused as free")
         else:
             n = len(scan.entries or [])
-            report.add(True, where, f"chunk header damaged or blank with data behind it; {n} "
-                       "blocks readable from its directory (a start salvages them, restores "
-                       "what the index still names and reports the rest)")  # fmt: skip
+            report.add(
+                True,
+                where,
+                f"chunk header damaged or blank with data behind it; {n} "
+                "blocks readable from its directory (a start salvages them, restores "
+                "what the index still names and reports the rest)",
+            )
         return None
     for note in scan.state_notes:
         report.add(True, where, f"{note} (a start rewrites it)", True)

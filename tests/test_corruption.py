@@ -30,8 +30,9 @@ if str(ROOT) not in sys.path:  # `bench` is a folder of scripts, importable from
 from bench import corrupt  # noqa: E402
 
 CHUNK = 4 * EXTENT
-CFG = EngineConfig(chunk_size=CHUNK, chunks_per_container=4, meta_extents=1, block_points=200,
-                   read_workers=0)  # fmt: skip
+CFG = EngineConfig(
+    chunk_size=CHUNK, chunks_per_container=4, meta_extents=1, block_points=200, read_workers=0
+)
 SEC = 1_000_000
 
 
@@ -255,8 +256,9 @@ def test_damaged_entry_of_the_active_chunk_is_restored_not_cut(tmp_path: Path, w
     flip(data, chunk, DIR_OFFSET + pos * ENTRY_SIZE + 20)
     assert check(data).damaged  # offline, before any start: never "OK"
     with Engine.open(data, CFG) as eng:
-        assert any(f"chunk {chunk}: directory entry {pos}" in r and "restored" in r
-                   for r in eng.repairs), eng.repairs  # fmt: skip
+        assert any(
+            f"chunk {chunk}: directory entry {pos}" in r and "restored" in r for r in eng.repairs
+        ), eng.repairs
         assert_exact(eng, 1, np.arange(4000) * SEC, values(1, 4000))
         assert_exact(eng, 2, *tag2_expected())
     assert not check(data).damaged  # restored and rewritten: whole again
@@ -271,8 +273,10 @@ def test_damaged_entry_of_the_active_chunk_without_the_index(tmp_path: Path) -> 
     for p in data.glob("index.sqlite3*"):
         p.unlink()
     with Engine.open(data, CFG) as eng:
-        assert any(f"chunk {chunk}: directory entry {pos}" in r and "not in the index" in r
-                   for r in eng.repairs), eng.repairs  # fmt: skip
+        assert any(
+            f"chunk {chunk}: directory entry {pos}" in r and "not in the index" in r
+            for r in eng.repairs
+        ), eng.repairs
         # The later entries, the tombstone among them, are kept: no deleted point is back.
         p = eng.query(2, -(1 << 60), 1 << 60)
         assert not np.any((p.timestamps >= 100 * SEC) & (p.timestamps < 200 * SEC))

@@ -176,12 +176,11 @@ class BlockStore:
                     bad % e.index + f"; restored from the index ({how}; tag {e.tag_id}, "
                     f"{e.count} points)"
                 )
+            fate = "its block is lost"
+            if not scan.sealed:
+                fate = f"if it was written after the checkpoint the WAL replays it, else {fate}"
             for i in got.lost:
-                self.repairs.append(
-                    bad % i + " and not in the index; "
-                    + ("its block is lost" if scan.sealed else "if it was written after the "
-                       "checkpoint the WAL replays its points, else its block is lost")
-                )  # fmt: skip
+                self.repairs.append(bad % i + f" and not in the index; {fate}")
             other = other.replace("directory check mismatch; ", "")  # explained above
             if got.restored and not got.written_back:
                 self.salvaged[scan.chunk_id] = scan
