@@ -27,16 +27,24 @@ import threading
 from collections import deque
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from xtsdb.protocol.errors import XtsdbError
+from xtsdb.protocol.errors import XtsdbConnectionError, XtsdbError, XtsdbTimeout
 
-from ._core import Request, Session
+from ._core import Request, Session, write_ack
 
-F = TypeVar("F")
+F = TypeVar("F", bound="AnyFuture")
 MAX_FAILURES = 10_000
 """Failures remembered for callers that have not flushed since; older ones are
 summarised (a client facing that many failures has its answer already)."""
+
+
+class AnyFuture(Protocol):
+    """What both a ``concurrent.futures.Future`` and an ``asyncio.Future`` offer."""
+
+    def cancelled(self) -> bool: ...
+    def exception(self) -> BaseException | None: ...
+    def result(self) -> Any: ...
 
 
 @dataclass(eq=False)
@@ -104,6 +112,37 @@ class Ledger(Generic[F]):
         """The batches numbered up to ``upto`` that are not settled yet."""
         with self._lock:
             return [b for b in self._inflight if b.seq <= upto and not b.settled]
+
+    def finish(self, batch: Batch[F], fut: F) -> bool:
+        """``fut`` of ``batch`` is done: settle the batch, or mark it for its one resend
+        (``retry_writes``: a lost connection, first time). True if it failed for good.
+        Called by the future's callback and by every waiter (a callback may run late);
+        only the first call for the batch's current future counts."""
+        if fut is not batch.fut or batch.settled or batch.retry:
+            return False  # an earlier attempt's future, settled already, or being resent
+        error: BaseException | None
+        if fut.cancelled():
+            error = XtsdbConnectionError(f"write_point batch #{batch.req.id} was cancelled")
+        else:
+            error = fut.exception()
+        if error is None:
+            try:  # a refused write is a response with ok=False, not a failed future
+                write_ack(fut.result())
+            except XtsdbError as exc:
+                error = exc
+        retry = batch.req.retryable and not batch.req.attempts  # retry_writes=True: once
+        if isinstance(error, XtsdbConnectionError) and retry:
+            batch.retry = True  # resent by whoever waits for it next
+            return False
+        self.settle(batch, error)
+        return error is not None
+
+    def timed_out(self, batch: Batch[F], timeout: float | None) -> None:
+        """No answer in time: a failure, as nobody can say the batch is durable."""
+        if batch.session is not None:
+            batch.session.forget(batch.req.id)  # a late ack is dropped
+        msg = f"no response to write_point batch #{batch.req.id} within {timeout} s"
+        self.settle(batch, XtsdbTimeout(msg))
 
     def settle(self, batch: Batch[F], error: BaseException | None) -> None:
         """``batch`` is done: acknowledged (``error`` None) or failed for good.

@@ -29,7 +29,7 @@ from xtsdb.protocol.errors import (
 )
 
 from . import dataframes
-from ._core import DEFAULT_URL, MAX_POINTS_PER_FRAME, ClientCore, Plan, Request, Session, write_ack
+from ._core import DEFAULT_URL, MAX_POINTS_PER_FRAME, ClientCore, Plan, Request, Session
 from ._ledger import Batch, Ledger
 from .batching import PointBuffer
 from .historian import AsyncHistorianMethods
@@ -319,25 +319,7 @@ class AsyncClient(AsyncHistorianMethods):
         return fut, session
 
     def _batch_done(self, batch: Batch[Fut], fut: Fut) -> None:
-        """``fut`` (of ``batch``) is done: settle the batch, or mark it for its one resend."""
-        if fut is not batch.fut or batch.settled or batch.retry:
-            return  # an earlier attempt's future, settled already (a timeout), or being resent
-        error: BaseException | None
-        if fut.cancelled():
-            error = XtsdbConnectionError(f"write_point batch #{batch.req.id} was cancelled")
-        else:
-            error = fut.exception()
-        if error is None:
-            try:  # a refused write is a response with ok=False, not a failed future
-                write_ack(fut.result())
-            except XtsdbError as exc:
-                error = exc
-        retry = batch.req.retryable and not batch.req.attempts  # retry_writes=True: once
-        if isinstance(error, XtsdbConnectionError) and retry:
-            batch.retry = True  # resent by whoever waits for it next
-            return
-        self._ledger.settle(batch, error)
-        if error is not None:
+        if self._ledger.finish(batch, fut):
             self._attention = True
 
     async def _await_batches(self, upto: int, timeout: float | None) -> None:
@@ -355,10 +337,7 @@ class AsyncClient(AsyncHistorianMethods):
             # asyncio.wait, not wait_for: a timeout must not cancel a future others await.
             done, _ = await asyncio.wait([fut], timeout=left)
             if not done:
-                if batch.session is not None:
-                    batch.session.forget(batch.req.id)
-                msg = f"no response to write_point batch #{batch.req.id} within {timeout} s"
-                self._ledger.settle(batch, XtsdbTimeout(msg))
+                self._ledger.timed_out(batch, timeout)
                 self._attention = True
                 return
             self._batch_done(batch, fut)

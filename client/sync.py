@@ -35,7 +35,7 @@ from xtsdb.protocol.errors import (
 )
 
 from . import dataframes
-from ._core import DEFAULT_URL, MAX_POINTS_PER_FRAME, ClientCore, Plan, Request, Session, write_ack
+from ._core import DEFAULT_URL, MAX_POINTS_PER_FRAME, ClientCore, Plan, Request, Session
 from ._ledger import Batch, Ledger
 from ._tls import TlsSocket
 from .batching import PointBuffer
@@ -298,21 +298,7 @@ class Client(HistorianMethods):
         return fut, session
 
     def _batch_done(self, batch: Batch[Fut], fut: Fut) -> None:
-        """``fut`` (of ``batch``) is done: settle the batch, or mark it for its one resend."""
-        if fut is not batch.fut or batch.settled or batch.retry:
-            return  # an earlier attempt's future, settled already (a timeout), or being resent
-        error = fut.exception()
-        if error is None:
-            try:  # a refused write is a response with ok=False, not a failed future
-                write_ack(fut.result())
-            except XtsdbError as exc:
-                error = exc
-        retry = batch.req.retryable and not batch.req.attempts  # retry_writes=True: once
-        if isinstance(error, XtsdbConnectionError) and retry:
-            batch.retry = True  # resent by whoever waits for it next
-            return
-        self._ledger.settle(batch, error)
-        if error is not None:
+        if self._ledger.finish(batch, fut):
             self._attention = True
 
     def _await_batches(self, upto: int, timeout: float | None) -> None:
@@ -327,10 +313,7 @@ class Client(HistorianMethods):
             fut = batch.fut
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not futures.wait([fut], left).done:
-                if batch.session is not None:
-                    batch.session.forget(batch.req.id)
-                msg = f"no response to write_point batch #{batch.req.id} within {timeout} s"
-                self._ledger.settle(batch, XtsdbTimeout(msg))
+                self._ledger.timed_out(batch, timeout)
                 self._attention = True
                 return
             self._batch_done(batch, fut)  # its callback may not have run yet

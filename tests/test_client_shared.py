@@ -241,15 +241,23 @@ def worker_plan(m: Model, rng: np.random.Generator, ops: int, kill_at: int | Non
         m.pending_window, m.pending_names = None, set()
         kind = "point" if op == kill_at else rng.choice(KINDS, p=WEIGHTS)
         span = (m.windows + 1) * WIN
-        if kind in ("write", "point"):
+        if kind in ("write", "point", "many"):
             lo = m.windows * WIN
-            m.windows += 1
+            windows = 2 if kind == "many" else 1
+            m.windows += windows
             n = int(rng.integers(1, 40))
-            stamps = np.sort(rng.choice(WIN, n, replace=False)).astype(np.int64) + lo
+            offsets = rng.choice(WIN * windows, n, replace=False)
+            stamps = np.sort(offsets).astype(np.int64) + lo
             values, qs = rng.normal(size=n).round(3), rng.choice([0, 64, 192], n).astype(np.uint8)
-            m.pending_window = (lo, lo + WIN)
+            m.pending_window = (lo, lo + windows * WIN)
             if kind == "write":
                 assert (yield Call("write", (m.tag, stamps, values, qs))) == n
+            elif kind == "many":
+                cut = n // 2  # two items, pipelined in one call
+                items = [
+                    (m.tag, stamps[a:b], values[a:b], qs[a:b]) for a, b in ((0, cut), (cut, n))
+                ]
+                assert (yield Call("write_many", (items,))) == n
             else:
                 for t, v, q in zip(stamps.tolist(), values.tolist(), qs.tolist(), strict=True):
                     yield Call("write_point", (m.tag, t, v, q))
@@ -259,6 +267,29 @@ def worker_plan(m: Model, rng: np.random.Generator, ops: int, kill_at: int | Non
             if op == kill_at:
                 yield Call("kill")
                 return
+        elif kind == "interpolate":
+            times = np.sort(rng.integers(0, span, 5))
+            res = yield Call("interpolate", (m.tag, times))
+            for t, v, status in zip(
+                times.tolist(), res.values.tolist(), res.status.tolist(), strict=True
+            ):
+                before = [u for u in m.points if u <= t]
+                if before:
+                    assert (status, v) == (0, m.points[max(before)][0]), f"worker {m.k}: at {t}"
+                else:
+                    assert status == 1 and np.isnan(v), f"worker {m.k}: at {t}"
+        elif kind == "plot":
+            lo, hi = sorted(int(x) for x in rng.integers(0, span, 2))
+            res = yield Call("plot", (m.tag, lo, hi + 1, int(rng.integers(1, 20))))
+            got = _points(res)
+            inside = sorted(m.in_range(lo, hi + 1))
+            assert set(got) <= set(_expect(m.points, inside)), f"worker {m.k}: plot"
+            if inside:  # each column keeps its ends: so do the first and the last column
+                assert got[0][0] == inside[0] and got[-1][0] == inside[-1], f"worker {m.k}: plot"
+        elif kind == "misc":
+            assert (yield Call("ping")) > 0
+            assert "engine" in (yield Call("stats"))
+            yield Call("flush_server")
         elif kind == "query":
             lo, hi = sorted(int(x) for x in rng.integers(0, span, 2))
             desc, limit = bool(rng.integers(2)), int(rng.integers(1, 30))
@@ -295,38 +326,46 @@ def worker_plan(m: Model, rng: np.random.Generator, ops: int, kill_at: int | Non
 
 
 def catalog_op(m: Model, rng: np.random.Generator) -> Plan:
-    """Create, update or rename one of the worker's named tags, then read the catalog."""
+    """Create, update, remove or rename one of the worker's named tags, then read the catalog."""
     prefix = f"w{m.k}."
-    if not m.names or rng.integers(3) == 0:
+    action = int(rng.integers(4)) if m.names else 0
+    pick = sorted(m.names)[int(rng.integers(len(m.names)))] if m.names else ""
+    if action == 0:
         name, unit = f"{prefix}n{m.made}", f"u{m.made}"
         m.made += 1
         m.pending_names = {name}
         info: TagInfo = yield Call("create_tag", (name,), {"unit": unit})
         assert info.name == name and info.unit == unit
         m.names[name] = unit
-    elif rng.integers(2):
-        name = sorted(m.names)[int(rng.integers(len(m.names)))]
+    elif action == 1:
         unit = f"v{int(rng.integers(1000))}"
-        m.pending_names = {name}
-        info = yield Call("update_tag", (name,), {"unit": unit})
+        m.pending_names = {pick}
+        info = yield Call("update_tag", (pick,), {"unit": unit})
         assert info.unit == unit
-        m.names[name] = unit
+        m.names[pick] = unit
+        info = yield Call("tag", (pick,))
+        assert (info.name, info.unit) == (pick, unit)
+    elif action == 2:
+        m.pending_names = {pick}
+        info = yield Call("remove_tag", (pick,))
+        assert info.name == pick
+        del m.names[pick]
     else:
-        old = sorted(m.names)[int(rng.integers(len(m.names)))]
         new = f"{prefix}r{m.made}"
         m.made += 1
-        m.pending_names = {old, new}
-        info = yield Call("rename_tag", (old, new))
+        m.pending_names = {pick, new}
+        info = yield Call("rename_tag", (pick, new))
         assert info.name == new
-        m.names[new] = m.names.pop(old)
+        m.names[new] = m.names.pop(pick)
     m.pending_names = set()
     listed: list[TagInfo] = yield Call("tags", (prefix + "*",))
     assert {i.name: i.unit for i in listed} == m.names, f"worker {m.k}: catalog"
 
 
-KINDS = ["write", "point", "query", "last", "aggregate", "delete", "catalog"]
-WEIGHTS = [0.2, 0.2, 0.15, 0.1, 0.1, 0.1, 0.15]
-WORKERS, KILL_AT, MAX_OPS = 4, 5, 40
+KINDS = ["write", "point", "many", "query", "last", "aggregate", "interpolate", "plot"]
+KINDS += ["delete", "catalog", "misc"]
+WEIGHTS = [0.12, 0.16, 0.06, 0.1, 0.08, 0.08, 0.06, 0.06, 0.08, 0.16, 0.04]
+WORKERS, KILL_AT, MAX_OPS = 4, 7, 40
 MODEL_ROUNDS = 2
 
 
@@ -481,6 +520,7 @@ class Cutter:
         self.url_host = f"127.0.0.1:{self._listener.getsockname()[1]}"
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
+        self._cut: list[socket.socket] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
@@ -488,6 +528,7 @@ class Cutter:
     def cut(self) -> None:
         with self._lock:
             socks, self._socks = self._socks, []
+            self._cut += socks  # closed by close(), once their pump threads are done
         for s in socks:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
@@ -522,6 +563,8 @@ class Cutter:
         self.cut()
         for t in self._threads:
             t.join(5)
+        for s in self._cut:
+            s.close()
         self._listener.close()
 
 
