@@ -207,7 +207,17 @@ class ContainerFile:
     def create(
         cls, path: Path, container_no: int, geometry: Geometry, instance_id: bytes
     ) -> ContainerFile:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        """Make a container file whole under a temporary name, then rename it into place.
+
+        A crash at any step (create, size, reserve, header, fsync, rename, fsync of the
+        directory) leaves either no ``c-*.xtc`` or a whole one; a leftover ``.tmp``
+        holds nothing yet and is removed at the next open (:func:`remove_unfinished`).
+        """
+        if path.exists():
+            raise StorageError(f"{path} exists already")
+        tmp = path.with_name(path.name + TMP_SUFFIX)
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             # The file has its full size at once (chunk offsets are a multiplication)
             # but is sparse: each chunk reserves real blocks as it fills (reserve()),
@@ -220,11 +230,12 @@ class ContainerFile:
             )  # fmt: skip
             os.pwrite(fd, head + U32.pack(crc32(head)), 0)
             os.fsync(fd)
+            os.rename(tmp, path)
         except BaseException:
             os.close(fd)
-            path.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
-        fsync_path(path.parent)
+        fsync_path(path.parent)  # the new name, before any chunk in it is relied on
         return cls(path, container_no, geometry, fd)
 
     @classmethod
@@ -374,6 +385,32 @@ def _storage_error(exc: OSError, what: str) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(f"no space left on device during {what}")
     return StorageError(f"{what} failed: {exc}")
+
+
+TMP_SUFFIX = ".tmp"
+
+
+def remove_unfinished(path: Path, geometry: Geometry) -> bool:
+    """Remove a container file whose making was cut short; True if it was removed.
+
+    That is a ``.tmp`` left by :meth:`ContainerFile.create`, or a file an older
+    version made in place and never finished: shorter than its header, or with a
+    blank header and blank chunk headers (nothing was ever stored in it). A file
+    with data behind a bad header is left for :meth:`ContainerFile.open` to refuse.
+    """
+    if not path.name.endswith(TMP_SUFFIX):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            whole = os.fstat(fd).st_size >= _CONTAINER.size + 4
+            if whole and any(os.pread(fd, EXTENT, 0)):
+                return False  # the usual case: a header (valid or not is open()'s question)
+            slots = range(geometry.n_chunks)
+            if whole and any(any(os.pread(fd, DIR_OFFSET, geometry.chunk_base(s))) for s in slots):
+                return False
+        finally:
+            os.close(fd)
+    path.unlink()
+    return True
 
 
 def container_path(directory: Path, container_no: int) -> Path:

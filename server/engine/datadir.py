@@ -23,7 +23,7 @@ from xtsdb.protocol.errors import CorruptionError, DataDirLocked, FormatVersionE
 
 from .config import EngineConfig
 from .container import FORMAT_VERSION, Geometry
-from .fsync import fsync_path
+from .fsync import fsync_path, make_dirs
 
 META_NAME = "xtsdb.meta"
 
@@ -32,7 +32,7 @@ class DirLock:
     """An exclusive flock on ``LOCK``; released by :meth:`release` or process death."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(directory)
         self.path = directory / "LOCK"
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

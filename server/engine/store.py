@@ -33,6 +33,7 @@ from .container import (
     FLAG_DEPRECATED,
     FLAG_FREE,
     FLAG_SEALED,
+    TMP_SUFFIX,
     BlockEntry,
     ChunkScan,
     ContainerFile,
@@ -40,7 +41,9 @@ from .container import (
     container_path,
     crc32,
     entries_check,
+    remove_unfinished,
 )
+from .fsync import fsync_path, make_dirs
 from .index import MetaIndex
 from .reader import BlockRef
 from .salvage import restore, unaccounted_bytes
@@ -88,12 +91,18 @@ class BlockStore:
 
     def load(self, checkpoint_lsn: int, full_rebuild: bool) -> list[BlockEntry]:
         """Reconcile disk and index; return every live block entry (any order)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.directory)
+        removed = False
         for path in sorted(self.directory.iterdir()):
-            m = _NAME.match(path.name)
-            if m:
+            m = _NAME.match(path.name.removesuffix(TMP_SUFFIX))
+            if m and remove_unfinished(path, self.geometry):
+                self.repairs.append(f"{path.name}: unfinished container file removed")
+                removed = True
+            elif m and path.name == m.group(0):
                 cf = ContainerFile.open(path, self.instance_id)
                 self.containers[int(m.group(1))] = cf
+        if removed:
+            fsync_path(self.directory)
         rows = {} if full_rebuild else self.index.chunk_rows()
         self._use_rows = not full_rebuild
         trusted: dict[int, int] = {}  # chunk id -> directory check from its seal record

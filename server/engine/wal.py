@@ -73,7 +73,7 @@ from xtsdb.protocol.errors import (
     StorageError,
 )
 
-from .fsync import fsync_path
+from .fsync import fsync_path, make_dirs
 
 FORMAT_VERSION = 1
 MAX_RECORD_PAYLOAD = 1 << 30
@@ -179,7 +179,7 @@ class Wal:
         if len(instance_id) != 16:
             raise ValueError("instance_id must be 16 bytes")
         self._dir = Path(directory)
-        self._dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self._dir)
         self._segment_bytes = segment_bytes
         self._fsync = fsync
         self._instance_id = bytes(instance_id)

@@ -1,0 +1,274 @@
+"""Crash points: SIGKILL the server at its Nth call of one syscall, restart, check.
+
+    .venv/bin/python -m bench.crashpoints                    # every kind, N = 1, 2, ... to the end
+    .venv/bin/python -m bench.crashpoints --kinds ftruncate,rename --max-n 20
+    .venv/bin/python -m bench.crashpoints --sealer           # the sealer thread's own calls
+
+Random kill timing rarely lands inside the short windows between the steps of
+making a file (create, size, header, fsync, rename, fsync of the directory).
+This walks them: the server (``python -m xtsdb.server``, the real process) runs
+the workload of :mod:`bench.crashload` under
+``strace -f -e inject=SYSCALL:signal=SIGKILL:when=N`` for each syscall of the
+write path and N = 1, 2, 3, ... until the workload finishes without reaching
+the Nth call. After each kill the data directory is opened again without strace
+and checked (:func:`bench.crashload.check`): it opens, every acknowledged point is
+there and exact, no deleted point is back, an unanswered request is whole or absent.
+
+Only calls on the data directory's own files count: strace's ``-P`` lists every
+path the engine uses (the directory, its parent, the WAL segments by name, the
+containers, the checkpoint, the meta and lock files, the SQLite files), so the
+interpreter's imports and the sockets do not use up N. strace counts each
+syscall per thread ("per tracee"), so ``when=N`` fires at the first thread to
+make its Nth such call; walking N still reaches every call of the busiest thread.
+
+The sealer thread (``--sealer``): strace cannot select a thread by name, so the
+kinds there are narrowed to what only the sealer does in this workload: writes,
+fdatasyncs and fallocates on the container files (start-up recovery writes
+containers too, but a fresh directory has nothing to recover). Counting is per
+thread, so N is the sealer's own Nth call.
+
+Exit status 0 if every crash point recovered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.crashload import (
+    N_WRITES,
+    Outcome,
+    check,
+    plan,
+    run_ops,
+    server_cmd,
+    server_env,
+    stop_gracefully,
+    wait_ready,
+)
+
+# One syscall per kind: strace counts each syscall of a set separately, so a set
+# would make "the Nth call" ambiguous.
+KINDS = (
+    "openat",
+    "mkdir",
+    "ftruncate",
+    "fallocate",
+    "write",
+    "pwrite64",
+    "pwritev2",
+    "fdatasync",
+    "fsync",
+    "rename",
+    "unlink",
+    "truncate",
+)
+GROUPS = ("top", "segments", "walmeta", "containers", "sqlite")
+MAX_LSN = 400  # WAL segment names to list for -P (one record per write or delete)
+
+
+def traced_paths(data_dir: Path) -> dict[str, list[Path]]:
+    """Every path the engine may touch in ``data_dir``, by group (strace ``-P`` is exact)."""
+    d, w, c = data_dir, data_dir / "wal", data_dir / "containers"
+    return {
+        "top": [d.parent, d, d / "LOCK", d / "xtsdb.meta", d / "xtsdb.tmp", d / "xtsdb.meta.tmp"],
+        "segments": [w / f"wal-{lsn:020d}.log" for lsn in range(1, MAX_LSN)],
+        "walmeta": [w, w / "checkpoint", w / "checkpoint.tmp"],
+        "containers": [c, *(c / f"c-{i:06d}.xtc{s}" for i in range(4) for s in ("", ".tmp"))],
+        "sqlite": [
+            d / f"{n}.sqlite3{s}"
+            for n in ("index", "catalog")
+            for s in ("", "-wal", "-shm", "-journal")
+        ],
+    }
+
+
+@dataclass
+class Point:
+    group: str
+    kind: str
+    n: int
+    reached: bool = False
+    ok: bool = True
+    acked: int = 0
+    problems: list[str] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def tracee_pid(strace_pid: int) -> int | None:
+    """The traced server: strace's only child."""
+    try:
+        kids = Path(f"/proc/{strace_pid}/task/{strace_pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(kids[0]) if kids else None
+
+
+def run_point(group: str, kind: str, n: int, workdir: Path, via: str = "server") -> Point:
+    """One crash point in a fresh data directory under ``workdir``; keeps it on failure."""
+    started = time.monotonic()
+    data_dir, ready, trace = workdir / "data", workdir / "ready", workdir / "strace.log"
+    paths = traced_paths(data_dir)[group]
+    cmd = [
+        "strace",
+        "-f",
+        "-qq",
+        "-e",
+        "signal=none",
+        "-o",
+        str(trace),
+        "-e",
+        f"trace={kind}",
+        *(a for p in paths for a in ("-P", str(p))),
+        "-e",
+        f"inject={kind}:signal=SIGKILL:when={n}",
+        *server_cmd(data_dir, ready),
+    ]
+    out = Outcome(plan(N_WRITES))
+    with (workdir / "server.log").open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=server_env())
+    code: int | None = None
+    pid: int | None = None
+    try:
+        url = wait_ready(proc, ready)
+        pid = tracee_pid(proc.pid)
+        if url is not None:
+            run_ops(url, out.ops, out)
+            if out.finished and pid is not None:
+                stop_gracefully(pid)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            # Killing strace alone would detach the server and leave it running.
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.kill()  # strace, our own child
+            proc.wait(30)
+    # strace ends the way its tracee ended: killed by SIGKILL means the injection fired.
+    point = Point(group, kind, n, reached=code == -signal.SIGKILL, acked=out.acked)
+    verdict = check(data_dir, out, via=via)
+    point.ok, point.problems, point.repairs = verdict.ok, verdict.problems, verdict.repairs
+    if not point.reached and not out.finished:
+        point.ok = False
+        point.problems.append(f"workload failed without a crash: {out.error}")
+    point.seconds = time.monotonic() - started
+    return point
+
+
+def walk(
+    group: str,
+    kind: str,
+    ns: list[int] | None,
+    base: Path,
+    *,
+    max_n: int = 10_000,
+    progress: bool = False,
+) -> list[Point]:
+    """Crash at each N in ``ns`` (or 1, 2, ... until not reached); returns the points."""
+    points: list[Point] = []
+    for n in ns if ns is not None else range(1, max_n + 1):
+        workdir = Path(tempfile.mkdtemp(prefix=f"{group}-{kind}-{n}-", dir=base))
+        p = run_point(group, kind, n, workdir)
+        points.append(p)
+        if progress and (p.reached or not p.ok):
+            state = "ok" if p.ok else "FAIL " + "; ".join(p.problems)
+            print(
+                f"{group:>10} {kind:>10} N={n:<4} acked={p.acked:<3} {p.seconds:4.1f}s {state}",
+                flush=True,
+            )
+        if p.ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif progress:
+            print(f"  kept {workdir}", flush=True)
+        if not p.reached and ns is None:
+            break
+    return points
+
+
+def summary(points: list[Point]) -> str:
+    by: dict[tuple[str, str], list[Point]] = {}
+    for p in points:
+        by.setdefault((p.group, p.kind), []).append(p)
+    rows = [("files", "syscall", "crash points", "failed", "with repairs")]
+    for (group, kind), ps in by.items():
+        reached = [p for p in ps if p.reached]
+        if reached or any(not p.ok for p in ps):
+            rows.append(
+                (
+                    group,
+                    kind,
+                    str(len(reached)),
+                    str(sum(not p.ok for p in ps)),
+                    str(sum(bool(p.repairs) for p in reached)),
+                )
+            )
+    rows.append(
+        (
+            "total",
+            "",
+            str(sum(p.reached for p in points)),
+            str(sum(not p.ok for p in points)),
+            str(sum(bool(p.repairs) for p in points if p.reached)),
+        )
+    )
+    w = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |" for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench.crashpoints", description=__doc__.split("\n\n")[0])
+    p.add_argument("--groups", default=",".join(GROUPS), help="comma-separated file groups")
+    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated syscalls")
+    p.add_argument("--max-n", type=int, default=10_000)
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--jobs", type=int, default=2, help="walks run side by side")
+    args = p.parse_args(argv)
+    walks = [(g, k) for g in args.groups.split(",") for k in args.kinds.split(",")]
+    base = Path(tempfile.mkdtemp(prefix="xtsdb-crashpoints-", dir=args.workdir))
+    started = time.monotonic()
+    results: dict[tuple[str, str], list[Point]] = {}
+    todo = list(walks)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                g, k = todo.pop(0)
+            results[(g, k)] = walk(g, k, None, base, max_n=args.max_n, progress=True)
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, args.jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    points = [pt for w in walks for pt in results.get(w, [])]
+    print(summary(points))
+    failed = sum(not pt.ok for pt in points)
+    print(
+        f"{sum(pt.reached for pt in points)} crash points visited, {failed} failed, "
+        f"{time.monotonic() - started:.0f} s"
+    )
+    if not failed:
+        shutil.rmtree(base, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
