@@ -56,15 +56,73 @@ def test_escapes() -> None:
         r"wea\ ther\,x,loc\=ation=us\ mid\,west\=1 temp\ c\=1.=82 1000",
         r'm,k=v f="a\\" 1000',  # only a string field: no point, one error
         r"m\=x,t=1 g=2 1000",  # '=' in a measurement needs no escape, but may have one
-        "m=x,t=1 g=3 1000",
+        "m=x,t=1 g=3 1000",  # ... and both are the measurement 'm=x', as for InfluxDB
+        r'm\"q f\"k\=\ =4 1000',  # measurement and field key unescape '"' too
+        r"m,t\"k=v\"x f=5 1000",  # ... tag keys and values do not
     ]
     b = parse("\n".join(lines).encode(), precision="us")
     assert points(b) == [  # the field key's dot is escaped in the name: see series_name
         (r"wea\ ther\,x,loc\=ation=us\ mid\,west\=1.temp\ c\=1\.", 1000, 82.0),
-        (r"m\=x,t=1.g", 1000, 2.0),
+        ("m=x,t=1.g", 1000, 2.0),
         ("m=x,t=1.g", 1000, 3.0),
+        (r'm"q.f"k\=\ ', 1000, 4.0),
+        (r'm,t\"k=v\"x.f', 1000, 5.0),
     ]
     assert [no for no, _ in b.errors] == [2]
+    # What the official influxdb Python client sends for measurement 'my=meas':
+    assert parse(rb"my\=meas v=1 1").names == ["my=meas.v"]
+
+
+def test_runs_of_blanks_between_sections() -> None:
+    data = b"ws1  v=1 1000\nws2 v=2  2000\n\t ws3 \t v=3 \t 3000  \nws4 v=4   \n"
+    b = parse(data, precision="us", now_us=7)
+    assert points(b) == [("ws1.v", 1000, 1.0), ("ws2.v", 2000, 2.0), ("ws3.v", 3000, 3.0),
+                         ("ws4.v", 7, 4.0)]  # fmt: skip
+    assert b.errors == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"m v=+1.5 1",  # no '+' before a number
+        b"m v=1\t2 1",  # nor a tab inside one
+        b"m v=1\t 1",
+        b"m v=1 +1",  # nor before a timestamp
+        b"m v=1 1\t",  # only spaces after the timestamp
+        b"m,a=1,a=2 v=1 1",  # duplicate tag keys
+        b"m,b=1,a=2,b=3 v=1 1",
+        b"m,time=1 v=1 1",  # a tag key 'time'
+        b"m time=1 1",  # only a field 'time'
+        b"m\\ v=1 1",  # a measurement ending in a backslash escapes the space
+        b"m.b\\\\ c=1 1",
+        b"m,t=a\\ v=1 1",  # a tag value ending in a backslash escapes the space
+        b"m v=1,v2=nan 1",  # a bad value refuses the whole line
+        b"m v=1,v2=1u5 1",
+        b"m v=1,v2=tRUE 1",
+        b"m v=1,v2= 1",
+        b"m v=1 1 2",
+        b"m a\\=1 1",  # a field key ending in a backslash
+        b"m,t=a=b v=1 1",
+        b"m v=1 9223372036854775807",  # InfluxDB's time range: |t| <= 2**63 - 2 ns
+    ],
+)
+def test_refused_as_influxdb_refuses(line: bytes) -> None:
+    b = parse(line + b"\nok v=1 5", precision="us")
+    assert points(b) == [("ok.v", 5, 1.0)], b.errors
+    assert [no for no, _ in b.errors] == [1], b.errors
+
+
+def test_field_named_time_is_dropped_and_said() -> None:
+    b = parse(b"m time=1,v=2 5", precision="us")
+    assert points(b) == [("m.v", 5, 2.0)]
+    assert len(b.errors) == 1 and "time" in b.errors[0][1]
+
+
+def test_no_two_series_share_a_name_through_backslashes() -> None:
+    # Both became 'm.b\\.c' when a backslash escaped a backslash in the series key.
+    b = parse(b"m.b\\\\ c=1 1\nm b\\.c=2 1\n")
+    assert b.names == [r"m.b\\.c"] and b.values.tolist() == [2.0]
+    assert [no for no, _ in b.errors] == [1]
 
 
 def test_series_name_is_one_to_one_where_dots_could_collide() -> None:
@@ -121,6 +179,7 @@ def test_errors_carry_line_numbers_and_good_lines_survive() -> None:
             b"m f=99999999999999999999i 1000",
             b"m f=-1u 1000",
             b"m f=1e999 1000",
+            b"m f=1 -",
             b"m f=1 12ab",
             b"m f=1 99999999999999999999",
             b"m f=1 1 extra",
@@ -133,8 +192,8 @@ def test_errors_carry_line_numbers_and_good_lines_survive() -> None:
     )
     b = parse(data, precision="us")
     assert points(b) == [("m.f", 1000, 1.0), ("m.f", 2000, 2.0)]
-    assert [no for no, _ in b.errors] == list(range(2, 18))
-    assert b.lines == 18
+    assert [no for no, _ in b.errors] == list(range(2, 19))
+    assert b.lines == 19
     assert "just-a-word" in b.errors[0][1]
 
 
