@@ -31,8 +31,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sqlite3
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,7 @@ from tqdm import tqdm
 
 from xtsdb.protocol.errors import DataDirLocked, XtsdbError
 from xtsdb.server.engine import Engine
+from xtsdb.server.engine.catalog import Catalog
 from xtsdb.server.engine.config import EngineConfig
 from xtsdb.server.engine.container import (
     BlockEntry,
@@ -161,22 +164,28 @@ def _check_locked(path: Path, progress: bool) -> Report:
 
 
 def _check_catalog(path: Path, report: Report) -> None:
-    """The tag catalog is not a cache (no scan can rebuild names): SQLite's own check."""
+    """The tag catalog is not a cache (no scan can rebuild names): SQLite's own check,
+    then the engine's own reading of it, on a copy (opening may write to the file)."""
     if not path.exists():
         return
     try:
         db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
         try:
             result = db.execute("PRAGMA quick_check").fetchall()
-            if result == [("ok",)]:
-                # quick_check does not decode text: read every row as the engine will.
-                tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                for (name,) in tables.fetchall():
-                    db.execute(f'SELECT * FROM "{name}"').fetchall()
         finally:
             db.close()
     except (sqlite3.Error, UnicodeDecodeError) as exc:
         result = [(str(exc),)]
+    if result == [("ok",)]:
+        with tempfile.TemporaryDirectory(prefix="xtsdb-check-") as tmp:
+            for suffix in ("", "-wal"):
+                side = Path(str(path) + suffix)
+                if side.exists():
+                    shutil.copyfile(side, Path(tmp) / (CATALOG_NAME + suffix))
+            try:
+                Catalog(Path(tmp) / CATALOG_NAME, lambda: -1).close()
+            except (XtsdbError, sqlite3.Error, UnicodeDecodeError) as exc:
+                result = [(str(exc).replace(tmp, str(path.parent)),)]
     if result != [("ok",)]:
         shown = "; ".join(str(r[0]) for r in result[:5])
         report.add(True, CATALOG_NAME, f"damaged ({shown}); restore it from a backup")
