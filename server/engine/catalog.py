@@ -12,10 +12,13 @@ captures someone else's points.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,9 +28,14 @@ from xtsdb.protocol.errors import CorruptionError, InvalidInput, NotFound
 
 DUPLICATE_POLICIES = ("last", "first", "reject")
 VALUE_TYPES = ("float64", "int64", "bool", "enum")
+log = logging.getLogger("xtsdb.engine")
+
 _MAX_NAME = 256
 _BAD_NAME = re.compile(r"[\x00-\x1f\x7f]")
 
+# ``crc``: CRC32 of the row's other columns (see _row_crc). SQLite checks its pages'
+# structure but not the bytes of a value, so without it one flipped byte in a name
+# would silently rename a tag.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tags (
     id INTEGER PRIMARY KEY,
@@ -37,9 +45,11 @@ CREATE TABLE IF NOT EXISTS tags (
     value_type TEXT NOT NULL DEFAULT 'float64',
     duplicates TEXT NOT NULL DEFAULT 'last',
     retention_us INTEGER NOT NULL DEFAULT 0,
-    created_us INTEGER NOT NULL
+    created_us INTEGER NOT NULL,
+    crc INTEGER NOT NULL
 );
 """
+_COLUMNS = "id, name, unit, description, value_type, duplicates, retention_us, created_us"
 
 _FIELDS = ("unit", "description", "value_type", "duplicates", "retention_us")
 
@@ -65,18 +75,14 @@ class Catalog:
     def __init__(self, path: Path, max_used_id: Callable[[], int]) -> None:
         self._lock = threading.Lock()
         self._max_used_id = max_used_id
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            rows = self._db.execute(
-                "SELECT id, name, unit, description, value_type, duplicates, retention_us,"
-                " created_us FROM tags"
-            ).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise CorruptionError(f"tag catalog {path} is unreadable: {exc}") from exc
-        self._by_id = {r[0]: TagInfo(*r) for r in rows}
+            rows = _open_checked(self._db, path)
+        except BaseException:
+            self._db.close()
+            raise
+        self._by_id = {r.id: r for r in rows}
         self._by_name = {t.name: t for t in self._by_id.values()}
 
     def close(self) -> None:
@@ -99,9 +105,12 @@ class Catalog:
 
     def find(self, pattern: str = "*", limit: int = 10_000) -> list[TagInfo]:
         """Tags whose name matches a glob pattern (``*``, ``?``, ``[..]``), by name."""
-        rows = self._db.execute(
-            "SELECT id FROM tags WHERE name GLOB ? ORDER BY name LIMIT ?", (pattern, limit)
-        ).fetchall()
+        try:
+            rows = self._db.execute(
+                "SELECT id FROM tags WHERE name GLOB ? ORDER BY name LIMIT ?", (pattern, limit)
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:  # damaged since it was opened and checked
+            raise CorruptionError(damaged(self.path, str(exc))) from exc
         return [self._by_id[r[0]] for r in rows if r[0] in self._by_id]
 
     def all(self) -> list[TagInfo]:
@@ -122,10 +131,9 @@ class Catalog:
                 raise InvalidInput("no tag ids left")
             info = TagInfo(tag_id, name, created_us=time.time_ns() // 1000, **fields)
             self._db.execute(
-                "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (info.id, info.name, info.unit, info.description, info.value_type,
-                 info.duplicates, info.retention_us, info.created_us),
-            )  # fmt: skip
+                f"INSERT INTO tags ({_COLUMNS}, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*_values(info), _row_crc(info)),
+            )
             self._put(info)
             return info
 
@@ -136,7 +144,10 @@ class Catalog:
             new = TagInfo(**{**old.as_dict(), **fields})
             sets = ", ".join(f"{k} = ?" for k in fields)
             if sets:
-                self._db.execute(f"UPDATE tags SET {sets} WHERE id = ?", (*fields.values(), old.id))
+                self._db.execute(
+                    f"UPDATE tags SET {sets}, crc = ? WHERE id = ?",
+                    (*fields.values(), _row_crc(new), old.id),
+                )
             self._put(new)
             return new
 
@@ -146,9 +157,11 @@ class Catalog:
             old = self._require(key)
             if new_name in self._by_name and self._by_name[new_name].id != old.id:
                 raise InvalidInput(f"a tag named {new_name!r} exists already")
-            self._db.execute("UPDATE tags SET name = ? WHERE id = ?", (new_name, old.id))
-            del self._by_name[old.name]
             new = TagInfo(**{**old.as_dict(), "name": new_name})
+            self._db.execute(
+                "UPDATE tags SET name = ?, crc = ? WHERE id = ?", (new_name, _row_crc(new), old.id)
+            )
+            del self._by_name[old.name]
             self._put(new)
             return new
 
@@ -169,6 +182,83 @@ class Catalog:
     def _put(self, info: TagInfo) -> None:
         self._by_id[info.id] = info
         self._by_name[info.name] = info
+
+
+def damaged(path: Path, detail: str) -> str:
+    """The message for a damaged catalog: which file, what, and the way out."""
+    return (
+        f"tag catalog {path} is damaged ({detail}). It holds the tag names and settings, "
+        "which no scan can rebuild: restore catalog.sqlite3 from a backup, and run "
+        "`xtsdb-server check --data-dir DIR` to see whether anything else is damaged"
+    )
+
+
+def _values(info: TagInfo) -> tuple[Any, ...]:
+    return (
+        info.id,
+        info.name,
+        info.unit,
+        info.description,
+        info.value_type,
+        info.duplicates,
+        info.retention_us,
+        info.created_us,
+    )
+
+
+def _row_crc(info: TagInfo) -> int:
+    # Every column, in a form with one spelling per row (JSON of a list, UTF-8).
+    return zlib.crc32(json.dumps(_values(info), ensure_ascii=False).encode())
+
+
+def _open_checked(db: sqlite3.Connection, path: Path) -> list[TagInfo]:
+    """Check the file and every row (migrating rows that have no CRC yet); the rows."""
+    try:
+        result = db.execute("PRAGMA integrity_check").fetchall()
+        if result != [("ok",)]:
+            raise CorruptionError(damaged(path, "; ".join(str(r[0]) for r in result[:3])))
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        columns = [r[1] for r in db.execute("PRAGMA table_info(tags)")]
+        if "crc" not in columns:
+            _migrate(db, path)
+        rows = db.execute(f"SELECT {_COLUMNS}, crc FROM tags ORDER BY id").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise CorruptionError(damaged(path, str(exc))) from exc
+    infos, bad = [], []
+    for *values, crc in rows:
+        try:
+            info = TagInfo(*values)
+            ok = _row_crc(info) == crc
+        except (TypeError, ValueError):  # a value of the wrong type: damage too
+            ok = False
+        if not ok:
+            bad.append(str(values[0]))
+            continue
+        infos.append(info)
+    if bad:
+        shown = ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise CorruptionError(damaged(path, f"tag {shown} fails its row check"))
+    return infos
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """A catalog written before rows had a CRC: compute them once, in one transaction."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE tags ADD COLUMN crc INTEGER NOT NULL DEFAULT 0")
+        rows = db.execute(f"SELECT {_COLUMNS} FROM tags").fetchall()
+        db.executemany(
+            "UPDATE tags SET crc = ? WHERE id = ?", [(_row_crc(TagInfo(*r)), r[0]) for r in rows]
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    log.warning(
+        "tag catalog %s: added a CRC to each of its %d rows (one-time upgrade)", path, len(rows)
+    )
 
 
 def _check_name(name: Any) -> None:
