@@ -190,8 +190,9 @@ class Ledger(Generic[F]):
                 f.seen = True
         if not new and not forgotten:
             return None
-        extra = seen.extra | {f.seq for f in new}
-        self._seen.set(_Seen(max(seen.mark, self._forgotten), extra))
+        mark = max(seen.mark, self._forgotten)
+        extra = frozenset(s for s in seen.extra | {f.seq for f in new} if s > mark)
+        self._seen.set(_Seen(mark, extra))
         return _error(new, forgotten, "")
 
     def for_close(self, upto: int) -> BaseException | None:

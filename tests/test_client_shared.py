@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ import pytest
 from conftest import require_program
 from slow_disk import slow_server
 
-from xtsdb.client import AsyncClient, Client
+from xtsdb.client import AsyncClient, Client, _ledger
+from xtsdb.client._core import Request, Session
+from xtsdb.client._ledger import Ledger
 from xtsdb.client.results import AggregateResult, LastResult, QueryResult, TagInfo
 from xtsdb.protocol.errors import (
     InvalidInput,
@@ -759,3 +762,49 @@ def test_a_batch_lost_in_flight_is_resent_once_with_retry_writes(tmp_path: Path)
             asyncio.run(tasks())
         finally:
             cutter.close()
+
+
+# -- the ledger alone (sans-I/O) -------------------------------------------------------------
+
+
+def test_ledger_tells_each_context_of_each_failure_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_ledger, "MAX_FAILURES", 3)
+    book: Ledger[Future[dict[str, Any]]] = Ledger()
+
+    def send(points: int, ok: bool) -> None:
+        fut: Future[dict[str, Any]] = Future()
+        batch = book.add(Request(book.sent + 1, "write", b"", False, points), fut, Session())
+        if ok:
+            fut.set_result({"id": batch.req.id, "ok": True, "n": points})
+        else:
+            fut.set_exception(XtsdbConnectionError("lost"))
+        assert book.finish(batch, fut) is not ok
+        assert not book.finish(batch, fut)  # the second call for one future changes nothing
+
+    send(2, True)
+    send(3, False)
+    send(4, True)
+    a, b, c = (contextvars.copy_context() for _ in range(3))
+    with pytest.raises(XtsdbConnectionError) as lost:  # b's write_point hears of it first ...
+        raise_(b.run(book.for_write_point))
+    assert lost.value.__notes__ == ["(a write_point batch of 3 points)"]
+    assert b.run(book.for_flush, book.sent) is None  # ... so b's flush does not repeat it
+    assert isinstance(a.run(book.for_flush, book.sent), XtsdbConnectionError)  # a must hear too
+    assert a.run(book.for_flush, book.sent) is None  # once
+    assert book.for_close(book.sent) is None  # somebody was told
+    send(1, False)
+    send(1, False)
+    assert "2 write_point batches, 2 points" in str(a.run(book.for_flush, book.sent).__notes__)
+    assert book.for_close(book.sent) is None
+    for _ in range(3):
+        send(1, False)  # more failures than the ledger keeps
+    assert book.for_close(book.sent) is not None  # the last three: nobody was told yet
+    summary = c.run(book.for_flush, book.sent)  # c never flushed: told of the lot, in short
+    assert summary is not None and "more than 3 write_point batches" in str(summary.__notes__)
+    assert c.run(book.for_flush, book.sent) is None
+    assert len(book) == 0 and book.sent == 8
+
+
+def raise_(err: BaseException | None) -> None:
+    if err is not None:
+        raise err
