@@ -8,9 +8,11 @@ container file if need be. A flush that runs out of room rolls over and
 continues; it never drops points.
 
 On open the store reads every chunk header and trusts the index only for
-sealed chunks whose seal record matches the index row; any other chunk is
-rescanned from disk. The active chunk is found from the chunk states, never
-assumed to be chunk 0.
+sealed chunks whose seal record matches the index row and whose rows give the
+seal's directory check; any other chunk is rescanned from disk, and a chunk
+with damaged states, header or directory entries is reconciled by
+:mod:`.salvage` (never taken as free without proof). The active chunk is found
+from the chunk states, never assumed to be chunk 0.
 """
 
 from __future__ import annotations
@@ -40,17 +42,15 @@ from .container import (
     Geometry,
     container_path,
     crc32,
-    entries_check,
     remove_unfinished,
 )
 from .fsync import fsync_path, make_dirs
 from .index import MetaIndex
 from .reader import BlockRef
-from .salvage import restore, unaccounted_bytes
+from .salvage import data_end, fix_states, rescan, salvage_chunk, verified_rows
 
 log = logging.getLogger("xtsdb.engine")
 _NAME = re.compile(r"^c-(\d{6})\.xtc$")
-_ENTRY_NOTE = re.compile(r"directory entry \d+ (damaged|torn or damaged); ")
 RESERVE_STEP = 4 * 1024 * 1024  # chunks claim disk space in steps of this as they fill
 
 
@@ -118,9 +118,9 @@ class BlockStore:
                     self.free_slots.append((no, slot, 1))  # never allocated: all zeros
                     continue
                 if head.damaged or blank:
-                    live.extend(self._salvage(cf, slot, rows.get(head.chunk_id)))
+                    live.extend(salvage_chunk(self, cf, slot, rows.get(head.chunk_id)))
                     continue
-                self._fix_states(cf, head)
+                fix_states(self, cf, head)
                 if not head.allocated or head.free:
                     self.free_slots.append((no, slot, head.generation + 1))
                     continue
@@ -134,7 +134,7 @@ class BlockStore:
                 if head.sealed and not head.anomaly and rows.get(head.chunk_id) == want:
                     trusted[head.chunk_id] = head.seal_dir_crc
                     continue
-                scan = self._rescan(cf, slot)
+                scan = rescan(self, cf, slot)
                 if scan.sealed:
                     live.extend(scan.entries or [])
                 else:
@@ -142,7 +142,7 @@ class BlockStore:
         stale = set(rows) - seen
         for chunk_id in stale:
             self.index.replace_chunk(ChunkScan(chunk_id, 0, 0, allocated=False))
-        live.extend(self._verified_rows(trusted))
+        live.extend(verified_rows(self, trusted))
         for scan in unsealed:
             live.extend(self._recover_unsealed(scan, checkpoint_lsn, len(unsealed) > 1))
         if full_rebuild or stale:
@@ -155,51 +155,11 @@ class BlockStore:
         self.sync()
         return live
 
-    def _fix_states(self, cf: ContainerFile, head: ChunkScan) -> None:
-        """Rewrite state words found damaged with what the witnesses decided, and say so."""
-        for flag, value in head.state_fixes:
-            cf.write_state(head.slot, flag, value)
-        for note in head.state_notes:
-            self.repairs.append(f"chunk {head.chunk_id}: {note}; rewritten")
-        if head.state_fixes:
-            cf.sync()
-
-    def _index_rows(self, chunk_id: int) -> list[BlockEntry]:
+    def index_rows(self, chunk_id: int) -> list[BlockEntry]:
         """The index's rows of one chunk: a second witness when its directory is damaged."""
         if not self._use_rows:
             return []
         return self.index.blocks_of_chunks([chunk_id])
-
-    def _rescan(self, cf: ContainerFile, slot: int) -> ChunkScan:
-        """Read a chunk's directory from disk, restore damaged entries, report, re-mirror."""
-        scan = cf.scan_chunk(slot, self.instance_id)
-        other = _ENTRY_NOTE.sub("", scan.anomaly)
-        if scan.damaged_at:
-            got = restore(cf, scan, self._index_rows(scan.chunk_id), list(scan.damaged_at))
-            how = "rewritten on disk" if got.written_back else "body CRC verified"
-            bad = f"chunk {scan.chunk_id}: directory entry %d " + (
-                "damaged" if scan.sealed else "torn or damaged"
-            )
-            for e in got.restored:
-                self.repairs.append(
-                    bad % e.index + f"; restored from the index ({how}; tag {e.tag_id}, "
-                    f"{e.count} points)"
-                )
-            fate = "its block is lost"
-            if not scan.sealed:
-                fate = f"if it was written after the checkpoint the WAL replays it, else {fate}"
-            for i in got.lost:
-                self.repairs.append(bad % i + f" and not in the index; {fate}")
-            other = other.replace("directory check mismatch; ", "")  # explained above
-            if got.restored and not got.written_back:
-                self.salvaged[scan.chunk_id] = scan
-            if not scan.sealed:
-                scan.data_end = _data_end(scan.entries or [], self.geometry)
-        if other.strip("; "):
-            self.repairs.append(f"chunk {scan.chunk_id}: {other.strip('; ')}")
-        if scan.sealed:
-            self.index.replace_chunk(scan)
-        return scan
 
     def _track(self, e: BlockEntry) -> None:
         """Keep per-chunk facts retention needs: newest data timestamp, tombstones."""
@@ -209,61 +169,6 @@ class BlockStore:
         else:
             top = max(top, e.last_ts)
         self.chunk_max_ts[e.chunk_id] = top
-
-    def _verified_rows(self, trusted: dict[int, int]) -> list[BlockEntry]:
-        """Index rows of sealed chunks, each chunk's rows checked against its seal record.
-
-        The rows, packed without their CRCs, must give the directory check the seal
-        record holds, so a damaged row (one SQLite's own checks miss, such as a
-        changed tag id) is caught here at the cost of no disk read; such a chunk is
-        rescanned from disk.
-        """
-        by_chunk: dict[int, list[BlockEntry]] = {c: [] for c in trusted}
-        for e in self.index.blocks_of_chunks(trusted):
-            by_chunk.setdefault(e.chunk_id, []).append(e)
-        out: list[BlockEntry] = []
-        n = self.geometry.n_chunks
-        for chunk_id, rows in by_chunk.items():
-            rows.sort(key=lambda e: e.index)
-            ok = [e.index for e in rows] == list(range(len(rows)))
-            if ok and chunk_id in trusted and entries_check(rows) == trusted[chunk_id]:
-                out.extend(rows)
-                continue
-            self.repairs.append(f"chunk {chunk_id}: index rows disagreed with the disk; rescanned")
-            scan = self._rescan(self.containers[chunk_id // n], chunk_id % n)
-            out.extend(scan.entries or [])
-        return out
-
-    def _salvage(
-        self, cf: ContainerFile, slot: int, row: tuple[int, int, int, int] | None
-    ) -> list[BlockEntry]:
-        """Blocks of a chunk whose header is damaged or blank; the slot is never reused.
-
-        Witnesses: directory entries that pass their own CRC, and the index rows of
-        the chunk, each re-verified against the body CRC it names. What neither
-        gives is reported with numbers, never dropped in silence.
-        """
-        scan = cf.scan_chunk(slot, self.instance_id)
-        got = restore(cf, scan, self._index_rows(scan.chunk_id), None)
-        entries = scan.entries or []
-        lost_bytes = unaccounted_bytes(cf, scan)
-        if not entries and not lost_bytes and row is None and not scan.damaged_at:
-            # Nothing in it: a formatting torn by a crash. The slot can be used again.
-            self.free_slots.append((cf.container_no, slot, scan.generation + 1))
-            return []
-        known = f"; the index named {row[2]} blocks" if row is not None and row[1] else ""
-        self.repairs.append(
-            f"chunk {scan.chunk_id}: header damaged; {len(entries) - len(got.restored)} blocks "
-            f"salvaged from its directory (each checked by its own CRC), {len(got.restored)} "
-            f"restored from the index (each body CRC verified); {len(got.lost)} directory "
-            f"positions lost, {lost_bytes} bytes of block bodies unaccounted for{known}; "
-            "the chunk is read-only and its slot is not reused"
-        )
-        scan.sealed = False  # so every start rescans (and reports) it
-        scan.allocated = True
-        self.salvaged[scan.chunk_id] = scan
-        self._index_call(self.index.replace_chunk, scan)
-        return entries
 
     def _index_call(self, fn: Callable[..., None], *args: object) -> bool:
         """Run an index update; the index is a cache, so a failure is logged, not fatal.
@@ -307,7 +212,7 @@ class BlockStore:
             # Positions left damaged stay inside the seal (checked as they are on disk),
             # so every later start finds and reports them again.
             n = max((e.index for e in entries), default=-1) + 1
-            dir_crc = cf.write_seal(scan.slot, entries, _data_end(entries, self.geometry), n)
+            dir_crc = cf.write_seal(scan.slot, entries, data_end(entries, self.geometry), n)
             cf.sync()
             cf.set_flag(scan.slot, FLAG_SEALED)
             cf.sync()
@@ -490,10 +395,6 @@ class BlockStore:
     def close(self) -> None:
         for cf in self.containers.values():
             cf.close()
-
-
-def _data_end(entries: list[BlockEntry], g: Geometry) -> int:
-    return max((e.body_off + e.body_len for e in entries), default=g.meta_bytes)
 
 
 __all__ = ["ENTRY_SIZE", "BlockStore"]
