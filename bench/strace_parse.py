@@ -80,7 +80,10 @@ def fd_path(arg: str) -> str | None:
     if m is None:
         return None
     inner = m.group(2)
-    return unhex(inner).decode(errors="replace") if inner.startswith("\\x") else inner
+    # Escaped bytes, with any plain text strace appends (" (deleted)") kept as it is.
+    return re.sub(
+        r"(?:\\x[0-9a-f]{2})+", lambda m: unhex(m.group(0)).decode(errors="replace"), inner
+    )
 
 
 def string_arg(arg: str) -> bytes:

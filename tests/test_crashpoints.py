@@ -97,3 +97,39 @@ def test_kill_at_each_step_of_making_a_container(tmp_path: Path, kind: str, n: i
     p = _run(tmp_path, "containers", kind, n)
     assert p.reached, f"{kind} #{n} on the container files was never reached"
     assert p.ok, p.problems
+
+
+# A bounded, fixed spread over every group of files and every syscall kind that
+# the workload makes there; N is kept below each thread's count in the workload
+# so every point is really reached. `python -m bench.crashpoints` walks them all.
+SUBSET = [
+    ("top", "mkdir", 1),
+    ("top", "openat", 3),
+    ("top", "write", 1),
+    ("top", "fsync", 2),
+    ("top", "fdatasync", 2),
+    ("top", "rename", 1),
+    ("segments", "openat", 4),
+    ("segments", "pwritev2", 10),
+    ("segments", "fdatasync", 30),
+    ("segments", "fsync", 8),
+    ("segments", "unlink", 3),
+    ("walmeta", "pwritev2", 2),
+    ("walmeta", "rename", 3),
+    ("walmeta", "fsync", 9),
+    ("containers", "fallocate", 4),
+    ("containers", "pwrite64", 10),
+    ("containers", "pwrite64", 33),
+    ("containers", "fdatasync", 6),
+    ("sqlite", "openat", 4),
+    ("sqlite", "pwrite64", 25),
+    ("sqlite", "fdatasync", 7),
+]
+
+
+@pytest.mark.parametrize(("group", "kind", "n"), SUBSET)
+def test_crash_point_recovers(tmp_path: Path, group: str, kind: str, n: int) -> None:
+    require_program("strace", "strace")
+    p = _run(tmp_path, group, kind, n)
+    assert p.reached, f"{group} {kind} #{n} was never reached: the workload changed"
+    assert p.ok, p.problems
