@@ -344,3 +344,25 @@ def test_a_trickled_request_head_is_cut_off_at_frame_timeout(
         time.sleep(1.5)
         idle.sendall(b"POST /write HTTP/1.1\r\nContent-Length: 8\r\n\r\nk f=2 2\n")
         assert idle.recv(4096).startswith(b"HTTP/1.1 204 ")
+
+
+def test_bodies_being_received_share_the_partial_budget(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    srv = server_factory(influx_port=0, max_frame=1 << 20, max_partial_bytes=1 << 20)
+    address = ("127.0.0.1", srv.influx_port)
+    body = b"b f=1 1\n" * (100 * 1024)  # 800 KiB
+    head = b"POST /write HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with (
+        socket.create_connection(address, timeout=10) as a,
+        socket.create_connection(address, timeout=10) as b,
+    ):
+        a.sendall(head + body[:1000])  # holds 800 KiB of the 1 MiB budget
+        time.sleep(0.3)
+        b.sendall(head)
+        reply = b.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 503 ") and b"overloaded" in reply, reply
+        a.sendall(body[1000:])
+        assert a.recv(4096).startswith(b"HTTP/1.1 204 ")
+    status, _, _ = Http(srv)("POST", "/write", body)  # the budget was given back
+    assert status == 204
