@@ -57,7 +57,7 @@ def test_escapes() -> None:
         r'm,k=v f="a\\" 1000',  # only a string field: no point, one error
         r"m\=x,t=1 g=2 1000",  # '=' in a measurement needs no escape, but may have one
         "m=x,t=1 g=3 1000",  # ... and both are the measurement 'm=x', as for InfluxDB
-        r'm\"q f\"k\=\ =4 1000',  # measurement and field key unescape '"' too
+        r"m\"q f\"k\=\ =4 1000",  # measurement and field key unescape '"' too
         r"m,t\"k=v\"x f=5 1000",  # ... tag keys and values do not
     ]
     b = parse("\n".join(lines).encode(), precision="us")
@@ -66,7 +66,7 @@ def test_escapes() -> None:
         ("m=x,t=1.g", 1000, 2.0),
         ("m=x,t=1.g", 1000, 3.0),
         (r'm"q.f"k\=\ ', 1000, 4.0),
-        (r'm,t\"k=v\"x.f', 1000, 5.0),
+        (r"m,t\"k=v\"x.f", 1000, 5.0),
     ]
     assert [no for no, _ in b.errors] == [2]
     # What the official influxdb Python client sends for measurement 'my=meas':
@@ -76,8 +76,8 @@ def test_escapes() -> None:
 def test_runs_of_blanks_between_sections() -> None:
     data = b"ws1  v=1 1000\nws2 v=2  2000\n\t ws3 \t v=3 \t 3000  \nws4 v=4   \n"
     b = parse(data, precision="us", now_us=7)
-    assert points(b) == [("ws1.v", 1000, 1.0), ("ws2.v", 2000, 2.0), ("ws3.v", 3000, 3.0),
-                         ("ws4.v", 7, 4.0)]  # fmt: skip
+    want = [("ws1.v", 1000, 1.0), ("ws2.v", 2000, 2.0), ("ws3.v", 3000, 3.0), ("ws4.v", 7, 4.0)]
+    assert points(b) == want
     assert b.errors == []
 
 
