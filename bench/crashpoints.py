@@ -84,7 +84,14 @@ def traced_paths(data_dir: Path) -> dict[str, list[Path]]:
     """Every path the engine may touch in ``data_dir``, by group (strace ``-P`` is exact)."""
     d, w, c = data_dir, data_dir / "wal", data_dir / "containers"
     return {
-        "top": [d.parent, d, d / "LOCK", d / "xtsdb.meta", d / "xtsdb.tmp", d / "xtsdb.meta.tmp"],
+        "top": [
+            d.parent,
+            d,
+            d / "LOCK",
+            d / "xtsdb.meta",
+            d / "xtsdb.tmp",
+            *(d / f"last-values.bin{s}" for s in ("", ".tmp")),
+        ],
         "segments": [w / f"wal-{lsn:020d}.log" for lsn in range(1, MAX_LSN)],
         "walmeta": [w, w / "checkpoint", w / "checkpoint.tmp"],
         "containers": [c, *(c / f"c-{i:06d}.xtc{s}" for i in range(4) for s in ("", ".tmp"))],
