@@ -7,8 +7,11 @@ process, plus the half-made-file cases without strace.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +136,62 @@ def test_crash_point_recovers(tmp_path: Path, group: str, kind: str, n: int) -> 
     p = _run(tmp_path, group, kind, n)
     assert p.reached, f"{group} {kind} #{n} was never reached: the workload changed"
     assert p.ok, p.problems
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reader.py: a read worker killed mid-query leaves the ProcessPoolExecutor broken,"
+    " so every later parallel query fails with BrokenProcessPool until a restart",
+)
+def test_read_worker_killed_at_a_syscall_breaks_no_later_query(tmp_path: Path) -> None:
+    """SIGKILL one decode worker at its next pread64 (strace -p on that process only)."""
+    strace = require_program("strace", "strace")
+    cfg = EngineConfig(
+        chunk_size=256 * 1024,
+        meta_extents=1,
+        block_points=1000,
+        read_workers=2,
+        parallel_min_points=0,
+    )
+    with Engine.open(tmp_path / "data", cfg) as eng:
+        ts = np.arange(20_000, dtype=np.int64)
+        eng.write(1, ts, ts * 0.5)
+        eng.flush()
+        assert len(eng.query(1, 0, 1 << 40)) == 20_000  # starts the pool
+        workers = [w for fs in _children(os.getpid()) for w in _children(fs)]
+        assert workers, "no worker processes found"
+        cmd = [
+            strace,
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-p",
+            str(workers[0]),
+            "-e",
+            "trace=pread64",
+            "-e",
+            "inject=pread64:signal=SIGKILL:when=1",
+        ]
+        tracer = subprocess.Popen(cmd)
+        try:
+            deadline = time.monotonic() + 10
+            while "TracerPid:\t0" in Path(f"/proc/{workers[0]}/status").read_text():
+                assert time.monotonic() < deadline, "strace did not attach"
+                time.sleep(0.02)
+            with contextlib.suppress(Exception):
+                eng.query(1, 0, 1 << 40)  # the query the kill lands in may fail
+            tracer.wait(10)
+        finally:
+            if tracer.poll() is None:
+                tracer.kill()
+                tracer.wait(10)
+        r = eng.query(1, 0, 1 << 40)
+        assert len(r) == 20_000 and bool((r.values == r.timestamps * 0.5).all())
