@@ -224,7 +224,7 @@ def _open_checked(db: sqlite3.Connection, path: Path) -> list[TagInfo]:
         if "crc" not in columns:
             _migrate(db, path)
         rows = db.execute(f"SELECT {_COLUMNS}, crc FROM tags ORDER BY id").fetchall()
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged schema text
         raise CorruptionError(damaged(path, str(exc))) from exc
     infos, bad = [], []
     for *values, crc in rows:
