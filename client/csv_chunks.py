@@ -10,6 +10,9 @@ Two layouts:
 A timestamp is integer microseconds since the Unix epoch or ISO 8601 with a
 zone (``2024-05-01T00:00:00Z``, ``...+02:00``); a naive time is refused, as
 everywhere in xtsdb. Blank lines and lines starting with ``#`` are skipped.
+A value is what ``float()`` reads, or ``nan(0x<16 hex digits>)``: the bits of
+a NaN other than the canonical one (``nan``), so that an export imports back
+bit for bit (:func:`value_cells` writes it).
 
 Each chunk is parsed by ``numpy.loadtxt`` (C since numpy 1.23: ~3 M rows/s
 here) with the tag column split off in Python (a dict lookup per row). When
@@ -41,6 +44,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _CELL = 40  # bytes per text cell in the fast path; a longer cell takes the slow path
 _DIGITS = re.compile(r"\d+\Z")
+_NAN_CELL = re.compile(r"nan\(0x([0-9a-f]{16})\)\Z", re.IGNORECASE)
+_CANONICAL_NAN = int(np.array(np.nan).view(np.uint64))  # what float("nan") and 'nan' read as
+_EXPONENT = 0x7FF0000000000000
 
 
 class CsvError(InvalidInput):
@@ -120,6 +126,38 @@ def parse_time_cell(text: str) -> int:
         raise ValueError(why) from None
 
 
+def value_cells(values: Float64Array) -> list[str]:
+    """CSV cells of values: ``repr`` (the shortest text that reads back as the same
+    float), but ``nan(0x...)`` with the bits for a NaN other than the canonical one."""
+    cells = [repr(v) for v in values.tolist()]
+    bits = values.view(np.uint64)
+    for i in np.flatnonzero(np.isnan(values) & (bits != _CANONICAL_NAN)).tolist():
+        cells[i] = f"nan(0x{int(bits[i]):016x})"
+    return cells
+
+
+def _nan_bits(text: str) -> float:
+    """``nan(0x...)`` -> that NaN; ``ValueError`` if the bits are not a NaN's."""
+    m = _NAN_CELL.match(text.strip())
+    bits = int(m.group(1), 16) if m else 0
+    if bits & _EXPONENT != _EXPONENT or not bits & ~(_EXPONENT | 1 << 63):
+        raise ValueError(f"{text.strip()!r} is not nan(0x<the 16 hex digits of a NaN>)")
+    return float(np.array(bits, dtype=np.uint64).view(np.float64))
+
+
+def _float_column(col: np.ndarray) -> Float64Array:
+    """A bytes column of values (numpy's C parse; ``nan(0x...)`` cells one by one)."""
+    try:
+        out: Float64Array = col.astype(np.float64)
+        return out
+    except ValueError:
+        odd = np.char.startswith(np.char.lower(col), b"nan(")
+        out = np.empty(col.shape[0], dtype=np.float64)
+        out[~odd] = col[~odd].astype(np.float64)
+        out[odd] = [_nan_bits(c.decode()) for c in col[odd].tolist()]
+        return out
+
+
 def _ts_column(col: np.ndarray) -> Int64Array:
     """A bytes column of timestamps: integers (numpy) or ISO 8601 (Python, C-level parse)."""
     try:
@@ -150,6 +188,11 @@ def parse_long(lines: list[bytes], first_line: int, quality: bool) -> Chunk:
             return _long_fast(lines, quality)
         except (ValueError, UnicodeDecodeError):
             pass  # a bad or unusual line: the slow path finds it
+        if any(b"nan(" in line.lower() for line in lines):
+            try:  # NaN payloads: the value column as text, then converted
+                return _long_fast(lines, quality, text_values=True)
+            except (ValueError, UnicodeDecodeError):
+                pass
     return _long_slow(lines, first_line, quality)
 
 
@@ -160,8 +203,8 @@ def _loadtxt(lines: list[bytes], cols: tuple[int, ...], dtype: list[tuple[str, s
     return rows
 
 
-def _long_fast(lines: list[bytes], quality: bool) -> Chunk:
-    tail = [("v", "f8"), ("q", "i8")][: 2 if quality else 1]
+def _long_fast(lines: list[bytes], quality: bool, text_values: bool = False) -> Chunk:
+    tail = [("v", f"S{_CELL}" if text_values else "f8"), ("q", "i8")][: 2 if quality else 1]
     cols = (1, 2, 3)[: len(tail) + 1]
     try:  # tag ids and integer times: every column in C
         rows = _loadtxt(lines, (0, *cols), [("k", "i8"), ("ts", "i8"), *tail])
@@ -188,7 +231,12 @@ def _long_fast(lines: list[bytes], quality: bool) -> Chunk:
         if q_raw.size and (q_raw.min() < 0 or q_raw.max() > 255):
             raise ValueError("quality out of range")
         q = q_raw.astype(np.uint8)
-    return Chunk(keys, key_index, ts.copy(), rows["v"].copy(), q)
+    values = rows["v"]
+    if text_values:
+        if _full(values):
+            raise ValueError("a cell may have been cut")
+        values = _float_column(values)
+    return Chunk(keys, key_index, ts.copy(), values.copy(), q)
 
 
 def _full(col: np.ndarray) -> bool:
@@ -219,6 +267,8 @@ def _number(text: str, what: str) -> float:
     try:
         return float(text)
     except ValueError:
+        if text.strip()[:4].lower() == "nan(":
+            return _nan_bits(text)
         raise ValueError(f"{what} {text.strip()!r} is not a number") from None
 
 
@@ -282,7 +332,7 @@ def _wide_fast(lines: list[bytes], columns: tuple[str, ...]) -> Chunk:
     for j in range(k):
         col = rows[f"c{j + 1}"]
         have = col != b""
-        parts_v.append(col[have].astype(np.float64))
+        parts_v.append(_float_column(col[have]))
         parts_ts.append(ts_all[have])
         parts_k.append(np.full(int(have.sum()), j, dtype=np.uint32))
     return Chunk(list(columns), np.concatenate(parts_k), np.concatenate(parts_ts),
@@ -334,9 +384,9 @@ class CsvSink:
             tag = quote(label)
             for lo in range(0, ts.shape[0], 100_000):  # bounded strings for big windows
                 hi = lo + 100_000
-                it = zip(ts[lo:hi].tolist(), values[lo:hi].tolist(), q[lo:hi].tolist(), strict=True)
-                # repr() is the shortest text that reads back as the same float.
-                self.f.write("".join(f"{tag},{t},{v!r},{qq}\n" for t, v, qq in it))
+                cells = value_cells(values[lo:hi])
+                it = zip(ts[lo:hi].tolist(), cells, q[lo:hi].tolist(), strict=True)
+                self.f.write("".join(f"{tag},{t},{v},{qq}\n" for t, v, qq in it))
             rows += ts.shape[0]
         return rows
 
@@ -345,7 +395,7 @@ class CsvSink:
         cells = []
         for ts, values, _q in cols:
             col = np.full(all_ts.shape[0], "", dtype=object)
-            col[np.searchsorted(all_ts, ts)] = [repr(v) for v in values.tolist()]
+            col[np.searchsorted(all_ts, ts)] = value_cells(values)
             cells.append(col.tolist())
         stamps = [str(t) for t in all_ts.tolist()]
         self.f.write("".join(",".join(row) + "\n" for row in zip(stamps, *cells, strict=True)))
