@@ -1,8 +1,7 @@
 """Crash points: SIGKILL the server at its Nth call of one syscall, restart, check.
 
-    .venv/bin/python -m bench.crashpoints                    # every kind, N = 1, 2, ... to the end
-    .venv/bin/python -m bench.crashpoints --kinds ftruncate,rename --max-n 20
-    .venv/bin/python -m bench.crashpoints --sealer           # the sealer thread's own calls
+    .venv/bin/python -m bench.crashpoints                    # every group and kind, N = 1, 2, ...
+    .venv/bin/python -m bench.crashpoints --groups containers --kinds ftruncate,rename
 
 Random kill timing rarely lands inside the short windows between the steps of
 making a file (create, size, header, fsync, rename, fsync of the directory).
@@ -10,22 +9,33 @@ This walks them: the server (``python -m xtsdb.server``, the real process) runs
 the workload of :mod:`bench.crashload` under
 ``strace -f -e inject=SYSCALL:signal=SIGKILL:when=N`` for each syscall of the
 write path and N = 1, 2, 3, ... until the workload finishes without reaching
-the Nth call. After each kill the data directory is opened again without strace
-and checked (:func:`bench.crashload.check`): it opens, every acknowledged point is
-there and exact, no deleted point is back, an unanswered request is whole or absent.
+the Nth call. After each kill the server is started again on the directory
+without strace and checked (:func:`bench.crashload.check`): it starts, every
+acknowledged point is there and exact, no deleted point is back, an unanswered
+request is whole or absent, and it stops cleanly.
 
-Only calls on the data directory's own files count: strace's ``-P`` lists every
-path the engine uses (the directory, its parent, the WAL segments by name, the
-containers, the checkpoint, the meta and lock files, the SQLite files), so the
-interpreter's imports and the sockets do not use up N. strace counts each
-syscall per thread ("per tracee"), so ``when=N`` fires at the first thread to
-make its Nth such call; walking N still reaches every call of the busiest thread.
+Only calls on the engine's own files count: strace's ``-P`` (exact paths) lists
+them by group (:func:`traced_paths`: top-level files, WAL segments, ``wal/``
+and the checkpoint, containers, SQLite files), so the interpreter's imports and
+the sockets do not use up N. (``--seccomp-bpf`` is not used: with it strace
+6.1 stopped injecting after the first matching call.)
 
-The sealer thread (``--sealer``): strace cannot select a thread by name, so the
-kinds there are narrowed to what only the sealer does in this workload: writes,
-fdatasyncs and fallocates on the container files (start-up recovery writes
-containers too, but a fresh directory has nothing to recover). Counting is per
-thread, so N is the sealer's own Nth call.
+Threads. strace counts each syscall per thread ("per tracee"), so ``when=N``
+fires at the first thread to make its Nth such call. Within one group a
+syscall is mostly made by one thread, and that is how the sealer thread is
+reached without naming it (strace cannot select a thread by name): the
+container files and the checkpoint are written by the sealer (plus one
+``flush`` request's seal and the seal at shutdown, which come later than the
+sealer's calls of the same number), so those walks are the sealer's own Nth
+calls; the WAL segments are the group-commit thread's. A call that a busier
+thread's call of the same number always precedes (the sealer's fsync of
+``wal/`` after a recycle, behind the commit thread's fsync of it after a
+rotation) is not reached.
+
+Read worker processes: this server starts none (a query decodes in worker
+processes only from ``parallel_min_points``, 8 million points, which is not a
+server setting), so their crash points are exercised on the engine in
+``tests/test_crashpoints.py``, with ``strace -p`` on one worker.
 
 Exit status 0 if every crash point recovered.
 """
