@@ -21,6 +21,7 @@ the scanner of :mod:`.lp_grammar`.
 from __future__ import annotations
 
 import operator
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ NS_LIMIT = (1 << 63) - 2
 _INF = float("inf")
 _WS = b" \t\x00"  # what InfluxDB skips before a line, its fields and its timestamp
 _partition_eq = operator.methodcaller("partition", b"=")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # as the tag catalog's rule for names
 _MAX_SHOWN = 80  # characters of a bad line quoted in its error
 
 
@@ -219,6 +221,8 @@ class _Parser:
         name = prefix + "." + esc(fld, ",= .")
         idx = self.index.get(name)
         if idx is None:
+            if _CONTROL.search(name):  # the catalog refuses them: refuse the line whole
+                raise LineError("a name may not hold control characters (tab, NUL, ...)")
             idx = self.index[name] = len(self.names)
             self.names.append(name)
         return idx

@@ -104,6 +104,7 @@ def test_runs_of_blanks_between_sections() -> None:
         b"m a\\=1 1",  # a field key ending in a backslash
         b"m,t=a=b v=1 1",
         b"m v=1 9223372036854775807",  # InfluxDB's time range: |t| <= 2**63 - 2 ns
+        b"m,t=a\tb v=1 1",  # a control character in a name: the catalog refuses it
     ],
 )
 def test_refused_as_influxdb_refuses(line: bytes) -> None:
