@@ -39,6 +39,7 @@ from .lp_grammar import (
     unescape,
     value,
 )
+from .lp_grammar import lines as lines_of
 from .lp_grammar import prefix as _prefix
 
 __all__ = ["PRECISIONS", "ParsedBatch", "parse", "series_name"]
@@ -140,7 +141,10 @@ class _Parser:
         line_ts, line_counts, line_nos = self.line_ts, self.line_counts, self.line_nos
         keys, missing = self.keys, self.missing
         lines = 0
-        for no, line in enumerate(data.split(b"\n"), 1):
+        # With a quote or a backslash, a newline may be inside a string or escaped.
+        special = 34 in data or 92 in data
+        numbered = lines_of(data) if special else enumerate(data.split(b"\n"), 1)
+        for no, line in numbered:
             if line[-1:] == b"\r":  # CRLF line ends (InfluxDB refuses them)
                 line = line[:-1]
             line = line.lstrip(_WS)

@@ -15,6 +15,8 @@ series InfluxDB would store:
 - **field set**: a backslash takes the next character with it while scanning;
   a number or boolean value ends at the next comma or space, a string value at
   its closing quote. A field key is unescaped like the measurement.
+- **lines** end at a newline, except one inside a quoted string value or
+  escaped by a backslash: such a line goes on after it.
 - **whitespace**: any run of spaces, tabs and NULs may precede the line, the
   field set and the timestamp; only spaces may follow the timestamp.
 - **values**: ``-?digits[.digits][e[+-]digits]`` (``.5`` and ``1.`` too),
@@ -25,11 +27,13 @@ series InfluxDB would store:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 __all__ = [
     "FieldSkipped",
     "LineError",
     "esc",
+    "lines",
     "prefix",
     "split_line",
     "timestamp",
@@ -79,6 +83,53 @@ def unescape(s: bytes, chars: bytes) -> bytes:
     for c in chars:
         s = s.replace(b"\\" + bytes((c,)), bytes((c,)))
     return s
+
+
+def lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(number of its first line, line)`` of a body, cut as InfluxDB cuts it.
+
+    For a body with a double quote or a backslash (others are just split at
+    each newline); only pieces holding a quote are scanned byte by byte.
+    """
+    pieces = data.split(b"\n")
+    last = len(pieces) - 1
+    i = 0
+    while i <= last:
+        no, line = i + 1, pieces[i]
+        i += 1
+        # ... a newline that is the body's last byte ends the line whatever precedes it
+        while (i < last or (i == last and pieces[i])) and _continues(line):
+            line += b"\n" + pieces[i]
+            i += 1
+        yield no, line
+
+
+def _continues(line: bytes) -> bool:
+    """Whether the newline after ``line`` is inside a quoted value or escaped."""
+    if 34 not in line:  # then only a backslash pair count matters
+        run = len(line) - len(line.rstrip(b"\\"))
+        return run % 2 == 1
+    n, i = len(line), 0
+    fields = quoted = False
+    equals = commas = 0
+    while i < n:
+        c = line[i]
+        if c == 92:
+            if i + 1 == n:
+                return True
+            i += 2
+            continue
+        if c == 32:
+            fields = True
+        if fields:  # quotes count after the first space, in a value (InfluxDB's rule)
+            if c == 61 and not quoted:
+                equals += 1
+            elif c == 44 and not quoted:
+                commas += 1
+            elif c == 34 and equals > commas:
+                quoted = not quoted
+        i += 1
+    return quoted
 
 
 def _split_key(s: bytes, sep: int) -> list[bytes]:
