@@ -10,6 +10,7 @@ Every test damages real files of a cleanly closed engine and opens it again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 import sys
 import zlib
@@ -297,3 +298,41 @@ def test_corruption_campaign_has_no_silent_outcome(tmp_path: Path) -> None:
     # The campaign can see damage at all: most rows are repaired, detected or refused.
     noticed = sum(c["repaired"] + c["detected"] + c["refused"] for c in table.values())
     assert noticed >= 2 * len(table)
+
+
+# -- retired chunks: DEPRECATED and FREE decide each other ---------------------------------------
+
+
+RETAIN = dataclasses.replace(CFG, retention_us=3600 * SEC)
+
+
+def retire_first_chunk(data: Path, grace_s: float) -> np.ndarray:
+    """Old data filling chunk 0, recent data after it; retention retires chunk 0.
+
+    Returns the timestamps of tag 1 that survive the retirement.
+    """
+    with Engine.open(data, RETAIN) as eng:
+        eng.write(1, np.arange(8000) * SEC, values(1, 8000))  # old: fills chunk 0 and more
+        eng.flush()
+        eng.write(2, 10**6 * SEC + np.arange(3000) * SEC, values(2, 3000))  # recent
+        eng.flush()
+        assert eng.apply_retention(now_us=10**6 * SEC + 3000 * SEC, grace_s=grace_s) >= 1
+        kept: np.ndarray = eng.query(1, -(1 << 60), 1 << 60).timestamps
+    assert 0 < len(kept) < 8000
+    return kept
+
+
+@pytest.mark.parametrize("grace_s", [0.0, 3600.0])  # freed, or retired and not yet free
+def test_damaged_deprecated_word_of_a_retired_chunk(tmp_path: Path, grace_s: float) -> None:
+    data = tmp_path / "db"
+    kept = retire_first_chunk(data, grace_s)
+    flip(data, 0, FLAGS_OFFSET + 2 * 8 + 5, 0x10)  # one byte of chunk 0's DEPRECATED word
+    with Engine.open(data, RETAIN) as eng:
+        assert any("chunk 0: DEPRECATED state damaged" in r for r in eng.repairs), eng.repairs
+        p = eng.query(1, -(1 << 60), 1 << 60)
+        assert np.array_equal(p.values, values(1, 8000)[p.timestamps // SEC])
+        if grace_s == 0:  # FREE is set, so DEPRECATED was too: the slot stays free
+            np.testing.assert_array_equal(p.timestamps, kept)
+        else:  # FREE is not set: the retired data is kept (and reported), never lost unseen
+            assert len(p) > len(kept)
+        assert_exact(eng, 2, 10**6 * SEC + np.arange(3000) * SEC, values(2, 3000))
