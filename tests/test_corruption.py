@@ -336,3 +336,18 @@ def test_damaged_deprecated_word_of_a_retired_chunk(tmp_path: Path, grace_s: flo
         else:  # FREE is not set: the retired data is kept (and reported), never lost unseen
             assert len(p) > len(kept)
         assert_exact(eng, 2, 10**6 * SEC + np.arange(3000) * SEC, values(2, 3000))
+
+
+def test_index_rebuild_keeps_an_entry_only_the_index_still_holds(tmp_path: Path) -> None:
+    # The start trusts a sealed chunk's index rows without reading its directory, so a
+    # damaged entry goes unseen until a rebuild (check --repair) rescans the chunk.
+    data = tmp_path / "db"
+    write_sealed(data)
+    chunk = sealed_chunks(data)[0]
+    flip(data, chunk, DIR_OFFSET + 3 * ENTRY_SIZE + 20)
+    with Engine.open(data, CFG) as eng:
+        eng.rebuild_index()
+    assert not check(data).damaged  # the entry was restored and written back
+    with Engine.open(data, CFG) as eng:
+        for tag in (1, 2):
+            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))

@@ -19,6 +19,7 @@ from .container import BlockEntry
 from .datadir import DirLock, load_or_create_meta
 from .index import IndexUnusable, MetaIndex
 from .reader import BlockReader
+from .salvage import restore
 from .store import BlockStore
 
 log = logging.getLogger("xtsdb.engine")
@@ -111,7 +112,9 @@ def rebuild_index(store: BlockStore) -> None:
 
     Chunks salvaged at open (blocks restored from index rows that a damaged
     directory no longer holds) keep the rows they were salvaged with: a rescan
-    would drop exactly the blocks the salvage saved.
+    would drop exactly the blocks the salvage saved. So does a sealed chunk the
+    start trusted from the index without reading its directory: a damaged entry
+    found now is restored from its row (and written back) before the rows go.
     """
     index = store.index
     rows = index.chunk_rows()
@@ -119,7 +122,11 @@ def rebuild_index(store: BlockStore) -> None:
     for cf in store.containers.values():
         for slot in range(cf.geometry.n_chunks):
             scan = cf.scan_chunk(slot, store.instance_id)
-            scan = store.salvaged.get(scan.chunk_id, scan)
+            if scan.chunk_id in store.salvaged:
+                scan = store.salvaged[scan.chunk_id]
+            elif scan.damaged_at:
+                held = index.blocks_of_chunks([scan.chunk_id])
+                restore(cf, scan, held, list(scan.damaged_at))
             seen.add(scan.chunk_id)
             index.replace_chunk(scan)
     for chunk_id in set(rows) - seen:
