@@ -44,7 +44,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xtsdb.protocol.errors import CorruptionError, XtsdbError
-from xtsdb.server.check import check
+from xtsdb.server.check import check, repair
 from xtsdb.server.engine import Engine, EngineConfig
 from xtsdb.server.engine import container as ct
 from xtsdb.server.engine.config import EXTENT
@@ -73,6 +73,10 @@ BAD = ("crash", "silent wrong", "silent missing")
 # Trials the open repaired, detected or refused while `xtsdb-server check`, run on the
 # damaged directory first, said OK: the offline check must see what a start sees.
 CHECK_MISSED = "check missed"
+# Trials where `check --repair` (recovery, then an index rebuild) lost points that the
+# start before it had answered with.
+REPAIR_LOST = "repair lost"
+EXTRA = (CHECK_MISSED, REPAIR_LOST)
 
 
 def _values(tag: int, ts: np.ndarray, gen: int) -> np.ndarray:
@@ -290,8 +294,42 @@ class _Capture(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def classify(ref: Reference, data: Path) -> tuple[str, str]:
-    """Open the damaged copy, query every tag by name; (outcome, detail)."""
+Answers = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def answers(data: Path, names: list[str]) -> Answers:
+    """What a start answers for each tag (tags that raise CorruptionError left out)."""
+    out: Answers = {}
+    with Engine.open(data, CONFIG) as eng:
+        for name in names:
+            with contextlib.suppress(CorruptionError):
+                p = eng.query(eng.catalog.resolve(name), -(1 << 60), 1 << 60)
+                out[name] = (p.timestamps, p.values)
+    return out
+
+
+def repair_loses(data: Path, before: Answers) -> str:
+    """What ``xtsdb-server check --repair`` lost of the answers a start gave ('' if nothing)."""
+    try:
+        repair(data)
+        after = answers(data, list(before))
+    except Exception as exc:
+        return f"repair or the start after it failed: {type(exc).__name__}: {exc}"
+    lost = []
+    for name, (ts, vals) in before.items():
+        a_ts, a_vals = after.get(name, (np.empty(0, np.int64), np.empty(0)))
+        keep = np.isin(ts, a_ts)
+        same = np.array_equal(a_vals[np.isin(a_ts, ts)], vals[keep])
+        if not keep.all() or not same:
+            lost.append(f"{name}: {int((~keep).sum())} points gone after --repair")
+    return "; ".join(lost)
+
+
+def classify(ref: Reference, data: Path, seen: Answers | None = None) -> tuple[str, str]:
+    """Open the damaged copy, query every tag by name; (outcome, detail).
+
+    ``seen`` receives what each tag answered (for the --repair comparison).
+    """
     cap = _Capture()
     logger = logging.getLogger("xtsdb")
     logger.addHandler(cap)
@@ -315,6 +353,8 @@ def classify(ref: Reference, data: Path) -> tuple[str, str]:
                     differs.append(f"{name}: {exc}")
                     wrong = True
                     continue
+                if seen is not None:
+                    seen[name] = (p.timestamps, p.values)
                 if np.array_equal(p.timestamps, ts) and np.array_equal(p.values, vals):
                     continue
                 got = dict(zip(p.timestamps.tolist(), p.values.tolist(), strict=True))
@@ -358,7 +398,7 @@ def run(
             if (rows and row not in rows) or kind not in where:
                 continue  # e.g. no WAL segment is left after a clean stop
             rng = random.Random(f"{seed}:{row}")
-            counts = table.setdefault(row, dict.fromkeys([*OUTCOMES, CHECK_MISSED], 0))
+            counts = table.setdefault(row, dict.fromkeys([*OUTCOMES, *EXTRA], 0))
             for _ in range(trials):
                 copy = base / "trial"
                 shutil.copytree(ref.path, copy)
@@ -368,8 +408,15 @@ def run(
                     offline = "DAMAGED" if check(copy).damaged else "OK"
                 except Exception as exc:  # check must report, never raise
                     offline = f"check raised {type(exc).__name__}: {exc}"
-                outcome, detail = classify(ref, copy)
+                seen: Answers = {}
+                outcome, detail = classify(ref, copy, seen)
                 counts[outcome] += 1
+                if outcome not in ("refused", "crash"):
+                    lost = repair_loses(copy, seen)
+                    if lost:
+                        counts[REPAIR_LOST] += 1
+                        detail = f"{lost}; {detail}"
+                        outcome += " (repair lost data)"
                 if outcome in ("repaired", "detected", "refused") and offline != "DAMAGED":
                     counts[CHECK_MISSED] += 1
                     detail = f"xtsdb-server check said {offline}; {detail}"
@@ -384,7 +431,7 @@ def run(
 
 def format_table(table: dict[str, dict[str, int]]) -> str:
     width = max(len(r) for r in table) + 2
-    cols = [*OUTCOMES, CHECK_MISSED]
+    cols = [*OUTCOMES, *EXTRA]
     head = "".ljust(width) + "".join(o.rjust(15) for o in cols)
     lines = [head, "-" * len(head)]
     for row, counts in table.items():
@@ -412,9 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     CONFIG = dataclasses.replace(CONFIG, block_points=args.block_points)
     logging.getLogger("xtsdb").setLevel(logging.WARNING)
     logging.getLogger("xtsdb").propagate = False  # the campaign counts warnings, not prints
+    logging.getLogger("xtsdb").addHandler(logging.NullHandler())
 
     def show(row: str, what: str, outcome: str, detail: str) -> None:
-        if args.verbose and (outcome in BAD or CHECK_MISSED in outcome):
+        if args.verbose and (outcome in BAD or "(" in outcome):
             print(f"{row}: {what}: {outcome}: {detail}", flush=True)
 
     shm = Path("/dev/shm")
@@ -425,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.block_points} points per block"
     )
     print(format_table(table))
-    bad = sum(c[o] for c in table.values() for o in BAD)
+    bad = sum(c[o] for c in table.values() for o in (*BAD, *EXTRA))
     return 1 if bad else 0
 
 
