@@ -350,8 +350,8 @@ class Engine(CatalogOps, AnalyticsOps):
             candidate = min(firsts) - 1 if firsts else self._applied_lsn
         if candidate <= self.checkpoint_lsn:
             return
-        self._store.sync()
         try:
+            self._store.sync()
             recovery.write_checkpoint(self.path, candidate)
         except OSError as exc:  # e.g. ENOSPC: the old checkpoint stands, the WAL still replays
             raise _storage_error(exc, "writing the checkpoint") from exc
