@@ -4,26 +4,31 @@ Verified, reading every byte that matters:
 
 - ``xtsdb.meta`` (CRC, format version) and the WAL checkpoint file (CRC);
 - every container header (magic, CRC, version, instance, size);
-- every chunk header, seal record and block directory entry (each CRC, and
-  the directory CRC the seal record holds);
+- every chunk header, state word, seal record and block directory entry
+  (each CRC, the directory check the seal record holds, and a blank header in
+  front of data, which a start salvages);
 - every block body against the CRC in its directory entry;
-- the index against that scan: for every sealed chunk the index would trust
-  at start-up, its block rows must equal the directory on disk;
-- the tag catalog (SQLite's ``quick_check``).
+- the index: SQLite's ``integrity_check``, then for every sealed chunk the
+  index would trust at start-up, its block rows must equal the directory on disk;
+- the tag catalog, as a start reads it (on a copy).
 
-Findings are **damage** (points are unreadable, or the index would serve
-wrong locations) or **notes** (states that the next start repairs by itself,
-e.g. the cut-short directory of the active chunk after a crash). WAL records
-are not read here: every start replays and verifies them.
+Findings are **damage** (anything a start would repair, salvage, report or
+refuse: points may be unreadable, or be served only from the index) or
+**notes** (a crash's leftovers that the next start tidies without loss, e.g.
+an allocation torn by a crash, or an index row older than its chunk). WAL
+records are not read here: every start replays and verifies them.
 
 Exit status: 0 no damage, 1 damage found (with ``--repair``: damage left
 after the repair), 2 the check could not run (not a data directory, or a
 server has it open: stop the server first -- the check takes the lock).
 
 ``--repair`` opens the directory with the storage engine (the recovery a
-server start runs: WAL replay, rescans), rebuilds the index from a scan of
-every chunk, closes it, and checks again. Damaged block bodies cannot be
-repaired; their points are reported, never guessed.
+server start runs: WAL replay, rescans, state words rewritten, directory
+entries restored from the index), rebuilds the index from a scan of every
+chunk (keeping rows that restored entries), closes it, and checks again.
+Damaged block bodies cannot be repaired; their points are reported, never
+guessed. A chunk with a damaged header stays damage: its blocks are served,
+read-only, from what was salvaged.
 """
 
 from __future__ import annotations
