@@ -65,7 +65,7 @@ from bench.crashpoints import tracee_pid
 from bench.strace_parse import Call, fd_path, parse_trace, string_arg, unhex
 
 TRACED = (
-    "openat,mkdir,write,pwrite64,pwritev,pwritev2,ftruncate,truncate,fallocate,"
+    "openat,mkdir,write,writev,sendto,pwrite64,pwritev,pwritev2,ftruncate,truncate,fallocate,"
     "fsync,fdatasync,rename,unlink,close"
 )
 PAGE = 4096
@@ -142,9 +142,7 @@ class FsModel:
                 return
             fd = int(a[0].split("<", 1)[0])
             if c.name == "pwritev" or c.name == "pwritev2":
-                data = b"".join(
-                    unhex(s) for s in re.findall(r'iov_base="((?:\\x[0-9a-f]{2})*)"', a[1])
-                )
+                data = _iov_bytes(a[1])
                 off = int(a[3])
             else:
                 data = string_arg(a[1])
@@ -257,20 +255,35 @@ def ordering_violations(model: FsModel, data_name: str) -> list[str]:
     return bad
 
 
-def acks(c: Call) -> int:
-    """How many successful responses this call sent to a client (0 if not a TCP write)."""
-    if c.name != "write" or "TCP:[" not in c.args[0] or c.ret <= 0:
-        return 0
-    data, n = string_arg(c.args[1])[: c.ret], 0
-    while len(data) >= 4:
-        size = int.from_bytes(data[:4], "big")
-        try:
-            msg = msgpack.unpackb(data[4 : 4 + size], raw=False)
-        except ValueError:
-            return n
-        n += 1 if isinstance(msg, dict) and msg.get("ok") else 0
-        data = data[4 + size :]
-    return n
+class Acks:
+    """Counts the successful responses the server sends, from its writes on TCP sockets.
+
+    The event loop may send a frame with ``write`` or, when it had to queue,
+    ``writev``; a frame may be split across calls, so bytes are kept per socket.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[str, bytes] = {}
+
+    def feed(self, c: Call) -> int:
+        if c.name not in ("write", "writev", "sendto") or c.ret <= 0 or "TCP" not in c.args[0]:
+            return 0
+        data = _iov_bytes(c.args[1]) if c.name == "writev" else string_arg(c.args[1])
+        sock = c.args[0].split("<", 1)[1]
+        buf, n = self.pending.get(sock, b"") + data[: c.ret], 0
+        while len(buf) >= 4 and len(buf) >= 4 + (size := int.from_bytes(buf[:4], "big")):
+            try:
+                msg = msgpack.unpackb(buf[4 : 4 + size], raw=False)
+            except ValueError:
+                msg = None
+            n += 1 if isinstance(msg, dict) and msg.get("ok") else 0
+            buf = buf[4 + size :]
+        self.pending[sock] = buf
+        return n
+
+
+def _iov_bytes(arg: str) -> bytes:
+    return b"".join(unhex(x) for x in re.findall(r'iov_base="((?:\\x[0-9a-f]{2})*)"', arg))
 
 
 def record(workdir: Path, n_writes: int = N_WRITES) -> tuple[list[Call], Outcome, Path]:
@@ -311,7 +324,13 @@ def record(workdir: Path, n_writes: int = N_WRITES) -> tuple[list[Call], Outcome
             proc.wait(30)
     if not out.finished:
         raise RuntimeError(f"the traced workload failed: {out.error}")
-    return parse_trace(trace), out, data_dir
+    calls = parse_trace(trace)
+    counter = Acks()
+    seen = sum(counter.feed(c) for c in calls)
+    if seen != len(out.ops) + 1:  # + the hello
+        socks = sorted({c.name + " " + c.args[0][:40] for c in calls if "TCP" in c.args[0]})
+        raise RuntimeError(f"the trace shows {seen} responses for {len(out.ops)} ops: {socks}")
+    return calls, out, data_dir
 
 
 @dataclass
@@ -328,8 +347,9 @@ def replay(
     """Apply the calls one by one; yield after each call that changed durable state or acked."""
     model = FsModel(root, ignore_sync)
     responses = 0
+    counter = Acks()
     for i, c in enumerate(calls):
-        n = acks(c)
+        n = counter.feed(c)
         if n:
             before = responses
             responses += n
