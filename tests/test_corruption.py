@@ -356,3 +356,18 @@ def test_index_rebuild_keeps_an_entry_only_the_index_still_holds(tmp_path: Path)
     with Engine.open(data, CFG) as eng:
         for tag in (1, 2):
             assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+
+
+def test_allocated_word_overwritten_as_unset_keeps_an_unsealed_chunk(tmp_path: Path) -> None:
+    # Eight bytes of 0xFF over ALLOCATED read as "never set"; the directory says otherwise.
+    data = tmp_path / "db"
+    write_sealed(data)
+    [(chunk,)] = rows(data, "SELECT chunk_id FROM chunks WHERE sealed = 0")
+    path, pos = chunk_offset(data, chunk, FLAGS_OFFSET)
+    with open(path, "r+b") as f:
+        f.seek(pos)
+        f.write(b"\xff" * 8)
+    with Engine.open(data, CFG) as eng:
+        assert any(f"chunk {chunk}: ALLOCATED state unset" in r for r in eng.repairs), eng.repairs
+        for tag in (1, 2):
+            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))

@@ -78,8 +78,10 @@ def scan_chunk(cf: ContainerFile, slot: int, instance_id: bytes, *, entries: boo
         raise CorruptionError(f"{cf.path.name} slot {slot}: chunk header does not match")
     scan.generation = generation
     states = state_words(meta)
-    if DAMAGED in states and not entries:
-        meta = cf.read_meta(slot)  # the directory is a witness: read it
+    if (DAMAGED in states or states[FLAG_ALLOCATED] == UNSET) and not entries:
+        # The directory is a witness: read it. (A valid header whose ALLOCATED word
+        # is unset is a torn formatting, rare; it must hold no data to be free.)
+        meta = cf.read_meta(slot)
         entries = True
     rec = meta[SEAL_OFFSET : SEAL_OFFSET + SEAL_RECORD.size + 4]
     seal_ok = U32.unpack_from(rec, SEAL_RECORD.size)[0] == crc32(rec[: SEAL_RECORD.size])
