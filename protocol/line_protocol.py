@@ -34,6 +34,7 @@ from .lp_grammar import (
     FieldSkipped,
     LineError,
     esc,
+    key_end,
     split_line,
     timestamp,
     unescape,
@@ -155,11 +156,19 @@ class _Parser:
             fields: Iterable[tuple[bytes, bytes, bytes]]
             try:
                 # (an int operand makes `in` a plain memchr: ~10x faster than b"\\")
-                if 92 in line or 34 in line or 9 in line or 0 in line:
+                parts = None
+                if 34 in line or 9 in line or 0 in line:
+                    pass  # quotes, tabs, NULs: the scanner
+                elif 92 not in line:
+                    parts = line.split(b" ")
+                else:  # backslashes only in the series key (Boiler\ 1): split the rest
+                    end = key_end(line)
+                    if end > 0 and 92 not in line[end:]:
+                        parts = [line[:end], *line[end + 1 :].split(b" ")]
+                if parts is None:
                     key, pairs, ts_raw = split_line(line)
                     fields = [(k, b"=", v) for k, v in pairs]
                 else:  # the fast path: sections apart at spaces only
-                    parts = line.split(b" ")
                     if len(parts) == 3 and parts[1] and parts[2]:
                         key, fields_raw, ts_raw = parts
                     elif len(parts) == 2 and parts[1]:

@@ -33,6 +33,7 @@ __all__ = [
     "FieldSkipped",
     "LineError",
     "esc",
+    "key_end",
     "lines",
     "prefix",
     "split_line",
@@ -174,6 +175,12 @@ def prefix(key: bytes) -> str:
     out = [esc(measurement, ", ")]
     out += [f"{esc(k, ',= ')}={esc(v, ',= ')}" for k, v in sorted(tags.items())]
     return ",".join(out)
+
+
+def key_end(line: bytes) -> int:
+    """The index of the space ending the series key, or -1 if there is none."""
+    m = _KEY_END.search(line, 1)
+    return -1 if m is None else m.start()
 
 
 def split_line(line: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], bytes | None]:

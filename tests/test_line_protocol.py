@@ -74,9 +74,10 @@ def test_escapes() -> None:
 
 
 def test_runs_of_blanks_between_sections() -> None:
-    data = b"ws1  v=1 1000\nws2 v=2  2000\n\t ws3 \t v=3 \t 3000  \nws4 v=4   \n"
+    data = b"ws1  v=1 1000\nws2 v=2  2000\n\t ws3 \t v=3 \t 3000  \nws4 v=4   \nw\\ 5  v=5  5000\n"
     b = parse(data, precision="us", now_us=7)
     want = [("ws1.v", 1000, 1.0), ("ws2.v", 2000, 2.0), ("ws3.v", 3000, 3.0), ("ws4.v", 7, 4.0)]
+    want.append((r"w\ 5.v", 5000, 5.0))
     assert points(b) == want
     assert b.errors == []
 
