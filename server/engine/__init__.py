@@ -15,6 +15,9 @@ How the pieces meet (see docs/storage-format.md for the bytes):
 * ``tagstate``   per-tag buffers, blocks and tombstones as one unit of state.
 * ``staging``    the single-point write path (array.array columns until commit).
 * ``retention``  retires chunks older than the retention window.
+* ``sealing``    the background sealer: MemBuffers into blocks, then checkpoints.
+* ``lastvalues`` the last-value file that keeps ``last()`` warm across a clean restart.
+* ``catalog``    tag names and settings in ``catalog.sqlite3``, checked row by row at open.
 * ``engine``     ties them together: :class:`Engine`.
 """
 
