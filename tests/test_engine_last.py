@@ -5,12 +5,15 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from xtsdb.client import Client
-from xtsdb.protocol.errors import CorruptionError, EngineClosed
+from xtsdb.protocol.errors import CorruptionError, EngineClosed, ProtocolError
+from xtsdb.protocol.frames import decode_body, encode_body
+from xtsdb.protocol.ops import last_response, parse_last_errors, parse_last_response
 from xtsdb.server.app import ServerThread
 from xtsdb.server.engine import Engine, EngineConfig, lastvalues
 
@@ -145,6 +148,22 @@ def test_damaged_block_in_last_over_the_wire(
         assert list(r.errors) == [1] and isinstance(r.errors[1], CorruptionError)
         assert "CRC" in str(r.errors[1])
         assert db.last([2]).errors == {}
+
+
+def test_last_errors_on_the_wire_are_optional_and_checked() -> None:
+    def wire(msg: dict[str, Any]) -> dict[str, Any]:
+        return decode_body(encode_body(msg))
+
+    plain = last_response(3, [2], [10], [1.5], [192])
+    assert "errors" not in plain  # the frame is the one older clients know
+    assert parse_last_errors(wire(plain)) == {}
+    resp = wire(last_response(3, [2], [10], [1.5], [192], {7: CorruptionError("block CRC")}))
+    assert [a.tolist() for a in parse_last_response(resp)] == [[2], [10], [1.5], [192]]
+    [(tag, err)] = parse_last_errors(resp).items()
+    assert tag == 7 and type(err) is CorruptionError and str(err) == "block CRC"
+    for bad in ("x", [1], [{"tag": -1, "code": 51, "message": ""}], [{"tag": 1}]):
+        with pytest.raises(ProtocolError):
+            parse_last_errors({**resp, "errors": bad})
 
 
 def crash_image(src: Path, dst: Path) -> Path:
