@@ -64,6 +64,11 @@ bind-address = "{HOST}:{rpc_port}"
 """
 
 
+def ident(name: str) -> str:
+    """An InfluxQL identifier, double-quoted."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class Influxd:
     """A running ``influxd``; HTTP helpers for its 1.x API (one connection, reused)."""
 
@@ -115,7 +120,12 @@ class Influxd:
     def stored(self, db: str) -> list[tuple[str, dict[str, str], str, int, Any]]:
         """Every stored point of ``db``: (measurement, tags, field, time ns, value)."""
         out: list[tuple[str, dict[str, str], str, int, Any]] = []
-        for result in self.query("SELECT * FROM /.*/ GROUP BY *", db):
+        shown = self.query("SHOW MEASUREMENTS", db)[0].get("series", [])
+        names = [row[0] for row in shown[0]["values"]] if shown else []
+        # One measurement per SELECT: over several, InfluxQL returns a field name
+        # that has different types in them with one of its types only.
+        results = [r for m in names for r in self.query(f"SELECT * FROM {ident(m)} GROUP BY *", db)]
+        for result in results:
             for s in result.get("series", []):
                 tags = {k: v for k, v in (s.get("tags") or {}).items() if v != ""}
                 cols = s["columns"]
