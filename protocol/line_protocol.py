@@ -204,6 +204,8 @@ class _Parser:
                         else:
                             x = value(fv)
                     except FieldSkipped as exc:
+                        if fv[:1] != b'"':  # a 'time' field: its value must still be valid
+                            value(fv)
                         errors.append((no, f"field {_shown(fk + b'=' + fv)!r}: {exc}"))
                         continue
                     series.append(idx)

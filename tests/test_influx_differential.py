@@ -225,6 +225,9 @@ ADVERSARIAL: list[bytes] = [
     b"m,time=1 v=1 1",
     b"m time=1 1",
     b"m time=1,v=2 1",
+    b"m time=nan,v=2 1",
+    b"m v=2,time=+1 1",
+    b'm time="x",v=2 1',
     rb"m tim\e=1 1",
     # timestamps
     b"m v=1 -5",

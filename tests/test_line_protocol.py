@@ -94,6 +94,7 @@ def test_runs_of_blanks_between_sections() -> None:
         b"m,b=1,a=2,b=3 v=1 1",
         b"m,time=1 v=1 1",  # a tag key 'time'
         b"m time=1 1",  # only a field 'time'
+        b"m v=2,time=+1 1",  # a field 'time' is not stored, but its value must be valid
         b"m\\ v=1 1",  # a measurement ending in a backslash escapes the space
         b"m.b\\\\ c=1 1",
         b"m,t=a\\ v=1 1",  # a tag value ending in a backslash escapes the space
