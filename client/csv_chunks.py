@@ -145,8 +145,9 @@ def _nan_bits(text: str) -> float:
     return float(np.array(bits, dtype=np.uint64).view(np.float64))
 
 
-def _float_column(col: np.ndarray) -> Float64Array:
-    """A bytes column of values (numpy's C parse; ``nan(0x...)`` cells one by one)."""
+def float_column(col: np.ndarray) -> Float64Array:
+    """A bytes column of values (numpy's C parse; ``nan(0x...)`` cells one by one);
+    ``ValueError`` if a cell is neither."""
     try:
         out: Float64Array = col.astype(np.float64)
         return out
@@ -235,7 +236,7 @@ def _long_fast(lines: list[bytes], quality: bool, text_values: bool = False) -> 
     if text_values:
         if _full(values):
             raise ValueError("a cell may have been cut")
-        values = _float_column(values)
+        values = float_column(values)
     return Chunk(keys, key_index, ts.copy(), values.copy(), q)
 
 
@@ -263,12 +264,20 @@ def _rows(lines: list[bytes], first_line: int) -> Iterator[tuple[int, list[str]]
             yield first_line + i, fields
 
 
-def _number(text: str, what: str) -> float:
+def read_value(text: str) -> float:
+    """A value cell: what ``float()`` reads, or ``nan(0x...)``; ``ValueError`` otherwise."""
     try:
         return float(text)
     except ValueError:
-        if text.strip()[:4].lower() == "nan(":
-            return _nan_bits(text)
+        if text.strip()[:4].lower() != "nan(":
+            raise
+        return _nan_bits(text)
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        return read_value(text)
+    except ValueError:
         raise ValueError(f"{what} {text.strip()!r} is not a number") from None
 
 
@@ -332,7 +341,7 @@ def _wide_fast(lines: list[bytes], columns: tuple[str, ...]) -> Chunk:
     for j in range(k):
         col = rows[f"c{j + 1}"]
         have = col != b""
-        parts_v.append(_float_column(col[have]))
+        parts_v.append(float_column(col[have]))
         parts_ts.append(ts_all[have])
         parts_k.append(np.full(int(have.sum()), j, dtype=np.uint32))
     return Chunk(list(columns), np.concatenate(parts_k), np.concatenate(parts_ts),
