@@ -87,6 +87,26 @@ KINDS = (
     "truncate",
 )
 GROUPS = ("top", "segments", "walmeta", "containers", "sqlite")
+# --recovery: crashes that leave something to repair, then a crash inside that repair.
+RECOVERY_SEEDS = [
+    ("segments", "pwritev2", 5),
+    ("segments", "openat", 4),
+    ("containers", "ftruncate", 1),
+    ("containers", "pwrite64", 20),
+    ("walmeta", "rename", 2),
+    ("sqlite", "pwrite64", 30),
+]
+RECOVERY_KINDS = (
+    "openat",
+    "ftruncate",
+    "truncate",
+    "pwrite64",
+    "pwritev2",
+    "fdatasync",
+    "fsync",
+    "rename",
+    "unlink",
+)
 MAX_LSN = 400  # WAL segment names to list for -P (one record per write or delete)
 
 
@@ -124,6 +144,7 @@ class Point:
     problems: list[str] = field(default_factory=list)
     repairs: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    outcome: Outcome | None = None
 
 
 def tracee_pid(strace_pid: int) -> int | None:
@@ -135,11 +156,13 @@ def tracee_pid(strace_pid: int) -> int | None:
     return int(kids[0]) if kids else None
 
 
-def run_point(group: str, kind: str, n: int, workdir: Path, via: str = "server") -> Point:
-    """One crash point in a fresh data directory under ``workdir``; keeps it on failure."""
-    started = time.monotonic()
-    data_dir, ready, trace = workdir / "data", workdir / "ready", workdir / "strace.log"
-    paths = traced_paths(data_dir)[group]
+def _traced(
+    data_dir: Path, workdir: Path, paths: list[Path], kind: str, n: int, out: Outcome | None
+) -> bool:
+    """Run the server on ``data_dir`` under strace until the injection fires or ``out``'s
+    workload ends (no workload: until it is ready, then a clean stop); True if it fired."""
+    ready = workdir / "ready"
+    ready.unlink(missing_ok=True)
     cmd = [
         "strace",
         "-f",
@@ -147,7 +170,7 @@ def run_point(group: str, kind: str, n: int, workdir: Path, via: str = "server")
         "-e",
         "signal=none",
         "-o",
-        str(trace),
+        str(workdir / "strace.log"),
         "-e",
         f"trace={kind}",
         *(a for p in paths for a in ("-P", str(p))),
@@ -155,7 +178,6 @@ def run_point(group: str, kind: str, n: int, workdir: Path, via: str = "server")
         f"inject={kind}:signal=SIGKILL:when={n}",
         *server_cmd(data_dir, ready),
     ]
-    out = Outcome(plan(N_WRITES))
     with (workdir / "server.log").open("ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=server_env())
     code: int | None = None
@@ -163,10 +185,10 @@ def run_point(group: str, kind: str, n: int, workdir: Path, via: str = "server")
     try:
         url = wait_ready(proc, ready)
         pid = tracee_pid(proc.pid)
-        if url is not None:
+        if url is not None and out is not None:
             run_ops(url, out.ops, out)
-            if out.finished and pid is not None:
-                stop_gracefully(pid)
+        if url is not None and (out is None or out.finished) and pid is not None:
+            stop_gracefully(pid)
         code = proc.wait(60)
     finally:
         if proc.poll() is None:
@@ -177,12 +199,48 @@ def run_point(group: str, kind: str, n: int, workdir: Path, via: str = "server")
             proc.kill()  # strace, our own child
             proc.wait(30)
     # strace ends the way its tracee ended: killed by SIGKILL means the injection fired.
-    point = Point(group, kind, n, reached=code == -signal.SIGKILL, acked=out.acked)
+    return code == -signal.SIGKILL
+
+
+def run_point(
+    group: str, kind: str, n: int, workdir: Path, *, via: str = "server", keep: Path | None = None
+) -> Point:
+    """One crash point in a fresh data directory under ``workdir``.
+
+    ``keep``: where to copy the directory as the crash left it (before the check
+    recovers it), for :func:`run_recovery_point`.
+    """
+    started = time.monotonic()
+    data_dir = workdir / "data"
+    out = Outcome(plan(N_WRITES))
+    reached = _traced(data_dir, workdir, traced_paths(data_dir)[group], kind, n, out)
+    if keep is not None and data_dir.exists():
+        shutil.copytree(data_dir, keep)
+    point = Point(group, kind, n, reached=reached, acked=out.acked)
     verdict = check(data_dir, out, via=via)
     point.ok, point.problems, point.repairs = verdict.ok, verdict.problems, verdict.repairs
     if not point.reached and not out.finished:
         point.ok = False
         point.problems.append(f"workload failed without a crash: {out.error}")
+    point.seconds = time.monotonic() - started
+    point.outcome = out
+    return point
+
+
+def run_recovery_point(crashed: Path, out: Outcome, kind: str, n: int, workdir: Path) -> Point:
+    """Crash the start-up that recovers ``crashed`` (a copy) at its Nth ``kind`` call, then check.
+
+    ``out`` is what the first crash had acknowledged. A crash during recovery must
+    leave a directory the next start still recovers in full.
+    """
+    started = time.monotonic()
+    data_dir = workdir / "data"
+    shutil.copytree(crashed, data_dir)
+    paths = [p for ps in traced_paths(data_dir).values() for p in ps]
+    reached = _traced(data_dir, workdir, paths, kind, n, None)
+    point = Point("recovery", kind, n, reached=reached, acked=out.acked)
+    verdict = check(data_dir, out)
+    point.ok, point.problems, point.repairs = verdict.ok, verdict.problems, verdict.repairs
     point.seconds = time.monotonic() - started
     return point
 
@@ -214,6 +272,32 @@ def walk(
             print(f"  kept {workdir}", flush=True)
         if not p.reached and ns is None:
             break
+    return points
+
+
+def walk_recovery(
+    seed: tuple[str, str, int], base: Path, *, max_n: int = 10_000, progress: bool = False
+) -> list[Point]:
+    """Crash at ``seed``, then crash the recovering start at every N of every kind."""
+    group, kind, n = seed
+    first_dir = Path(tempfile.mkdtemp(prefix=f"seed-{group}-{kind}-{n}-", dir=base))
+    first = run_point(group, kind, n, first_dir, keep=first_dir / "crashed")
+    assert first.outcome is not None
+    points = [first]
+    for k in RECOVERY_KINDS:
+        for m in range(1, max_n + 1):
+            workdir = Path(tempfile.mkdtemp(prefix=f"rec-{k}-{m}-", dir=first_dir))
+            p = run_recovery_point(first_dir / "crashed", first.outcome, k, m, workdir)
+            points.append(p)
+            if progress and (p.reached or not p.ok):
+                state = "ok" if p.ok else "FAIL " + "; ".join(p.problems)
+                print(f"{group}/{kind}/{n} then {k} N={m}: {state}", flush=True)
+            if p.ok:
+                shutil.rmtree(workdir, ignore_errors=True)
+            if not p.reached:
+                break
+    if all(p.ok for p in points):
+        shutil.rmtree(first_dir, ignore_errors=True)
     return points
 
 
@@ -254,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-n", type=int, default=10_000)
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--jobs", type=int, default=2, help="walks run side by side")
+    p.add_argument("--recovery", action="store_true", help="crash the recovery of crashes")
     args = p.parse_args(argv)
+    if args.recovery:
+        base = Path(tempfile.mkdtemp(prefix="xtsdb-crashpoints-", dir=args.workdir))
+        rpoints = [q for seed in RECOVERY_SEEDS for q in walk_recovery(seed, base, progress=True)]
+        print(summary(rpoints))
+        return 1 if any(not q.ok for q in rpoints) else 0
     walks = [(g, k) for g in args.groups.split(",") for k in args.kinds.split(",")]
     base = Path(tempfile.mkdtemp(prefix="xtsdb-crashpoints-", dir=args.workdir))
     started = time.monotonic()

@@ -24,7 +24,7 @@ from xtsdb.server.engine import Engine, EngineConfig
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `bench` is a folder of scripts, importable from the root
     sys.path.insert(0, str(ROOT))
-from bench.crashpoints import Point, run_point  # noqa: E402
+from bench.crashpoints import Point, run_point, run_recovery_point  # noqa: E402
 
 CFG = EngineConfig(
     chunk_size=64 * 1024, meta_extents=1, chunks_per_container=2, block_points=200, read_workers=0
@@ -146,11 +146,6 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in text.split()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reader.py: a read worker killed mid-query leaves the ProcessPoolExecutor broken,"
-    " so every later parallel query fails with BrokenProcessPool until a restart",
-)
 def test_read_worker_killed_at_a_syscall_breaks_no_later_query(tmp_path: Path) -> None:
     """SIGKILL one decode worker at its next pread64 (strace -p on that process only)."""
     strace = require_program("strace", "strace")
@@ -195,3 +190,27 @@ def test_read_worker_killed_at_a_syscall_breaks_no_later_query(tmp_path: Path) -
                 tracer.wait(10)
         r = eng.query(1, 0, 1 << 40)
         assert len(r) == 20_000 and bool((r.values == r.timestamps * 0.5).all())
+
+
+# A crash that leaves something to repair (a leftover .tmp container, a WAL cut
+# mid-batch), then a kill inside the start that repairs it: the start after that
+# must still recover everything. `python -m bench.crashpoints --recovery` walks all.
+RECOVERY = [
+    (("containers", "ftruncate", 1), "unlink", 1),
+    (("segments", "pwritev2", 5), "fdatasync", 1),
+    (("segments", "pwritev2", 5), "rename", 1),
+]
+
+
+@pytest.mark.parametrize(("seed", "kind", "n"), RECOVERY)
+def test_crash_during_recovery_recovers(
+    tmp_path: Path, seed: tuple[str, str, int], kind: str, n: int
+) -> None:
+    require_program("strace", "strace")
+    (tmp_path / "first").mkdir()
+    crashed = tmp_path / "crashed"
+    first = run_point(*seed, tmp_path / "first", keep=crashed)
+    assert first.reached and first.ok and first.outcome is not None, first.problems
+    p = run_recovery_point(crashed, first.outcome, kind, n, tmp_path / "second")
+    assert p.reached, f"the start never made {kind} call #{n}"
+    assert p.ok, p.problems
