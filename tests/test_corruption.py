@@ -371,3 +371,30 @@ def test_allocated_word_overwritten_as_unset_keeps_an_unsealed_chunk(tmp_path: P
         assert any(f"chunk {chunk}: ALLOCATED state unset" in r for r in eng.repairs), eng.repairs
         for tag in (1, 2):
             assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+
+
+def test_index_failing_during_a_rebuild_is_recreated_from_the_chunks(tmp_path: Path) -> None:
+    # The campaign found index damage no start reads but the rebuild's writes hit
+    # ("database disk image is malformed"): check --repair ended in a traceback. A
+    # trigger on the rows of a sealed chunk (which a start trusts, never rewrites)
+    # makes the same failure deterministic (IntegrityError, a DatabaseError).
+    data = tmp_path / "db"
+    write_sealed(data)
+    chunk = sealed_chunks(data)[0]
+    with contextlib.closing(sqlite3.connect(data / "index.sqlite3")) as db:
+        db.execute(
+            f"CREATE TRIGGER rot BEFORE DELETE ON blocks WHEN old.chunk_id = {chunk} "
+            "BEGIN SELECT RAISE(ABORT, 'rot'); END"
+        )
+        db.commit()
+    with Engine.open(data, CFG) as eng:
+        assert not eng.repairs  # the start never touched those rows
+        eng.rebuild_index()
+        for tag in (1, 2):
+            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+    assert not rows(data, "SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    assert not check(data).damaged
+    with Engine.open(data, CFG) as eng:
+        assert not eng.repairs
+        for tag in (1, 2):
+            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))

@@ -74,9 +74,10 @@ def _row(e: BlockEntry) -> tuple[int, ...]:
 class MetaIndex:
     """SQLite-backed mirror; every method is called under the engine's seal lock."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, instance_hex: str) -> None:
         self.conn = conn
         self.path = path
+        self.instance_hex = instance_hex
 
     @classmethod
     def open(cls, path: Path, instance_hex: str) -> MetaIndex:
@@ -97,7 +98,7 @@ class MetaIndex:
             conn.close()
             raise IndexUnusable("index belongs to another schema or database instance")
         conn.execute("PRAGMA synchronous=NORMAL")
-        return cls(conn, path)
+        return cls(conn, path, instance_hex)
 
     @classmethod
     def create(cls, path: Path, instance_hex: str) -> MetaIndex:
@@ -111,10 +112,15 @@ class MetaIndex:
             "INSERT INTO meta VALUES (?, ?)",
             [("schema", str(SCHEMA_VERSION)), ("instance", instance_hex)],
         )
-        return cls(conn, path)
+        return cls(conn, path, instance_hex)
 
     def close(self) -> None:
         self.conn.close()
+
+    def recreate(self) -> None:
+        """Start over with an empty file, in place (the old one failed while being rebuilt)."""
+        self.conn.close()
+        self.conn = MetaIndex.create(self.path, self.instance_hex).conn
 
     # -- reads -------------------------------------------------------------
 

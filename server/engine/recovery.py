@@ -115,16 +115,26 @@ def rebuild_index(store: BlockStore) -> None:
     would drop exactly the blocks the salvage saved. So does a sealed chunk the
     start trusted from the index without reading its directory: a damaged entry
     found now is restored from its row (and written back) before the rows go.
+    If the index itself fails meanwhile (damage the start never read), it is
+    recreated empty and mirrored from the scans alone.
     """
+    try:
+        _mirror(store, store.index.chunk_rows(), use_rows=True)
+    except (sqlite3.DatabaseError, IndexUnusable, UnicodeDecodeError) as exc:
+        log.warning("index unreadable while being rebuilt (%s); recreated from a scan", exc)
+        store.index.recreate()
+        _mirror(store, {}, use_rows=False)
+
+
+def _mirror(store: BlockStore, rows: dict[int, tuple[int, int, int, int]], use_rows: bool) -> None:
     index = store.index
-    rows = index.chunk_rows()
     seen = set()
     for cf in store.containers.values():
         for slot in range(cf.geometry.n_chunks):
             scan = cf.scan_chunk(slot, store.instance_id)
             if scan.chunk_id in store.salvaged:
                 scan = store.salvaged[scan.chunk_id]
-            elif scan.damaged_at:
+            elif scan.damaged_at and use_rows:
                 held = index.blocks_of_chunks([scan.chunk_id])
                 restore(cf, scan, held, list(scan.damaged_at))
             seen.add(scan.chunk_id)
