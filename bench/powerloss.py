@@ -35,7 +35,6 @@ change through mmap, which a syscall trace cannot see).
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
@@ -43,8 +42,6 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import msgpack
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -62,7 +59,7 @@ from bench.crashload import (
     wait_ready,
 )
 from bench.crashpoints import tracee_pid
-from bench.strace_parse import Call, fd_path, parse_trace, string_arg, unhex
+from bench.strace_parse import Acks, Call, fd_path, iov_bytes, parse_trace, string_arg
 
 TRACED = (
     "openat,mkdir,write,writev,sendto,pwrite64,pwritev,pwritev2,ftruncate,truncate,fallocate,"
@@ -142,7 +139,7 @@ class FsModel:
                 return
             fd = int(a[0].split("<", 1)[0])
             if c.name == "pwritev" or c.name == "pwritev2":
-                data = _iov_bytes(a[1])
+                data = iov_bytes(a[1])
                 off = int(a[3])
             else:
                 data = string_arg(a[1])
@@ -253,44 +250,6 @@ def ordering_violations(model: FsModel, data_name: str) -> list[str]:
         if seg.dirty():
             bad.append(f"wal/{name} holds bytes not yet fsynced")
     return bad
-
-
-class Acks:
-    """Counts the successful responses the server sends, from its writes on TCP sockets.
-
-    The event loop may send a frame with ``write`` or ``writev``; a frame may be
-    split across calls, so bytes are kept per socket.
-    """
-
-    def __init__(self) -> None:
-        self.pending: dict[str, bytes] = {}
-
-    def feed(self, c: Call) -> int:
-        if c.name not in ("write", "writev", "sendto") or c.ret <= 0 or not _socket(c.args[0]):
-            return 0
-        data = _iov_bytes(c.args[1]) if c.name == "writev" else string_arg(c.args[1])
-        sock = c.args[0].split("<", 1)[1]
-        buf, n = self.pending.get(sock, b"") + data[: c.ret], 0
-        while len(buf) >= 4 and len(buf) >= 4 + (size := int.from_bytes(buf[:4], "big")):
-            try:
-                msg = msgpack.unpackb(buf[4 : 4 + size], raw=False)
-            except ValueError:
-                msg = None
-            n += 1 if isinstance(msg, dict) and msg.get("ok") else 0
-            buf = buf[4 + size :]
-        self.pending[sock] = buf
-        return n
-
-
-def _socket(arg: str) -> bool:
-    """An fd strace shows as a TCP socket; ``socket:[inode]`` when its netlink query
-    for the details failed (seen on a busy machine): the frame check below decides."""
-    path = fd_path(arg) or ""
-    return path.startswith(("TCP", "socket:["))
-
-
-def _iov_bytes(arg: str) -> bytes:
-    return b"".join(unhex(x) for x in re.findall(r'iov_base="((?:\\x[0-9a-f]{2})*)"', arg))
 
 
 def record(workdir: Path, n_writes: int = N_WRITES) -> tuple[list[Call], Outcome, Path]:

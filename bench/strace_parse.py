@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgpack
+
 _LINE = re.compile(r"^(\d+) (\w+)\((.*)\) += (-?\d+|\?)(.*)$")
 _RESUMED = re.compile(r"^(\d+) <\.\.\. \w+ resumed>(.*)$")
 _HEX = re.compile(r'"((?:\\x[0-9a-f]{2})*)"')
@@ -89,3 +91,41 @@ def fd_path(arg: str) -> str | None:
 def string_arg(arg: str) -> bytes:
     m = _HEX.match(arg)
     return unhex(m.group(1)) if m else b""
+
+
+class Acks:
+    """Counts the successful responses the server sends, from its writes on TCP sockets.
+
+    The event loop may send a frame with ``write`` or ``writev``; a frame may be
+    split across calls, so bytes are kept per socket.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[str, bytes] = {}
+
+    def feed(self, c: Call) -> int:
+        if c.name not in ("write", "writev", "sendto") or c.ret <= 0 or not _socket(c.args[0]):
+            return 0
+        data = iov_bytes(c.args[1]) if c.name == "writev" else string_arg(c.args[1])
+        sock = c.args[0].split("<", 1)[1]
+        buf, n = self.pending.get(sock, b"") + data[: c.ret], 0
+        while len(buf) >= 4 and len(buf) >= 4 + (size := int.from_bytes(buf[:4], "big")):
+            try:
+                msg = msgpack.unpackb(buf[4 : 4 + size], raw=False)
+            except ValueError:
+                msg = None
+            n += 1 if isinstance(msg, dict) and msg.get("ok") else 0
+            buf = buf[4 + size :]
+        self.pending[sock] = buf
+        return n
+
+
+def _socket(arg: str) -> bool:
+    """An fd strace shows as a TCP socket; ``socket:[inode]`` when its netlink query
+    for the details failed (seen on a busy machine): the frame check below decides."""
+    path = fd_path(arg) or ""
+    return path.startswith(("TCP", "socket:["))
+
+
+def iov_bytes(arg: str) -> bytes:
+    return b"".join(unhex(x) for x in re.findall(r'iov_base="((?:\\x[0-9a-f]{2})*)"', arg))
