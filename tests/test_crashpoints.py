@@ -181,8 +181,10 @@ def test_read_worker_killed_at_a_syscall_breaks_no_later_query(tmp_path: Path) -
             while "TracerPid:\t0" in Path(f"/proc/{workers[0]}/status").read_text():
                 assert time.monotonic() < deadline, "strace did not attach"
                 time.sleep(0.02)
-            with contextlib.suppress(Exception):
-                eng.query(1, 0, 1 << 40)  # the query the kill lands in may fail
+            # Until the traced worker has taken a job (the other one may take them all).
+            while tracer.poll() is None and time.monotonic() < deadline + 20:
+                with contextlib.suppress(Exception):
+                    eng.query(1, 0, 1 << 40)  # the query the kill lands in may fail
             tracer.wait(10)
         finally:
             if tracer.poll() is None:

@@ -17,11 +17,12 @@ import os
 import tempfile
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
 
-from xtsdb.protocol.errors import CorruptionError
+from xtsdb.protocol.errors import CorruptionError, StorageError
 
 from .block_batch import MIN_BLOCKS, decode_blocks
 from .block_codec import decode_block
@@ -156,7 +157,28 @@ class BlockReader:
             f.result()
 
     def _read_parallel(self, refs: list[BlockRef], total: int, extra: int) -> Columns:
-        pool = self._executor()
+        # A worker that dies (killed, out of memory) breaks the whole executor, and
+        # it stays broken: every later query would fail. Reads change nothing, so
+        # the query is tried once more on a fresh pool.
+        for attempt in (1, 2):
+            pool = self._executor()
+            try:
+                return self._read_in(pool, refs, total, extra)
+            except BrokenProcessPool as exc:
+                self._drop_pool(pool)
+                if attempt == 2:
+                    raise StorageError(f"block reader processes keep dying: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _drop_pool(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:  # another thread may have replaced it already
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def _read_in(
+        self, pool: ProcessPoolExecutor, refs: list[BlockRef], total: int, extra: int
+    ) -> Columns:
         size = total + extra
         fd, shm_path = tempfile.mkstemp(prefix="xtsdb-read-", dir=self.shm_dir)
         try:
