@@ -294,8 +294,12 @@ def record(workdir: Path, n_writes: int = N_WRITES) -> tuple[list[Call], Outcome
     counter = Acks()
     seen = sum(counter.feed(c) for c in calls)
     if seen != len(out.ops) + 1:  # + the hello
-        socks = sorted({c.name + " " + c.args[0][:60] for c in calls if c.name == "write"})
-        raise RuntimeError(f"the trace shows {seen} responses for {len(out.ops)} ops: {socks}")
+        names = sorted({c.name for c in calls})
+        socks = sorted({c.args[0][:60] for c in calls if c.name in ("write", "writev")})[:8]
+        raise RuntimeError(
+            f"the trace shows {seen} responses for {len(out.ops)} ops "
+            f"in {len(calls)} calls ({names}); written fds: {socks}"
+        )
     return calls, out, data_dir
 
 
