@@ -14,8 +14,9 @@ from pathlib import Path
 
 import msgpack
 
-_LINE = re.compile(r"^(\d+) (\w+)\((.*)\) += (-?\d+|\?)(.*)$")
-_RESUMED = re.compile(r"^(\d+) <\.\.\. \w+ resumed>(.*)$")
+# strace pads the pid column: "6705  openat(" once pids wrap to fewer digits.
+_LINE = re.compile(r"^(\d+) +(\w+)\((.*)\) += (-?\d+|\?)(.*)$")
+_RESUMED = re.compile(r"^(\d+) +<\.\.\. \w+ resumed>(.*)$")
 _HEX = re.compile(r'"((?:\\x[0-9a-f]{2})*)"')
 _FD = re.compile(r"^(-?\d+)<(.*)>$")
 
