@@ -35,6 +35,7 @@ from xtsdb.protocol.errors import InvalidInput, XtsdbError
 from . import cli_historian, cli_ingest
 from ._convert import format_us, parse_time
 from ._core import DEFAULT_URL
+from .csv_chunks import float_column, read_value, value_cells
 from .results import Float64Array, Int64Array, UInt8Array
 from .sync import Client
 
@@ -156,9 +157,11 @@ def cmd_query(client: Client, args: argparse.Namespace) -> int:
         out.write("timestamp_us,value,quality\n")
         for lo in range(0, len(result), PRINT_CHUNK):  # bounded strings for big results
             hi = lo + PRINT_CHUNK
-            rows = zip(ts[lo:hi].tolist(), values[lo:hi].tolist(), q[lo:hi].tolist(), strict=True)
-            # repr() is the shortest string that reads back as the same float.
-            out.write("".join(f"{t},{v!r},{qq}\n" for t, v, qq in rows))
+            # repr() is the shortest text that reads back as the same float; a NaN
+            # with a payload is written nan(0x...), which write-csv reads back.
+            cells = value_cells(values[lo:hi])
+            rows = zip(ts[lo:hi].tolist(), cells, q[lo:hi].tolist(), strict=True)
+            out.write("".join(f"{t},{v},{qq}\n" for t, v, qq in rows))
     else:
         out.write(f"{'time (UTC)':<27} {'value':>24} {'quality':>7}\n")
         for lo in range(0, len(result), PRINT_CHUNK):
@@ -172,15 +175,18 @@ def cmd_query(client: Client, args: argparse.Namespace) -> int:
 def cmd_last(client: Client, args: argparse.Namespace) -> int:
     # Names become ids first: the answer is keyed by id.
     ids = [t if isinstance(t, int) else client.tag(t).id for t in args.tags]
-    found = client.last(np.asarray(ids, dtype=np.int64)).to_dict()
+    result = client.last(np.asarray(ids, dtype=np.int64))
+    found, errors = result.to_dict(), result.errors
     print(f"{'tag':>10} {'time (UTC)':<27} {'value':>24} {'quality':>7}")
     for tag, tag_id in zip(args.tags, ids, strict=True):
         if tag_id in found:
             ts, value, q = found[tag_id]
             print(f"{tag:>10} {format_us(ts):<27} {value!r:>24} {q:>7}")
+        elif tag_id in errors:
+            print(f"{tag:>10} {'(error)':<27} {errors[tag_id]}")
         else:
             print(f"{tag:>10} {'(no data)':<27}")
-    return 0
+    return 1 if errors else 0  # a damaged tag is a failure a script must see
 
 
 def cmd_stats(client: Client, args: argparse.Namespace) -> int:
@@ -273,14 +279,24 @@ def read_csv_chunks(
             rows = np.atleast_1d(np.loadtxt(lines, delimiter=",", dtype=dtype, comments="#"))
         except ValueError:
             # Slow path, only on error: name the bad line, or -- if every line is
-            # fine, e.g. numpy tripped on an indented comment -- parse the data lines.
+            # fine, e.g. numpy tripped on an indented comment or a nan(0x...) cell --
+            # parse the data lines.
             good = _check_lines(lines, first, ncols, name)
-            if not good:
-                continue
-            rows = np.atleast_1d(np.loadtxt(good, delimiter=",", dtype=dtype))
+            if good:
+                yield _parse_good_lines(good, ncols)
+            continue
         q = rows["q"].copy() if ncols == 3 else None
         if rows.shape[0]:
             yield rows["ts"].copy(), rows["v"].copy(), q
+
+
+def _parse_good_lines(
+    good: list[str], ncols: int
+) -> tuple[Int64Array, Float64Array, UInt8Array | None]:
+    """Lines :func:`_check_lines` passed, as columns (values through ``float_column``)."""
+    cols = np.array([[x.strip() for x in line.split(",")] for line in good], dtype=bytes)
+    q = cols[:, 2].astype(np.uint8) if ncols == 3 else None
+    return cols[:, 0].astype(np.int64), float_column(cols[:, 1]), q
 
 
 def _skip_header(
@@ -317,7 +333,7 @@ def _check_lines(lines: list[str], first: int, ncols: int, name: str) -> list[st
         else:
             try:
                 int(fields[0])
-                float(fields[1])
+                read_value(fields[1])
                 if ncols == 3 and not 0 <= int(fields[2]) <= 255:
                     reason = "quality must be an integer 0..255"
             except ValueError:

@@ -66,6 +66,28 @@ def test_write_csv_then_query_csv_round_trip(
     assert "2023-11-14T22:13:20" in table and table.rstrip().endswith("(2 points)")
 
 
+def test_query_csv_then_write_csv_keeps_nan_payloads_bit_exact(
+    server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bits = np.array([0x7FF8000000000001, 0xFFF0000000000ABC, 0x7FF8000000000000], np.uint64)
+    values = np.concatenate((bits.view(np.float64), [1.5, -0.0]))
+    ts = np.arange(values.size, dtype=np.int64) + 1_700_000_000_000_000
+    with connect(server.url) as db:
+        db.write(7, ts, values)
+    argv = ["--url", server.url, "query", "--tag", "7", "--start", "0", "--end", str(1 << 60)]
+    assert main([*argv, "--format", "csv"]) == 0
+    text = capsys.readouterr().out
+    assert "nan(0x7ff8000000000001)" in text and "nan(0xfff0000000000abc)" in text
+    path = tmp_path / "nan.csv"
+    path.write_text(text)
+    assert main(["--url", server.url, "write-csv", str(path), "--tag", "8"]) == 0
+    capsys.readouterr()
+    with connect(server.url) as db:
+        back = db.query(8, 0, 1 << 60)
+    assert back.timestamps.tolist() == ts.tolist()
+    assert back.values.view(np.uint64).tolist() == values.view(np.uint64).tolist()
+
+
 def test_write_csv_two_columns_default_quality(server: ServerThread, tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text("1,1.5\n\n# a comment\n2,2.5\n")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from xtsdb.client import Client
+from xtsdb.client.cli import main as cli_main
 from xtsdb.protocol.errors import CorruptionError, EngineClosed, ProtocolError
 from xtsdb.protocol.frames import decode_body, encode_body
 from xtsdb.protocol.ops import last_response, parse_last_errors, parse_last_response
@@ -135,7 +136,9 @@ def test_damaged_block_fails_last_for_its_tag_only(tmp_path: Path) -> None:
 
 
 def test_damaged_block_in_last_over_the_wire(
-    tmp_path: Path, server_factory: Callable[..., ServerThread]
+    tmp_path: Path,
+    server_factory: Callable[..., ServerThread],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = tmp_path / "db"
     three_tags_with_tag_1_newest_block_damaged(data)
@@ -148,6 +151,10 @@ def test_damaged_block_in_last_over_the_wire(
         assert list(r.errors) == [1] and isinstance(r.errors[1], CorruptionError)
         assert "CRC" in str(r.errors[1])
         assert db.last([2]).errors == {}
+    # The CLI prints the healthy tags, names the damaged one and exits non-zero.
+    assert cli_main(["--url", srv.url, "last", "1", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "(error)" in out and "CRC" in out and "2000.0" in out
 
 
 def test_last_errors_on_the_wire_are_optional_and_checked() -> None:
