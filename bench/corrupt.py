@@ -189,7 +189,7 @@ def regions(path: Path) -> dict[str, list[Target]]:
         for e in entries:
             if e.body_len:
                 add("body", p, base + e.body_off, base + e.body_off + e.body_len)
-    for name in ("index.sqlite3", "catalog.sqlite3", "xtsdb.meta"):
+    for name in ("index.sqlite3", "catalog.sqlite3", "last-values.bin", "xtsdb.meta"):
         if (path / name).exists():
             add(name, path / name, 0, (path / name).stat().st_size)
     return out
@@ -222,6 +222,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("index zero page", "index.sqlite3", "zero"),
     ("catalog flip", "catalog.sqlite3", "flip"),
     ("catalog zero page", "catalog.sqlite3", "zero"),
+    ("last-values flip", "last-values.bin", "flip"),
+    ("last-values zero page", "last-values.bin", "zero"),
     ("meta flip", "xtsdb.meta", "flip"),
 ]
 
@@ -345,7 +347,17 @@ def classify(ref: Reference, data: Path, seen: Answers | None = None) -> tuple[s
         try:
             for name, (ts, vals) in ref.expect.items():
                 try:
-                    p = eng.query(eng.catalog.resolve(name), -(1 << 60), 1 << 60)
+                    tag = eng.catalog.resolve(name)
+                    newest = eng.last([tag])
+                    if tag in newest.errors:
+                        corrupt = True
+                    elif len(newest) != 1 or (
+                        (int(newest.timestamps[0]), float(newest.values[0]))
+                        != (int(ts[-1]), float(vals[-1]))
+                    ):
+                        differs.append(f"{name}: last() is not the newest point written")
+                        wrong = True
+                    p = eng.query(tag, -(1 << 60), 1 << 60)
                 except CorruptionError:
                     corrupt = True
                     continue

@@ -47,7 +47,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from xtsdb.protocol.errors import DataDirLocked, XtsdbError
-from xtsdb.server.engine import Engine
+from xtsdb.server.engine import Engine, lastvalues
 from xtsdb.server.engine.catalog import Catalog
 from xtsdb.server.engine.config import EngineConfig
 from xtsdb.server.engine.container import (
@@ -165,7 +165,14 @@ def _check_locked(path: Path, progress: bool) -> Report:
             cf.close()
     _check_index(path / INDEX_NAME, meta.instance_id.hex(), scans, report)
     _check_catalog(path / CATALOG_NAME, report)
+    _check_last_values(path / lastvalues.NAME, meta.instance_id, report)
     return report
+
+
+def _check_last_values(path: Path, instance_id: bytes, report: Report) -> None:
+    """A cache of last(): a start ignores a damaged file and recomputes (so does --repair)."""
+    if path.exists() and lastvalues._parse(path.read_bytes(), instance_id) is None:
+        report.add(True, path.name, "damaged; a start ignores it and recomputes last()", True)
 
 
 def _check_catalog(path: Path, report: Report) -> None:
