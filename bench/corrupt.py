@@ -1,25 +1,34 @@
 """Corruption campaign: damage one thing in a cleanly stopped data directory, start, query all.
 
     .venv/bin/python -m bench.corrupt                  # 50 trials per row
-    .venv/bin/python -m bench.corrupt --trials 10 --rows state,dir-active
+    .venv/bin/python -m bench.corrupt --trials 10 --rows "state flip,dir active flip"
+    .venv/bin/python -m bench.corrupt --block-points 40   # directories longer than a page
 
 A reference directory is written once through the engine (several tags named in
 the tag catalog, sealed chunks and an active one, deletes whose tombstones sit in
 both) and stopped cleanly; a model of what it must hold is kept in numpy arrays.
-Each trial copies it, flips one byte (XOR with a random non-zero mask) or zeroes
-one 4 KiB page in one kind of place, opens the engine, resolves every tag by name
-and queries all of it. Outcomes:
+Each trial copies it, flips one byte (XOR with a random non-zero mask), zeroes
+one 4 KiB page or changes one index row in one kind of place, runs
+``xtsdb-server check`` on it, opens the engine, resolves every tag by name,
+asks ``last()`` and queries all of it; then runs ``check --repair`` and opens it
+again. Outcomes:
 
 - ``no effect``: the same answers, nothing reported (the byte did not matter);
 - ``repaired``: the same answers, and the open reported what it repaired;
-- ``detected``: a query raised ``CorruptionError``, or answers differ but the
-  open reported damage (``engine.repairs`` or a log line at WARNING or above);
+- ``detected``: a query raised ``CorruptionError`` (or ``last()`` named the tag
+  in its errors), or answers differ but the open reported damage
+  (``engine.repairs`` or a log line at WARNING or above);
 - ``refused``: the open failed with an xtsdb error (a clear message);
 - ``crash``: an exception outside the xtsdb tree (a traceback, not a message);
 - ``silent wrong`` / ``silent missing``: answers differ (wrong or extra points /
-  only missing ones) and nothing was reported. These two must be zero.
+  only missing ones) and nothing was reported.
 
-Deterministic for a given ``--seed``. Exit status 1 if any trial was silent or crashed.
+Two more columns judge the offline tools: ``check missed`` (the open repaired,
+detected or refused, but ``check`` said OK) and ``repair lost`` (``check
+--repair`` failed, or the next open answered with fewer points than before it).
+Crash, the silent outcomes and these two must be zero.
+
+Deterministic for a given ``--seed``. Exit status 1 if any of them is not zero.
 """
 
 from __future__ import annotations
