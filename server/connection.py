@@ -25,6 +25,7 @@ the connection cap, the global pause, and the gauges that ``stats`` reports.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections import deque
 from collections.abc import Coroutine
@@ -261,7 +262,7 @@ class Connection(asyncio.Protocol):
                 self.gate.append(waiter)
                 await waiter
         except BaseException:
-            work.close()  # never started: nothing to undo
+            close_unstarted(work)  # never started: nothing to undo
             raise
         self.running += 1
         try:
@@ -281,6 +282,7 @@ class Connection(asyncio.Protocol):
     def _task_done(self, task: asyncio.Task[Frame], cost: int) -> None:
         self.tasks.discard(task)
         if task.cancelled():
+            close_unstarted(task.get_coro())
             self.pending -= cost
             return
         exc = task.exception()
@@ -395,3 +397,18 @@ class Connection(asyncio.Protocol):
         self._closing = True
         if self._transport is not None:
             self._transport.abort()
+
+
+def close_unstarted(coro: Any) -> None:
+    """Close a request's coroutine that never ran, and the ones it was handed.
+
+    A request is a chain (gate -> guard -> op) built before the task runs; a
+    task cancelled before its first step (its connection went away) leaves every
+    link unstarted, and each would be reported "never awaited". A started
+    coroutine is left to its own ``finally`` blocks.
+    """
+    if not inspect.iscoroutine(coro) or inspect.getcoroutinestate(coro) != inspect.CORO_CREATED:
+        return
+    for arg in inspect.getcoroutinelocals(coro).values():
+        close_unstarted(arg)
+    coro.close()

@@ -472,3 +472,33 @@ async def test_serve_on_a_plain_asyncio_loop(tmp_path: Path) -> None:
     finally:
         shutdown.set()
         await asyncio.wait_for(task, 30)
+
+
+def test_requests_of_a_vanished_connection_are_closed_not_leaked(server: ServerThread) -> None:
+    """Queries pipelined by a client that resets at once: their never-started request
+    coroutines are closed, not left for the garbage collector to report."""
+    import gc
+    import socket
+    import warnings
+
+    from xtsdb.client import connect
+
+    with connect(server.url) as db:
+        db.write(1, np.arange(50_000, dtype=np.int64), np.zeros(50_000))
+    frames = b"".join(
+        encode_frame({"op": "query", "id": i, "tag": 1, "start": 0, "end": 1 << 60})
+        for i in range(40)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(20):
+            s = socket.create_connection(server.address)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.sendall(frames)
+            s.close()  # RST: the server cancels what it queued for this connection
+        with connect(server.url) as db:  # still serving; let the server run its callbacks
+            assert len(db.query(1, 0, 1 << 60)) == 50_000
+        time.sleep(0.3)
+        gc.collect()
+    leaked = [str(w.message) for w in caught if "never awaited" in str(w.message)]
+    assert leaked == []
