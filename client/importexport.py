@@ -252,7 +252,11 @@ def _read_layout(f: IO[bytes], path: str, layout: str | None) -> tuple[Layout, i
         if not text or text.startswith("#"):
             skipped.append(line)
             continue
-        fields = next(iter(csv.reader([text])))
+        try:
+            fields = next(iter(csv.reader([text])))
+        except csv.Error as exc:  # a stray CR in binary input (a gzip header, say)
+            why = f"{path}: line {len(skipped) + 1} is not CSV ({exc})"
+            raise csv_chunks.CsvError(why) from None
         found = csv_chunks.detect(fields, layout, path)
         first = len(skipped) + 1
         if found.header:

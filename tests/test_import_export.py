@@ -137,6 +137,9 @@ def test_gzip_is_not_csv_and_bad_layout_is_clear(
     assert run(server, "import", str(src)) == 1
     assert run(server, "import", str(src), "--layout", "wide") == 1
     capsys.readouterr()
+    src.write_bytes(b"\x1f\x8b\x08\x00\r\x00,1,2\n")  # a CR inside a field: csv.Error
+    assert run(server, "import", str(src)) == 1
+    assert "line 1 is not CSV" in capsys.readouterr().err
 
 
 def test_chunk_parsers_fast_and_slow_paths_agree() -> None:
