@@ -55,6 +55,7 @@ from .frames import (
     encode_frame_parts,
 )
 from .messages import (
+    GOOD_QUALITY,
     OPS,
     PROTOCOL_VERSION,
     Q_DTYPE,
@@ -76,7 +77,6 @@ from .messages import (
     wire_array,
 )
 from .ops import (
-    GOOD_QUALITY,
     QueryArgs,
     backup_request,
     hello_request,

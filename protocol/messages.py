@@ -42,6 +42,11 @@ OPS: frozenset[str] = frozenset(
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 UINT32_MAX = (1 << 32) - 1
+GOOD_QUALITY = 192
+"""OPC "Good": the quality of every point of a write that sends no ``q``. The top two
+bits of a quality carry Good/Bad/Uncertain, so ``q >= 192`` is Good."""
+TS_LIMIT = 1 << 60
+"""Timestamps are microseconds with ``abs(ts) < TS_LIMIT`` (about +-36,500 years)."""
 MAX_ERROR_MESSAGE = 8192
 """Error messages are cut to this many characters so they always fit a frame."""
 

@@ -44,9 +44,6 @@ from .messages import (
     wire_array,
 )
 
-GOOD_QUALITY = 192
-"""OPC "Good": the quality of every point of a write that sends no ``q``."""
-
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
 UInt8Array = npt.NDArray[np.uint8]

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from xtsdb.protocol.errors import CorruptionError, InvalidInput
+from xtsdb.protocol.messages import TS_LIMIT
 from xtsdb.server.engine.block_codec import CODEC_ZSTD_V1, decode_block, encode_block
 
-TS_LIMIT = 1 << 60
 T0 = 1_700_000_000_000_000  # 2023 in microseconds
 HEADER = struct.Struct("<BBBBIqqqIII")  # the documented layout; tests read the flags byte
 F_VALUE_XOR = 0x40

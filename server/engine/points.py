@@ -9,13 +9,10 @@ import numpy.typing as npt
 
 from xtsdb.protocol.errors import XtsdbError
 
-GOOD_QUALITY = 192  # OPC "Good"; the top two bits carry Good/Bad/Uncertain
-
-TS_LIMIT = 1 << 60
-"""Timestamps must satisfy ``-TS_LIMIT < ts < TS_LIMIT`` (about +-36,000 years in us).
-
-The bound keeps delta-of-delta arithmetic inside int64 without overflow checks.
-"""
+# The protocol defines both; the engine relies on them: TS_LIMIT keeps the codec's
+# delta-of-delta arithmetic inside int64 without overflow checks.
+from xtsdb.protocol.messages import GOOD_QUALITY as GOOD_QUALITY
+from xtsdb.protocol.messages import TS_LIMIT as TS_LIMIT
 
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
