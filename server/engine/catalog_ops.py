@@ -68,6 +68,24 @@ class CatalogOps:
         self._set_policy(info)
         return info
 
+    def get_or_create_tag(self, name: str) -> int:
+        """The id of the tag named ``name``, creating it (default settings) if absent.
+
+        A creation by another thread between the lookup and the insert is not an
+        error: the name then exists and its id is returned. A bad name raises
+        InvalidInput and creates nothing.
+        """
+        info = self.catalog.get(name)
+        if info is not None:
+            return info.id
+        try:
+            return self.create_tag(name).id
+        except InvalidInput:
+            info = self.catalog.get(name)  # created meanwhile by another thread?
+            if info is None:
+                raise  # a bad name (or no ids left)
+            return info.id
+
     def update_tag(self, key: int | str, **meta: Any) -> TagInfo:
         info = self.catalog.update(key, **meta)
         self._set_policy(info)
