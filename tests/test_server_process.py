@@ -1,21 +1,18 @@
 """The ``xtsdb-server`` process: configuration, signals, and kill -9 durability.
 
-Children are started with ``sys.executable -m xtsdb.server``, found through
-their ``--ready-file``, and always killed and reaped in ``finally`` blocks.
-Only the child's own pid is ever signalled.
+Children are :class:`xtsdb.server.process.ServerProcess` (``python -m
+xtsdb.server``, found through its ready file), always killed and reaped when
+their ``with`` block ends. Only the child's own pid is ever signalled. The last
+tests here check that helper itself.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,47 +30,12 @@ from xtsdb.protocol import (
 from xtsdb.server.app import ServerThread
 from xtsdb.server.config import ConfigError, ServerConfig
 from xtsdb.server.main import main
+from xtsdb.server.process import ServerExited, ServerProcess, ServerTimeout, server_env
 
 SMALL = ["--chunk-size", "256KiB", "--meta-extents", "1", "--block-points", "1000"]
 START_TIMEOUT = 30.0
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XTSDB_")}
-    env.update(extra)
-    return env
-
-
-class Child:
-    """A server subprocess; ``address`` comes from its ready file."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], ready_file: Path, log_file: Path) -> None:
-        self.proc = proc
-        self.ready_file = ready_file
-        self.log_file = log_file
-        self.address = ("", 0)
-
-    def wait_ready(self) -> tuple[str, int]:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.ready_file.exists():
-                host, port = self.ready_file.read_text().split()
-                self.address = (host, int(port))
-                return self.address
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}: {self.log()}")
-            time.sleep(0.02)
-        raise AssertionError(f"server not ready within {START_TIMEOUT} s: {self.log()}")
-
-    def log(self) -> str:
-        return self.log_file.read_text() if self.log_file.exists() else ""
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-
-@contextmanager
 def child(
     tmp_path: Path,
     args: list[str],
@@ -82,31 +44,21 @@ def child(
     cwd: Path | None = None,
     ready_file: Path | None = None,
     name: str = "server",
-) -> Iterator[Child]:
-    ready = ready_file or tmp_path / f"{name}.ready"
-    ready.unlink(missing_ok=True)
-    log_file = tmp_path / f"{name}.log"
-    with log_file.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "xtsdb.server", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env if env is not None else clean_env(),
-            cwd=cwd or tmp_path,
-        )
-    c = Child(proc, ready, log_file)
-    try:
-        yield c
-    finally:
-        if proc.poll() is None:
-            proc.kill()  # this child's pid only
-        proc.wait(10)
+) -> ServerProcess:
+    """A server subprocess; ``ready_file`` given: named by ``env``, not by a flag."""
+    return ServerProcess(
+        args,
+        workdir=tmp_path,
+        name=name,
+        env=env,
+        cwd=cwd,
+        ready_file=ready_file,
+        ready_flag=ready_file is None,
+    )
 
 
-def start(tmp_path: Path, data_dir: Path, *extra: str, name: str = "server") -> Any:
-    ready = tmp_path / f"{name}.ready"
-    args = ["--port", "0", "--metrics-port", "0", "--ready-file", str(ready),
-            "--data-dir", str(data_dir), *SMALL]  # fmt: skip
+def start(tmp_path: Path, data_dir: Path, *extra: str, name: str = "server") -> ServerProcess:
+    args = ["--port", "0", "--metrics-port", "0", "--data-dir", str(data_dir), *SMALL]
     return child(tmp_path, [*args, *extra], name=name)
 
 
@@ -147,7 +99,7 @@ def test_sigterm_stops_cleanly_and_restart_sees_data(tmp_path: Path) -> None:
         for tag in (1, 2):
             assert conn.write(tag, ts, ts * float(tag))["ok"]
         conn.close()
-        assert srv.terminate() == 0
+        assert srv.stop() == 0
         log = srv.log()
     assert f"xtsdb listening on 127.0.0.1:{srv.address[1]}" in log
     assert "durability=fsync" in log and str(data) in log
@@ -160,7 +112,7 @@ def test_sigterm_stops_cleanly_and_restart_sees_data(tmp_path: Path) -> None:
             np.testing.assert_array_equal(got_ts, ts)
             np.testing.assert_array_equal(got_values, ts * float(tag))
         conn.close()
-        assert srv2.terminate() == 0
+        assert srv2.stop() == 0
 
 
 def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
@@ -191,8 +143,8 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while sum(map(len, acked)) < 200 and time.monotonic() < deadline:
             time.sleep(0.01)
-        srv.proc.kill()  # SIGKILL to this child only, writers still running
-        srv.proc.wait(10)
+        srv.kill9()  # SIGKILL to this child only, writers still running
+        srv.wait(10)
         stop.set()
         for t in threads:
             t.join(10)
@@ -207,14 +159,14 @@ def test_every_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
             np.testing.assert_array_equal(got_ts[pos], want)
             np.testing.assert_array_equal(got_values[pos], want * 0.25 + i)
         conn.close()
-        assert srv2.terminate() == 0
+        assert srv2.stop() == 0
 
 
 def test_starts_with_no_arguments_using_environment(tmp_path: Path) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     ready = tmp_path / "env.ready"
-    env = clean_env(XTSDB_PORT="0", XTSDB_READY_FILE=str(ready))  # 7878 may be busy here
+    env = server_env(XTSDB_PORT="0", XTSDB_READY_FILE=str(ready))  # 7878 may be busy here
     with child(tmp_path, [], env=env, cwd=cwd, ready_file=ready, name="noargs") as srv:
         host, port = srv.wait_ready()
         assert host == "127.0.0.1" and port != 7878
@@ -222,7 +174,7 @@ def test_starts_with_no_arguments_using_environment(tmp_path: Path) -> None:
         assert conn.call(request("ping", 1))["ok"]
         conn.close()
         assert (cwd / "xtsdb-data").is_dir()  # the embedded default, relative to the CWD
-        assert srv.terminate() == 0
+        assert srv.stop() == 0
     assert "durability=fsync" in srv.log()
 
 
@@ -233,7 +185,7 @@ def test_locked_data_dir_and_bad_config_exit_nonzero(tmp_path: Path) -> None:
     )
     with srv:
         with start(tmp_path, data, name="second") as other:
-            assert other.proc.wait(START_TIMEOUT) == 1
+            assert other.wait(START_TIMEOUT) == 1
         assert "could not run" in other.log()
     assert main(["--host", "0.0.0.0", "--data-dir", str(data)]) == 2
     assert main(["--durability", "sometimes"]) == 2
@@ -277,3 +229,70 @@ def test_config_refuses_bad_values(tmp_path: Path) -> None:
         ServerConfig(chunk_size=1000)
     with pytest.raises(ConfigError, match="cannot read"):
         ServerConfig.load(["--config", str(tmp_path / "missing.toml")], {})
+
+
+# -- the ServerProcess helper itself -------------------------------------------------------
+
+# Stand-ins that follow the ready-file rule or break it, so the helper's failure
+# paths run in milliseconds; argv[-1] is the ready file (`--ready-file PATH`).
+NEVER_READY = "import time; time.sleep(60)"
+IGNORES_SIGTERM = (
+    "import signal, sys, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "pathlib.Path(sys.argv[-1]).write_text('127.0.0.1 1\\n'); time.sleep(60)"
+)
+
+
+def stand_in(tmp_path: Path, code: str) -> ServerProcess:
+    return ServerProcess(workdir=tmp_path, command=[sys.executable, "-c", code])
+
+
+def test_helper_reports_address_pid_and_log_then_stops_cleanly(tmp_path: Path) -> None:
+    with start(tmp_path, tmp_path / "data") as srv:
+        host, port = srv.wait_ready()
+        assert srv.url == f"xtsdb://{host}:{port}" and port > 0
+        assert "xtsdb.server" in Path(f"/proc/{srv.pid}/cmdline").read_text()
+        conn = Conn(srv.address)
+        assert conn.call(request("ping", 1))["ok"]
+        conn.close()
+        assert srv.stop() == 0
+        assert not srv.running()
+    assert "xtsdb stopped" in srv.log_tail(3)
+
+
+def test_helper_raises_with_the_log_when_the_server_exits_at_start(tmp_path: Path) -> None:
+    srv = child(tmp_path, ["--durability", "sometimes"])
+    with srv, pytest.raises(ServerExited, match="durability") as info:
+        srv.wait_ready()
+    assert info.value.returncode == 2
+
+
+def test_helper_times_out_then_kills_the_child(tmp_path: Path) -> None:
+    with stand_in(tmp_path, NEVER_READY) as srv:
+        with pytest.raises(ServerTimeout, match=r"not ready within 0\.3 s"):
+            srv.wait_ready(timeout=0.3)
+        assert srv.running()
+    assert srv.proc.returncode == -signal.SIGKILL  # close() ended it
+
+
+def test_helper_stop_falls_back_to_sigkill(tmp_path: Path) -> None:
+    with stand_in(tmp_path, IGNORES_SIGTERM) as srv:
+        assert srv.wait_ready() == ("127.0.0.1", 1)
+        started = time.monotonic()
+        assert srv.stop(timeout=0.5) == -signal.SIGKILL
+        assert time.monotonic() - started < 10
+
+
+def test_helper_signals_the_server_not_its_wrapper(tmp_path: Path) -> None:
+    """With a wrapper the pid is the wrapper's child; kill9 ends that one."""
+    wrapper = [
+        sys.executable,
+        "-c",
+        "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))",
+    ]
+    args = ["--port", "0", "--metrics-port", "0", "--data-dir", str(tmp_path / "d"), *SMALL]
+    with ServerProcess(args, workdir=tmp_path, wrapper=wrapper) as srv:
+        srv.wait_ready()
+        assert srv.pid != srv.proc.pid
+        assert "xtsdb.server" in Path(f"/proc/{srv.pid}/cmdline").read_text()
+        srv.kill9()
+        assert srv.wait(10) == 256 - signal.SIGKILL  # the wrapper saw its child killed
