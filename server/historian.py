@@ -41,9 +41,9 @@ from xtsdb.protocol.tags import (
     tag_response,
 )
 from xtsdb.server.engine.aggregate import Buckets, regular_times
-from xtsdb.server.engine.batch import WriteBatch
 from xtsdb.server.engine.catalog import Catalog, TagInfo
 from xtsdb.server.engine.points import LastPoints, Points
+from xtsdb.server.engine.wal_records import WriteBatch
 
 if TYPE_CHECKING:
     from xtsdb.server.write_queue import WriteQueue

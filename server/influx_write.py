@@ -25,8 +25,8 @@ import numpy.typing as npt
 
 from xtsdb.protocol.errors import InvalidInput
 from xtsdb.protocol.line_protocol import parse
-from xtsdb.server.engine.batch import WriteBatch
 from xtsdb.server.engine.catalog import Catalog, TagInfo
+from xtsdb.server.engine.wal_records import WriteBatch
 
 MAX_LISTED_ERRORS = 100  # bad lines named in one response
 

@@ -33,7 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from xtsdb.protocol.errors import ERROR_CLASSES
-from xtsdb.server.engine.batch import WriteBatch
+from xtsdb.server.engine.wal_records import WriteBatch
 from xtsdb.server.write_queue import BatchWriter
 
 log = logging.getLogger("xtsdb.server")

@@ -59,7 +59,7 @@ from xtsdb.protocol.errors import (
 )
 from xtsdb.server.auth import Authenticator, PeerAuth, check_op
 from xtsdb.server.backup import Backups
-from xtsdb.server.engine.batch import WriteBatch
+from xtsdb.server.engine.wal_records import WriteBatch
 from xtsdb.server.historian import EngineLike, Frame, HistorianOps
 from xtsdb.server.write_queue import WriteQueue
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from xtsdb.protocol.errors import InvalidInput, ShuttingDown
-from xtsdb.server.engine.batch import WriteBatch
+from xtsdb.server.engine.wal_records import WriteBatch
 
 log = logging.getLogger("xtsdb.server")
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xtsdb.server.engine import aggregate as agg
-from xtsdb.server.engine import segments
+from xtsdb.server.engine import reductions as segments
 from xtsdb.server.engine.aggregate import (
     AGGREGATES,
     bucket_aggregate,

@@ -2,18 +2,22 @@
 
 How the pieces meet (see docs/storage-format.md for the bytes):
 
-* ``batch``      validates a columnar write and packs it as a WAL record body.
+* ``wal_records`` the WAL record codec: a validated columnar write (``WriteBatch``)
+  and a delete (``DeleteRecord``), packed as WAL record bodies.
 * ``wal``        appends records (length, CRC, LSN) with one fsync per group commit.
 * ``membuffer``  keeps each tag's unsealed points; the merge rule (later write wins).
 * ``block_codec`` encodes a tag's points into a compressed columnar block body.
 * ``container``  the on-disk format: container files, chunk slots, block directory.
 * ``store``      the active chunk, rollover and sealing; reconciles disk with the index.
 * ``index``      the SQLite mirror of chunks and blocks (a cache, rebuilt by scan).
-* ``reader``     decodes blocks inline or in a process pool into shared memory.
+* ``reader``     decodes blocks inline or in a process pool into shared memory;
+  ``multiblock`` decodes many regular blocks in one pass.
 * ``query``      picks blocks by tag and time and merges them with memory.
 * ``recovery``   opens a data directory: lock, format, index, chunks, WAL.
 * ``tagstate``   per-tag buffers, blocks and tombstones as one unit of state.
 * ``staging``    the single-point write path (array.array columns until commit).
+* ``aggregate``  bucket aggregates and plot mode (pure numpy); ``reductions`` its
+  per-segment columnar reductions; ``interpolate`` values at given times.
 * ``retention``  retires chunks older than the retention window.
 * ``sealing``    the background sealer: MemBuffers into blocks, then checkpoints.
 * ``lastvalues`` the last-value file that keeps ``last()`` warm across a clean restart.
@@ -21,10 +25,10 @@ How the pieces meet (see docs/storage-format.md for the bytes):
 * ``engine``     ties them together: :class:`Engine`.
 """
 
-from .batch import WriteBatch
 from .config import EngineConfig
 from .engine import Engine
 from .points import GOOD_QUALITY, LastPoints, Points, ReadStats
+from .wal_records import WriteBatch
 
 __all__ = [
     "GOOD_QUALITY",

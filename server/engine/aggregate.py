@@ -86,7 +86,7 @@ from .interpolate import (
     valid,
 )
 from .points import GOOD_QUALITY, Float64Array, Int64Array, UInt8Array
-from .segments import Segments, arg_extremes, sorted_unique
+from .reductions import Segments, arg_extremes, sorted_unique
 
 __all__ = [
     "AGGREGATES",

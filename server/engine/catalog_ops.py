@@ -16,9 +16,9 @@ import numpy as np
 
 from xtsdb.protocol.errors import InvalidInput
 
-from .batch import WriteBatch
 from .catalog import Catalog, TagInfo
 from .tagstate import TagState
+from .wal_records import WriteBatch
 
 if TYPE_CHECKING:
     from .engine import Engine

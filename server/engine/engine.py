@@ -32,7 +32,6 @@ from xtsdb.protocol.errors import (
 
 from . import lastvalues, recovery
 from .analytics import AnalyticsOps
-from .batch import DeleteRecord, WriteBatch, decode_record
 from .catalog import Catalog
 from .catalog_ops import CatalogOps
 from .config import EngineConfig
@@ -43,6 +42,7 @@ from .query import run_last, run_query
 from .sealing import SealOps
 from .staging import PointStager
 from .tagstate import BlockTotals, TagState, run_tops
+from .wal_records import DeleteRecord, WriteBatch, decode_record
 
 log = logging.getLogger("xtsdb.engine")
 

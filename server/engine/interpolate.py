@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .points import GOOD_QUALITY, Float64Array, Int64Array, UInt8Array
-from .segments import locate
+from .reductions import locate
 
 BoolArray = npt.NDArray[np.bool_]
 Point = tuple[int, float]

@@ -24,10 +24,10 @@ import numpy as np
 
 from xtsdb.protocol.errors import CorruptionError, StorageError
 
-from .block_batch import MIN_BLOCKS, decode_blocks
 from .block_codec import decode_block
 from .container import crc32
 from .membuffer import Columns
+from .multiblock import MIN_BLOCKS, decode_blocks
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import numpy as np
 
 from xtsdb.protocol.errors import InvalidInput
 
-from .batch import WriteBatch
 from .points import TS_LIMIT
+from .wal_records import WriteBatch
 
 AUTO_COMMIT_POINTS = 65_536
 

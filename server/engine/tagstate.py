@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .batch import WriteBatch
 from .container import BlockEntry
 from .membuffer import MemBuffer
+from .wal_records import WriteBatch
 
 
 class TagState:

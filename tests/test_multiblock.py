@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xtsdb.server.engine.block_batch import decode_blocks
 from xtsdb.server.engine.block_codec import CODEC_ZSTD_V1, decode_block, encode_block
+from xtsdb.server.engine.multiblock import decode_blocks
 
 
 def _block(kind: str, n: int, t0: int, rng: np.random.Generator) -> tuple[bytes, int]:
