@@ -22,11 +22,8 @@ is derandomized: CI sees the same 150 cases every time.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,6 +45,7 @@ from xtsdb.protocol import (
 )
 from xtsdb.protocol.errors import ERROR_CLASSES, FrameTooLarge, InternalError
 from xtsdb.server.app import ServerThread
+from xtsdb.server.process import ServerProcess, server_env
 
 if TYPE_CHECKING:
     from conftest import RawConn
@@ -64,25 +62,19 @@ TOKEN = "write-fuzz-0123456789abcdef"  # the healthy client's; fuzz cases never 
 # -- the server process ---------------------------------------------------------------
 
 
-def server_env() -> dict[str, str]:
-    # No inherited XTSDB_* settings; no metrics HTTP port to collide with other servers.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XTSDB_")}
-    env["XTSDB_METRICS_PORT"] = "-1"
-    return env
-
-
 class FuzzServer:
-    def __init__(
-        self, proc: subprocess.Popen[bytes], address: tuple[str, int], log: Path, auth: bool
-    ) -> None:
-        self.proc, self.address, self.log, self.auth = proc, address, log, auth
+    def __init__(self, srv: ServerProcess, auth: bool) -> None:
+        self.srv, self.address, self.auth = srv, srv.address, auth
 
     def status(self, key: str) -> int:
         """A ``/proc/<pid>/status`` field in bytes (``VmRSS``, ``VmHWM``)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.srv.pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
         raise KeyError(key)
+
+
+SMALL = ["--chunk-size", "256KiB", "--meta-extents", "1", "--block-points", "1000"]
 
 
 @pytest.fixture(scope="module", params=["open", "tokens"])
@@ -91,29 +83,14 @@ def fuzz_server(
 ) -> Iterator[FuzzServer]:
     """A server process; with ``tokens`` every fuzz case comes from a stranger."""
     d = tmp_path_factory.mktemp("fuzz")
-    ready, log = d / "ready", d / "server.log"
-    args = ["--port", "0", "--ready-file", str(ready), "--data-dir", str(d / "data"),
-            "--max-frame", str(MAX_FRAME), "--chunk-size", "256KiB", "--meta-extents", "1",
-            "--block-points", "1000", "--read-workers", "1", "--log-level", "WARNING"]  # fmt: skip
+    args = ["--port", "0", "--data-dir", str(d / "data"), "--max-frame", str(MAX_FRAME), *SMALL]
+    args += ["--read-workers", "1", "--log-level", "WARNING"]
     if request.param == "tokens":
         args += ["--token", f"write:{TOKEN}"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "xtsdb.server", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=server_env(),
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.02)
-        host, port = ready.read_text().split()
-        yield FuzzServer(proc, (host, int(port)), log, request.param == "tokens")
-    finally:
-        proc.kill()  # this child's pid only
-        proc.wait(10)
+    # No metrics HTTP port to collide with other servers.
+    with ServerProcess(args, workdir=d, env=server_env(XTSDB_METRICS_PORT="-1")) as srv:
+        srv.wait_ready()
+        yield FuzzServer(srv, request.param == "tokens")
 
 
 def send_case(address: tuple[str, int], data: bytes) -> list[dict[str, Any]]:
@@ -152,8 +129,8 @@ def check_healthy(conn: RawConn) -> None:
 
 # -- strategies -------------------------------------------------------------------------
 
-FIELDS = ["id", "op", "tag", "tags", "ts", "values", "q", "start", "end", "limit", "versions",
-          "token", "client"]  # fmt: skip
+DATA_FIELDS = ["id", "op", "tag", "tags", "ts", "values", "q", "start", "end", "limit"]
+FIELDS = [*DATA_FIELDS, "versions", "token", "client"]  # and the hello's
 scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -190,11 +167,11 @@ def i64_bytes(xs: list[int]) -> bytes:
 def extreme_writes(draw: st.DrawFn) -> bytes:
     """Well-typed writes and queries with timestamps anywhere in int64, NaN values."""
     ts = draw(st.lists(st.integers(*INT64), min_size=1, max_size=40))
-    vals = draw(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=len(ts),
-                         max_size=len(ts)))  # fmt: skip
+    floats = st.floats(allow_nan=True, allow_infinity=True)
+    vals = draw(st.lists(floats, min_size=len(ts), max_size=len(ts)))
     tag = draw(st.integers(0, (1 << 32) - 1).filter(lambda t: t != HEALTH_TAG))
-    write = {"id": 1, "op": "write", "tag": tag, "ts": i64_bytes(ts),
-             "values": np.array(vals, "<f8").tobytes()}  # fmt: skip
+    body = np.array(vals, "<f8").tobytes()
+    write = {"id": 1, "op": "write", "tag": tag, "ts": i64_bytes(ts), "values": body}
     bound = st.integers(*INT64) | st.floats(allow_nan=True) | st.sampled_from([float("nan")])
     query = {"id": 2, "op": "query", "tag": tag, "start": draw(bound), "end": draw(bound)}
     return encode_frame(write) + encode_frame(query)
@@ -255,12 +232,13 @@ def test_protocol_fuzz_keeps_the_server_healthy_and_bounded(fuzz_server: FuzzSer
     baseline = fuzz_server.status("VmRSS")
     seen: list[int] = []
 
-    @settings(max_examples=150, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    same_cases = settings(max_examples=150, deadline=None, derandomize=True, database=None)
+
+    @settings(same_cases, suppress_health_check=list(HealthCheck))
     @given(data=cases)
     def run(data: bytes) -> None:
         check_responses(send_case(fuzz_server.address, data), fuzz_server.auth)
-        assert fuzz_server.proc.poll() is None, fuzz_server.log.read_text()[-3000:]
+        assert fuzz_server.srv.running(), fuzz_server.srv.log_tail()
         check_healthy(healthy)
         seen.append(len(data))
 
@@ -271,7 +249,7 @@ def test_protocol_fuzz_keeps_the_server_healthy_and_bounded(fuzz_server: FuzzSer
     assert len(seen) >= 100
     peak = fuzz_server.status("VmHWM")
     assert peak - baseline < RSS_GROWTH_LIMIT, (baseline, peak)
-    assert "Traceback" not in fuzz_server.log.read_text()
+    assert "Traceback" not in fuzz_server.srv.log()
 
 
 def test_huge_prefix_is_refused_before_buffering(fuzz_server: FuzzServer) -> None:
