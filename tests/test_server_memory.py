@@ -75,7 +75,7 @@ def test_unauthenticated_influx_bodies_are_refused_from_their_headers(tmp_path: 
     token = "write:" + "w" * 24
     with start(tmp_path, tmp_path / "d", "--tokens", token, "--influx-port", str(port)) as srv:
         srv.wait_ready()
-        pid = srv.proc.pid
+        pid = srv.pid
         before = settled_rss(pid, 0.5)
         body = b"m f=1 1\n" * (4 * MiB // 8)  # 4 MiB of good line protocol
         head = b"POST /write?db=x HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
@@ -100,7 +100,7 @@ def test_unauthenticated_influx_bodies_are_refused_from_their_headers(tmp_path: 
 def test_pipelined_queries_never_read_hold_a_few_answers(tmp_path: Path) -> None:
     with start(tmp_path, tmp_path / "d", "--query-threads", "4") as srv:
         address = srv.wait_ready()
-        pid = srv.proc.pid
+        pid = srv.pid
         n = 200_000  # a query answer of about 3.4 MB (17 bytes a point)
         rng = np.random.default_rng(1)
         ts = np.arange(n, dtype=np.int64)
@@ -122,7 +122,7 @@ def test_unfinished_frames_are_capped_globally(tmp_path: Path) -> None:
     cap = 64 * MiB
     with start(tmp_path, tmp_path / "d", "--max-partial-bytes", str(cap)) as srv:
         address = srv.wait_ready()
-        pid = srv.proc.pid
+        pid = srv.pid
         before = settled_rss(pid, 0.5)
         size = 20 * MiB
         prefix = size.to_bytes(4, "big")
