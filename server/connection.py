@@ -13,10 +13,8 @@ transport's ``pause_writing``), and while the global write queue is full
 one read returned plus one partial frame, and partial frames of all
 connections together are capped by a :class:`~xtsdb.server.limits.ByteBudget`
 (``max_partial_bytes``): a frame that does not fit is refused with
-``overloaded``. Answers are bounded too: at most :data:`MAX_RUNNING` requests
-of a connection produce their answers at once, and none starts while the
-client leaves earlier answers unread, so a client that pipelines queries and
-never reads holds a few answers, not one per request.
+``overloaded``. Answers are bounded too, by the connection's
+:class:`~xtsdb.server.answer_gate.AnswerGate`.
 
 :class:`~xtsdb.server.limits.Connections` is the set of open connections:
 the connection cap, the global pause, and the gauges that ``stats`` reports.
@@ -25,14 +23,12 @@ the connection cap, the global pause, and the gauges that ``stats`` reports.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-from collections import deque
-from collections.abc import Coroutine
 from typing import Any, cast
 
 from xtsdb.protocol.errors import Overloaded, ProtocolError, XtsdbError
 from xtsdb.protocol.frames import FrameDecoder
+from xtsdb.server.answer_gate import AnswerGate, close_unstarted
 from xtsdb.server.auth import PREAUTH_MAX_FRAME, PeerAuth
 from xtsdb.server.historian import Frame
 from xtsdb.server.limits import Connections
@@ -44,10 +40,6 @@ MAX_INFLIGHT = 128
 
 Bounds what small requests with large answers (queries) can pin in memory,
 and a pool of ``query_threads`` could not run more at once anyway."""
-
-MAX_RUNNING = 8
-"""Requests of one connection producing their answers at once (writes aside: their
-answers are a few bytes). The rest wait, holding only their request."""
 
 REQUEST_OVERHEAD = 256
 """Bytes charged per unanswered request on top of its frame: a flood of tiny
@@ -79,14 +71,12 @@ class Connection(asyncio.Protocol):
         self.tasks: set[asyncio.Task[Frame]] = set()
         self.pending = 0  # bytes (+ overhead) of requests received and not yet answered
         self.reserved = 0  # bytes charged to the registry's budget for partial frames
-        self.running = 0  # requests producing their answers (MAX_RUNNING)
-        self.gate: deque[asyncio.Future[None]] = deque()  # requests waiting to start
         self.reading_paused = False
         self.peer = "?"
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
+        self.gate = AnswerGate(self._loop)  # requests waiting to produce their answers
         self._closing = False
-        self._write_blocked = False
         self._eof = False
         self._draining = False
         self._frames_done = True  # the last drain consumed every complete frame
@@ -170,12 +160,11 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The client is not reading its responses: stop reading its requests.
-        self._write_blocked = True
+        self.gate.reading(False)
         self._sync_reading()
 
     def resume_writing(self) -> None:
-        self._write_blocked = False
-        self._open_gate()
+        self.gate.reading(True)
         self.kick()
 
     # -- request flow --------------------------------------------------------
@@ -183,7 +172,7 @@ class Connection(asyncio.Protocol):
     def blocked(self) -> bool:
         return (
             self._closing
-            or self._write_blocked
+            or self.gate.unread
             or self.registry.paused
             or self.pending > self.max_pending
             or len(self.tasks) >= MAX_INFLIGHT
@@ -249,35 +238,10 @@ class Connection(asyncio.Protocol):
                 self.close()
             return
         if msg.get("op") != "write":
-            result = self._gated(result)
+            result = self.gate.run(result)
         task = self._loop.create_task(result)
         self.tasks.add(task)
         task.add_done_callback(lambda t: self._task_done(t, cost))
-
-    async def _gated(self, work: Coroutine[Any, Any, Frame]) -> Frame:
-        """Run ``work`` once fewer than MAX_RUNNING run and the client reads its answers."""
-        try:
-            while self._write_blocked or self.running >= MAX_RUNNING:
-                waiter: asyncio.Future[None] = self._loop.create_future()
-                self.gate.append(waiter)
-                await waiter
-        except BaseException:
-            close_unstarted(work)  # never started: nothing to undo
-            raise
-        self.running += 1
-        try:
-            return await work
-        finally:
-            self.running -= 1
-            self._open_gate()
-
-    def _open_gate(self) -> None:
-        free = MAX_RUNNING - self.running
-        while self.gate and free > 0 and not self._write_blocked:
-            waiter = self.gate.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                free -= 1
 
     def _task_done(self, task: asyncio.Task[Frame], cost: int) -> None:
         self.tasks.discard(task)
@@ -374,8 +338,9 @@ class Connection(asyncio.Protocol):
         if late < self.frame_timeout:
             self._frame_timer = self._loop.call_later(self.frame_timeout - late, self._check_frame)
             return
-        log.info("closing %s: a frame is still incomplete after %.1f s (frame_timeout)",
-                 self.peer, late)  # fmt: skip
+        log.info(
+            "closing %s: a frame is still incomplete after %.1f s (frame_timeout)", self.peer, late
+        )
         self.registry.frame_timeouts += 1
         self.abort()  # abort, not close: a peer this slow may not read our buffered answers
 
@@ -397,18 +362,3 @@ class Connection(asyncio.Protocol):
         self._closing = True
         if self._transport is not None:
             self._transport.abort()
-
-
-def close_unstarted(coro: Any) -> None:
-    """Close a request's coroutine that never ran, and the ones it was handed.
-
-    A request is a chain (gate -> guard -> op) built before the task runs; a
-    task cancelled before its first step (its connection went away) leaves every
-    link unstarted, and each would be reported "never awaited". A started
-    coroutine is left to its own ``finally`` blocks.
-    """
-    if not inspect.iscoroutine(coro) or inspect.getcoroutinestate(coro) != inspect.CORO_CREATED:
-        return
-    for arg in inspect.getcoroutinelocals(coro).values():
-        close_unstarted(arg)
-    coro.close()

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 _MiB = 1 << 20
 BASE_RSS = 96 * _MiB
-"""The process with nothing to do: interpreter, numpy, uvloop, SQLite, thread stacks
-(50-60 MB measured at rest), with room to spare."""
+"""The process with nothing to do: interpreter, numpy, uvloop, SQLite, thread stacks,
+with room to spare over the resident size at rest that docs/operations.md (Memory) records."""
 POINT_BYTES = 21
 """A point waiting to be sealed: a view of its WAL record, 8 + 8 + 1 bytes (+ 4 for the
 tag id of a multi-tag write); the record stays alive while any of its points is unsealed."""
@@ -47,7 +47,7 @@ def memory_bound(config: ServerConfig) -> list[tuple[str, int]]:
     Every term has a setting that caps it; their sum bounds the resident size
     but for answers, which are what clients ask for: the term counts
     ``query_threads`` answers of ``max_frame`` being produced at once, and each
-    client that does not read holds at most MAX_RUNNING + 1 of its own.
+    client that does not read holds at most ``answer_gate.MAX_RUNNING`` + 1 of its own.
     """
     return [
         ("process at rest", BASE_RSS),
