@@ -1,4 +1,4 @@
-"""Small helpers shared by the bench scripts: result rows, verdicts, timers, a table printer."""
+"""Small helpers shared by the bench scripts: result rows, verdicts, timers, table printers."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def check(
 ) -> Row:
     """A row with a target: ``value`` against ``target`` (both in ``unit``)."""
     sign = ">=" if higher else "<="
-    return Row(workload, f"{value:.3g} {unit}{extra}", f"{sign} {target:g} {unit}",
-               verdict(value, target, higher))  # fmt: skip
+    result = f"{value:.3g} {unit}{extra}"
+    return Row(workload, result, f"{sign} {target:g} {unit}", verdict(value, target, higher))
 
 
 def median_s(fn: Callable[[], Any], reps: int, clock: Callable[[], float] = perf_counter) -> float:
@@ -47,6 +47,12 @@ def median_s(fn: Callable[[], Any], reps: int, clock: Callable[[], float] = perf
 
 def fresh_dir(base: str) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix="engine-", dir=base)
+
+
+def grid(rows: list[tuple[str, ...]]) -> str:
+    """Rows of cells as a Markdown-style table body, each column padded to its widest."""
+    w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |" for r in rows)
 
 
 def table(rows: list[Row]) -> list[str]:

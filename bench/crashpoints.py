@@ -58,6 +58,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._util import grid
 from bench.crashload import (
     N_WRITES,
     Outcome,
@@ -327,8 +328,7 @@ def summary(points: list[Point]) -> str:
             str(sum(bool(p.repairs) for p in points if p.reached)),
         )
     )
-    w = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |" for r in rows)
+    return grid(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a file: make `bench` and the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._util import grid
 from bench.torture import Server
 from xtsdb.client import Client
 from xtsdb.protocol import FrameDecoder, encode_frame, request, write_request
@@ -174,17 +175,17 @@ def main(argv: list[str] | None = None) -> int:
             tags = list(range(1, args.writers + 1))
             writer = load.flooder if args.flood else load.writer
             threads = [load.guarded(writer, t) for t in tags]
-            threads += [load.guarded(load.reader, tags), load.guarded(load.churner),
-                        load.guarded(load.stranger)]  # fmt: skip
+            threads += [load.guarded(fn) for fn in (load.churner, load.stranger)]
+            threads.append(load.guarded(load.reader, tags))
             samples = []
             end = time.monotonic() + args.minutes * 60
-            while time.monotonic() < end and srv.proc.poll() is None:
+            while time.monotonic() < end and srv.running():
                 time.sleep(args.sample_every)
-                samples.append(proc_sample(srv.proc.pid))
-            alive = srv.proc.poll() is None
+                samples.append(proc_sample(srv.pid))
+            alive = srv.running()
         finally:
             stop.set()
-            srv.kill()
+            srv.close()
         for t in threads:
             t.join(10)
     for kind, message in sorted(load.error_kinds.items()):
@@ -217,8 +218,7 @@ def report(
     rows.append(("peak RSS MiB / memory bound MiB", shown + ("" if peak <= bound else " OVER")))
     rows += [(k, f"{v:,}") for k, v in counts.items()]
     rows.append(("result", "PASS" if ok else "FAIL"))
-    w = max(len(k) for k, _ in rows)
-    print("\n".join(f"| {k:<{w}} | {v} |" for k, v in rows))
+    print(grid(rows))
     return 0 if ok else 1
 
 

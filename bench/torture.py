@@ -29,8 +29,6 @@ directory is kept when a round fails. Exit status 0 if every round passed.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,12 +42,20 @@ import numpy as np
 if __package__ in (None, ""):  # run as a file: make `bench` and the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._util import grid
 from xtsdb.client import Client
 from xtsdb.protocol.errors import XtsdbError
+from xtsdb.server.process import ServerProcess, ServerStartError, flags, server_env
 
-TINY = ["--chunk-size", "64KiB", "--meta-extents", "1", "--block-points", "200",
-        "--wal-segment-bytes", "32KiB", "--wal-checkpoint-bytes", "96KiB",
-        "--read-workers", "1", "--query-threads", "2"]  # fmt: skip
+TINY = flags(
+    chunk_size="64KiB",
+    meta_extents=1,
+    block_points=200,
+    wal_segment_bytes="32KiB",
+    wal_checkpoint_bytes="96KiB",
+    read_workers=1,
+    query_threads=2,
+)
 TAGS_PER_WRITER = 3
 START_TIMEOUT = 30.0
 BIG = 1 << 60
@@ -110,67 +116,36 @@ class Report:
         return not self.failure
 
     def table(self) -> str:
-        rows = [("rounds (kill -9, restart, check)", str(self.rounds)),
-                ("acknowledged writes", f"{self.acked_writes:,}"),
-                ("acknowledged points, all found exact", f"{self.acked_points:,}"),
-                ("writes in flight at a kill, each whole or absent", f"{self.unanswered:,}"),
-                *((f"repair: {k}", str(n)) for k, n in sorted(self.repairs.items())),
-                ("seconds", f"{self.seconds:.1f}"),
-                ("result", "PASS" if self.ok else f"FAIL: {self.failure}")]  # fmt: skip
-        w = max(len(k) for k, _ in rows)
-        return "\n".join(f"| {k:<{w}} | {v} |" for k, v in rows)
+        rows = [
+            ("rounds (kill -9, restart, check)", str(self.rounds)),
+            ("acknowledged writes", f"{self.acked_writes:,}"),
+            ("acknowledged points, all found exact", f"{self.acked_points:,}"),
+            ("writes in flight at a kill, each whole or absent", f"{self.unanswered:,}"),
+            *((f"repair: {k}", str(n)) for k, n in sorted(self.repairs.items())),
+            ("seconds", f"{self.seconds:.1f}"),
+            ("result", "PASS" if self.ok else f"FAIL: {self.failure}"),
+        ]
+        return grid(rows)
 
 
-def server_env() -> dict[str, str]:
-    """The environment without inherited ``XTSDB_*`` settings and with no metrics port.
+class Server(ServerProcess):
+    """A ready server on ``data_dir`` (``sizes``), its output appended to ``log``.
 
-    (``XTSDB_METRICS_PORT=-1``: servers side by side must not fight over the default
-    HTTP port; a server without that setting ignores it.)
+    :class:`Failure` if it does not start. No metrics HTTP port: servers side by
+    side must not fight over the default one.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XTSDB_")}
-    env["XTSDB_METRICS_PORT"] = "-1"
-    return env
-
-
-class Server:
-    """One server subprocess; only its own pid is ever signalled."""
 
     def __init__(
         self, data_dir: Path, log: Path, extra: list[str], sizes: list[str] = TINY
     ) -> None:
-        self.ready = data_dir.parent / "torture.ready"
-        self.ready.unlink(missing_ok=True)
-        self.log, self.log_start = log, log.stat().st_size if log.exists() else 0
-        args = ["--port", "0", "--ready-file", str(self.ready), "--data-dir", str(data_dir)]
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "xtsdb.server", *args, *sizes, *extra],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=server_env(),
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self.ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise Failure(f"server did not start: {self.new_log()[-2000:]}")
-            time.sleep(0.01)
-        host, port = self.ready.read_text().split()
-        self.url = f"xtsdb://{host}:{port}"
-
-    def new_log(self) -> str:
-        with self.log.open("rb") as f:
-            f.seek(self.log_start)
-            return f.read().decode(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()  # SIGKILL, this child only
-        self.proc.wait(30)
-
-    def stop(self) -> int:
-        self.proc.terminate()
-        return self.proc.wait(60)
+        args = ["--port", "0", "--data-dir", str(data_dir), *sizes, *extra]
+        env = server_env(XTSDB_METRICS_PORT="-1")
+        super().__init__(args, workdir=data_dir.parent, name="torture", log_file=log, env=env)
+        try:
+            self.wait_ready(START_TIMEOUT)
+        except ServerStartError as exc:
+            self.close()
+            raise Failure(f"server did not start: {exc}") from exc
 
 
 class Writer(threading.Thread):
@@ -247,8 +222,8 @@ def verify(url: str, logs: dict[int, TagLog], since: dict[int, int], unanswered:
             log.present[ts] = True
             missing = np.flatnonzero(log.acked[lo:] & ~log.present[lo : log.acked.size]) + lo
             if missing.size:
-                raise Failure(f"tag {tag}: {missing.size} acknowledged points lost, "
-                              f"first ts {missing[0]}")  # fmt: skip
+                lost = f"{missing.size} acknowledged points lost, first ts {missing[0]}"
+                raise Failure(f"tag {tag}: {lost}")
             if ts.size and last.get(tag, (None,))[0] != ts[-1]:
                 raise Failure(f"tag {tag}: last() says {last.get(tag)}, query ends at {ts[-1]}")
         for write in unanswered:
@@ -266,6 +241,11 @@ def count_repairs(log_text: str, report: Report) -> None:
         report.repairs[kind] += 1
         if kind == "other":
             print(f"  unclassified repair: {line.strip()}", file=sys.stderr)
+
+
+def tags_of(writer: int) -> list[int]:
+    """The tags one writer writes (each tag has one writer: its timestamps never repeat)."""
+    return [writer * 100 + t for t in range(TAGS_PER_WRITER)]
 
 
 def run_torture(
@@ -287,7 +267,7 @@ def run_torture(
     """
     rng = np.random.default_rng(seed)
     data_dir, log = workdir / "data", workdir / "server.log"
-    logs = {w * 100 + t: TagLog() for w in range(writers) for t in range(TAGS_PER_WRITER)}
+    logs = {tag: TagLog() for w in range(writers) for tag in tags_of(w)}
     report = Report(data_dir=data_dir)
     unanswered: Writes = []  # writes in flight at the last kill
     marks: list[dict[int, int]] = []  # per round: what each tag had been sent before it
@@ -302,14 +282,16 @@ def run_torture(
             try:
                 # What the previous kill left behind.
                 verify(srv.url, logs, {} if full else marks[max(0, rnd - 2)], unanswered)
-                count_repairs(srv.new_log(), report)
-                team = [Writer(srv.url, [w * 100 + t for t in range(TAGS_PER_WRITER)], logs,
-                               seed * 1000 + rnd * 10 + w) for w in range(writers)]  # fmt: skip
+                count_repairs(srv.log(), report)
+                team = [
+                    Writer(srv.url, tags_of(w), logs, seed * 1000 + rnd * 10 + w)
+                    for w in range(writers)
+                ]
                 for t in team:
                     t.start()
                 time.sleep(float(rng.uniform(min_run, max_run)))
             finally:
-                srv.kill()  # writers still running: the kill lands mid-write
+                srv.close()  # SIGKILL, writers still running: the kill lands mid-write
             for t in team:
                 t.stop.set()
                 t.join(30)
@@ -321,16 +303,17 @@ def run_torture(
             report.acked_points += sum(t.acked_points for t in team)
             report.rounds = rnd + 1
             if progress:
-                print(f"round {rnd + 1}/{rounds}: {report.acked_points:,} points acknowledged "
-                      f"so far, {sum(report.repairs.values())} repairs", flush=True)  # fmt: skip
+                done = f"{report.acked_points:,} points acknowledged so far"
+                repairs = sum(report.repairs.values())
+                print(f"round {rnd + 1}/{rounds}: {done}, {repairs} repairs", flush=True)
         srv = Server(data_dir, log, extra)  # the last kill's aftermath, then a clean stop
         try:
             verify(srv.url, logs, {}, unanswered)
-            count_repairs(srv.new_log(), report)
+            count_repairs(srv.log(), report)
             if srv.stop() != 0:
                 raise Failure("the server did not stop cleanly after the last check")
         finally:
-            srv.kill()
+            srv.close()
     except (Failure, XtsdbError, OSError) as exc:
         report.failure = f"round {report.rounds + 1}: {type(exc).__name__}: {exc}"
     report.seconds = time.monotonic() - started
@@ -347,9 +330,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=None, help="parent of the data directory")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="xtsdb-torture-", dir=args.workdir) as tmp:
-        report = run_torture(args.rounds, Path(tmp), writers=args.writers, seed=args.seed,
-                             durability=args.durability, full_every=args.full_every,
-                             progress=True)  # fmt: skip
+        report = run_torture(
+            args.rounds,
+            Path(tmp),
+            writers=args.writers,
+            seed=args.seed,
+            durability=args.durability,
+            full_every=args.full_every,
+            progress=True,
+        )
         print(report.table())
         if not report.ok:
             keep = Path(tempfile.mkdtemp(prefix="xtsdb-torture-failed-", dir=args.workdir))

@@ -107,7 +107,7 @@ def kill_after_blocks(tmp_path: Path, data: Path, n_points: int) -> None:
                 time.sleep(0.02)
             time.sleep(0.1)  # the index commit follows the block writes
     finally:
-        srv.kill()
+        srv.close()  # SIGKILL
 
 
 def restart(factory: Factory, data: Path, caplog: pytest.LogCaptureFixture) -> ServerThread:
