@@ -93,7 +93,9 @@ def reduce(
         idx = np.floor(cnt.astype(np.float64) * arg / 100.0 + 0.5).astype(np.int64) - 1
         ok = (idx >= 0) & (idx < cnt)
         pick = order[base[ok] + idx[ok]]
-        return _selected(pick, b, ts, v, n, present)
+        found = _selected(pick, b, ts, v, n, present)
+        found.present = ~np.isnan(found.values)  # no point chosen: an empty bucket to fill
+        return found
     if name == "stddev":
         sums = np.bincount(b, weights=v, minlength=n)
         mean = np.divide(sums, counts, out=np.zeros(n), where=present)

@@ -77,10 +77,13 @@ def time_value(e: ast.Expr, now_ns: int) -> int:
     )
 
 
-def fill(r: Reduced, stmt: ast.Select) -> Reduced:
-    """Empty buckets filled as ``fill(...)`` says (``count`` is 0 there with fill(null))."""
+def fill(r: Reduced, stmt: ast.Select, integral: bool = False) -> Reduced:
+    """Empty buckets filled as ``fill(...)`` says (``count`` is 0 there with fill(null)).
+
+    InfluxDB fills no bucket of ``integral``: its buckets are only those with points.
+    """
     empty = ~r.present
-    if not empty.any() or stmt.fill in ("null", "none"):
+    if not empty.any() or stmt.fill in ("null", "none") or integral:
         return r
     v = r.values.copy()
     if stmt.fill == "value":
@@ -95,7 +98,9 @@ def fill(r: Reduced, stmt: ast.Select) -> Reduced:
         inner = inner[(inner > idx[0]) & (inner < idx[-1])] if idx.shape[0] else inner[:0]
         v[empty] = np.nan
         v[inner] = np.interp(inner, idx, r.values[idx])
-    return Reduced(v, r.present, r.times, r.integer and stmt.fill != "linear")
+        if r.integer:  # InfluxDB interpolates counts in floats and truncates
+            v[inner] = np.trunc(v[inner])
+    return Reduced(v, r.present, r.times, r.integer)
 
 
 def apply(op: str, a: Floats, b: Floats) -> Floats:
@@ -155,7 +160,7 @@ def assemble(
 ) -> Series | None:
     n = row_times.shape[0]
     rows = np.arange(n)
-    if stmt.fill == "none":
+    if stmt.fill == "none" or all(c.name == "integral" for c in calls):
         rows = rows[np.any([reduced[c].present for c in calls], axis=0)]
     if stmt.descending:
         rows = rows[::-1]

@@ -195,15 +195,16 @@ def _aggregate(
             )
         starts = first + step * np.arange(n, dtype=np.int64)
         ends = starts + step
-    else:
-        starts = np.array([0 if tmin == MIN_TIME else tmin], np.int64)
+    else:  # integral reports 0 here whatever the range, as InfluxDB does
+        t = 0 if tmin == MIN_TIME or any(c.name == "integral" for c in calls) else tmin
+        starts = np.array([t], np.int64)
         ends = np.array([MAX_TIME], np.int64)
         n = 1
     reduced = {}
     for c in calls:
         ts, v = fetched[c.args[0].name]  # type: ignore[union-attr]
         b = (ts - starts[0]) // stmt.interval_ns if stmt.interval_ns else np.zeros_like(ts)
-        reduced[c] = fill(reduce(c.name, ts, v, b, int(n), ends, _arg(c)), stmt)
+        reduced[c] = fill(reduce(c.name, ts, v, b, n, ends, _arg(c)), stmt, c.name == "integral")
     rows_times = starts
     if not stmt.interval_ns and len(calls) == 1 and calls[0].name in SELECTORS:
         chosen = reduced[calls[0]].times

@@ -1,0 +1,107 @@
+"""InfluxQL against a real InfluxDB 1.x: the same data and queries to ``influxd`` and to xtsdb.
+
+The line protocol of ``tests/influxql_corpus.py`` goes to ``influxd``'s
+``/write`` and, through the code behind xtsdb's ``/write``
+(``influx_write.prepare``), into an xtsdb engine; every query of the corpus
+is then asked of ``influxd``'s ``/query`` and of :func:`influxql_exec.execute`
+with the same parameters. The answers must be equal: the same HTTP status,
+the same JSON (statement ids, series names, tags, columns, times, values),
+floats within 1e-9 relative; where InfluxDB answers an error, xtsdb must too
+(the wording may differ).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import require_program
+from influxd import Influxd, start
+from influxql_corpus import data, queries
+
+from xtsdb.server.engine import Engine
+from xtsdb.server.influx_write import prepare
+from xtsdb.server.influxql_exec import execute
+
+T0 = (int(time.time()) // 3600 - 4) * 3600  # data from 4 h ago, so now() - 5h covers it
+QUERIES = queries(T0)
+EPOCHS = ["ns", "", "ms", "s"]  # every query with ns; a few with the others
+FEATURES = """SHOW DATABASES|SHOW MEASUREMENTS|WITH MEASUREMENT =~|SHOW TAG KEYS|WITH KEY IN|
+WITH KEY =~|SHOW FIELD KEYS|SHOW RETENTION POLICIES|SHOW SERIES|SELECT *|GROUP BY *|FILL(LINEAR)|
+FILL(PREVIOUS)|FILL(NONE)|FILL(0)|FILL(NULL)|ORDER BY TIME DESC|SLIMIT|SOFFSET|OFFSET|NOW() -|
+ AS |!~|=~| OR |PERCENTILE(|INTEGRAL(|STDDEV(|SPREAD(|MEDIAN(|; SELECT|MS AND|FROM /""".replace(
+    "\n", ""
+).split("|")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Influxd, Engine]]:
+    program = require_program("influxd", "influxdb")
+    influx = start(program, tmp_path_factory.mktemp("influxd"))
+    engine = Engine.open(tmp_path_factory.mktemp("xtsdb"))
+    try:
+        influx.query("CREATE DATABASE xtsdb")
+        body = data(T0)
+        status, error = influx.write("xtsdb", body)
+        assert status == 204, error
+        prepared = prepare(engine, body, "ns", 0, 1)
+        assert not prepared.errors
+        engine.write_batches([q.batch for q in prepared.batches])
+        yield influx, engine
+    finally:
+        engine.close()
+        influx.stop()
+
+
+def _same(a: Any, b: Any, path: str = "") -> str:
+    """'' if equal (floats within 1e-9 relative), else where they differ."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return "" if a is b else f"{path}: {a!r} != {b!r}"
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        ok = math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+        return "" if ok else f"{path}: {a!r} != {b!r}"
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return f"{path}: keys {sorted(a)} != {sorted(b)}"
+        if "error" in a:  # both errors: the wording may differ
+            return ""
+        return next((d for k in a if (d := _same(a[k], b[k], f"{path}.{k}"))), "")
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} items != {len(b)}: {a[:3]!r}... {b[:3]!r}..."
+        pairs = enumerate(zip(a, b, strict=True))
+        return next((d for i, (x, y) in pairs if (d := _same(x, y, f"{path}[{i}]"))), "")
+    return "" if a == b else f"{path}: {a!r} != {b!r}"
+
+
+def _ask_both(servers: tuple[Influxd, Engine], q: str, epoch: str) -> tuple[str, Any, Any]:
+    influx, engine = servers
+    params = {"db": "xtsdb", "q": q}
+    if epoch:
+        params["epoch"] = epoch
+    status, body = influx.request("POST", "/query?" + urllib.parse.urlencode(params))
+    mine_status, mine = execute(engine, params)
+    theirs = json.loads(body)
+    ours = json.loads(mine)
+    diff = "" if status == mine_status else f"status {mine_status} != influxd's {status}"
+    return diff or _same(ours, theirs), ours, theirs
+
+
+@pytest.mark.parametrize("index", range(len(QUERIES)))
+def test_query_answers_as_influxd(servers: tuple[Influxd, Engine], index: int) -> None:
+    q = QUERIES[index]
+    for epoch in EPOCHS if index % 9 == 0 else EPOCHS[:1]:
+        diff, ours, theirs = _ask_both(servers, q, epoch)
+        shown = f"\nxtsdb: {json.dumps(ours)[:1500]}\ninfluxd: {json.dumps(theirs)[:1500]}"
+        assert not diff, f"{q} (epoch={epoch!r}): {diff}{shown}"
+
+
+def test_corpus_covers_every_feature() -> None:
+    text = "\n".join(QUERIES).upper()
+    for feature in FEATURES:
+        assert feature in text, feature
