@@ -33,12 +33,6 @@ from .frames import array_bytes
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (PROTOCOL_VERSION,)
 
-OPS: frozenset[str] = frozenset(
-    {"hello", "ping", "write", "query", "last", "flush", "stats", "backup"}
-    | {"aggregate", "interpolate", "plot", "delete", "delete_tag"}
-    | {"tag_create", "tag_get", "tag_list", "tag_update", "tag_rename", "tag_remove"}
-)
-
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 UINT32_MAX = (1 << 32) - 1
@@ -63,6 +57,8 @@ _DTYPES = {TS_DTYPE, VALUES_DTYPE, Q_DTYPE, TAGS_DTYPE}
 
 def request(op: str, req_id: int, **fields: Any) -> dict[str, Any]:
     """``{"id": req_id, "op": op, **fields}`` after checking ``op`` and ``req_id``."""
+    from .optable import OPS  # the table is built from declarations that import this module
+
     if op not in OPS:
         raise UnknownOperation(f"unknown op {op!r}")
     if "id" in fields:
@@ -119,23 +115,6 @@ def readable_id(msg: Mapping[str, Any]) -> int | None:
     """The request's id if it is a valid one, else ``None``: what an error response echoes."""
     value = msg.get("id")
     return value if _valid_id(value) else None
-
-
-def parse_request_header(msg: Mapping[str, Any]) -> tuple[int, str]:
-    """``(id, op)`` of a request.
-
-    :class:`ProtocolError` for a missing or ill-typed ``id`` or ``op``,
-    :class:`UnknownOperation` for a ``str`` op that is not in :data:`OPS`.
-    """
-    req_id = msg.get("id")
-    if not _valid_id(req_id):
-        raise ProtocolError("request 'id' must be an int in 0..2**63-1")
-    op = msg.get("op")
-    if not isinstance(op, str):
-        raise ProtocolError("request 'op' must be a str")
-    if op not in OPS:
-        raise UnknownOperation(f"unknown op {op[:64]!r}")
-    return req_id, op
 
 
 def parse_response_header(msg: Mapping[str, Any]) -> tuple[int | None, bool]:

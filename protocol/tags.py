@@ -1,10 +1,10 @@
-"""Builders and parsers of the tag-catalog ops and the deletes.
+"""The tag-catalog operations and the deletes, declared.
 
 ``tag_create``, ``tag_get``, ``tag_list``, ``tag_update``, ``tag_rename`` and
 ``tag_remove`` answer with tag maps (``{"id", "name", "unit", "description",
 "value_type", "duplicates", "retention_us", "created_us"}``, keys may grow);
 ``delete`` and ``delete_tag`` with the LSN of the delete. A tag is referred to
-by its id or its name everywhere (:func:`~.messages.tag_field`).
+by its id or its name everywhere.
 
 The values of metadata fields (which value types and duplicate policies
 exist) are checked by the server's catalog; here only their wire types are.
@@ -15,18 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import InvalidInput
-from .messages import (
-    INT64_MAX,
-    int_field,
-    ok_response,
-    optional_int_field,
-    request,
-    required,
-    str_field,
-    tag_field,
-)
-from .ops import checked_response
+from .declare import Message, Op, Role, message
+from .errors import InvalidInput, NotFound, XtsdbError
+from .messages import UINT32_MAX, int_field
+from .ops import STORAGE_ERRORS, TagRef
+from .wire import Int, Kind, Lengths, Str, Tag, arg
 
 TAG_FIELDS = ("unit", "description", "value_type", "duplicates", "retention_us")
 """Metadata a tag may be created or updated with."""
@@ -34,154 +27,221 @@ MAX_TAG_LIST = 65_536
 """Most tags one ``tag_list`` returns: a msgpack array's decoder limit."""
 DEFAULT_TAG_LIST = 10_000
 
-TagRef = int | str
+
+class TagMap(Kind):
+    type_doc = "map"
+
+    def encode(self, value: Any, name: str, lengths: Lengths) -> dict[str, Any]:
+        return dict(value)
+
+    def decode(self, raw: Any, name: str, lengths: Lengths) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise InvalidInput("a tag must be a map")
+        int_field(raw.get("id"), "id", 0, UINT32_MAX)
+        if not isinstance(raw.get("name"), str):
+            raise InvalidInput("a tag map needs a str 'name'")
+        return raw
 
 
-def _meta(fields: Mapping[str, Any], *, strict: bool) -> dict[str, Any]:
-    """The metadata among ``fields``, wire types checked; ``strict``: no other keys allowed."""
-    if strict:
-        unknown = sorted(set(fields) - set(TAG_FIELDS))
+class TagMaps(Kind):
+    type_doc = "array of map"
+
+    def encode(self, value: Any, name: str, lengths: Lengths) -> list[dict[str, Any]]:
+        return [dict(i) for i in value]
+
+    def decode(self, value: Any, name: str, lengths: Lengths) -> list[dict[str, Any]]:
+        if not isinstance(value, list):
+            raise InvalidInput(f"{name!r} must be an array of maps")
+        return [TagMap().decode(t, name, lengths) for t in value]
+
+
+_NAME = "1..256 characters, no control characters; unique"
+_META_DOCS = {
+    "unit": ("str", "up to 4,096 characters"),
+    "description": ("str", "up to 4,096 characters"),
+    "value_type": ("str", "`float64` (default), `int64`, `bool` or `enum`: metadata for clients"),
+    "duplicates": (
+        "str",
+        "`last` (default), `first` or `reject`: which of two writes of one timestamp is kept",
+    ),
+    "retention_us": ("int >= 0", "this tag's own retention (0, default: the database's)"),
+}
+
+
+class TagMetadata(Kind):
+    """The optional metadata fields, one wire key each, as one ``{field: value}`` map.
+
+    On the client, a key that is not a metadata field is refused; the server ignores
+    keys it does not know, as it does in every request."""
+
+    def put(self, out: dict[str, Any], name: str, value: Any, lengths: Lengths) -> None:
+        unknown = sorted(set(value) - set(TAG_FIELDS))
         if unknown:
             raise InvalidInput(f"unknown tag fields {unknown}; known: {list(TAG_FIELDS)}")
-    out: dict[str, Any] = {}
-    for key in TAG_FIELDS:
-        if fields.get(key) is None:
-            continue
-        if key == "retention_us":
-            out[key] = int_field(fields[key], key, 0)
-        else:
-            out[key] = str_field(fields, key)
-    return out
+        out.update(self._checked(value))
+
+    def take(self, msg: Mapping[str, Any], name: str, lengths: Lengths, default: Any) -> Any:
+        return self._checked(msg)
+
+    @staticmethod
+    def _checked(fields: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in TAG_FIELDS:
+            value = fields.get(key)
+            if value is None:
+                continue
+            if key == "retention_us":
+                out[key] = int_field(value, key, 0)
+            elif not isinstance(value, str):
+                raise InvalidInput(f"{key!r} must be a str, got {type(value).__name__}")
+            else:
+                out[key] = value
+        return out
+
+    def doc_rows(self, name: str, doc: str, optional: bool) -> list[tuple[str, str, str]]:
+        return [(k, f"{t}, optional", d) for k, (t, d) in _META_DOCS.items()]
 
 
-def _tag_request(op: str, req_id: int, tag: TagRef, **fields: Any) -> dict[str, Any]:
-    return request(op, req_id, tag=tag_field(tag), **fields)
+@message
+class TagCreate(Message):
+    name: str = arg(Str(nonempty=True), _NAME)
+    meta: dict[str, Any] = arg(TagMetadata(), "", default={})
 
 
-def parse_tag_ref(msg: Mapping[str, Any]) -> TagRef:
-    """The ``tag`` of tag_get, tag_remove and delete_tag."""
-    return tag_field(required(msg, "tag"))
+@message
+class TagRefOnly(Message):
+    tag: TagRef = arg(Tag(), "tag id or name")
 
 
-# -- catalog ----------------------------------------------------------------------
+@message
+class TagUpdate(Message):
+    tag: TagRef = arg(Tag(), "tag id or name")
+    meta: dict[str, Any] = arg(TagMetadata(), "", default={})
 
 
-def tag_create_request(req_id: int, name: str, **meta: Any) -> dict[str, Any]:
-    """Name a new tag; ``meta`` from :data:`TAG_FIELDS`. The server picks its id."""
-    return request("tag_create", req_id, name=_name(name, "name"), **_meta(meta, strict=True))
+@message
+class TagRename(Message):
+    tag: TagRef = arg(Tag(), "tag id or name")
+    name: str = arg(Str(nonempty=True), "the new name (as for `tag_create`)")
 
 
-def parse_tag_create(msg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``(name, metadata)`` of a tag_create request (unknown fields are ignored)."""
-    return _name(required(msg, "name"), "name"), _meta(msg, strict=False)
+@message
+class TagList(Message):
+    pattern: str = arg(
+        Str(), "glob on names: `*`, `?`, `[...]` (default, or empty: `*`, all)", default="*"
+    )
+    limit: int = arg(
+        Int(1, MAX_TAG_LIST), "at most this many (default 10,000)", default=DEFAULT_TAG_LIST
+    )
 
 
-def tag_get_request(req_id: int, tag: TagRef) -> dict[str, Any]:
-    return _tag_request("tag_get", req_id, tag)
+@message
+class TagAnswer(Message):
+    tag: dict[str, Any] = arg(
+        TagMap(),
+        "the tag: `id`, `name`, `unit`, `description`, "
+        "`value_type`, `duplicates`, `retention_us`, `created_us` (keys may "
+        "grow)",
+    )
 
 
-def tag_list_request(
-    req_id: int, pattern: str | None = None, limit: int | None = None
-) -> dict[str, Any]:
-    """Tags whose name matches the glob ``pattern`` (``*``, ``?``, ``[...]``), by name."""
-    fields: dict[str, Any] = {}
-    if pattern is not None:
-        fields["pattern"] = _name(pattern, "pattern")
-    if limit is not None:
-        fields["limit"] = int_field(limit, "limit", 1, MAX_TAG_LIST)
-    return request("tag_list", req_id, **fields)
+@message
+class TagListAnswer(Message):
+    tags: list[dict[str, Any]] = arg(TagMaps(), "tag maps (as for `tag_create`), sorted by name")
 
 
-def parse_tag_list(msg: Mapping[str, Any]) -> tuple[str, int]:
-    """``(pattern, limit)`` of a tag_list request: ``*`` and 10,000 when absent."""
-    pattern = str_field(msg, "pattern")
-    limit = optional_int_field(msg, "limit", 1, MAX_TAG_LIST)
-    return pattern or "*", DEFAULT_TAG_LIST if limit is None else limit
-
-
-def tag_update_request(req_id: int, tag: TagRef, **meta: Any) -> dict[str, Any]:
-    """Change some of a tag's metadata; fields not given keep their values."""
-    return _tag_request("tag_update", req_id, tag, **_meta(meta, strict=True))
-
-
-def parse_tag_update(msg: Mapping[str, Any]) -> tuple[TagRef, dict[str, Any]]:
-    return parse_tag_ref(msg), _meta(msg, strict=False)
-
-
-def tag_rename_request(req_id: int, tag: TagRef, name: str) -> dict[str, Any]:
-    return _tag_request("tag_rename", req_id, tag, name=_name(name, "name"))
-
-
-def parse_tag_rename(msg: Mapping[str, Any]) -> tuple[TagRef, str]:
-    return parse_tag_ref(msg), _name(required(msg, "name"), "name")
-
-
-def tag_remove_request(req_id: int, tag: TagRef) -> dict[str, Any]:
-    """Delete a tag's points and its catalog entry."""
-    return _tag_request("tag_remove", req_id, tag)
-
-
-def tag_response(req_id: int, info: Mapping[str, Any]) -> dict[str, Any]:
-    return ok_response(req_id, tag=dict(info))
-
-
-def tag_list_response(req_id: int, infos: list[Mapping[str, Any]]) -> dict[str, Any]:
-    return ok_response(req_id, tags=[dict(i) for i in infos])
-
-
-def _check_info(info: Any) -> dict[str, Any]:
-    if not isinstance(info, dict):
-        raise InvalidInput("a tag must be a map")
-    int_field(info.get("id"), "id", 0, (1 << 32) - 1)
-    if not isinstance(info.get("name"), str):
-        raise InvalidInput("a tag map needs a str 'name'")
-    return info
-
-
-def parse_tag_response(resp: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``tag`` map of a tag_create/get/update/rename/remove response."""
-    return checked_response(resp, "tag", lambda: _check_info(resp.get("tag")))
-
-
-def parse_tag_list_response(resp: Mapping[str, Any]) -> list[dict[str, Any]]:
-    def parse() -> list[dict[str, Any]]:
-        tags = resp.get("tags")
-        if not isinstance(tags, list):
-            raise InvalidInput("'tags' must be an array of maps")
-        return [_check_info(t) for t in tags]
-
-    return checked_response(resp, "tag_list", parse)
-
-
-def _name(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"{field!r} must be a non-empty str")
-    return value
+_CATALOG_ERRORS: tuple[type[XtsdbError], ...] = (InvalidInput, *STORAGE_ERRORS)
+TAG_CREATE = Op(
+    "tag_create",
+    TagCreate,
+    TagAnswer,
+    Role.WRITE,
+    False,
+    _CATALOG_ERRORS,
+    "Adds a tag to the catalog under a new name; the server picks its id.",
+)
+TAG_GET = Op(
+    "tag_get", TagRefOnly, TagAnswer, Role.READ, True, (NotFound,), "One tag's catalog entry."
+)
+TAG_LIST = Op(
+    "tag_list",
+    TagList,
+    TagListAnswer,
+    Role.READ,
+    True,
+    (),
+    "The tags whose names match a glob, sorted by name.",
+)
+TAG_UPDATE = Op(
+    "tag_update",
+    TagUpdate,
+    TagAnswer,
+    Role.WRITE,
+    False,
+    (NotFound, *_CATALOG_ERRORS),
+    "Changes some of a tag's metadata.",
+)
+TAG_RENAME = Op(
+    "tag_rename",
+    TagRename,
+    TagAnswer,
+    Role.WRITE,
+    False,
+    (NotFound, *_CATALOG_ERRORS),
+    "Renames a tag; it keeps its id and its data.",
+)
+TAG_REMOVE = Op(
+    "tag_remove",
+    TagRefOnly,
+    TagAnswer,
+    Role.WRITE,
+    False,
+    (NotFound, *STORAGE_ERRORS),
+    "Deletes a tag's points (as `delete_tag`), then its catalog entry.",
+)
 
 
 # -- deletes ------------------------------------------------------------------------
 
 
-def delete_request(req_id: int, tag: TagRef, start: int, end: int) -> dict[str, Any]:
-    """Delete the points of ``tag`` with ``start <= ts < end``."""
-    return _tag_request(
-        "delete", req_id, tag, start=int_field(start, "start"), end=int_field(end, "end")
-    )
+@message
+class Delete(Message):
+    tag: TagRef = arg(Tag(), "tag id or name")
+    start: int = arg(Int(), "first timestamp deleted (µs)")
+    end: int = arg(Int(), "first timestamp kept (µs); `end <= start` is `invalid_input`")
 
 
-def parse_delete(msg: Mapping[str, Any]) -> tuple[TagRef, int, int]:
-    return (
-        parse_tag_ref(msg),
-        int_field(required(msg, "start"), "start"),
-        int_field(required(msg, "end"), "end"),
-    )
+@message
+class Deleted(Message):
+    lsn: int = arg(Int(0), "log sequence number of the delete")
 
 
-def delete_tag_request(req_id: int, tag: TagRef) -> dict[str, Any]:
-    """Delete every point of ``tag`` (its catalog entry stays; see tag_remove)."""
-    return _tag_request("delete_tag", req_id, tag)
+DELETE = Op(
+    "delete",
+    Delete,
+    Deleted,
+    Role.WRITE,
+    False,
+    (NotFound, InvalidInput, *STORAGE_ERRORS),
+    "Deletes the points of one tag in `[start, end)`; durable when answered.",
+)
+DELETE_TAG = Op(
+    "delete_tag",
+    TagRefOnly,
+    Deleted,
+    Role.WRITE,
+    False,
+    (NotFound, *STORAGE_ERRORS),
+    "Deletes every point of one tag; its catalog entry stays (see `tag_remove`).",
+)
 
-
-def parse_lsn_response(resp: Mapping[str, Any]) -> int:
-    """The ``lsn`` of a delete or delete_tag response."""
-    return checked_response(resp, "delete", lambda: int_field(resp.get("lsn"), "lsn", 0, INT64_MAX))
+CATALOG_OPS = (
+    TAG_CREATE,
+    TAG_GET,
+    TAG_LIST,
+    TAG_UPDATE,
+    TAG_RENAME,
+    TAG_REMOVE,
+    DELETE,
+    DELETE_TAG,
+)

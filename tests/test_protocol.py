@@ -17,40 +17,40 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from xtsdb.protocol import (
+    AGGREGATE,
+    BACKUP,
     DEFAULT_MAX_FRAME,
+    DELETE,
+    DELETE_TAG,
+    HELLO,
+    INTERPOLATE,
+    LAST,
+    OPERATIONS,
     OPS,
+    PLOT,
+    QUERY,
+    TAG_CREATE,
+    TAG_GET,
+    TAG_LIST,
+    TAG_REMOVE,
+    TAG_RENAME,
+    TAG_UPDATE,
+    WRITE,
     FrameDecoder,
-    analytics,
-    backup_request,
     encode_frame,
     error_response,
     errors,
-    hello_request,
-    hello_response,
-    last_request,
-    last_response,
     ok_response,
+    opdocs,
     pack_array,
-    parse_backup,
-    parse_backup_response,
-    parse_hello,
-    parse_hello_response,
-    parse_last,
-    parse_last_response,
-    parse_points,
-    parse_query,
     parse_request_header,
     parse_response_header,
-    parse_write,
-    points_response,
-    query_request,
     raise_for_error,
     readable_id,
     request,
-    tags,
     unpack_array,
-    write_request,
 )
+from xtsdb.protocol.analytics import Buckets, Regular
 from xtsdb.protocol.errors import (
     FrameTooLarge,
     InvalidInput,
@@ -60,6 +60,7 @@ from xtsdb.protocol.errors import (
     XtsdbError,
 )
 from xtsdb.protocol.frames import BIN_INLINE_MAX, encode_frame_parts
+from xtsdb.protocol.ops import negotiate
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 
@@ -76,6 +77,41 @@ def wire(msg: dict[str, Any]) -> dict[str, Any]:
     assert isinstance(out, dict) and dec.next_message() is None
     assert dec.buffered == 0 and dec.wanted == 4
     return out
+
+
+def points(resp: dict[str, Any]) -> tuple[Any, Any, Any]:
+    p = QUERY.parse_answer(resp)
+    return p.ts, p.values, p.q
+
+
+def last_cols(resp: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    r = LAST.parse_answer(resp)
+    return r.tags, r.ts, r.values, r.q
+
+
+def last_tags(msg: dict[str, Any]) -> Any:
+    return LAST.parse(msg).tags
+
+
+def hello(msg: dict[str, Any]) -> tuple[int, str | None, str | None]:
+    h = HELLO.parse(msg)
+    return negotiate(h.versions), h.token, h.client
+
+
+def welcome(resp: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(HELLO.parse_answer(resp))
+
+
+def backup_path(msg: dict[str, Any]) -> str:
+    return BACKUP.parse(msg).path
+
+
+def backup_report(resp: dict[str, Any]) -> dict[str, Any]:
+    return BACKUP.parse_answer(resp).backup
+
+
+def query_args(msg: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(QUERY.parse(msg))
 
 
 def decode_all(pieces: list[bytes], max_frame: int = DEFAULT_MAX_FRAME) -> list[dict[str, Any]]:
@@ -99,29 +135,29 @@ def test_every_op_has_a_round_trip_below() -> None:
 
 
 def test_backup_round_trip() -> None:
-    msg = wire(backup_request(5, "nightly"))
-    assert parse_request_header(msg) == (5, "backup") and parse_backup(msg) == "nightly"
+    msg = wire(BACKUP.build(5, "nightly"))
+    assert parse_request_header(msg) == (5, "backup") and backup_path(msg) == "nightly"
     with pytest.raises(InvalidInput, match="path"):
-        parse_backup(wire(request("backup", 6)))
+        backup_path(wire(request("backup", 6)))
     with pytest.raises(InvalidInput):
-        backup_request(7, "")
+        BACKUP.build(7, "")
     report = {"path": "/b/nightly", "bytes": 10, "checkpoint_lsn": 3}
-    assert parse_backup_response(wire(ok_response(5, backup=report))) == report
+    assert backup_report(wire(ok_response(5, backup=report))) == report
     with pytest.raises(ProtocolError):
-        parse_backup_response(wire(ok_response(5)))
+        backup_report(wire(ok_response(5)))
 
 
 def test_hello_round_trip() -> None:
-    msg = wire(hello_request(1, token="s3cret", client="pytest"))
+    msg = wire(HELLO.build(1, [1], token="s3cret", client="pytest"))
     assert parse_request_header(msg) == (1, "hello")
-    assert parse_hello(msg) == (1, "s3cret", "pytest")
-    assert parse_hello(wire(hello_request(2))) == (1, None, None)
-    assert parse_hello(wire(hello_request(3, versions=(7, 1, 0)))) == (1, None, None)
+    assert hello(msg) == (1, "s3cret", "pytest")
+    assert hello(wire(HELLO.build(2, [1]))) == (1, None, None)
+    assert hello(wire(HELLO.build(3, [7, 1, 0]))) == (1, None, None)
     with pytest.raises(UnsupportedVersion):
-        parse_hello(wire(hello_request(4, versions=(2, 3))))
-    resp = wire(hello_response(1, "xtsdb 0.1.0", 1 << 20, True))
+        hello(wire(HELLO.build(4, [2, 3])))
+    resp = wire(HELLO.reply(1, 1, "xtsdb 0.1.0", 1 << 20, True))
     assert parse_response_header(resp) == (1, True)
-    assert parse_hello_response(resp) == (1, "xtsdb 0.1.0", 1 << 20, True)
+    assert welcome(resp) == (1, "xtsdb 0.1.0", 1 << 20, True)
 
 
 @pytest.mark.parametrize("op", ["ping", "flush", "stats"])
@@ -139,10 +175,10 @@ def test_field_less_ops_round_trip(op: str) -> None:
 def test_write_round_trip_single_tag() -> None:
     ts = np.array([3, 1, 2], np.int64)
     values = np.array([0.5, np.nan, -np.inf])
-    msg = wire(write_request(9, 7, ts, values))
+    msg = wire(WRITE.build(9, 7, ts, values))
     assert parse_request_header(msg) == (9, "write")
     assert isinstance(msg["ts"], bytes)  # raw bin, not a msgpack array
-    tag, ts2, values2, q = parse_write(msg)
+    tag, ts2, values2, q = WRITE.parse(msg)
     assert tag == 7 and q is None
     assert ts2.dtype == np.int64 and values2.dtype == np.float64
     np.testing.assert_array_equal(ts2, ts)
@@ -154,8 +190,8 @@ def test_write_round_trip_single_tag() -> None:
 
 def test_write_round_trip_tag_per_point_with_qualities() -> None:
     tags = np.array([1, 2, 2**32 - 1], np.uint32)
-    msg = wire(write_request(1, tags, [10, 20, 30], [1, 2, 3], [192, 0, 64]))
-    tags2, ts, values, q = parse_write(msg)
+    msg = wire(WRITE.build(1, tags, [10, 20, 30], [1, 2, 3], [192, 0, 64]))
+    tags2, ts, values, q = WRITE.parse(msg)
     assert isinstance(tags2, np.ndarray) and tags2.dtype == np.uint32
     np.testing.assert_array_equal(tags2, tags)
     np.testing.assert_array_equal(ts, [10, 20, 30])
@@ -165,137 +201,137 @@ def test_write_round_trip_tag_per_point_with_qualities() -> None:
 
 
 def test_write_scalar_quality_and_numpy_tag() -> None:
-    tag, _, _, q = parse_write(wire(write_request(1, np.uint32(5), [1, 2], [1.0, 2.0], 0)))
+    tag, _, _, q = WRITE.parse(wire(WRITE.build(1, np.uint32(5), [1, 2], [1.0, 2.0], 0)))
     assert tag == 5 and type(tag) is int
     assert q is not None and q.tolist() == [0, 0]
 
 
 def test_empty_write_round_trips() -> None:
-    tag, ts, values, q = parse_write(wire(write_request(1, 0, [], [])))
+    tag, ts, values, q = WRITE.parse(wire(WRITE.build(1, 0, [], [])))
     assert tag == 0 and ts.shape == (0,) and values.shape == (0,) and q is None
 
 
 def test_query_round_trip() -> None:
-    msg = wire(query_request(5, 3, -(2**63), 2**63 - 1, limit=10))
+    msg = wire(QUERY.build(5, 3, -(2**63), 2**63 - 1, limit=10))
     assert parse_request_header(msg) == (5, "query")
-    assert parse_query(msg) == (3, -(2**63), 2**63 - 1, 10, False, False)
-    assert parse_query(wire(query_request(6, 3, 0, 100))) == (3, 0, 100, None, False, False)
-    flags = wire(query_request(7, "boiler.temp", 0, 9, descending=True, good_only=True))
-    assert parse_query(flags) == ("boiler.temp", 0, 9, None, True, True)
-    resp = wire(points_response(5, [1, 2], [0.25, 0.5], [192, 192], {"blocks_read": 1}))
-    ts, values, q = parse_points(resp)
+    assert query_args(msg) == (3, -(2**63), 2**63 - 1, 10, False, False)
+    assert query_args(wire(QUERY.build(6, 3, 0, 100))) == (3, 0, 100, None, False, False)
+    flags = wire(QUERY.build(7, "boiler.temp", 0, 9, descending=True, good_only=True))
+    assert query_args(flags) == ("boiler.temp", 0, 9, None, True, True)
+    resp = wire(QUERY.reply(5, [1, 2], [0.25, 0.5], [192, 192], {"blocks_read": 1}))
+    ts, values, q = points(resp)
     assert ts.tolist() == [1, 2] and values.tolist() == [0.25, 0.5] and q.tolist() == [192, 192]
     assert resp["stats"] == {"blocks_read": 1}
-    ts, values, q = parse_points(wire(points_response(5, [], [], [])))
+    ts, values, q = points(wire(QUERY.reply(5, [], [], [])))
     assert ts.size == values.size == q.size == 0
 
 
 def test_last_round_trip() -> None:
-    msg = wire(last_request(8, [4, 5, 6]))
+    msg = wire(LAST.build(8, [4, 5, 6]))
     assert parse_request_header(msg) == (8, "last")
-    tags = parse_last(msg)
+    tags = last_tags(msg)
     assert tags.dtype == np.uint32 and tags.tolist() == [4, 5, 6]
-    assert parse_last(wire(last_request(9, 4))).tolist() == [4]
-    resp = wire(last_response(8, [4, 6], [100, 200], [1.5, 2.5], [192, 0]))
-    out = parse_last_response(resp)
+    assert last_tags(wire(LAST.build(9, 4))).tolist() == [4]
+    resp = wire(LAST.reply(8, [4, 6], [100, 200], [1.5, 2.5], [192, 0]))
+    out = last_cols(resp)
     assert [a.tolist() for a in out] == [[4, 6], [100, 200], [1.5, 2.5], [192, 0]]
     assert [a.dtype for a in out] == [np.uint32, np.int64, np.float64, np.uint8]
 
 
 def test_aggregate_round_trip() -> None:
-    msg = wire(analytics.aggregate_request(1, "b.t", -5, 100, 10, ["avg", "count", "avg"]))
-    a = analytics.parse_aggregate(msg)
-    assert (a.tags, a.many, a.start, a.end, a.interval) == (["b.t"], False, -5, 100, 10)
+    msg = wire(AGGREGATE.build(1, "b.t", -5, 100, 10, ["avg", "count", "avg"]))
+    a = AGGREGATE.parse(msg)
+    assert (a.tags, a.start, a.end, a.interval) == ("b.t", -5, 100, 10)
     assert a.aggregates == ("avg", "count") and (a.origin, a.good_only) == (0, False)
-    many = wire(analytics.aggregate_request(2, np.array([3, 4]), 0, 9, 3, "sum", origin=1,
-                                            good_only=True))  # fmt: skip
-    a = analytics.parse_aggregate(many)
-    assert (a.tags, a.many, a.origin, a.good_only) == ([3, 4], True, 1, True)
-    res = analytics.aggregate_result([0, 10], {"count": [1, 0], "avg": [0.5, np.nan]})
-    one = wire(analytics.aggregate_response(1, [res], many=False))
-    [(start, values)] = analytics.parse_aggregate_response(one)
+    many = wire(AGGREGATE.build(2, np.array([3, 4]), 0, 9, 3, "sum", origin=1, good_only=True))
+    a = AGGREGATE.parse(many)
+    assert (a.tags, a.origin, a.good_only) == ([3, 4], 1, True)
+    res = Buckets([0, 10], {"count": [1, 0], "avg": [0.5, np.nan]})
+    one = AGGREGATE.parse_answer(wire(AGGREGATE.reply(1, res))).result
+    assert isinstance(one, Buckets)
+    start, values = one
     assert start.tolist() == [0, 10] and values["count"].dtype == np.int64
     assert values["count"].tolist() == [1, 0] and np.isnan(values["avg"][1])
-    both = analytics.parse_aggregate_response(
-        wire(analytics.aggregate_response(2, [res, res], many=True))
-    )
-    assert len(both) == 2 and both[1][1]["avg"][0] == 0.5
-    for bad in ({"aggregates": ["median"]}, {"aggregates": "avg"}, {"aggregates": []},
-                {"interval": 0}, {"tags": [1]}, {"tag": None}, {"good_only": 1}):  # fmt: skip
+    both = AGGREGATE.parse_answer(wire(AGGREGATE.reply(2, [res, res]))).result
+    assert isinstance(both, list) and len(both) == 2 and both[1].values["avg"][0] == 0.5
+    bad_fields: list[dict[str, Any]] = [
+        {"aggregates": ["median"]},
+        {"aggregates": "avg"},
+        {"aggregates": []},
+        {"interval": 0},
+        {"tags": [1]},
+        {"tag": None},
+        {"good_only": 1},
+    ]
+    for bad in bad_fields:
         with pytest.raises(InvalidInput):
-            analytics.parse_aggregate({**msg, **bad})
+            AGGREGATE.parse({**msg, **bad})
 
 
 def test_interpolate_and_plot_round_trip() -> None:
-    msg = wire(analytics.interpolate_request(1, 7, [1, 5], method="linear", max_gap=3))
-    a = analytics.parse_interpolate(msg)
-    assert a.tag == 7 and a.times is not None and a.times.tolist() == [1, 5]
-    assert (a.regular, a.method, a.max_gap, a.good_only) == (None, "linear", 3, False)
-    grid = analytics.parse_interpolate(
-        wire(analytics.interpolate_request(2, "x", start=0, end=10, interval=5, good_only=True))
-    )
-    assert (grid.times, grid.regular, grid.method, grid.good_only) == (
-        None,
-        (0, 10, 5),
-        "previous",
-        True,
-    )
-    resp = wire(analytics.interpolate_response(1, [1, 5], [0.5, np.nan], [0, 2]))
-    ts, values, status = analytics.parse_interpolate_response(resp)
-    assert (
-        np.isnan(values[1])
-        and ts.tolist() == [1, 5]
-        and status.dtype == np.uint8
-        and status.tolist() == [0, 2]
-    )
-    for bad in ({"method": "cubic"}, {"times": [1, 2]}, {"times": {"start": 0, "end": 1}},
-                {"max_gap": -1}):  # fmt: skip
+    msg = wire(INTERPOLATE.build(1, 7, [1, 5], method="linear", max_gap=3))
+    a = INTERPOLATE.parse(msg)
+    assert a.tag == 7 and not isinstance(a.times, Regular) and a.times.tolist() == [1, 5]
+    assert (a.method, a.max_gap, a.good_only) == ("linear", 3, False)
+    grid = INTERPOLATE.parse(wire(INTERPOLATE.build(2, "x", Regular(0, 10, 5), good_only=True)))
+    assert (grid.times, grid.method, grid.good_only) == ((0, 10, 5), "previous", True)
+    resp = wire(INTERPOLATE.reply(1, [1, 5], [0.5, np.nan], [0, 2]))
+    ts, values, status = INTERPOLATE.parse_answer(resp)
+    assert np.isnan(values[1]) and ts.tolist() == [1, 5]
+    assert status.dtype == np.uint8 and status.tolist() == [0, 2]
+    bad_fields: list[dict[str, Any]] = [
+        {"method": "cubic"},
+        {"times": [1, 2]},
+        {"times": {"start": 0, "end": 1}},
+        {"max_gap": -1},
+    ]
+    for bad in bad_fields:
         with pytest.raises(InvalidInput):
-            analytics.parse_interpolate({**msg, **bad})
-    with pytest.raises(InvalidInput, match="either"):
-        analytics.interpolate_request(3, 7)
-    plot = analytics.parse_plot(wire(analytics.plot_request(4, "x", 0, 10, 100)))
-    assert plot == ("x", 0, 10, 100, False)
+            INTERPOLATE.parse({**msg, **bad})
+    with pytest.raises(InvalidInput, match="times"):
+        INTERPOLATE.build(3, 7, None)
+    plot = PLOT.parse(wire(PLOT.build(4, "x", 0, 10, 100)))
+    assert tuple(plot) == ("x", 0, 10, 100, False)
     with pytest.raises(InvalidInput, match="intervals"):
-        analytics.parse_plot({**wire(analytics.plot_request(4, 1, 0, 10, 1)), "intervals": 0})
+        PLOT.parse({**wire(PLOT.build(4, 1, 0, 10, 1)), "intervals": 0})
 
 
 def test_tag_catalog_and_delete_round_trip() -> None:
-    msg = wire(tags.tag_create_request(1, "b.t", unit="m", retention_us=5))
-    assert tags.parse_tag_create(msg) == ("b.t", {"unit": "m", "retention_us": 5})
+    msg = wire(TAG_CREATE.build(1, "b.t", {"unit": "m", "retention_us": 5}))
+    assert tuple(TAG_CREATE.parse(msg)) == ("b.t", {"unit": "m", "retention_us": 5})
     with pytest.raises(InvalidInput, match="unknown tag fields"):
-        tags.tag_create_request(1, "b.t", colour="red")
-    assert tags.parse_tag_ref(wire(tags.tag_get_request(2, 9))) == 9
-    assert tags.parse_tag_list(wire(tags.tag_list_request(3))) == ("*", 10_000)
-    assert tags.parse_tag_list(wire(tags.tag_list_request(3, "a*", 5))) == ("a*", 5)
-    upd = wire(tags.tag_update_request(4, "b.t", duplicates="first"))
-    assert tags.parse_tag_update(upd) == ("b.t", {"duplicates": "first"})
-    assert tags.parse_tag_rename(wire(tags.tag_rename_request(5, 9, "new"))) == (9, "new")
-    assert tags.parse_tag_ref(wire(tags.tag_remove_request(6, "b.t"))) == "b.t"
-    assert tags.parse_delete(wire(tags.delete_request(7, "b.t", -1, 5))) == ("b.t", -1, 5)
-    assert tags.parse_tag_ref(wire(tags.delete_tag_request(8, 3))) == 3
+        TAG_CREATE.build(1, "b.t", {"colour": "red"})
+    assert TAG_GET.parse(wire(TAG_GET.build(2, 9))).tag == 9
+    assert tuple(TAG_LIST.parse(wire(TAG_LIST.build(3)))) == ("*", 10_000)
+    assert tuple(TAG_LIST.parse(wire(TAG_LIST.build(3, "a*", 5)))) == ("a*", 5)
+    upd = wire(TAG_UPDATE.build(4, "b.t", {"duplicates": "first"}))
+    assert tuple(TAG_UPDATE.parse(upd)) == ("b.t", {"duplicates": "first"})
+    assert tuple(TAG_RENAME.parse(wire(TAG_RENAME.build(5, 9, "new")))) == (9, "new")
+    assert TAG_REMOVE.parse(wire(TAG_REMOVE.build(6, "b.t"))).tag == "b.t"
+    assert tuple(DELETE.parse(wire(DELETE.build(7, "b.t", -1, 5)))) == ("b.t", -1, 5)
+    assert DELETE_TAG.parse(wire(DELETE_TAG.build(8, 3))).tag == 3
     info = {"id": 3, "name": "b.t", "unit": "m", "future_field": 1}
-    assert tags.parse_tag_response(wire(tags.tag_response(1, info))) == info
-    assert tags.parse_tag_list_response(wire(tags.tag_list_response(1, [info]))) == [info]
-    assert tags.parse_lsn_response(wire(ok_response(7, lsn=12))) == 12
+    assert TAG_GET.parse_answer(wire(TAG_GET.reply(1, info))).tag == info
+    assert TAG_LIST.parse_answer(wire(TAG_LIST.reply(1, [info]))).tags == [info]
+    assert DELETE.parse_answer(wire(ok_response(7, lsn=12))).lsn == 12
     with pytest.raises(ProtocolError):
-        tags.parse_tag_response(wire(ok_response(1, tag={"id": "3", "name": "x"})))
+        TAG_GET.parse_answer(wire(ok_response(1, tag={"id": "3", "name": "x"})))
     for bad in ({"retention_us": -1}, {"unit": 5}, {"name": ""}, {"name": None}):
         with pytest.raises(InvalidInput):
-            tags.parse_tag_create({**msg, **bad})
+            TAG_CREATE.parse({**msg, **bad})
     with pytest.raises(InvalidInput, match="limit"):
-        tags.parse_tag_list({"limit": 65_537})
+        TAG_LIST.parse({"limit": 65_537})
 
 
 def test_points_response_says_whether_there_is_more() -> None:
-    assert wire(points_response(1, [1], [1.0], [192], more=True))["more"] is True
-    assert wire(points_response(1, [], [], []))["more"] is False
+    assert wire(QUERY.reply(1, [1], [1.0], [192], more=True))["more"] is True
+    assert wire(QUERY.reply(1, [], [], []))["more"] is False
 
 
 def test_last_takes_names_as_a_list() -> None:
-    assert parse_last(wire(last_request(1, "a"))) == ["a"]
-    assert parse_last(wire(last_request(1, ["a", 5]))) == ["a", 5]
-    assert parse_last(wire(last_request(1, (5, 6)))).tolist() == [5, 6]  # ids only: a bin
+    assert last_tags(wire(LAST.build(1, "a"))) == ["a"]
+    assert last_tags(wire(LAST.build(1, ["a", 5]))) == ["a", 5]
+    assert last_tags(wire(LAST.build(1, (5, 6)))).tolist() == [5, 6]  # ids only: a bin
 
 
 # -- zero-copy response frames ------------------------------------------------------
@@ -319,13 +355,11 @@ def test_frame_parts_are_the_bytes_of_encode_frame(n: int) -> None:
     ts = np.sort(rng.integers(-(2**60), 2**60, n))
     values, q = rng.normal(size=n), rng.integers(0, 256, n, dtype=np.uint8)
     msgs = [
-        points_response(n, ts, values, q, {"blocks_read": n}, more=n % 2 == 1),
-        points_response(n, ts[::-1], values[::-1], q[::-1]),  # strided views (descending)
-        last_response(n, np.arange(n) % 2**32, ts, values, q),
-        analytics.aggregate_response(
-            n, [analytics.aggregate_result(ts, {"count": ts, "avg": values})] * 2, many=True
-        ),
-        analytics.interpolate_response(n, ts, values, q),
+        QUERY.reply(n, ts, values, q, {"blocks_read": n}, more=n % 2 == 1),
+        QUERY.reply(n, ts[::-1], values[::-1], q[::-1]),  # strided views (descending)
+        LAST.reply(n, np.arange(n) % 2**32, ts, values, q),
+        AGGREGATE.reply(n, [Buckets(ts, {"count": ts, "avg": values})] * 2),
+        INTERPOLATE.reply(n, ts, values, q),
         ok_response(n, blob=ts.tobytes(), view=memoryview(values.tobytes()), nested=[{"x": q}]),
     ]
     for msg in msgs:
@@ -343,11 +377,11 @@ def test_frame_parts_are_the_bytes_of_encode_frame(n: int) -> None:
 
 def test_frame_parts_view_the_arrays_and_check_the_limit() -> None:
     ts = np.arange(100_000, dtype=np.int64)
-    parts = encode_frame_parts(points_response(1, ts, ts.astype(np.float64), ts % 256))
+    parts = encode_frame_parts(QUERY.reply(1, ts, ts.astype(np.float64), ts % 256))
     assert any(isinstance(p, memoryview) and p.obj is ts for p in parts)  # no copy of ts
-    size = len(encode_frame(points_response(1, ts, ts.astype(np.float64), ts % 256))) - 4
+    size = len(encode_frame(QUERY.reply(1, ts, ts.astype(np.float64), ts % 256))) - 4
     with pytest.raises(FrameTooLarge):
-        encode_frame_parts(points_response(1, ts, ts.astype(np.float64), ts % 256), size - 1)
+        encode_frame_parts(QUERY.reply(1, ts, ts.astype(np.float64), ts % 256), size - 1)
     with pytest.raises(ProtocolError, match="pack_array"):
         encode_frame_parts({"ts": np.arange(100_000, dtype=np.int32)})
     assert encode_frame_parts({"a": 1}) == [encode_frame({"a": 1})]
@@ -359,8 +393,8 @@ def test_frame_parts_view_the_arrays_and_check_the_limit() -> None:
 def sample_stream() -> tuple[bytes, list[dict[str, Any]]]:
     msgs = [
         request("ping", 1),
-        write_request(2, 7, [1, 2, 3], [1.0, 2.0, 3.0], [192, 192, 0]),
-        query_request(3, 7, 0, 10),
+        WRITE.build(2, 7, [1, 2, 3], [1.0, 2.0, 3.0], [192, 192, 0]),
+        QUERY.build(3, 7, 0, 10),
         ok_response(4, n=1, lsn=2),
     ]
     return b"".join(encode_frame(m) for m in msgs), msgs
@@ -497,7 +531,7 @@ def test_large_write_frame_in_64k_pieces() -> None:
     tags = rng.integers(0, 1000, n).astype(np.uint32)
     ts = np.arange(n, dtype=np.int64) * 1000
     values = rng.random(n)
-    data = encode_frame(write_request(1, tags, ts, values))
+    data = encode_frame(WRITE.build(1, tags, ts, values))
     assert len(data) > 20_000_000
     dec = FrameDecoder()
     piece = 64 * 1024
@@ -507,7 +541,7 @@ def test_large_write_frame_in_64k_pieces() -> None:
             assert dec.next_message() is None
     msg = dec.next_message()
     assert msg is not None and dec.buffered == 0
-    tags2, ts2, values2, q = parse_write(msg)
+    tags2, ts2, values2, q = WRITE.parse(msg)
     assert q is None and isinstance(tags2, np.ndarray)
     np.testing.assert_array_equal(tags2, tags)
     np.testing.assert_array_equal(ts2, ts)
@@ -564,7 +598,7 @@ def test_error_response_maps_back_to_its_class(cls: type[XtsdbError]) -> None:
         raise_for_error(resp)
     assert type(info.value) is cls and str(info.value) == f"boom {cls.name}"
     with pytest.raises(cls):  # response parsers raise the carried error first
-        parse_points(resp)
+        points(resp)
 
 
 def test_error_response_edge_cases() -> None:
@@ -598,19 +632,19 @@ def test_malformed_responses_are_protocol_errors(resp: dict[str, Any]) -> None:
 def test_malformed_success_response_is_a_protocol_error_not_invalid_input() -> None:
     resp = ok_response(1, ts=b"\x00" * 8, values=b"\x00" * 16, q=b"\x00")
     with pytest.raises(ProtocolError, match="values") as info:
-        parse_points(resp)
+        points(resp)
     assert not isinstance(info.value, InvalidInput)
     with pytest.raises(ProtocolError):
-        parse_last_response(ok_response(1, tags=b"\x00" * 4))
+        last_cols(ok_response(1, tags=b"\x00" * 4))
     with pytest.raises(ProtocolError):
-        parse_hello_response(ok_response(1, version=1, server="s", max_frame=0, auth=True))
+        welcome(ok_response(1, version=1, server="s", max_frame=0, auth=True))
 
 
 # -- field checks -----------------------------------------------------------------
 
 TS = pack_array(np.array([1, 2]), "<i8")
 VALS = pack_array(np.array([1.0, 2.0]), "<f8")
-WRITE = {"id": 1, "op": "write", "tag": 1, "ts": TS, "values": VALS}
+WRITE_MSG = {"id": 1, "op": "write", "tag": 1, "ts": TS, "values": VALS}
 WRITE_TAGS = {
     "id": 1,
     "op": "write",
@@ -618,33 +652,33 @@ WRITE_TAGS = {
     "ts": TS,
     "values": VALS,
 }
-QUERY = {"id": 1, "op": "query", "tag": 1, "start": 0, "end": 10, "limit": 5}
-LAST = {"id": 1, "op": "last", "tags": pack_array(np.array([1, 2]), "<u4")}
+QUERY_MSG = {"id": 1, "op": "query", "tag": 1, "start": 0, "end": 10, "limit": 5}
+LAST_MSG = {"id": 1, "op": "last", "tags": pack_array(np.array([1, 2]), "<u4")}
 
 BAD_FIELDS: list[tuple[dict[str, Any], str, Any]] = [
-    *[(WRITE, "tag", v) for v in (-1, 2**32, True, 1.0, "", b"\x01", [1])],
-    *[(WRITE, f, v) for f in ("ts", "values") for v in (None, 1, "ab", [1, 2], {"a": 1})],
-    (WRITE, "ts", b"\x00" * 7),  # not a multiple of 8
-    (WRITE, "ts", b"\x00" * 24),  # 3 timestamps, 2 values
-    (WRITE, "values", b"\x00" * 12),  # not a multiple of 8
-    (WRITE, "values", b"\x00" * 8),  # 1 value, 2 timestamps
-    *[(WRITE, "q", v) for v in (192, [192, 192], "ab", b"\xc0", b"\xc0" * 3)],
+    *[(WRITE_MSG, "tag", v) for v in (-1, 2**32, True, 1.0, "", b"\x01", [1])],
+    *[(WRITE_MSG, f, v) for f in ("ts", "values") for v in (None, 1, "ab", [1, 2], {"a": 1})],
+    (WRITE_MSG, "ts", b"\x00" * 7),  # not a multiple of 8
+    (WRITE_MSG, "ts", b"\x00" * 24),  # 3 timestamps, 2 values
+    (WRITE_MSG, "values", b"\x00" * 12),  # not a multiple of 8
+    (WRITE_MSG, "values", b"\x00" * 8),  # 1 value, 2 timestamps
+    *[(WRITE_MSG, "q", v) for v in (192, [192, 192], "ab", b"\xc0", b"\xc0" * 3)],
     *[(WRITE_TAGS, "tags", v) for v in (1.5, [1, 2], b"\x00" * 6, b"\x00" * 4, b"\x00" * 12)],
-    *[(QUERY, f, v) for f in ("start", "end") for v in (None, True, 1.5, "0", b"0", [0])],
-    *[(QUERY, "tag", v) for v in (None, True, 1.5, "", b"0", [0])],  # a str is a tag name
-    *[(QUERY, f, v) for f in ("descending", "good_only") for v in (1, 0, "yes", b"\x01")],
-    (QUERY, "tag", 2**32),
-    (QUERY, "start", 2**63),
-    (QUERY, "end", -(2**63) - 1),
-    *[(QUERY, "limit", v) for v in (-1, False, 2.0, "5", 2**63)],
-    *[(LAST, "tags", v) for v in (None, 1, [1.5], [True], [""], "ab", b"\x00" * 5)],
+    *[(QUERY_MSG, f, v) for f in ("start", "end") for v in (None, True, 1.5, "0", b"0", [0])],
+    *[(QUERY_MSG, "tag", v) for v in (None, True, 1.5, "", b"0", [0])],  # a str is a tag name
+    *[(QUERY_MSG, f, v) for f in ("descending", "good_only") for v in (1, 0, "yes", b"\x01")],
+    (QUERY_MSG, "tag", 2**32),
+    (QUERY_MSG, "start", 2**63),
+    (QUERY_MSG, "end", -(2**63) - 1),
+    *[(QUERY_MSG, "limit", v) for v in (-1, False, 2.0, "5", 2**63)],
+    *[(LAST_MSG, "tags", v) for v in (None, 1, [1.5], [True], [""], "ab", b"\x00" * 5)],
 ]
 
 
 @pytest.mark.parametrize(("base", "field", "value"), BAD_FIELDS)
 def test_wrong_field_values_are_invalid_input(base: dict[str, Any], field: str, value: Any) -> None:
     msg = {**base, field: value}
-    parse = {"write": parse_write, "query": parse_query, "last": parse_last}[base["op"]]
+    parse = {"write": WRITE.parse, "query": QUERY.parse, "last": LAST.parse}[base["op"]]
     parse(wire(base))  # the base message itself is fine
     with pytest.raises(InvalidInput, match=field):
         parse(msg)  # in process
@@ -655,10 +689,10 @@ def test_wrong_field_values_are_invalid_input(base: dict[str, Any], field: str, 
 
 def test_write_needs_exactly_one_of_tag_and_tags() -> None:
     with pytest.raises(InvalidInput, match="exactly one"):
-        parse_write({**WRITE, "tags": WRITE_TAGS["tags"]})
+        WRITE.parse({**WRITE_MSG, "tags": WRITE_TAGS["tags"]})
     with pytest.raises(InvalidInput, match="exactly one"):
-        parse_write({k: v for k, v in WRITE.items() if k != "tag"})
-    assert parse_write({**WRITE, "tags": None, "q": None})[3] is None  # nil means absent
+        WRITE.parse({k: v for k, v in WRITE_MSG.items() if k != "tag"})
+    assert WRITE.parse({**WRITE_MSG, "tags": None, "q": None}).q is None  # nil means absent
 
 
 @pytest.mark.parametrize(
@@ -674,32 +708,32 @@ def test_write_needs_exactly_one_of_tag_and_tags() -> None:
 )
 def test_bad_hello_fields(msg: dict[str, Any]) -> None:
     with pytest.raises(InvalidInput):
-        parse_hello({"id": 1, "op": "hello", **msg})
+        hello({"id": 1, "op": "hello", **msg})
 
 
 def test_builders_check_lengths_and_ranges() -> None:
     with pytest.raises(InvalidInput, match="values"):
-        write_request(1, 1, [1, 2], [1.0])
+        WRITE.build(1, 1, [1, 2], [1.0])
     with pytest.raises(InvalidInput, match="q"):
-        write_request(1, 1, [1, 2], [1.0, 2.0], [192])
+        WRITE.build(1, 1, [1, 2], [1.0, 2.0], [192])
     with pytest.raises(InvalidInput, match="tags"):
-        write_request(1, [1], [1, 2], [1.0, 2.0])
+        WRITE.build(1, [1], [1, 2], [1.0, 2.0])
     with pytest.raises(InvalidInput, match="tag"):
-        write_request(1, -1, [1], [1.0])
+        WRITE.build(1, -1, [1], [1.0])
     with pytest.raises(InvalidInput):
-        write_request(1, [-1], [1], [1.0])
+        WRITE.build(1, [-1], [1], [1.0])
     with pytest.raises(InvalidInput):
-        write_request(1, 1, [1.5], [1.0])  # timestamps must be whole numbers
+        WRITE.build(1, 1, [1.5], [1.0])  # timestamps must be whole numbers
     with pytest.raises(InvalidInput):
-        write_request(1, 1, [1], [1.0], [256])
+        WRITE.build(1, 1, [1], [1.0], [256])
     with pytest.raises(InvalidInput, match="start"):
-        query_request(1, 1, True, 2)
+        QUERY.build(1, 1, True, 2)
     with pytest.raises(InvalidInput, match="limit"):
-        query_request(1, 1, 0, 2, limit=-1)
+        QUERY.build(1, 1, 0, 2, limit=-1)
     with pytest.raises(InvalidInput, match="ts"):
-        last_response(1, [1, 2], [1], [1.0, 2.0], [0, 0])
+        LAST.reply(1, [1, 2], [1], [1.0, 2.0], [0, 0])
     with pytest.raises(InvalidInput, match="q"):
-        points_response(1, [1], [1.0], [])
+        QUERY.reply(1, [1], [1.0], [])
 
 
 # -- array codec ------------------------------------------------------------------
@@ -818,31 +852,9 @@ def test_random_messages_raise_only_xtsdb_errors(op: str, fields: dict[str, Any]
 
 def try_parse(msg: dict[str, Any]) -> None:
     """Run every parser over ``msg``; anything but an XtsdbError fails the test."""
-    parsers = [
-        parse_request_header,
-        parse_hello,
-        parse_write,
-        parse_query,
-        parse_last,
-        raise_for_error,
-        parse_response_header,
-        parse_points,
-        parse_last_response,
-        parse_hello_response,
-        analytics.parse_aggregate,
-        analytics.parse_interpolate,
-        analytics.parse_plot,
-        analytics.parse_aggregate_response,
-        analytics.parse_interpolate_response,
-        tags.parse_tag_create,
-        tags.parse_tag_list,
-        tags.parse_tag_update,
-        tags.parse_tag_rename,
-        tags.parse_delete,
-        tags.parse_tag_response,
-        tags.parse_tag_list_response,
-        tags.parse_lsn_response,
-    ]
+    parsers: list[Any] = [parse_request_header, raise_for_error, parse_response_header, hello]
+    for op in OPERATIONS.values():
+        parsers += [op.parse, op.parse_answer]
     for parse in parsers:
         with contextlib.suppress(XtsdbError):
             parse(msg)
@@ -860,12 +872,12 @@ def test_random_writes_survive_random_splits(n: int, cuts: list[int], seed: int)
     ts = rng.integers(-(2**62), 2**62, n)
     values = rng.standard_normal(n)
     q = rng.integers(0, 256, n, dtype=np.uint8)
-    data = encode_frame(write_request(3, tags, ts, values, q)) * 2
+    data = encode_frame(WRITE.build(3, tags, ts, values, q)) * 2
     bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
     msgs = decode_all([data[a:b] for a, b in itertools.pairwise(bounds)])
     assert len(msgs) == 2
     for msg in msgs:
-        out = parse_write(msg)
+        out = WRITE.parse(msg)
         for got, want in zip(out, (tags, ts, values, q), strict=True):
             assert isinstance(got, np.ndarray)
             assert got.tobytes() == np.asarray(want).tobytes()
@@ -894,7 +906,7 @@ def test_documented_frames_match_the_code() -> None:
         "ping_request": encode_frame(request("ping", 1)),
         "ping_response": encode_frame(ok_response(1)),
         "write_request": encode_frame(
-            write_request(
+            WRITE.build(
                 2,
                 7,
                 np.array([1_700_000_000_000_000, 1_700_000_001_000_000]),
@@ -913,9 +925,17 @@ def test_documented_write_example_decodes() -> None:
     dec.feed(doc_examples()["write_request"])
     msg = dec.next_message()
     assert msg is not None
-    tag, ts, values, q = parse_write(msg)
+    tag, ts, values, q = WRITE.parse(msg)
     assert tag == 7 and ts.tolist() == [1_700_000_000_000_000, 1_700_000_001_000_000]
     assert values.tolist() == [1.5, -0.25] and q is not None and q.tolist() == [192, 0]
+
+
+def test_doc_op_reference_is_generated_from_the_declarations() -> None:
+    # Regenerate with: python -m xtsdb.protocol.opdocs docs/protocol.md
+    text = DOC.read_text(encoding="utf-8")
+    assert opdocs.rewrite(text) == text
+    for op in OPERATIONS.values():
+        assert opdocs.render(op) in text
 
 
 def test_doc_lists_every_error_code_and_every_op() -> None:
