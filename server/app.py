@@ -26,6 +26,7 @@ from xtsdb.server.auth import Authenticator, load_tokens, token_file_is_private
 from xtsdb.server.backup import Backups
 from xtsdb.server.config import ServerConfig, is_loopback
 from xtsdb.server.connection import Connection
+from xtsdb.server.context import ServerContext
 from xtsdb.server.engine import Engine
 from xtsdb.server.http_endpoint import Health, OpsEndpoint
 from xtsdb.server.influx import InfluxEndpoint
@@ -112,7 +113,17 @@ async def _run(
     # The queue commits through a wrapper that times each group commit (metrics).
     writes = WriteQueue(ops.metrics.timed(engine), max_queue_bytes=config.max_queue_bytes)
     auth, ssl_ctx = _security(config)
-    service = Service(engine, writes, pool, max_frame=config.max_frame, auth=auth)
+    ctx = ServerContext(
+        engine,
+        writes,
+        pool,
+        config.max_frame,
+        auth=auth,
+        backups=Backups(engine, config.backup_dir) if config.backup_dir else None,
+        auto_create_tags=config.auto_create_tags,
+        observe=ops.metrics.observer(config.slow_query_ms),
+    )
+    service = Service(ctx)
     terms = memory_bound(config)
     log.info(
         "memory bound about %d MiB: %s",
@@ -121,11 +132,8 @@ async def _run(
     )
     budget = ByteBudget(config.max_partial_bytes)  # shared by both ports
     registry = Connections(service, max_connections=config.max_connections, budget=budget)
-    service.server_stats = registry.stats
-    service.observe = ops.metrics.observer(config.slow_query_ms)
-    service.backups = Backups(engine, config.backup_dir) if config.backup_dir else None
-    service.auto_create_tags = config.auto_create_tags
-    ops.health.server_stats = service.stats
+    ctx.gauges.append(registry.stats)
+    ops.health.server_stats = ctx.stats
     writes.on_pressure = registry.set_paused
 
     def factory() -> Connection:
@@ -154,7 +162,7 @@ async def _run(
     influx: InfluxEndpoint | None = None
     try:
         if config.influx_port >= 0:
-            influx = await InfluxEndpoint.from_config(engine, service, config, budget)
+            influx = await InfluxEndpoint.from_config(ctx, config, budget)
             if on_influx is not None:
                 on_influx(influx.host, influx.port)
         host, port = listener.sockets[0].getsockname()[:2]
@@ -179,7 +187,7 @@ async def _run(
         ops.health.phase = "stopping"
         if influx is not None:  # its requests in progress commit before the queue stops
             await influx.close(config.shutdown_timeout)
-        await _stop(config, registry, service, writes, flush_task, listener)
+        await _stop(config, registry, ctx, writes, flush_task, listener)
         pool.shutdown(wait=False, cancel_futures=True)
         await loop.run_in_executor(None, pool.shutdown, True)
         if config.ready_file is not None:
@@ -190,7 +198,7 @@ async def _run(
 async def _stop(
     config: ServerConfig,
     registry: Connections,
-    service: Service,
+    ctx: ServerContext,
     writes: WriteQueue,
     flush_task: asyncio.Task[None],
     listener: asyncio.Server,
@@ -198,7 +206,7 @@ async def _stop(
     """Stop accepting, finish in-flight work within ``shutdown_timeout``, commit, close."""
     deadline = time.monotonic() + config.shutdown_timeout
     listener.close()
-    service.stopping = True
+    ctx.stopping = True
     inflight = registry.inflight()
     log.info(
         "xtsdb stopping: %d connections, %d requests in flight, %d writes queued",

@@ -27,20 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xtsdb.protocol.errors import AuthenticationFailed, PermissionDenied
+from xtsdb.protocol.optable import OPEN_OPS as OPEN_OPS
+from xtsdb.protocol.optable import READ_OPS as READ_OPS
 
 ROLES = ("read", "write")
 """In increasing order of power: a ``write`` token may do everything a ``read`` one may."""
 
-OPEN_OPS = frozenset({"hello", "ping"})
-"""Answered before authentication. ``ping`` is here on purpose: liveness probes
-(load balancers, orchestrators) speak it without secrets, and it reveals nothing
-that accepting the TCP connection has not already revealed."""
-
-READ_OPS = frozenset(
-    {"query", "last", "stats", "aggregate", "interpolate", "plot", "tag_get", "tag_list"}
-)
-"""Any valid token may run these. Every other op needs the ``write`` role, so an op
-added later is closed to read tokens until it is listed here (fail closed)."""
+# Which op needs which role is declared with the op (xtsdb.protocol.optable):
+# OPEN_OPS are answered before authentication -- ``ping`` on purpose: liveness
+# probes speak it without secrets, and it reveals nothing that accepting the TCP
+# connection has not already revealed; READ_OPS may run with any valid token;
+# every other op needs the ``write`` role, so an op is closed to read tokens
+# unless its declaration says otherwise (fail closed).
 
 MIN_SECRET_LEN = 16
 """Shorter secrets are refused at start-up: an attacker may try one per connection."""

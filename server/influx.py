@@ -50,7 +50,7 @@ from xtsdb.protocol.errors import (
 )
 from xtsdb.protocol.line_protocol import PRECISIONS
 from xtsdb.server.auth import PeerAuth, check_op
-from xtsdb.server.engine import Engine
+from xtsdb.server.context import ServerContext
 from xtsdb.server.http_request import (
     MAX_HEAD,
     HttpError,
@@ -61,7 +61,7 @@ from xtsdb.server.http_request import (
 )
 from xtsdb.server.influx_write import Queued, partial_write, prepare, refused_errors, slices
 from xtsdb.server.limits import ByteBudget
-from xtsdb.server.service import SERVER_VERSION, Service
+from xtsdb.server.service import SERVER_VERSION
 
 if TYPE_CHECKING:
     from xtsdb.server.config import ServerConfig
@@ -87,12 +87,20 @@ class Counters:
 class InfluxEndpoint:
     """The listening endpoint: :meth:`start` it, :meth:`close` it before the write queue stops."""
 
-    def __init__(self, engine: Engine, service: Service, *, max_body: int,
-                 max_connections: int, idle_timeout: float, request_timeout: float,
-                 max_queue_bytes: int, budget: ByteBudget | None = None) -> None:  # fmt: skip
-        self.engine = engine
+    def __init__(
+        self,
+        ctx: ServerContext,
+        *,
+        max_body: int,
+        max_connections: int,
+        idle_timeout: float,
+        request_timeout: float,
+        max_queue_bytes: int,
+        budget: ByteBudget | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.engine = ctx.engine
         self.budget = budget  # shared with the binary port: bodies being received or served
-        self.service = service
         self.max_body = max_body
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout or None
@@ -103,22 +111,22 @@ class InfluxEndpoint:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._conns: dict[asyncio.Task[Any], bool] = {}  # handler task -> busy with a request
+        ctx.gauges.append(self.stats)  # the stats op reports this endpoint's counters too
 
     @classmethod
     async def from_config(
-        cls,
-        engine: Engine,
-        service: Service,
-        config: ServerConfig,
-        budget: ByteBudget | None = None,
+        cls, ctx: ServerContext, config: ServerConfig, budget: ByteBudget | None = None
     ) -> InfluxEndpoint:
         """Started on ``config.host:config.influx_port``, with the binary port's limits."""
-        endpoint = cls(engine, service, max_body=config.max_frame,
-                       max_connections=config.max_connections, idle_timeout=config.idle_timeout,
-                       request_timeout=config.frame_timeout,
-                       max_queue_bytes=config.max_queue_bytes, budget=budget)  # fmt: skip
-        base = service.server_stats  # the stats op reports this endpoint's counters too
-        service.server_stats = lambda: {**(base() if base else {}), **endpoint.stats()}
+        endpoint = cls(
+            ctx,
+            max_body=config.max_frame,
+            max_connections=config.max_connections,
+            idle_timeout=config.idle_timeout,
+            request_timeout=config.frame_timeout,
+            max_queue_bytes=config.max_queue_bytes,
+            budget=budget,
+        )
         return await endpoint.start(config.host, config.influx_port)
 
     async def start(self, host: str, port: int) -> InfluxEndpoint:
@@ -150,10 +158,14 @@ class InfluxEndpoint:
 
     def stats(self) -> dict[str, Any]:
         c = self.counters
-        return {"influx_requests": {str(k): v for k, v in c.requests.items()},
-                "influx_lines": c.lines, "influx_points": c.points,
-                "influx_bad_lines": c.bad_lines, "influx_tags_created": c.tags_created,
-                "influx_connections": len(self._conns)}  # fmt: skip
+        return {
+            "influx_requests": {str(k): v for k, v in c.requests.items()},
+            "influx_lines": c.lines,
+            "influx_points": c.points,
+            "influx_bad_lines": c.bad_lines,
+            "influx_tags_created": c.tags_created,
+            "influx_connections": len(self._conns),
+        }
 
     # -- connections -----------------------------------------------------------
 
@@ -244,8 +256,11 @@ class InfluxEndpoint:
         if path == "/query":
             _allow(method, "GET", "POST")
             return _query(req.param("q"))
-        raise HttpError(404, f"not found: {req.path} (this endpoint serves /write, /ping, "
-                        "/query and /health)", close=False)  # fmt: skip
+        raise HttpError(
+            404,
+            f"not found: {req.path} (this endpoint serves /write, /ping, /query and /health)",
+            close=False,
+        )
 
     def _authorize_head(self, req: HttpRequest) -> None:
         """Check the credentials of a request that needs them, before its body is read."""
@@ -259,7 +274,7 @@ class InfluxEndpoint:
             raise
 
     def _authorize(self, req: HttpRequest, op: str) -> None:
-        auth = self.service.auth
+        auth = self.ctx.auth
         if auth is None:
             return
         peer = PeerAuth()
@@ -282,9 +297,12 @@ class InfluxEndpoint:
     async def _write(self, req: HttpRequest) -> Reply:
         precision = req.param("precision") or "ns"
         if precision not in PRECISIONS:
-            raise HttpError(400, f"invalid precision {precision!r}: one of "
-                            f"{', '.join(sorted(PRECISIONS))}", close=False)  # fmt: skip
-        if self.service.stopping:
+            raise HttpError(
+                400,
+                f"invalid precision {precision!r}: one of {', '.join(sorted(PRECISIONS))}",
+                close=False,
+            )
+        if self.ctx.stopping:
             raise HttpError(503, "the server is stopping", close=False)
         loop = asyncio.get_running_loop()
         now_us = time.time_ns() // 1000  # receive time, for lines without a timestamp
@@ -295,7 +313,7 @@ class InfluxEndpoint:
         try:
             for piece, first_line in slices(req.body, SLICE_BYTES):
                 prep = await loop.run_in_executor(
-                    self.service.pool, prepare, self.engine, piece, precision, now_us, first_line
+                    self.ctx.pool, prepare, self.engine, piece, precision, now_us, first_line
                 )
                 errors += prep.errors
                 lines += prep.lines
@@ -303,7 +321,7 @@ class InfluxEndpoint:
                 refused = refused or prep.refused > 0
                 for q in prep.batches:
                     await self._room()
-                    queued.append((q, self.service.writes.submit(q.batch)))
+                    queued.append((q, self.ctx.writes.submit(q.batch)))
             # 204 only once every slice is committed: acknowledged means durable.
             done = await asyncio.gather(*(f for _, f in queued), return_exceptions=True)
             for (q, _), result in zip(queued, done, strict=True):
@@ -329,7 +347,7 @@ class InfluxEndpoint:
     async def _room(self) -> None:
         """Wait (bounded) while the write queue is over its limit, as binary writers are paused."""
         deadline = time.monotonic() + (self.request_timeout or 30.0)
-        while self.service.writes.bytes > self.max_queue_bytes:
+        while self.ctx.writes.bytes > self.max_queue_bytes:
             if time.monotonic() > deadline:
                 raise Overloaded("the write queue is full; retry later")
             await asyncio.sleep(0.01)
@@ -340,8 +358,9 @@ class InfluxEndpoint:
 
 def _allow(method: str, *allowed: str) -> None:
     if method not in allowed:
-        raise HttpError(405, f"method {method} not allowed here; use {' or '.join(allowed)}",
-                        close=False)  # fmt: skip
+        raise HttpError(
+            405, f"method {method} not allowed here; use {' or '.join(allowed)}", close=False
+        )
 
 
 def _credentials(req: HttpRequest) -> list[str]:
@@ -366,8 +385,12 @@ def _query(q: str) -> Reply:
     if statements and all(_CREATE_DB.match(s) for s in statements):
         # There is one database; creating one is a no-op that succeeds.
         return 200, {"results": [{"statement_id": i} for i in range(len(statements))]}
-    raise HttpError(400, "this endpoint only writes (CREATE DATABASE is accepted as a no-op); "
-                    "read with the xtsdb client or CLI", close=False)  # fmt: skip
+    raise HttpError(
+        400,
+        "this endpoint only writes (CREATE DATABASE is accepted as a no-op); "
+        "read with the xtsdb client or CLI",
+        close=False,
+    )
 
 
 def _error_status(exc: XtsdbError) -> int:
@@ -378,7 +401,8 @@ def _error_status(exc: XtsdbError) -> int:
     return 500  # storage failures: 5xx makes Telegraf keep the batch and retry
 
 
-def _reply(status: int, body: dict[str, Any] | None, *, keep_alive: bool,
-           head_only: bool = False) -> bytes:  # fmt: skip
+def _reply(
+    status: int, body: dict[str, Any] | None, *, keep_alive: bool, head_only: bool = False
+) -> bytes:
     data = b"" if body is None else json.dumps(body).encode() + b"\n"
     return response(status, data, headers=_HEADERS, keep_alive=keep_alive, head_only=head_only)

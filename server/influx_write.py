@@ -18,25 +18,17 @@ named and ``N`` the number of lines not stored (whole or in part).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from xtsdb.protocol.errors import InvalidInput
 from xtsdb.protocol.line_protocol import parse
-from xtsdb.server.engine.catalog import Catalog, TagInfo
+from xtsdb.server.engine import Engine
 from xtsdb.server.engine.wal_records import WriteBatch
 
 MAX_LISTED_ERRORS = 100  # bad lines named in one response
-
-
-class _Engine(Protocol):
-    catalog: Catalog
-
-    def create_tag(self, name: str, **meta: Any) -> TagInfo: ...
-
-    def query(self, tag_id: int, start_us: int, end_us: int) -> Any: ...
 
 
 @dataclass
@@ -59,7 +51,7 @@ class Prepared:
     refused: int = 0  # points set aside for a 'reject' tag
 
 
-def prepare(engine: _Engine, data: bytes, precision: str, now_us: int, first_line: int) -> Prepared:
+def prepare(engine: Engine, data: bytes, precision: str, now_us: int, first_line: int) -> Prepared:
     """Parse a slice, name its tags, and cut it into batches (see the module docstring)."""
     parsed = parse(data, precision, now_us)
     out = Prepared(errors=[(first_line + no, msg) for no, msg in parsed.errors])
@@ -72,15 +64,15 @@ def prepare(engine: _Engine, data: bytes, precision: str, now_us: int, first_lin
         info = catalog.get(name)
         if info is None:
             try:
-                info = engine.create_tag(name)
-                out.created += 1
-            except InvalidInput as exc:
-                info = catalog.get(name)  # created by a concurrent request meanwhile?
-                if info is None:
-                    refused.append(i)
-                    lines = np.unique(parsed.point_lines[parsed.series == i]).tolist()
-                    out.errors += [(first_line + no, f"tag {name!r}: {exc}") for no in lines]
-                    continue
+                info = catalog.get(engine.get_or_create_tag(name))
+            except InvalidInput as exc:  # a bad name (or no ids left)
+                refused.append(i)
+                lines = np.unique(parsed.point_lines[parsed.series == i]).tolist()
+                out.errors += [(first_line + no, f"tag {name!r}: {exc}") for no in lines]
+                continue
+            out.created += 1  # missing when seen (a concurrent request may have made it)
+            if info is None:  # removed again by a concurrent tag_remove
+                raise InvalidInput(f"tag {name!r} was removed while being written")
         ids[i] = info.id
         if info.duplicates == "reject":
             strict.append(i)
