@@ -18,12 +18,9 @@ not sent or that an acknowledged delete removed; an unacknowledged write or dele
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import subprocess
 import sys
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,23 +33,17 @@ if __package__ in (None, ""):
 from xtsdb.client import Client
 from xtsdb.protocol.errors import XtsdbError
 from xtsdb.server.engine import Engine, EngineConfig
+from xtsdb.server.process import ServerExited, ServerProcess, flags, server_env
 
-SIZES = [
-    "--chunk-size",
-    "64KiB",
-    "--meta-extents",
-    "1",
-    "--block-points",
-    "2000",
-    "--wal-segment-bytes",
-    "32KiB",
-    "--wal-checkpoint-bytes",
-    "96KiB",
-    "--read-workers",
-    "1",
-    "--query-threads",
-    "2",
-]
+SIZES = flags(
+    chunk_size="64KiB",
+    meta_extents=1,
+    block_points=2000,
+    wal_segment_bytes="32KiB",
+    wal_checkpoint_bytes="96KiB",
+    read_workers=1,
+    query_threads=2,
+)
 ENGINE = EngineConfig(
     chunk_size=64 * 1024,
     meta_extents=1,
@@ -139,44 +130,35 @@ def run_ops(url: str, ops: list[Op], out: Outcome) -> None:
         out.error = f"{type(exc).__name__}: {exc}"
 
 
-def server_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XTSDB_")}
-    env["XTSDB_METRICS_PORT"] = "-1"
-    return env
+def start_server(
+    data_dir: Path, workdir: Path, *, name: str = "server", wrapper: Sequence[str] = ()
+) -> ServerProcess:
+    """The server on ``data_dir`` with :data:`SIZES` and no metrics port, its files
+    ``NAME.ready`` and ``NAME.log`` in ``workdir``; not waited for."""
+    args = ["--port", "0", "--data-dir", str(data_dir), *SIZES]
+    env = server_env(XTSDB_METRICS_PORT="-1")
+    return ServerProcess(args, workdir=workdir, name=name, env=env, wrapper=wrapper)
 
 
-def server_cmd(data_dir: Path, ready: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "xtsdb.server",
-        "--port",
-        "0",
-        "--ready-file",
-        str(ready),
-        "--data-dir",
-        str(data_dir),
-        *SIZES,
-    ]
+def traced_run(data_dir: Path, workdir: Path, strace: list[str], out: Outcome | None) -> int:
+    """Run the server under ``strace -f STRACE...`` and the workload ``out``; the exit code.
 
-
-def wait_ready(proc: subprocess.Popen[bytes], ready: Path) -> str | None:
-    """The server's URL once its ready file appears; None if the process ended first."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while not ready.exists():
-        if proc.poll() is not None:
-            return None
-        if time.monotonic() > deadline:
-            raise TimeoutError("server did not become ready")
-        time.sleep(0.01)
-    host, port = ready.read_text().split()
-    return f"xtsdb://{host}:{port}"
-
-
-def stop_gracefully(pid: int) -> None:
-    """SIGTERM to the server's own pid (a crash point may fire during the clean stop)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    Without a workload the server is stopped (SIGTERM) once ready; with one, once
+    the workload finished. A crash (an injected SIGKILL, a crash point in the
+    start-up) ends it earlier: strace exits the way its tracee did, so the code
+    is ``-SIGKILL`` then. Killed and reaped on the way out, whatever happens.
+    """
+    wrapper = ["strace", "-f", "-qq", "-e", "signal=none", *strace]
+    with start_server(data_dir, workdir, wrapper=wrapper) as srv:
+        try:
+            srv.wait_ready(START_TIMEOUT)
+        except ServerExited as exc:
+            return exc.returncode
+        if out is not None:
+            run_ops(srv.url, out.ops, out)
+        if out is None or out.finished:
+            srv.send_signal(signal.SIGTERM)  # a crash point may still fire during the stop
+        return srv.wait(60)
 
 
 @dataclass
@@ -210,26 +192,16 @@ def check(data_dir: Path, out: Outcome, *, via: str = "server") -> Verdict:
             return Verdict(not problems, problems, list(eng.repairs))
         finally:
             eng.close()
-    ready, log = data_dir.parent / "check.ready", data_dir.parent / "check.log"
-    with log.open("ab") as f:
-        proc = subprocess.Popen(
-            server_cmd(data_dir, ready), stdout=f, stderr=subprocess.STDOUT, env=server_env()
-        )
-    try:
-        url = wait_ready(proc, ready)
-        if url is None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:]
-            return Verdict(False, [f"server did not start: {' '.join(tail)}"])
-        with Client(url, timeout=30) as db:
+    with start_server(data_dir, data_dir.parent, name="check") as srv:
+        try:
+            srv.wait_ready(START_TIMEOUT)
+        except ServerExited:
+            return Verdict(False, [f"server did not start: {srv.log_tail(1)}"])
+        with Client(srv.url, timeout=30) as db:
             problems = _compare(db, out)
-        stop_gracefully(proc.pid)
-        if proc.wait(60) != 0:
-            problems.append(f"server exited with {proc.returncode} after the check")
-    finally:
-        if proc.poll() is None:
-            proc.kill()  # our own child only
-            proc.wait(30)
-    lines = log.read_text(errors="replace").splitlines()
+        if (code := srv.stop(60)) != 0:
+            problems.append(f"server exited with {code} after the check")
+    lines = srv.log().splitlines()
     repairs = [ln[ln.index("recovery:") :].rstrip('"}') for ln in lines if "recovery:" in ln]
     return Verdict(not problems, problems, repairs)
 

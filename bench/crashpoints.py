@@ -43,11 +43,8 @@ Exit status 0 if every crash point recovered.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -59,17 +56,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import grid
-from bench.crashload import (
-    N_WRITES,
-    Outcome,
-    check,
-    plan,
-    run_ops,
-    server_cmd,
-    server_env,
-    stop_gracefully,
-    wait_ready,
-)
+from bench.crashload import N_WRITES, Outcome, check, plan, traced_run
 
 # One syscall per kind: strace counts each syscall of a set separately, so a set
 # would make "the Nth call" ambiguous.
@@ -97,17 +84,8 @@ RECOVERY_SEEDS = [
     ("walmeta", "rename", 2),
     ("sqlite", "pwrite64", 30),
 ]
-RECOVERY_KINDS = (
-    "openat",
-    "ftruncate",
-    "truncate",
-    "pwrite64",
-    "pwritev2",
-    "fdatasync",
-    "fsync",
-    "rename",
-    "unlink",
-)
+# The kinds walked inside a recovery: all but those that make new files grow.
+RECOVERY_KINDS = tuple(k for k in KINDS if k not in ("mkdir", "fallocate", "write"))
 MAX_LSN = 400  # WAL segment names to list for -P (one record per write or delete)
 
 
@@ -148,59 +126,16 @@ class Point:
     outcome: Outcome | None = None
 
 
-def tracee_pid(strace_pid: int) -> int | None:
-    """The traced server: strace's only child."""
-    try:
-        kids = Path(f"/proc/{strace_pid}/task/{strace_pid}/children").read_text().split()
-    except OSError:
-        return None
-    return int(kids[0]) if kids else None
-
-
 def _traced(
     data_dir: Path, workdir: Path, paths: list[Path], kind: str, n: int, out: Outcome | None
 ) -> bool:
     """Run the server on ``data_dir`` under strace until the injection fires or ``out``'s
     workload ends (no workload: until it is ready, then a clean stop); True if it fired."""
-    ready = workdir / "ready"
-    ready.unlink(missing_ok=True)
-    cmd = [
-        "strace",
-        "-f",
-        "-qq",
-        "-e",
-        "signal=none",
-        "-o",
-        str(workdir / "strace.log"),
-        "-e",
-        f"trace={kind}",
-        *(a for p in paths for a in ("-P", str(p))),
-        "-e",
-        f"inject={kind}:signal=SIGKILL:when={n}",
-        *server_cmd(data_dir, ready),
-    ]
-    with (workdir / "server.log").open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=server_env())
-    code: int | None = None
-    pid: int | None = None
-    try:
-        url = wait_ready(proc, ready)
-        pid = tracee_pid(proc.pid)
-        if url is not None and out is not None:
-            run_ops(url, out.ops, out)
-        if url is not None and (out is None or out.finished) and pid is not None:
-            stop_gracefully(pid)
-        code = proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            # Killing strace alone would detach the server and leave it running.
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            proc.kill()  # strace, our own child
-            proc.wait(30)
+    strace = ["-o", str(workdir / "strace.log"), "-e", f"trace={kind}"]
+    strace += [a for p in paths for a in ("-P", str(p))]
+    strace += ["-e", f"inject={kind}:signal=SIGKILL:when={n}"]
     # strace ends the way its tracee ended: killed by SIGKILL means the injection fired.
-    return code == -signal.SIGKILL
+    return traced_run(data_dir, workdir, strace, out) == -signal.SIGKILL
 
 
 def run_point(

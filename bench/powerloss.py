@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -46,19 +45,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.crashload import (
-    N_WRITES,
-    Outcome,
-    Verdict,
-    check,
-    plan,
-    run_ops,
-    server_cmd,
-    server_env,
-    stop_gracefully,
-    wait_ready,
-)
-from bench.crashpoints import tracee_pid
+from bench.crashload import N_WRITES, Outcome, Verdict, check, plan, traced_run
 from bench.strace_parse import Acks, Call, fd_path, iov_bytes, parse_trace, string_arg
 
 TRACED = (
@@ -255,41 +242,12 @@ def ordering_violations(model: FsModel, data_name: str) -> list[str]:
 def record(workdir: Path, n_writes: int = N_WRITES) -> tuple[list[Call], Outcome, Path]:
     """Run the workload under strace once; returns the calls, the outcome, the data dir."""
     workdir.mkdir(parents=True, exist_ok=True)
-    data_dir, ready, trace = workdir / "data", workdir / "ready", workdir / "trace"
-    cmd = [
-        "strace",
-        "-f",
-        "-qq",
-        "-e",
-        "signal=none",
-        "-yy",
-        "-xx",
-        "-s",
-        str(1 << 22),
-        "-o",
-        str(trace),
-        "-e",
-        f"trace={TRACED}",
-        *server_cmd(data_dir, ready),
-    ]
+    data_dir, trace = workdir / "data", workdir / "trace"
+    strace = ["-yy", "-xx", "-s", str(1 << 22), "-o", str(trace), "-e", f"trace={TRACED}"]
     out = Outcome(plan(n_writes))
-    with (workdir / "server.log").open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=server_env())
-    try:
-        url = wait_ready(proc, ready)
-        if url is None:
-            raise RuntimeError("the traced server did not start")
-        run_ops(url, out.ops, out)
-        pid = tracee_pid(proc.pid)
-        if pid is not None:
-            stop_gracefully(pid)
-        proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+    traced_run(data_dir, workdir, strace, out)
     if not out.finished:
-        raise RuntimeError(f"the traced workload failed: {out.error}")
+        raise RuntimeError(f"the traced workload failed: {out.error or 'no start'}")
     calls = parse_trace(trace)
     counter = Acks()
     seen = sum(counter.feed(c) for c in calls)
