@@ -29,6 +29,7 @@ from xtsdb.protocol.errors import InvalidInput
 from xtsdb.protocol.influxql import ast, parse, unsupported
 from xtsdb.protocol.influxql.answer import (
     Series,
+    chunked_lines,
     dumps,
     epoch_divisor,
     error_body,
@@ -50,6 +51,7 @@ def execute(
     """Run ``params["q"]``: ``(status, body)``; see the module docstring."""
     try:
         divisor = epoch_divisor(params.get("epoch", ""))
+        chunk = _chunk_size(params)
         q = params.get("q", "")
         if not q.strip():
             raise InvalidInput('missing required parameter "q"')
@@ -58,17 +60,37 @@ def execute(
         return 400, error_body(str(exc))
     now = time.time_ns() if now_ns is None else now_ns
     results: list[dict[str, Any]] = []
+    lines: list[bytes] = []
     failed = False
     for i, stmt in enumerate(statements):
         if failed:
             results.append(statement_error(i, "not executed"))
+            lines.append(dumps(results[-1:]))
             continue
         try:
-            results.append(statement_json(i, run_statement(engine, stmt, now), divisor))
+            series = run_statement(engine, stmt, now)
         except InvalidInput as exc:
             results.append(statement_error(i, str(exc)))
+            lines.append(dumps(results[-1:]))
             failed = True
+            continue
+        if chunk:
+            lines += chunked_lines(i, series, divisor, chunk, isinstance(stmt, ast.Select))
+        else:
+            results.append(statement_json(i, series, divisor))
+    if chunk:
+        return 200, b"".join(line + b"\n" for line in lines)
     return 200, dumps(results)
+
+
+def _chunk_size(params: Mapping[str, str]) -> int:
+    """Rows per line with ``chunked=true`` (``chunk_size``, 10,000 by default); 0: not chunked."""
+    if params.get("chunked", "").lower() not in ("true", "1"):
+        return 0
+    text = params.get("chunk_size", "") or "10000"
+    if not text.isdigit() or not 0 < int(text) <= 1_000_000:
+        raise InvalidInput(f"invalid chunk_size {text!r}: an integer from 1 to 1000000")
+    return int(text)
 
 
 def run_statement(engine: Engine, stmt: ast.Statement, now_ns: int) -> list[Series]:

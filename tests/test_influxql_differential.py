@@ -30,7 +30,7 @@ from xtsdb.server.influxql_exec import execute
 
 T0 = (int(time.time()) // 3600 - 4) * 3600  # data from 4 h ago, so now() - 5h covers it
 QUERIES = queries(T0)
-EPOCHS = ["ns", "", "ms", "s"]  # every query with ns; a few with the others
+EPOCHS = ["ns", "", "ms", "s", "h", "u"]  # every query with ns; a few with the others
 FEATURES = """SHOW DATABASES|SHOW MEASUREMENTS|WITH MEASUREMENT =~|SHOW TAG KEYS|WITH KEY IN|
 WITH KEY =~|SHOW FIELD KEYS|SHOW RETENTION POLICIES|SHOW SERIES|SELECT *|GROUP BY *|FILL(LINEAR)|
 FILL(PREVIOUS)|FILL(NONE)|FILL(0)|FILL(NULL)|ORDER BY TIME DESC|SLIMIT|SOFFSET|OFFSET|NOW() -|
@@ -99,6 +99,30 @@ def test_query_answers_as_influxd(servers: tuple[Influxd, Engine], index: int) -
         diff, ours, theirs = _ask_both(servers, q, epoch)
         shown = f"\nxtsdb: {json.dumps(ours)[:1500]}\ninfluxd: {json.dumps(theirs)[:1500]}"
         assert not diff, f"{q} (epoch={epoch!r}): {diff}{shown}"
+
+
+CHUNKED = [
+    "SELECT usage_idle FROM cpu WHERE host = 'a' LIMIT 7",
+    "SELECT last(usage_idle) FROM cpu GROUP BY host; SHOW MEASUREMENTS",
+    "SELECT count(usage_idle) FROM cpu WHERE time >= {t}s AND time < {t}s + 1h "
+    "GROUP BY time(10m), *",
+    "SHOW TAG KEYS; SHOW FIELD KEYS FROM cpu",
+    "SELECT nothing FROM cpu; SHOW SERIES FROM mem",
+]
+
+
+@pytest.mark.parametrize("q", CHUNKED)
+def test_chunked_answers_as_influxd(servers: tuple[Influxd, Engine], q: str) -> None:
+    influx, engine = servers
+    params = {"db": "xtsdb", "q": q.format(t=T0), "chunked": "true", "chunk_size": "3"}
+    params["epoch"] = "u"
+    status, body = influx.request("POST", "/query?" + urllib.parse.urlencode(params))
+    mine_status, mine = execute(engine, params)
+    assert mine_status == status == 200
+    ours = [json.loads(line) for line in mine.splitlines()]
+    theirs = [json.loads(line) for line in body.splitlines()]
+    diff = _same(ours, theirs)
+    assert not diff, f"{diff}\nxtsdb: {mine[:1500]!r}\ninfluxd: {body[:1500]!r}"
 
 
 def test_corpus_covers_every_feature() -> None:

@@ -116,6 +116,36 @@ def statement_json(statement_id: int, series: list[Series], divisor: int) -> dic
     return out
 
 
+def chunked_lines(
+    statement_id: int, series: list[Series], divisor: int, size: int, select: bool
+) -> list[bytes]:
+    """A statement's answer as ``chunked=true`` sends it: one JSON object per line.
+
+    As InfluxDB 1.x: a line per series; for a SELECT, a series longer than
+    ``size`` rows is cut into lines marked ``"partial": true``, and every line
+    but the statement's last is marked partial at the result level too.
+    """
+    size = size if select else 1 << 62
+    if not series:
+        return [dumps([{"statement_id": statement_id}])]
+    parts: list[dict[str, Any]] = []
+    for s in series:
+        rows = s.as_json(divisor)
+        values = rows["values"]
+        for start in range(0, max(len(values), 1), size):
+            piece = {**rows, "values": values[start : start + size]}
+            if start + size < len(values):
+                piece["partial"] = True
+            parts.append(piece)
+    out = []
+    for i, piece in enumerate(parts):
+        result: dict[str, Any] = {"statement_id": statement_id, "series": [piece]}
+        if select and i < len(parts) - 1:
+            result["partial"] = True
+        out.append(dumps([result]))
+    return out
+
+
 def statement_error(statement_id: int, message: str) -> dict[str, Any]:
     return {"statement_id": statement_id, "error": message}
 
