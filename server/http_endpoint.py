@@ -1,9 +1,20 @@
-"""The operations endpoint: ``/metrics``, ``/healthz`` and ``/readyz`` over HTTP/1.1.
+"""The server's HTTP plumbing, and the operations endpoint built on it.
 
-It runs on the server's own event loop rather than in prometheus_client's
-thread server, so it shares the server's lifecycle: it listens before
-recovery starts (``/readyz`` can say "not yet" while the WAL replays, where a
-closed port would only say "no") and it stops with the server.
+:class:`HttpListener` serves HTTP/1.1 on the server's own event loop: it
+accepts connections (up to a cap), reads each request with
+:mod:`xtsdb.server.http_request` under the :class:`HttpLimits` (idle time
+before a request, time for a started request, body size, the shared
+:class:`~xtsdb.server.limits.ByteBudget`), hands it to a :class:`Router`
+((method, path) -> handler, and checks run on a request's head before its
+body is read), writes the :class:`HttpReply`, and on :meth:`~HttpListener.close`
+lets requests in progress finish within a timeout. An endpoint is a router
+with its routes; each endpoint says how its errors look (``error_reply``).
+
+The operations endpoint (:class:`OpsEndpoint`) runs on the server's loop
+rather than in prometheus_client's thread server, so it shares the server's
+lifecycle: it listens before recovery starts (``/readyz`` can say "not yet"
+while the WAL replays, where a closed port would only say "no") and it stops
+with the server.
 
 - ``GET /healthz``: 200 while the process runs and its event loop answers.
 - ``GET /readyz``: 200 once recovery has finished and writes are accepted;
@@ -12,10 +23,11 @@ closed port would only say "no") and it stops with the server.
 - ``GET /metrics``: the Prometheus text format (:mod:`xtsdb.server.metrics`).
 
 ``HEAD`` works too. One request per connection (``Connection: close``):
-scrapers and probes open a connection per request anyway. A request head is
-bounded to 8 KiB and 5 s, so a slow or hostile client holds one socket for
-that long at most. There is no authentication: the endpoint exposes figures,
-never data; bind it where only the scraper and the orchestrator reach it.
+scrapers and probes open a connection per request anyway. A request must
+start within 5 s and its head (at most :data:`~xtsdb.server.http_request.MAX_HEAD`
+bytes) arrive within 5 s more, so a slow or hostile client holds one socket
+for that long at most. There is no authentication: the endpoint exposes
+figures, never data; bind it where only the scraper and the orchestrator reach it.
 """
 
 from __future__ import annotations
@@ -23,19 +35,259 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from xtsdb.server.http_request import MAX_HEAD, HttpError, read_head, response
+from xtsdb.server.http_request import MAX_HEAD, HttpError, HttpRequest, read_body, read_head
+from xtsdb.server.http_request import response as encode_response
+from xtsdb.server.limits import ByteBudget
 from xtsdb.server.metrics import Metrics, StatsSource
 
 log = logging.getLogger("xtsdb.server")
 
-HEAD_TIMEOUT = 5.0
-WRITE_TIMEOUT = 10.0
-_TEXT = "text/plain; charset=utf-8"
+TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass
+class HttpReply:
+    status: int
+    body: bytes = b""
+    content_type: str = TEXT
+    headers: Mapping[str, str] = field(default_factory=dict)
+    close: bool = False  # hang up once it is sent (a failed authentication)
+
+
+Handler = Callable[[HttpRequest], Awaitable[HttpReply]]
+HeadCheck = Callable[[HttpRequest], None]  # raises HttpError to refuse a request
+
+
+def route_path(path: str) -> str:
+    """The path a route is found by: a trailing slash does not matter (``/write/``)."""
+    return path.rstrip("/") or "/"
+
+
+class Router:
+    """Handlers by (method, path); a path it lacks is a 404, a method a path lacks a 405."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, dict[str, Handler]] = {}
+        self._checks: dict[str, HeadCheck] = {}
+
+    def add(
+        self, methods: str, path: str, handler: Handler, *, check_head: HeadCheck | None = None
+    ) -> None:
+        """Serve ``methods`` (space-separated: ``"GET HEAD"``) of ``path`` with ``handler``.
+
+        ``check_head`` runs on every request for ``path`` before its body is read
+        (credentials: a stranger's body is never read), whatever its method.
+        """
+        by_method = self._routes.setdefault(route_path(path), {})
+        for method in methods.split():
+            if method in by_method:
+                raise ValueError(f"{method} {path} already has a handler")
+            by_method[method] = handler
+        if check_head is not None:
+            self._checks[route_path(path)] = check_head
+
+    def check_head(self, req: HttpRequest) -> None:
+        check = self._checks.get(route_path(req.path))
+        if check is not None:
+            check(req)
+
+    async def dispatch(self, req: HttpRequest) -> HttpReply:
+        by_method = self._routes.get(route_path(req.path))
+        if by_method is None:
+            served = ", ".join(self._routes)
+            raise HttpError(
+                404, f"not found: {req.path} (this endpoint serves {served})", close=False
+            )
+        handler = by_method.get(req.method)
+        if handler is None:
+            allowed = list(by_method)
+            raise HttpError(
+                405,
+                f"method {req.method} not allowed here; use {' or '.join(allowed)}",
+                close=False,
+                headers={"Allow": ", ".join(allowed)},
+            )
+        return await handler(req)
+
+
+def text_error(exc: HttpError) -> HttpReply:
+    return HttpReply(exc.status, f"{exc}\n".encode(), headers=exc.headers)
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one connection may hold and for how long (None: no time limit)."""
+
+    max_body: int = 64 * 1024  # decompressed
+    max_connections: int | None = None  # beyond it a connection is answered 503 and closed
+    idle_timeout: float | None = None  # before a request's first byte
+    request_timeout: float | None = None  # the rest of the head once begun, then the body
+    write_timeout: float | None = None  # sending the answer to a client that does not read
+    keep_alive: bool = True  # False: one request per connection
+    backlog: int = 256
+
+
+class HttpListener:
+    """One listening HTTP port serving a :class:`Router`: :meth:`start` it, :meth:`close` it."""
+
+    def __init__(
+        self,
+        router: Router,
+        limits: HttpLimits,
+        *,
+        name: str,
+        budget: ByteBudget | None = None,
+        error_reply: Callable[[HttpError], HttpReply] = text_error,
+        on_answer: Callable[[int], None] | None = None,
+    ) -> None:
+        self.router = router
+        self.limits = limits
+        self.name = name  # in log lines
+        self.budget = budget  # bodies being received count against it (shared with the binary port)
+        self.error_reply = error_reply
+        self.on_answer = on_answer  # called with the status of every request answered
+        self.host = ""
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._conns: dict[asyncio.Task[Any], bool] = {}  # handler task -> busy with a request
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    async def start(self, host: str, port: int) -> HttpListener:
+        self._server = await asyncio.start_server(
+            self._connection, host, port, limit=MAX_HEAD, backlog=self.limits.backlog
+        )
+        self.host, self.port = self._server.sockets[0].getsockname()[:2]
+        return self
+
+    async def close(self, timeout: float = 0.0) -> None:
+        """Stop accepting; let requests in progress finish within ``timeout``; drop idle ones."""
+        if self._server is None:
+            return
+        self._server.close()
+        for task, busy in list(self._conns.items()):
+            if not busy:
+                task.cancel()
+        busy_tasks = [t for t, b in self._conns.items() if b]
+        if busy_tasks and timeout > 0:
+            await asyncio.wait(busy_tasks, timeout=timeout)
+        for task in list(self._conns):
+            task.cancel()
+        await asyncio.gather(*self._conns, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        self._server = None
+
+    # -- connections -----------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns[task] = False
+        try:
+            cap = self.limits.max_connections
+            if cap is not None and len(self._conns) > cap:
+                refused = self.error_reply(HttpError(503, f"too many connections ({cap})"))
+                writer.write(self._encode(refused, keep_alive=False))
+                return
+            while await self._one_request(reader, writer, task):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        except TimeoutError:
+            pass  # idle, or a request that did not arrive in time: just hang up
+        except asyncio.CancelledError:
+            # close() ends idle connections this way. The task is the connection's own,
+            # top level, and asyncio's stream callback logs a cancelled one as an error.
+            pass
+        except Exception:  # a bug here must cost this connection only
+            log.exception("%s failed on a request", self.name)
+        finally:
+            self._conns.pop(task, None)
+            writer.close()
+
+    async def _one_request(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[Any]
+    ) -> bool:
+        """Serve one request; whether the connection stays open for another."""
+        limits = self.limits
+        try:
+            # The first byte may take idle_timeout; a head begun must arrive within
+            # request_timeout, as a binary frame must (a trickled head is a slow loris).
+            req = await read_head(
+                reader, idle_timeout=limits.idle_timeout, head_timeout=limits.request_timeout
+            )
+        except HttpError as exc:
+            writer.write(self._encode(self.error_reply(exc), keep_alive=False))
+            return False
+        if req is None:
+            return False
+        self._conns[task] = True  # from here on, close() lets it finish
+        keep = req.keep_alive and limits.keep_alive
+        try:
+            try:
+                self.router.check_head(req)
+                await asyncio.wait_for(
+                    read_body(req, reader, writer, limits.max_body, self.budget),
+                    limits.request_timeout,
+                )
+                reply = await self.router.dispatch(req)
+            except HttpError as exc:
+                reply = self.error_reply(exc)
+                keep = keep and not exc.close
+            except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+                raise
+            except Exception as exc:  # a bug: answer it, log it, keep serving others
+                log.exception("%s failed on %s %s", self.name, req.method, req.path)
+                reply = self.error_reply(HttpError(500, f"internal error: {exc!r}"))
+                keep = False
+            keep = keep and not reply.close and self._server is not None
+            if self.on_answer is not None:
+                self.on_answer(reply.status)
+            writer.write(self._encode(reply, keep_alive=keep, head_only=req.method == "HEAD"))
+            await asyncio.wait_for(writer.drain(), limits.write_timeout)
+        finally:
+            self._conns[task] = False
+            if self.budget is not None:
+                self.budget.give(req.reserved)
+            req.body = b""
+        return keep
+
+    @staticmethod
+    def _encode(reply: HttpReply, *, keep_alive: bool, head_only: bool = False) -> bytes:
+        return encode_response(
+            reply.status,
+            reply.body,
+            content_type=reply.content_type,
+            headers=reply.headers,
+            keep_alive=keep_alive,
+            head_only=head_only,
+        )
+
+
+# -- the operations endpoint ----------------------------------------------------------
+
+OPS_LIMITS = HttpLimits(
+    max_body=MAX_HEAD,  # nothing here reads a body; a probe has none
+    idle_timeout=5.0,
+    request_timeout=5.0,
+    write_timeout=10.0,
+    keep_alive=False,
+    backlog=64,
+)
 
 
 class Health:
@@ -48,79 +300,39 @@ class Health:
 
 
 class OpsEndpoint:
-    """A listening HTTP endpoint; :meth:`start` it, :meth:`close` it."""
+    """``/metrics``, ``/healthz`` and ``/readyz``; :meth:`start` it, :meth:`close` it."""
 
     def __init__(self, metrics: Metrics, health: Health) -> None:
         self.metrics = metrics
         self.health = health
-        self.host = ""
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.router = Router()
+        self.router.add("GET HEAD", "/healthz", self._healthz)
+        self.router.add("GET HEAD", "/readyz", self._readyz)
+        self.router.add("GET HEAD", "/metrics", self._metrics)
+        self.listener = HttpListener(self.router, OPS_LIMITS, name="metrics endpoint")
+
+    @property
+    def host(self) -> str:
+        return self.listener.host
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
 
     async def start(self, host: str, port: int) -> OpsEndpoint:
-        self._server = await asyncio.start_server(
-            self._handle, host, port, limit=MAX_HEAD, backlog=64
-        )
-        self.host, self.port = self._server.sockets[0].getsockname()[:2]
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        log.info("metrics and probes on http://%s:%d (/metrics /healthz /readyz)", shown, self.port)
+        await self.listener.start(host, port)
+        log.info("metrics and probes on %s (/metrics /healthz /readyz)", self.listener.url)
         return self
 
     async def close(self) -> None:
-        if self._server is None:
-            return
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        self._server = None
+        await self.listener.close()
 
-    # -- one request ---------------------------------------------------------
+    async def _healthz(self, req: HttpRequest) -> HttpReply:
+        return HttpReply(200, b"ok\n")
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        headers: dict[str, str] = {}
-        try:
-            try:
-                req = await asyncio.wait_for(read_head(reader), HEAD_TIMEOUT)
-            except HttpError:
-                req = None
-                status, ctype, body = 400, _TEXT, b"bad request\n"
-            except (TimeoutError, ConnectionError):
-                return
-            else:
-                if req is None:  # the peer closed without asking anything
-                    return
-                status, ctype, body, headers = await self._route(req.method, req.path)
-            head_only = req is not None and req.method == "HEAD"
-            writer.write(response(status, body, content_type=ctype, headers=headers,
-                                  keep_alive=False, head_only=head_only))  # fmt: skip
-            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
-        except (TimeoutError, ConnectionError):
-            pass
-        except Exception:  # a bug here must not take the server down, only this answer
-            log.exception("metrics endpoint failed to answer")
-        finally:
-            writer.close()
-            if task is not None:
-                self._tasks.discard(task)
-
-    async def _route(self, method: str, path: str) -> tuple[int, str, bytes, dict[str, str]]:
-        if method not in ("GET", "HEAD"):
-            return 405, _TEXT, b"method not allowed\n", {"Allow": "GET, HEAD"}
-        if path == "/healthz":
-            return 200, _TEXT, b"ok\n", {}
-        if path == "/readyz":
-            ready, why = await self._ready()
-            return (200 if ready else 503), _TEXT, f"{why}\n".encode(), {}
-        if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, await self._metrics(), {}
-        return 404, _TEXT, b"not found: try /metrics, /healthz or /readyz\n", {}
+    async def _readyz(self, req: HttpRequest) -> HttpReply:
+        ready, why = await self._ready()
+        return HttpReply(200 if ready else 503, f"{why}\n".encode())
 
     async def _ready(self) -> tuple[bool, str]:
         health = self.health
@@ -133,10 +345,11 @@ class OpsEndpoint:
                 return False, f"not ready: the engine refuses writes: {stats['failed']}"
         return True, "ready"
 
-    async def _metrics(self) -> bytes:
+    async def _metrics(self, req: HttpRequest) -> HttpReply:
         # Loop-owned figures are read here, on the loop; the engine's in the thread.
         stats_fn = self.health.server_stats
         server = dict(stats_fn()) if stats_fn is not None else None
         ready = self.health.phase == "ready"
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self.metrics.render, server, ready)
+        text = await loop.run_in_executor(None, self.metrics.render, server, ready)
+        return HttpReply(200, text, content_type=CONTENT_TYPE_LATEST)

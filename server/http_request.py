@@ -1,8 +1,8 @@
 """One HTTP/1.1 request read from an asyncio stream, with every size bounded.
 
-Just enough HTTP for the InfluxDB-compatible write endpoint
-(:mod:`xtsdb.server.influx`): a request line and headers (at most
-:data:`MAX_HEAD` bytes), a body given by ``Content-Length`` or sent
+Just enough HTTP for the server's HTTP endpoints (served by
+:class:`~xtsdb.server.http_endpoint.HttpListener`): a request line and
+headers (at most :data:`MAX_HEAD` bytes), a body given by ``Content-Length`` or sent
 ``Transfer-Encoding: chunked`` (what Go's HTTP client, and so Telegraf, uses
 for a streamed or gzipped body), ``Expect: 100-continue`` (curl sends it for
 bodies over 1 KiB), ``Content-Encoding: gzip`` and keep-alive. The body limit
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote_to_bytes
 
@@ -50,12 +51,23 @@ REASONS = {
 
 
 class HttpError(Exception):
-    """A request that cannot be served; ``close``: the stream is out of sync, hang up after."""
+    """A request that cannot be served; ``close``: the stream is out of sync, hang up after.
 
-    def __init__(self, status: int, message: str, *, close: bool = True) -> None:
+    ``headers`` go with the answer (``Allow`` with a 405).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        close: bool = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.close = close
+        self.headers = dict(headers or {})
 
 
 @dataclass
@@ -133,12 +145,12 @@ def _parse_head(head: bytes) -> HttpRequest:
         key = name.lower()
         value = value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    path, _, qs = target.partition("?")
+    quoted, _, qs = target.partition("?")
     query = dict(parse_qsl(qs, keep_blank_values=True))
     conn = headers.get("connection", "").lower()
     keep_alive = "close" not in conn if version == "HTTP/1.1" else "keep-alive" in conn
-    return HttpRequest(method, unquote_to_bytes(path).decode("latin-1"), query, headers,
-                       keep_alive=keep_alive)  # fmt: skip
+    path = unquote_to_bytes(quoted).decode("latin-1")
+    return HttpRequest(method, path, query, headers, keep_alive=keep_alive)
 
 
 def _reserve(req: HttpRequest, budget: ByteBudget | None, n: int) -> None:
@@ -234,7 +246,7 @@ def response(
     body: bytes = b"",
     *,
     content_type: str = "application/json",
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
     keep_alive: bool = True,
     head_only: bool = False,
 ) -> bytes:
