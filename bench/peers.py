@@ -16,16 +16,17 @@ import http.client
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import clients
+from bench.influx_config import HOST, free_port, influxd_config
 
-HOST = "127.0.0.1"
+if TYPE_CHECKING:
+    from xtsdb.server.process import ServerProcess
+
 _LIVE: set[Managed] = set()
 
 
@@ -72,12 +73,6 @@ class Managed:
 def _stop_all() -> None:
     for m in list(_LIVE):
         m.stop(timeout=5)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(proc: Managed, port: int, path: str, ok: tuple[int, ...], timeout: float) -> None:
@@ -185,53 +180,11 @@ class InfluxDB(System):
     apt_package = "influxdb"
     durability = "WAL fsync per write request (wal-fsync-delay=0s, the default)"
 
-    def _config(self) -> str:
-        d = self.data_dir
-        # Every listener on loopback; no phoning home, no _internal self-monitoring
-        # database (it would add background writes and disk bytes to the measurement).
-        # The cold durations only act once writes stop; they are lowered so that the
-        # disk-size workload sees the snapshotted, fully compacted TSM state without
-        # waiting for the 10 min / 4 h defaults. Ingest and queries are unaffected.
-        return f"""reporting-disabled = true
-bind-address = "{HOST}:{free_port()}"
-[meta]
-  dir = "{d}/meta"
-  logging-enabled = false
-[data]
-  dir = "{d}/data"
-  wal-dir = "{d}/wal"
-  wal-fsync-delay = "0s"
-  query-log-enabled = false
-  cache-snapshot-write-cold-duration = "2s"
-  compact-full-write-cold-duration = "5s"
-[monitor]
-  store-enabled = false
-[subscriber]
-  enabled = false
-[http]
-  enabled = true
-  bind-address = "{HOST}:{self.port}"
-  log-enabled = false
-  pprof-enabled = false
-[ifql]
-  enabled = false
-[[graphite]]
-  enabled = false
-[[collectd]]
-  enabled = false
-[[opentsdb]]
-  enabled = false
-[[udp]]
-  enabled = false
-[continuous_queries]
-  enabled = false
-"""
-
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         conf = self.workdir / "influxdb.conf"
-        conf.write_text(self._config())
+        conf.write_text(influxd_config(self.data_dir, free_port(), self.port, settle_fast=True))
         self.proc = Managed(self.name, [self.binary, "-config", str(conf)], self.workdir)
         wait_http(self.proc, self.port, "/ping", (204,), timeout=60)
         c = self.client()
@@ -299,6 +252,7 @@ class VictoriaMetrics(System):
 class Xtsdb(System):
     name = "xtsdb"
     durability = "fsync before ack (server default --durability fsync)"
+    server: ServerProcess | None = None
 
     def missing(self) -> str | None:
         for mod in ("xtsdb.client", "xtsdb.server.main"):
@@ -312,36 +266,18 @@ class Xtsdb(System):
         return version("xtsdb")
 
     def start(self) -> None:
+        from xtsdb.server.process import ServerProcess  # here: missing() reports its absence
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        ready = self.workdir / "xtsdb.ready"
-        module = (
-            "xtsdb.server"
-            if importlib.util.find_spec("xtsdb.server.__main__")
-            else "xtsdb.server.main"
-        )
-        argv = [
-            sys.executable,
-            "-m",
-            module,
-            "--host",
-            HOST,
-            "--port",
-            "0",
-            "--data-dir",
-            str(self.data_dir),
-            "--ready-file",
-            str(ready),
-        ]
-        self.proc = Managed(self.name, argv, self.workdir)
-        end = time.monotonic() + 60
-        while not ready.exists():
-            if not self.proc.alive():
-                raise RuntimeError(f"xtsdb exited during start-up:\n{self.proc.log_tail()}")
-            if time.monotonic() > end:
-                raise TimeoutError("xtsdb did not write its ready file within 60s")
-            time.sleep(0.05)
-        _host, port = ready.read_text().split()
-        self.port = int(port)
+        args = ["--host", HOST, "--port", "0", "--data-dir", str(self.data_dir)]
+        self.server = ServerProcess(args, workdir=self.workdir, name=self.name, new_session=True)
+        atexit.register(self.server.close)  # a no-op once it was stopped
+        self.port = self.server.wait_ready(60)[1]
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop(20)
+            self.server = None
 
     def client(self) -> clients.XtsdbClient:
         return clients.XtsdbClient(f"xtsdb://{HOST}:{self.port}")

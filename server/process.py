@@ -30,7 +30,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["ServerExited", "ServerProcess", "ServerStartError", "ServerTimeout", "server_env"]
+__all__ = [
+    "ServerExited",
+    "ServerProcess",
+    "ServerStartError",
+    "ServerTimeout",
+    "flags",
+    "server_env",
+]
 
 SERVER = (sys.executable, "-m", "xtsdb.server")
 
@@ -62,6 +69,12 @@ def server_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str,
     return env
 
 
+def flags(**settings: object) -> list[str]:
+    """Command-line flags from settings: ``flags(chunk_size="64KiB")`` is
+    ``["--chunk-size", "64KiB"]`` (the names of :class:`ServerConfig`'s fields)."""
+    return [a for k, v in settings.items() for a in ("--" + k.replace("_", "-"), str(v))]
+
+
 class ServerProcess:
     """One server child process, started at construction; close it (or use ``with``).
 
@@ -70,7 +83,8 @@ class ServerProcess:
     this run's part only. ``ready_flag=False`` passes no ``--ready-file``: the
     caller names the file another way (``XTSDB_READY_FILE`` in ``env``).
     ``command`` replaces ``python -m xtsdb.server`` (a stand-in that follows the
-    same ready-file rule).
+    same ready-file rule). ``new_session``: a Ctrl-C in the terminal reaches the
+    caller only, which then stops the server when it chooses.
     """
 
     def __init__(
@@ -86,6 +100,7 @@ class ServerProcess:
         ready_flag: bool = True,
         wrapper: Sequence[str] = (),
         command: Sequence[str] = SERVER,
+        new_session: bool = False,
     ) -> None:
         self.ready_file = ready_file or workdir / f"{name}.ready"
         self.ready_file.unlink(missing_ok=True)  # a stale file would look like a start
@@ -104,6 +119,7 @@ class ServerProcess:
                 stdin=subprocess.DEVNULL,
                 env=server_env() if env is None else dict(env),
                 cwd=cwd or workdir,
+                start_new_session=new_session,
             )
 
     # -- start ---------------------------------------------------------------------------

@@ -2,66 +2,26 @@
 
 :func:`start` runs ``influxd`` as a child process with a private config and
 data directory: every listener on loopback at a free port, no reporting, no
-self-monitoring, fsync per write (as ``bench/peers.py`` runs it for the
-benchmark). :meth:`Influxd.stop` ends it through its own pid.
+self-monitoring, fsync per write: ``bench/influx_config.py``, the config
+``bench/peers.py`` runs it with for the benchmark. :meth:`Influxd.stop` ends
+it through its own pid.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-HOST = "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def _config(data: Path, rpc_port: int, http_port: int) -> str:
-    # Only the HTTP listener is needed; every other service is off, and the
-    # RPC bind address (backup/restore) is loopback too.
-    return f"""reporting-disabled = true
-bind-address = "{HOST}:{rpc_port}"
-[meta]
-  dir = "{data}/meta"
-  logging-enabled = false
-[data]
-  dir = "{data}/data"
-  wal-dir = "{data}/wal"
-  wal-fsync-delay = "0s"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[subscriber]
-  enabled = false
-[http]
-  enabled = true
-  bind-address = "{HOST}:{http_port}"
-  log-enabled = false
-  pprof-enabled = false
-  max-body-size = 0
-[ifql]
-  enabled = false
-[[graphite]]
-  enabled = false
-[[collectd]]
-  enabled = false
-[[opentsdb]]
-  enabled = false
-[[udp]]
-  enabled = false
-[continuous_queries]
-  enabled = false
-"""
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `bench` is a folder of scripts, importable from the root
+    sys.path.insert(0, str(ROOT))
+from bench.influx_config import HOST, free_port, influxd_config  # noqa: E402
 
 
 def ident(name: str) -> str:
@@ -150,9 +110,9 @@ class Influxd:
 def start(program: str, workdir: Path, timeout: float = 60.0) -> Influxd:
     """Start ``program`` (the influxd path) with its data under ``workdir``; wait for /ping."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     conf = workdir / "influxdb.conf"
-    conf.write_text(_config(workdir / "data", _free_port(), port))
+    conf.write_text(influxd_config(workdir / "data", free_port(), port))
     log = workdir / "influxd.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
