@@ -46,9 +46,18 @@ _NO_TIME = np.empty(0, np.int64)
 
 
 def execute(
-    engine: Engine, params: Mapping[str, str], *, now_ns: int | None = None
+    engine: Engine,
+    params: Mapping[str, str],
+    *,
+    may_write: bool = True,
+    now_ns: int | None = None,
 ) -> tuple[int, bytes]:
-    """Run ``params["q"]``: ``(status, body)``; see the module docstring."""
+    """Run ``params["q"]``: ``(status, body)``; see the module docstring.
+
+    ``may_write``: the caller holds the ``write`` role. Without it a query with
+    ``CREATE DATABASE`` (the one statement that stands for a change) is 403,
+    as ``/write`` is for a ``read`` token; everything else only reads.
+    """
     try:
         divisor = epoch_divisor(params.get("epoch", ""))
         chunk = _chunk_size(params)
@@ -56,6 +65,8 @@ def execute(
         if not q.strip():
             raise InvalidInput('missing required parameter "q"')
         statements = parse(q)
+        if not may_write and any(isinstance(s, ast.CreateDatabase) for s in statements):
+            return 403, error_body("CREATE DATABASE needs a token with the write role")
     except InvalidInput as exc:
         return 400, error_body(str(exc))
     now = time.time_ns() if now_ns is None else now_ns

@@ -46,14 +46,14 @@ class Engine(Protocol):
 
 @dataclass
 class _Budget:
-    points: int = MAX_POINTS
-    values: int = MAX_VALUES
+    points: int
+    values: int
 
     def take_values(self, n: int) -> None:
         self.values -= n
         if self.values < 0:
             raise InvalidInput(
-                f"the answer would hold more than {MAX_VALUES:,} values: narrow the time "
+                "the answer would hold too many values: narrow the time "
                 "range, use a larger GROUP BY time() interval, or add a LIMIT"
             )
 
@@ -69,7 +69,7 @@ def run(engine: Engine, stmt: ast.Select, now_ns: int) -> list[Series]:
         _check_call(c)
     if stmt.interval_ns and tmax == MAX_TIME:
         tmax = now_ns
-    budget = _Budget()
+    budget = _Budget(MAX_POINTS, MAX_VALUES)
     out: list[Series] = []
     for m, by_tags in sorted(names.load(engine.catalog, stmt.sources).items()):
         fields = {f for s in by_tags.values() for f in s.fields}
@@ -145,7 +145,8 @@ def _fetch(
     budget.points -= len(pts)
     if budget.points < 0:
         raise InvalidInput(
-            f"the statement would read more than {MAX_POINTS:,} points: narrow the time range"
+            f"the statement would read more than {MAX_POINTS:,} points: narrow the time range "
+            "or use a larger GROUP BY time() interval"
         )
     ok = ~np.isnan(pts.values)  # InfluxDB stores no NaN: such a point is no point
     return pts.timestamps[ok] * _NS_PER_US, pts.values[ok]

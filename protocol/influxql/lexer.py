@@ -32,7 +32,7 @@ _NUMBER = re.compile(r"\d+(\.\d*)?([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPS = ("=~", "!~", "!=", "<>", "<=", ">=", "=", "<", ">", "+", "-", "*", "/", "%")
 _PUNCT = {"(": "(", ")": ")", ",": ",", ";": ";", ".": "."}
-_REGEX_AFTER_KEYWORD = {"FROM", "MEASUREMENT", "MEASUREMENTS"}
+_REGEX_AFTER_KEYWORD = {"FROM", "MEASUREMENT", "MEASUREMENTS", "BY"}
 
 
 @dataclass(frozen=True)
