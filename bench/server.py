@@ -19,11 +19,9 @@ import contextlib
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -40,9 +38,11 @@ import uvloop
 
 from bench import data
 from bench._util import Row, check, table, verdict
+from bench.ceiling import raw_send
 from xtsdb.client import AsyncClient, connect
-from xtsdb.protocol import encode_frame, ok_response, write_request
+from xtsdb.protocol import encode_frame, write_request
 from xtsdb.server.config import ServerConfig
+from xtsdb.server.process import SERVER, ServerProcess
 
 Stats = dict[str, Any]  # the server's counters (the stats op)
 # The HTTP /metrics endpoint (on servers that have one) binds a fixed port by default: off.
@@ -87,103 +87,17 @@ def pct(lat: list[float], p: float) -> float:
 def server(base: str, *flags: str, ceiling: bool = False) -> Iterator[tuple[str, int]]:
     """A fresh xtsdb (or ceiling) server process on a free port; yields (URL, pid)."""
     with tempfile.TemporaryDirectory(prefix="server-", dir=base) as d:
-        ready = Path(d) / "ready"
-        cmd = [sys.executable, "-m", "xtsdb.server", "--port", "0", "--ready-file", str(ready),
-               "--data-dir", f"{d}/data", "--log-level", "WARNING", *NO_METRICS,
-               *flags]  # fmt: skip
+        args = ["--port", "0", "--data-dir", f"{d}/data", "--log-level", "WARNING", *NO_METRICS]
+        args, command = [*args, *flags], SERVER
         if ceiling:
-            cmd = [sys.executable, "-m", "bench.server", "--ceiling", str(ready), f"{d}/log"]
-        proc = subprocess.Popen(cmd, cwd=REPO)
-        try:
-            deadline = time.monotonic() + 60
-            while not ready.exists():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{cmd[2]} did not start (exit code {proc.poll()})")
-                time.sleep(0.02)
-            host, port = ready.read_text().split()
-            yield f"xtsdb://{host}:{port}", proc.pid
-        finally:
-            proc.terminate()  # SIGTERM: xtsdb stops gracefully (commit, seal, checkpoint)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-class _SyncAck(asyncio.Protocol):
-    """The ceiling's server side: append each frame to a file, fdatasync it, ack it."""
-
-    ACK = encode_frame(ok_response(1, n=10_000, lsn=1))  # the size of an xtsdb write ack
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buf = bytearray()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, chunk: bytes) -> None:
-        self.buf += chunk
-        while len(self.buf) >= 4:
-            n = int.from_bytes(self.buf[:4], "big")
-            if len(self.buf) < 4 + n:
-                break
-            os.write(self.fd, self.buf[4 : 4 + n])
-            del self.buf[: 4 + n]
-            os.fdatasync(self.fd)  # one sync per frame, on the loop: no overlap, no grouping
-            assert self.transport is not None
-            self.transport.write(self.ACK)
-
-
-def ceiling_main(ready: Path, log: str) -> None:
-    """The ceiling server process (``--ceiling``): uvloop, no decoding, runs until SIGTERM."""
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
-    async def serve() -> None:
-        srv = await asyncio.get_running_loop().create_server(lambda: _SyncAck(fd), "127.0.0.1", 0)
-        tmp = ready.with_suffix(".tmp")
-        tmp.write_text(f"127.0.0.1 {srv.sockets[0].getsockname()[1]}\n")
-        tmp.rename(ready)  # atomic, like xtsdb's ready file
-        await asyncio.Event().wait()
-
-    uvloop.run(serve())
+            args, command = [f"{d}/log"], (sys.executable, "-m", "bench.ceiling")
+        with ServerProcess(args, workdir=Path(d), command=command, cwd=REPO) as srv:
+            srv.wait_ready(60)
+            yield srv.url, srv.pid
+            srv.stop(60)  # SIGTERM: xtsdb stops gracefully (commit, seal, checkpoint)
 
 
 # -- clients -------------------------------------------------------------------------------
-
-
-async def raw_send(port: int, frames: list[bytes], window: int) -> tuple[float, list[float]]:
-    """Pre-encoded frames over one connection, ``window`` in flight; (seconds, ack latencies).
-
-    Counts length-prefixed answers only, so it also drives the xtsdb server with no SDK cost.
-    """
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    slots = asyncio.Semaphore(window)
-    sent: deque[float] = deque()
-    lat: list[float] = []
-
-    async def acks() -> None:
-        for _ in frames:
-            head = await reader.readexactly(4)
-            body = await reader.readexactly(int.from_bytes(head, "big"))
-            if b"\xa2ok\xc3" not in body:  # msgpack "ok": true
-                raise RuntimeError(f"write refused: {body[:200]!r}")
-            lat.append(perf_counter() - sent.popleft())  # one connection: acks in order
-            slots.release()
-
-    t0 = perf_counter()
-    task = asyncio.create_task(acks())
-    for f in frames:
-        await slots.acquire()
-        sent.append(perf_counter())
-        writer.write(f)
-        await writer.drain()
-    await asyncio.wait_for(task, 120)
-    secs = perf_counter() - t0
-    writer.close()
-    return secs, lat
 
 
 async def sdk_ingest(url: str, cols: list[Cols], window: int) -> tuple[float, list[float], Stats]:
@@ -233,8 +147,15 @@ class Runs:
         return f"p50 {self.p(50):.3g} ms, p99 {self.p(99):.3g} ms"
 
 
-def ingest_run(base: str, cols: list[Cols], frames: list[bytes], window: int, runs: Runs,
-               *flags: str, mode: str = "sdk") -> None:  # fmt: skip
+def ingest_run(
+    base: str,
+    cols: list[Cols],
+    frames: list[bytes],
+    window: int,
+    runs: Runs,
+    *flags: str,
+    mode: str = "sdk",
+) -> None:
     """One ingest on a fresh server: ``sdk`` (AsyncClient), ``raw`` frames, or the ``ceiling``."""
     with server(base, *flags, ceiling=mode == "ceiling") as (url, pid):
         srv0, cli0 = cpu_s(pid), time.process_time()
@@ -267,27 +188,46 @@ def bench_ingest(base: str, sz: Sizes, rows: list[Row]) -> None:
     srv_cpu, cli_cpu = (statistics.median(col) for col in zip(*sdk.cpu, strict=True))
     wall, st = statistics.median(sdk.secs), sdk.stats
     what = f"1. columnar durable ingest, 1 client, {sz.tags:,} tags x {sz.points:,} pts"
-    rows += [
-        check(f"{what}, AsyncClient, {w} frames in flight", x, "M pts/s", 8, True,
-              f" (= {x / c:.2f}x ceiling)"),
-        Row("1. baseline: raw uvloop loopback + 1 fdatasync per frame (ceiling)",
-            f"{c:.3g} M pts/s"),
-        Row("1. diagnostic: xtsdb server fed pre-encoded frames (no SDK cost)",
-            f"{raw.rate(n):.3g} M pts/s"),
-        Row("1. diagnostic: CPU during the SDK run (2 cores = 2 CPU-s per wall s)",
-            f"server {srv_cpu / wall:.2f}, client {cli_cpu / wall:.2f} CPU-s per wall s"),
-        Row("1. diagnostic: server group commit (last SDK run)",
-            f"{st['commits']} commits, {st['writes_per_commit']:.2f} writes/commit, "
-            f"max {st['max_writes_per_commit']}"),
-        Row(f"5. write ack latency under workload 1 ({len(sdk.lat[0]):,} writes of "
-            f"{sz.points:,} pts; median of {sz.reps} runs)", sdk.lat_text(), "p99 <= 15 ms",
-            verdict(sdk.p(99), 15, False)),
-        Row("5. baseline: ceiling ack latency, same window", ceil.lat_text()),
-        Row(f"5. diagnostic: {w // 2} frames in flight (Little: latency ~ window / rate)",
-            f"{half.rate(n):.3g} M pts/s, {half.lat_text()}"),
-        Row(f"5. diagnostic: {w} in flight, no sealing during the run ({' '.join(no_seal)})",
-            f"{unsealed.rate(n):.3g} M pts/s, {unsealed.lat_text()}"),
-    ]  # fmt: skip
+    lat_what = f"{len(sdk.lat[0]):,} writes of {sz.points:,} pts; median of {sz.reps} runs"
+    commits = f"{st['commits']} commits, {st['writes_per_commit']:.2f} writes/commit"
+    vs_ceiling = f" (= {x / c:.2f}x ceiling)"
+    rows.append(
+        check(f"{what}, AsyncClient, {w} frames in flight", x, "M pts/s", 8, True, vs_ceiling)
+    )
+    p99 = verdict(sdk.p(99), 15, False)
+    rows.append(
+        Row(
+            f"5. write ack latency under workload 1 ({lat_what})",
+            sdk.lat_text(),
+            "p99 <= 15 ms",
+            p99,
+        )
+    )
+    info = [
+        ("1. baseline: raw uvloop loopback + 1 fdatasync per frame (ceiling)", f"{c:.3g} M pts/s"),
+        (
+            "1. diagnostic: xtsdb server fed pre-encoded frames (no SDK cost)",
+            f"{raw.rate(n):.3g} M pts/s",
+        ),
+        (
+            "1. diagnostic: CPU during the SDK run (2 cores = 2 CPU-s per wall s)",
+            f"server {srv_cpu / wall:.2f}, client {cli_cpu / wall:.2f} CPU-s per wall s",
+        ),
+        (
+            "1. diagnostic: server group commit (last SDK run)",
+            f"{commits}, max {st['max_writes_per_commit']}",
+        ),
+        ("5. baseline: ceiling ack latency, same window", ceil.lat_text()),
+        (
+            f"5. diagnostic: {w // 2} frames in flight (Little: latency ~ window / rate)",
+            f"{half.rate(n):.3g} M pts/s, {half.lat_text()}",
+        ),
+        (
+            f"5. diagnostic: {w} in flight, no sealing during the run ({' '.join(no_seal)})",
+            f"{unsealed.rate(n):.3g} M pts/s, {unsealed.lat_text()}",
+        ),
+    ]
+    rows += [Row(workload, result) for workload, result in info]  # sorted by number later
 
 
 class _NoOp:
@@ -314,8 +254,8 @@ def bench_write_point(url: str, sz: Sizes, rows: list[Row]) -> None:
                     c.flush()  # returns once every point is durable: part of the cost
                 out.append(perf_counter() - t0)
     x, b = mpts(n, statistics.median(times)), mpts(n, statistics.median(noop))
-    rows.append(check(f"2. Client.write_point x {n:,} (1,000 tags round robin) + flush()", x,
-                      "M pts/s", 1, True, f" (= {x / b:.2f}x no-op)"))  # fmt: skip
+    what = f"2. Client.write_point x {n:,} (1,000 tags round robin) + flush()"
+    rows.append(check(what, x, "M pts/s", 1, True, f" (= {x / b:.2f}x no-op)"))
     rows.append(Row("2. baseline: same loop calling a no-op Python method", f"{b:.3g} M pts/s"))
 
 
@@ -335,8 +275,8 @@ def bench_query(url: str, sz: Sizes, rows: list[Row], label: str, flush: bool) -
             r = c.query(tag, int(ts[0]), int(ts[-1]) + 1)
             times.append(perf_counter() - t0)
     ms = statistics.median(times) * 1e3
-    where = f"disk {r.stats.get('points_from_disk', 0):,}, memory " \
-            f"{r.stats.get('points_from_memory', 0):,}"  # fmt: skip
+    disk, memory = r.stats.get("points_from_disk", 0), r.stats.get("points_from_memory", 0)
+    where = f"disk {disk:,}, memory {memory:,}"
     what = f"3. query {n:,} pts of 1 tag, {label} ({where})"
     rows.append(check(what, ms, "ms", 30, False) if flush else Row(what, f"{ms:.3g} ms"))
 
@@ -388,9 +328,9 @@ def bench_small(url: str, sz: Sizes, rows: list[Row]) -> None:
     lats, secs, before, after = uvloop.run(run())
     lat = [x for one_client in lats for x in one_client]
     per = (after["writes"] - before["writes"]) / max(after["commits"] - before["commits"], 1)
-    rows.append(Row(f"5. {SMALL_CLIENTS} clients x single {SMALL_POINTS}-pt writes "
-                    f"({len(lat):,} writes, {len(lat) / secs:,.0f}/s, {per:.2f} writes/commit)",
-                    f"p50 {pct(lat, 50):.3g} ms, p99 {pct(lat, 99):.3g} ms"))  # fmt: skip
+    load = f"{len(lat):,} writes, {len(lat) / secs:,.0f}/s, {per:.2f} writes/commit"
+    what = f"5. {SMALL_CLIENTS} clients x single {SMALL_POINTS}-pt writes ({load})"
+    rows.append(Row(what, f"p50 {pct(lat, 50):.3g} ms, p99 {pct(lat, 99):.3g} ms"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,11 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test, < 30 s)")
     ap.add_argument("--out", type=Path, help="also write the report as Markdown here")
     ap.add_argument("--dir", default="/tmp/xtsdb-bench", help="parent of the data dirs (real disk)")
-    ap.add_argument("--ceiling", nargs=2, help=argparse.SUPPRESS)  # internal: be the ceiling
     args = ap.parse_args(argv)
-    if args.ceiling:
-        ceiling_main(Path(args.ceiling[0]), args.ceiling[1])
-        return 0
     sz = QUICK if args.quick else FULL
     os.makedirs(args.dir, exist_ok=True)
     t_start = perf_counter()
@@ -432,13 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         bench_query(url, sz, rows, f"all in memory (--block-points {2 * sz.q_points:,})", False)
 
     rows.sort(key=lambda r: r.workload.split(".")[0])  # by workload number; stable
-    tail = f"total bench time {perf_counter() - t_start:.0f} s, load average at end " \
-           f"{os.getloadavg()[0]:.2f}"  # fmt: skip
+    load = f"load average at end {os.getloadavg()[0]:.2f}"
+    tail = f"total bench time {perf_counter() - t_start:.0f} s, {load}"
     out = ["", *table(rows), "", tail]
     print("\n".join(out))
     if args.out:
-        md = ["# xtsdb server benchmark (end to end over loopback)", "",
-              *[f"- {x}" for x in facts], *out]  # fmt: skip
+        md = ["# xtsdb server benchmark (end to end over loopback)", ""]
+        md += [*[f"- {x}" for x in facts], *out]
         args.out.write_text("\n".join(md) + "\n")
     return 0
 
