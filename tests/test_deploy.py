@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import yaml
 
 from xtsdb.client.cli import build_parser as cli_parser
 from xtsdb.server.config import ServerConfig
+from xtsdb.server.process import ServerProcess, server_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -262,8 +262,7 @@ class Image:
 
     def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None) -> None:
         self.port, self.metrics_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("XTSDB_")}
-        env.update(image_env())
+        env = server_env(**image_env())
         env.update(extra_env or {})
         env.update(
             XTSDB_DATA_DIR=str(tmp_path / "data"),
@@ -278,29 +277,27 @@ class Image:
         self.env = env
         [entry] = args_of("ENTRYPOINT", runtime())
         cmd = exec_form(entry) + exec_form((args_of("CMD", runtime()) or ["[]"])[-1])
-        self.log = tmp_path / "server.log"
-        with open(self.log, "wb") as err:
-            self.proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=err, stderr=err)
+        # Found by its healthcheck, as Docker finds it, not by a ready file.
+        self.srv = ServerProcess(workdir=tmp_path, env=env, command=cmd, ready_flag=False)
+        self.log = self.srv.log_file
 
     def wait_healthy(self, check: Callable[[], subprocess.CompletedProcess[str]]) -> str:
         """Run ``check`` until it passes, as Docker does; its output."""
         deadline = time.monotonic() + START_TIMEOUT
         result = check()
         while result.returncode != 0:
-            assert self.proc.poll() is None, self.log.read_text()
+            assert self.srv.running(), self.log.read_text()
             assert time.monotonic() < deadline, result.stderr + self.log.read_text()
             time.sleep(0.2)
             result = check()
         return result.stdout
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)  # what `docker stop` sends to PID 1
-        assert self.proc.wait(START_TIMEOUT) == 0, self.log.read_text()
+        # SIGTERM: what `docker stop` sends to PID 1.
+        assert self.srv.stop(START_TIMEOUT) == 0, self.log.read_text()
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()  # this child only
-            self.proc.wait(10)
+        self.srv.close()  # SIGKILL to this child only, if it still runs
 
 
 def test_entrypoint_starts_and_answers_the_healthcheck(tmp_path: Path) -> None:
@@ -373,11 +370,10 @@ def test_secure_variant_requires_tokens_and_its_healthcheck_passes(tmp_path: Pat
     assert read_secret not in image.log.read_text()
 
 
-@pytest.mark.parametrize(
-    "path",
-    ["Dockerfile", "deploy/docker-compose.yml", "deploy/docker-compose.secure.yml",
-     "deploy/xtsdb.env"],
-)  # fmt: skip
+COMPOSE = ["deploy/docker-compose.yml", "deploy/docker-compose.secure.yml"]
+
+
+@pytest.mark.parametrize("path", ["Dockerfile", *COMPOSE, "deploy/xtsdb.env"])
 def test_deploy_files_have_no_overlong_lines(path: str) -> None:
     for n, line in enumerate((ROOT / path).read_text().splitlines(), 1):
         assert len(line) <= 100, f"{path}:{n}"
