@@ -38,6 +38,8 @@ from xtsdb.protocol.influxql.answer import (
 )
 from xtsdb.server import influxql_names as names
 from xtsdb.server import influxql_select
+from xtsdb.server.influxql_rows import has_time as _has_time
+from xtsdb.server.influxql_rows import split_time
 from xtsdb.server.influxql_select import MAX_VALUES, Engine
 
 DATABASE = "xtsdb"
@@ -114,10 +116,14 @@ def run_statement(engine: Engine, stmt: ast.Statement, now_ns: int) -> list[Seri
     if stmt.what == "retention_policies":
         cols: list[list[Any]] = [["autogen"], ["0s"], ["168h0m0s"], [1], [True]]
         return [_series(None, _RP_COLUMNS, cols)]
+    if stmt.what == "measurements" and _has_time(stmt.condition):
+        raise InvalidInput("SHOW MEASUREMENTS doesn't support time in WHERE clause")
+    # As InfluxDB 1.x: a time range in the WHERE of other SHOWs is ignored (all time).
+    cond = split_time(stmt.condition, now_ns)[2]
     by_measurement = names.load(engine.catalog, stmt.sources)
     out: list[Series] = []
     kept = {
-        m: [s for s in by_tags.values() if names.matches(stmt.condition, s, _fields(by_tags))]
+        m: [s for s in by_tags.values() if names.matches(cond, s, _fields(by_tags))]
         for m, by_tags in sorted(by_measurement.items())
     }
     kept = {m: series for m, series in kept.items() if series}

@@ -15,11 +15,11 @@ from xtsdb.server.influxql_funcs import Floats, Ints, Reduced
 _FLIP = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "=": "="}
 
 
-def _has_time(e: ast.Expr | None) -> bool:
+def has_time(e: ast.Expr | None) -> bool:
     if isinstance(e, ast.VarRef):
         return e.name.lower() == "time"
     if isinstance(e, ast.Binary):
-        return _has_time(e.lhs) or _has_time(e.rhs)
+        return has_time(e.lhs) or has_time(e.rhs)
     return False
 
 
@@ -31,7 +31,7 @@ def split_time(cond: ast.Expr | None, now_ns: int) -> tuple[int, int, ast.Expr |
 
 
 def _split(cond: ast.Expr | None, now_ns: int, bounds: list[int]) -> ast.Expr | None:
-    if cond is None or not _has_time(cond):
+    if cond is None or not has_time(cond):
         return cond
     if not isinstance(cond, ast.Binary):
         raise unsupported("this condition on time")
