@@ -267,8 +267,8 @@ def test_backup_while_retention_retires_and_reuses_chunks(tmp_path: Path, at_cal
     # in the middle of the container copy: the backup's stop check is the hook that
     # lets it happen at a chosen point, deterministically.
     hour = 3600 * 1_000_000
-    cfg = EngineConfig(chunk_size=64 * 1024, meta_extents=1, chunks_per_container=4,
-                       block_points=200, read_workers=0, retention_us=10 * hour)  # fmt: skip
+    sizes = dict(chunk_size=64 * 1024, meta_extents=1, chunks_per_container=4, block_points=200)
+    cfg = EngineConfig(**sizes, read_workers=0, retention_us=10 * hour)
     rng = np.random.default_rng(at_call)
     calls = 0
     with Engine.open(tmp_path / "d", cfg) as eng:
