@@ -6,14 +6,17 @@
   requests awaiting a response, keyed by id (responses may come out of order).
   A transport gives each request a *waiter* (an ``asyncio.Future`` or a
   ``concurrent.futures.Future``) and completes it with the response dict.
-- :class:`ClientCore` allocates ids, builds frames and holds *plans*: each
-  public operation is a generator that yields :class:`Step` s (requests to
-  send, how many of the oldest responses to wait for) and is sent the
-  responses back, finally returning the operation's result. A transport's
-  ``_drive`` loop runs any plan, so a paged query or a pipelined multi-frame
-  write is written once, here, and both clients do the same thing. The plans
-  of the historian ops (analytics, deletes, the tag catalog) are in
-  :mod:`._plans`, a mixin of :class:`ClientCore`.
+- :class:`ClientCore` allocates ids and builds frames. A *plan* is a
+  generator that yields :class:`Step` s (requests to send, how many of the
+  oldest responses to wait for) and is sent the responses back, finally
+  returning an operation's result. A transport's ``_drive`` loop runs any
+  plan, so a paged query or a pipelined multi-frame write is written once and
+  both clients do the same thing. The core holds the shared ones (one
+  request, pipelined writes); each operation's plan is declared in
+  :mod:`._ops` or :mod:`.historian`.
+- The rules the transports apply and do not restate: which requests may be
+  sent again after a lost connection, and only once (:class:`Request`); when
+  a connection must be replaced (:func:`needs_replacing`).
 """
 
 from __future__ import annotations
@@ -27,34 +30,23 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import numpy as np
-
 from xtsdb.protocol import (
     DEFAULT_MAX_FRAME,
     FrameDecoder,
-    backup_request,
     encode_frame,
     hello_request,
     int_field,
-    last_request,
-    parse_backup_response,
     parse_hello_response,
-    parse_last_response,
-    parse_points,
     parse_response_header,
-    query_request,
     raise_for_error,
     request,
     write_request,
 )
 from xtsdb.protocol.errors import InvalidInput, ProtocolError, XtsdbConnectionError
-from xtsdb.protocol.ops import parse_last_errors
 
-from ._convert import to_us, write_columns
-from ._plans import HistorianPlans, tag_key
+from ._convert import write_columns
 from ._tls import PathLike, client_context
-from .batching import Columns
-from .results import LastResult, QueryResult
+from .point_buffer import Columns
 
 DEFAULT_PORT = 7878
 DEFAULT_URL = f"xtsdb://127.0.0.1:{DEFAULT_PORT}"
@@ -63,7 +55,7 @@ MAX_POINTS_PER_FRAME = 1_000_000
 MAX_RESPONSE_FRAME = 1 << 30
 """Largest response frame accepted: generous, as the server is trusted more than
 its clients, but bounded so a confused peer cannot make us allocate without limit."""
-_FRAME_OVERHEAD = 1024  # msgpack map, keys, bin headers, op and id: a few hundred bytes
+FRAME_OVERHEAD = 1024  # msgpack map, keys, bin headers, op and id: a few hundred bytes
 # Safe to send twice: re-running them changes nothing on the server. (hello is not
 # here: it is part of connecting, which is what a retry would redo.)
 IDEMPOTENT_OPS = frozenset(
@@ -134,6 +126,19 @@ class Request:
     points: int = 0
     attempts: int = 0
 
+    @property
+    def may_retry(self) -> bool:
+        """The retry rule: a retryable request lost with its connection is sent again
+        once; a second failure is not a blip."""
+        return self.retryable and not self.attempts
+
+    def retry_once(self) -> bool:
+        """Whether to send this request again after a lost connection (counted)."""
+        if not self.may_retry:
+            return False
+        self.attempts += 1
+        return True
+
 
 @dataclass
 class Step:
@@ -201,8 +206,16 @@ class Session(Generic[W]):
         return failed
 
 
+def needs_replacing(current: Session[Any] | None, broken: Session[Any] | None, alive: bool) -> bool:
+    """The reconnect rule: connect if there is no connection, or if the one a caller
+    saw fail (``broken``) is still the current one, or if it is dead (closed by the
+    reader, or its socket closing: ``alive`` False). Another caller may already
+    have replaced it: then the new one is used, not replaced again."""
+    return current is None or current is broken or current.closed or not alive
+
+
 @dataclass
-class ClientCore(HistorianPlans):
+class ClientCore:
     """Connection-independent client state: settings, ids, server limits, plans."""
 
     url: str
@@ -234,7 +247,10 @@ class ClientCore(HistorianPlans):
 
     # -- requests ------------------------------------------------------------
 
-    def _request(self, msg: dict[str, Any], points: int = 0) -> Request:
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def request(self, msg: dict[str, Any], points: int = 0) -> Request:
         op = msg["op"]
         # A write whose ack was lost may or may not be durable. Resending it is
         # harmless under later-wins semantics *if* nobody wrote those timestamps
@@ -246,21 +262,21 @@ class ClientCore(HistorianPlans):
 
     def simple(self, op: str) -> Request:
         """A request with no fields (``ping``, ``flush``, ``stats``)."""
-        return self._request(request(op, next(self._ids)))
+        return self.request(request(op, next(self._ids)))
 
     def hello(self) -> Request:
-        return self._request(hello_request(next(self._ids), self.token, CLIENT_NAME))
+        return self.request(hello_request(next(self._ids), self.token, CLIENT_NAME))
 
     def hello_done(self, resp: dict[str, Any]) -> None:
         """Take the server's limits from its hello response."""
         _version, self.server, self.max_frame, _auth = parse_hello_response(resp)
 
     def points_per_frame(self, bytes_per_point: int) -> int:
-        room = (self.max_frame - _FRAME_OVERHEAD) // bytes_per_point
+        room = (self.max_frame - FRAME_OVERHEAD) // bytes_per_point
         return max(1, min(self.max_points_per_frame, room))
 
     def batch(self, cols: Columns) -> list[Request]:
-        """The write requests for a drained :class:`~.batching.PointBuffer` (one, unless
+        """The write requests for a drained :class:`~.point_buffer.PointBuffer` (one, unless
         ``batch_size`` points do not fit the server's ``max_frame``)."""
         tags, ts, values, q = cols
         # One tag per batch is the common case (one sensor loop per client);
@@ -272,7 +288,7 @@ class ClientCore(HistorianPlans):
             hi = lo + step
             tag_arg: int | Any = int(tags[0]) if one_tag else tags[lo:hi]
             msg = write_request(next(self._ids), tag_arg, ts[lo:hi], values[lo:hi], q[lo:hi])
-            reqs.append(self._request(msg, len(ts[lo:hi])))
+            reqs.append(self.request(msg, len(ts[lo:hi])))
         return reqs
 
     # -- plans -----------------------------------------------------------------
@@ -282,6 +298,10 @@ class ClientCore(HistorianPlans):
         [resp] = yield Step([req], 1)
         raise_for_error(resp)
         return resp
+
+    def call(self, msg: dict[str, Any]) -> Plan[dict[str, Any]]:
+        """Send one request built from ``msg``; the checked response."""
+        return (yield from self.single(self.request(msg)))
 
     def write_plan(self, items: Iterable[tuple[Any, Any, Any, Any]]) -> Plan[int]:
         """Pipelined writes: at most ``max_in_flight`` frames unacknowledged; points written.
@@ -300,82 +320,11 @@ class ClientCore(HistorianPlans):
                 part_q = None if q is None else q[lo:hi]
                 msg = write_request(next(self._ids), part_tags, ts[lo:hi], values[lo:hi], part_q)
                 wait = 1 if outstanding >= self.max_in_flight else 0
-                resps = yield Step([self._request(msg, len(ts[lo:hi]))], wait)
+                resps = yield Step([self.request(msg, len(ts[lo:hi]))], wait)
                 outstanding += 1 - wait
                 written += sum(map(write_ack, resps))
         written += sum(map(write_ack, (yield Step([], outstanding))))
         return written
-
-    def query_plan(
-        self,
-        tag: int | str,
-        start: Any,
-        end: Any,
-        limit: int | None,
-        descending: bool = False,
-        good_only: bool = False,
-    ) -> Plan[QueryResult]:
-        """Points of ``tag`` in ``[start, end)``, fetched in pages that fit a frame.
-
-        Pages continue after the last timestamp received (oldest first: from it
-        + 1; newest first: up to it, excluded): a tag has one value per
-        timestamp, so nothing is skipped or repeated. The server says whether a
-        page was cut short (``more``), so a page that is exactly full costs no
-        extra request.
-        """
-        lo, hi = to_us(start, "start"), to_us(end, "end")
-        key = tag_key(tag)
-        if limit is not None:
-            limit = int_field(limit, "limit", 0)
-        # A page must fit the server's frames both ways: its max_frame, and the
-        # protocol's default limit, which bounds the responses it encodes.
-        page = min(self.points_per_frame(17), (DEFAULT_MAX_FRAME - _FRAME_OVERHEAD) // 17)
-        chunks: list[tuple[Any, Any, Any]] = []
-        stats: dict[str, int] = {}
-        got = 0
-        while True:
-            want = page if limit is None else min(page, limit - got)
-            msg = query_request(
-                next(self._ids), key, lo, hi, want, descending=descending, good_only=good_only
-            )
-            [resp] = yield Step([self._request(msg)], 1)
-            ts, values, q = parse_points(resp)
-            for name, n in (resp.get("stats") or {}).items():
-                stats[str(name)] = stats.get(str(name), 0) + int(n)
-            chunks.append((ts, values, q))
-            got += ts.shape[0]
-            more = resp.get("more")
-            if not isinstance(more, bool):  # a server without "more": a full page may have it
-                more = ts.shape[0] >= want
-            if not more or ts.shape[0] == 0 or (limit is not None and got >= limit):
-                break
-            if descending:
-                hi = int(ts[-1])
-            else:
-                lo = int(ts[-1]) + 1
-        if len(chunks) == 1:
-            ts, values, q = chunks[0]
-        else:
-            ts, values, q = (np.concatenate(col) for col in zip(*chunks, strict=True))
-        return QueryResult(ts, values, q, stats)
-
-    def last_plan(self, tags: Any) -> Plan[LastResult]:
-        req = self._request(last_request(next(self._ids), tags))
-        [resp] = yield Step([req], 1)
-        return LastResult(*parse_last_response(resp), errors=parse_last_errors(resp))
-
-    def stats_plan(self) -> Plan[dict[str, Any]]:
-        resp = yield from self.single(self.simple("stats"))
-        stats = resp.get("stats")
-        if not isinstance(stats, dict):
-            raise ProtocolError("malformed stats response: no 'stats' map")
-        return stats
-
-    def backup_plan(self, path: str) -> Plan[dict[str, Any]]:
-        # Never retried (not in IDEMPOTENT_OPS): a second try would find its
-        # destination already there.
-        resp = yield from self.single(self._request(backup_request(next(self._ids), path)))
-        return parse_backup_response(resp)
 
 
 def write_ack(resp: dict[str, Any]) -> int:

@@ -43,6 +43,7 @@ class AnyFuture(Protocol):
     """What both a ``concurrent.futures.Future`` and an ``asyncio.Future`` offer."""
 
     def cancelled(self) -> bool: ...
+    def done(self) -> bool: ...
     def exception(self) -> BaseException | None: ...
     def result(self) -> Any: ...
 
@@ -130,8 +131,7 @@ class Ledger(Generic[F]):
                 write_ack(fut.result())
             except XtsdbError as exc:
                 error = exc
-        retry = batch.req.retryable and not batch.req.attempts  # retry_writes=True: once
-        if isinstance(error, XtsdbConnectionError) and retry:
+        if isinstance(error, XtsdbConnectionError) and batch.req.may_retry:
             batch.retry = True  # resent by whoever waits for it next
             return False
         self.settle(batch, error)

@@ -1,248 +1,316 @@
 """The historian operations of both clients: analytics, deletes and the tag catalog.
 
-Each method only runs a plan of :mod:`._plans` with the client's own
-``_drive``: :class:`HistorianMethods` for the blocking :class:`~.sync.Client`,
-:class:`AsyncHistorianMethods` for :class:`~.aio.AsyncClient`. The two
-differ only by ``await`` -- Python cannot spell "a sync or an async method" in
-one definition with its types -- so the docstrings are on the blocking ones.
-A tag is an int id or a str name wherever an argument takes one.
+Declared once each, like those of :mod:`._ops`: a plan function with the
+method's signature and docstring, made a method of both clients by
+:class:`~._surface.operation`. Each checks and converts its arguments (times,
+durations, tag names) before anything is sent, yields the request and turns
+the response into a result type. A tag is an int id or a str name wherever an
+argument takes one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from collections.abc import Coroutine, Sequence
+from datetime import timedelta
+from typing import Any, Protocol, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 
+from xtsdb.protocol.errors import InvalidInput, ProtocolError
+from xtsdb.protocol.legacy import (
+    aggregate_request,
+    delete_request,
+    delete_tag_request,
+    interpolate_request,
+    parse_aggregate_response,
+    parse_interpolate_response,
+    parse_lsn_response,
+    parse_points,
+    parse_tag_list_response,
+    parse_tag_response,
+    plot_request,
+    tag_create_request,
+    tag_get_request,
+    tag_list_request,
+    tag_remove_request,
+    tag_rename_request,
+    tag_update_request,
+)
+
+from ._convert import timestamps_us, to_us
+from ._core import ClientCore, Plan
+from ._surface import operation, typed_operation
 from .results import AggregateResult, InterpolateResult, QueryResult, TagInfo
 
-if TYPE_CHECKING:
-    from ._core import ClientCore, Plan
-
-T = TypeVar("T")
 Tag = int | str
 Tags = list[int] | list[str] | list[Tag] | tuple[Tag, ...] | npt.NDArray[np.integer[Any]]
 Aggregates = str | Sequence[str]
+One = TypeVar("One", covariant=True)
+Many = TypeVar("Many", covariant=True)
 
 
-class HistorianMethods:
-    """Mixin of :class:`~xtsdb.client.sync.Client`."""
+def duration_us(d: Any, what: str) -> int:
+    """A duration as integer microseconds: an int, a ``timedelta`` or a ``numpy.timedelta64``."""
+    if isinstance(d, bool):
+        raise InvalidInput(f"{what} must be int microseconds or a timedelta, got bool")
+    if isinstance(d, int | np.integer):
+        return int(d)
+    if isinstance(d, timedelta):
+        return d // timedelta(microseconds=1)
+    if isinstance(d, np.timedelta64):
+        if np.isnat(d):
+            raise InvalidInput(f"{what} is NaT")
+        return int(d.astype("timedelta64[us]").astype(np.int64))
+    raise InvalidInput(f"{what} must be int microseconds or a timedelta, got {type(d).__name__}")
 
-    _core: ClientCore
 
-    def _drive(self, plan: Plan[T], timeout: float | None) -> T:
-        raise NotImplementedError
+def tag_key(tag: Any) -> Tag:
+    """A tag as the wire takes it: a name, or an int id (numpy integers too)."""
+    if isinstance(tag, str):
+        return tag
+    if isinstance(tag, int | np.integer) and not isinstance(tag, bool):
+        return int(tag)
+    raise InvalidInput(f"a tag is an int id or a str name, got {type(tag).__name__}")
+
+
+# -- analytics ---------------------------------------------------------------------------
+
+
+class AggregateCall(Protocol[One, Many]):
+    """``aggregate``'s two forms, for the type checker: one tag gives ``One``, a
+    list of tags ``Many`` (the result types, or coroutines of them)."""
 
     @overload
-    def aggregate(
-        self, tag_or_tags: Tag, start: Any, end: Any, interval: Any,
-        aggregates: Aggregates = ..., *, origin: Any = ..., good_only: bool = ...,
-        timeout: float | None = ...,
-    ) -> AggregateResult: ...  # fmt: skip
-    @overload
-    def aggregate(
-        self, tag_or_tags: Tags, start: Any, end: Any, interval: Any,
-        aggregates: Aggregates = ..., *, origin: Any = ..., good_only: bool = ...,
-        timeout: float | None = ...,
-    ) -> dict[Tag, AggregateResult]: ...  # fmt: skip
-    def aggregate(
+    def __call__(
         self,
-        tag_or_tags: Tag | Tags,
+        tag_or_tags: Tag,
         start: Any,
         end: Any,
         interval: Any,
-        aggregates: Aggregates = ("avg",),
+        aggregates: Aggregates = ...,
         *,
-        origin: Any = 0,
-        good_only: bool = False,
-        timeout: float | None = None,
-    ) -> AggregateResult | dict[Tag, AggregateResult]:
-        """Aggregates per ``interval`` bucket of ``[start, end)``.
-
-        ``aggregates`` are some of count, min, max, sum, avg, first, last,
-        twa_step, twa_linear. Buckets start at ``origin + k * interval`` (0:
-        epoch-aligned, like InfluxDB's ``GROUP BY time``); ``interval`` is int
-        microseconds or a ``timedelta``. One tag gives an
-        :class:`AggregateResult`; a list of tags (one request) gives
-        ``{tag: AggregateResult}``.
-        """
-        plan = self._core.aggregate_plan(
-            tag_or_tags, start, end, interval, aggregates, origin, good_only
-        )
-        return self._drive(plan, timeout)
-
-    def interpolate(
-        self,
-        tag: Tag,
-        times: Any = None,
-        *,
-        start: Any = None,
-        end: Any = None,
-        interval: Any = None,
-        method: str = "previous",
-        max_gap: Any = None,
-        good_only: bool = False,
-        timeout: float | None = None,
-    ) -> InterpolateResult:
-        """Values at sorted ``times``, or at ``start, start + interval, ... < end``.
-
-        ``method`` is ``previous`` (sample-and-hold) or ``linear``; ``max_gap``
-        (microseconds or a ``timedelta``) refuses to bridge longer gaps. Each
-        time gets a status (0 ok; 1 no data before; 2 gap; 3 after the last
-        point, linear only) and NaN unless the status is 0.
-        """
-        plan = self._core.interpolate_plan(
-            tag, times, start, end, interval, method, max_gap, good_only
-        )
-        return self._drive(plan, timeout)
-
-    def plot(
-        self,
-        tag: Tag,
-        start: Any,
-        end: Any,
-        intervals: int,
-        *,
-        good_only: bool = False,
-        timeout: float | None = None,
-    ) -> QueryResult:
-        """The points that draw ``[start, end)`` on ``intervals`` pixel columns: per
-        column its first, last, min and max point (at most 4 per column)."""
-        return self._drive(self._core.plot_plan(tag, start, end, intervals, good_only), timeout)
-
-    def delete(self, tag: Tag, start: Any, end: Any, *, timeout: float | None = None) -> int:
-        """Delete the points of ``tag`` with ``start <= ts < end``; durable on return.
-
-        Covers every write the server received before the delete; returns its LSN.
-        """
-        return self._drive(self._core.delete_plan(tag, start, end), timeout)
-
-    def delete_tag(self, tag: Tag, *, timeout: float | None = None) -> int:
-        """Delete every point of ``tag`` (its catalog entry stays; see :meth:`remove_tag`)."""
-        return self._drive(self._core.delete_tag_plan(tag), timeout)
-
-    def create_tag(self, name: str, *, timeout: float | None = None, **meta: Any) -> TagInfo:
-        """Name a new tag; the server picks its id. ``meta``: unit, description,
-        value_type (float64, int64, bool, enum), duplicates (last, first,
-        reject), retention_us (0: the database's retention)."""
-        return self._drive(self._core.create_tag_plan(name, meta), timeout)
-
-    def tag(self, tag: Tag, *, timeout: float | None = None) -> TagInfo:
-        """The catalog entry of a tag, by name or id (``NotFound`` if it has none)."""
-        return self._drive(self._core.tag_plan(tag), timeout)
-
-    def tags(
-        self, pattern: str = "*", *, limit: int | None = None, timeout: float | None = None
-    ) -> list[TagInfo]:
-        """Tags whose name matches the glob ``pattern``, by name (at most ``limit``,
-        default 10,000)."""
-        return self._drive(self._core.tags_plan(pattern, limit), timeout)
-
-    def update_tag(self, tag: Tag, *, timeout: float | None = None, **meta: Any) -> TagInfo:
-        """Change some metadata of a tag (as for :meth:`create_tag`); others stay."""
-        return self._drive(self._core.update_tag_plan(tag, meta), timeout)
-
-    def rename_tag(self, tag: Tag, name: str, *, timeout: float | None = None) -> TagInfo:
-        """Give a tag a new name; its id and data stay."""
-        return self._drive(self._core.rename_tag_plan(tag, name), timeout)
-
-    def remove_tag(self, tag: Tag, *, timeout: float | None = None) -> TagInfo:
-        """Delete a tag's points and its catalog entry; returns the entry removed."""
-        return self._drive(self._core.remove_tag_plan(tag), timeout)
-
-
-class AsyncHistorianMethods:
-    """Mixin of :class:`~xtsdb.client.aio.AsyncClient`: see :class:`HistorianMethods`."""
-
-    _core: ClientCore
-
-    def _drive(self, plan: Plan[T], timeout: float | None) -> Awaitable[T]:
-        raise NotImplementedError
-
-    @overload
-    async def aggregate(
-        self, tag_or_tags: Tag, start: Any, end: Any, interval: Any,
-        aggregates: Aggregates = ..., *, origin: Any = ..., good_only: bool = ...,
+        origin: Any = ...,
+        good_only: bool = ...,
         timeout: float | None = ...,
-    ) -> AggregateResult: ...  # fmt: skip
+    ) -> One: ...
     @overload
-    async def aggregate(
-        self, tag_or_tags: Tags, start: Any, end: Any, interval: Any,
-        aggregates: Aggregates = ..., *, origin: Any = ..., good_only: bool = ...,
-        timeout: float | None = ...,
-    ) -> dict[Tag, AggregateResult]: ...  # fmt: skip
-    async def aggregate(
+    def __call__(
         self,
-        tag_or_tags: Tag | Tags,
+        tag_or_tags: Tags,
         start: Any,
         end: Any,
         interval: Any,
-        aggregates: Aggregates = ("avg",),
+        aggregates: Aggregates = ...,
         *,
-        origin: Any = 0,
-        good_only: bool = False,
-        timeout: float | None = None,
-    ) -> AggregateResult | dict[Tag, AggregateResult]:
-        plan = self._core.aggregate_plan(
-            tag_or_tags, start, end, interval, aggregates, origin, good_only
+        origin: Any = ...,
+        good_only: bool = ...,
+        timeout: float | None = ...,
+    ) -> Many: ...
+
+
+AggregateMany = dict[Tag, AggregateResult]
+
+
+def _aggregate(
+    core: ClientCore,
+    /,
+    tag_or_tags: Tag | Tags,
+    start: Any,
+    end: Any,
+    interval: Any,
+    aggregates: Aggregates = ("avg",),
+    *,
+    origin: Any = 0,
+    good_only: bool = False,
+    timeout: float | None = None,
+) -> Plan[AggregateResult | dict[Tag, AggregateResult]]:
+    """Aggregates per ``interval`` bucket of ``[start, end)``.
+
+    ``aggregates`` are some of count, min, max, sum, avg, first, last,
+    twa_step, twa_linear. Buckets start at ``origin + k * interval`` (0:
+    epoch-aligned, like InfluxDB's ``GROUP BY time``); ``interval`` is int
+    microseconds or a ``timedelta``. One tag gives an
+    :class:`AggregateResult`; a list of tags (one request) gives
+    ``{tag: AggregateResult}``.
+    """
+    many = not isinstance(tag_or_tags, str | int | np.integer)
+    keys = [tag_key(t) for t in (np.asarray(tag_or_tags).tolist() if many else [tag_or_tags])]
+    if many and not keys:
+        raise InvalidInput("aggregate needs at least one tag")
+    names = [aggregates] if isinstance(aggregates, str) else list(aggregates)
+    lo, hi = to_us(start, "start"), to_us(end, "end")
+    step, at = duration_us(interval, "interval"), to_us(origin, "origin")
+    tags = keys if many else keys[0]
+    msg = aggregate_request(
+        core.next_id(), tags, lo, hi, step, names, origin=at, good_only=good_only
+    )
+    resp = yield from core.call(msg)
+    results = [AggregateResult(s, v) for s, v in parse_aggregate_response(resp)]
+    if len(results) != len(keys):
+        raise ProtocolError(f"aggregate: {len(results)} results for {len(keys)} tags")
+    return dict(zip(keys, results, strict=True)) if many else results[0]
+
+
+aggregate: typed_operation[
+    AggregateCall[AggregateResult, AggregateMany],
+    AggregateCall[Coroutine[Any, Any, AggregateResult], Coroutine[Any, Any, AggregateMany]],
+] = typed_operation(_aggregate)
+
+
+@operation
+def interpolate(
+    core: ClientCore,
+    /,
+    tag: Tag,
+    times: Any = None,
+    *,
+    start: Any = None,
+    end: Any = None,
+    interval: Any = None,
+    method: str = "previous",
+    max_gap: Any = None,
+    good_only: bool = False,
+    timeout: float | None = None,
+) -> Plan[InterpolateResult]:
+    """Values at sorted ``times``, or at ``start, start + interval, ... < end``.
+
+    ``method`` is ``previous`` (sample-and-hold) or ``linear``; ``max_gap``
+    (microseconds or a ``timedelta``) refuses to bridge longer gaps. Each
+    time gets a status (0 ok; 1 no data before; 2 gap; 3 after the last
+    point, linear only) and NaN unless the status is 0.
+    """
+    if (times is None) == (None in (start, end, interval)):
+        raise InvalidInput("give either times, or all of start, end and interval")
+    gap = None if max_gap is None else duration_us(max_gap, "max_gap")
+    how: dict[str, Any] = {"method": method, "max_gap": gap, "good_only": good_only}
+    if times is not None:
+        msg = interpolate_request(core.next_id(), tag_key(tag), timestamps_us(times), **how)
+    else:
+        lo, hi = to_us(start, "start"), to_us(end, "end")
+        step = duration_us(interval, "interval")
+        msg = interpolate_request(
+            core.next_id(), tag_key(tag), start=lo, end=hi, interval=step, **how
         )
-        return await self._drive(plan, timeout)
+    resp = yield from core.call(msg)
+    return InterpolateResult(*parse_interpolate_response(resp))
 
-    async def interpolate(
-        self,
-        tag: Tag,
-        times: Any = None,
-        *,
-        start: Any = None,
-        end: Any = None,
-        interval: Any = None,
-        method: str = "previous",
-        max_gap: Any = None,
-        good_only: bool = False,
-        timeout: float | None = None,
-    ) -> InterpolateResult:
-        plan = self._core.interpolate_plan(
-            tag, times, start, end, interval, method, max_gap, good_only
-        )
-        return await self._drive(plan, timeout)
 
-    async def plot(
-        self,
-        tag: Tag,
-        start: Any,
-        end: Any,
-        intervals: int,
-        *,
-        good_only: bool = False,
-        timeout: float | None = None,
-    ) -> QueryResult:
-        plan = self._core.plot_plan(tag, start, end, intervals, good_only)
-        return await self._drive(plan, timeout)
+@operation
+def plot(
+    core: ClientCore,
+    /,
+    tag: Tag,
+    start: Any,
+    end: Any,
+    intervals: int,
+    *,
+    good_only: bool = False,
+    timeout: float | None = None,
+) -> Plan[QueryResult]:
+    """The points that draw ``[start, end)`` on ``intervals`` pixel columns: per
+    column its first, last, min and max point (at most 4 per column)."""
+    lo, hi = to_us(start, "start"), to_us(end, "end")
+    msg = plot_request(core.next_id(), tag_key(tag), lo, hi, intervals, good_only=good_only)
+    resp = yield from core.call(msg)
+    stats = {str(k): int(v) for k, v in (resp.get("stats") or {}).items()}
+    return QueryResult(*parse_points(resp), stats)
 
-    async def delete(self, tag: Tag, start: Any, end: Any, *, timeout: float | None = None) -> int:
-        return await self._drive(self._core.delete_plan(tag, start, end), timeout)
 
-    async def delete_tag(self, tag: Tag, *, timeout: float | None = None) -> int:
-        return await self._drive(self._core.delete_tag_plan(tag), timeout)
+# -- deletes ---------------------------------------------------------------------------------
 
-    async def create_tag(self, name: str, *, timeout: float | None = None, **meta: Any) -> TagInfo:
-        return await self._drive(self._core.create_tag_plan(name, meta), timeout)
 
-    async def tag(self, tag: Tag, *, timeout: float | None = None) -> TagInfo:
-        return await self._drive(self._core.tag_plan(tag), timeout)
+@operation
+def delete(
+    core: ClientCore, /, tag: Tag, start: Any, end: Any, *, timeout: float | None = None
+) -> Plan[int]:
+    """Delete the points of ``tag`` with ``start <= ts < end``; durable on return.
 
-    async def tags(
-        self, pattern: str = "*", *, limit: int | None = None, timeout: float | None = None
-    ) -> list[TagInfo]:
-        return await self._drive(self._core.tags_plan(pattern, limit), timeout)
+    Covers every write the server received before the delete; returns its LSN.
+    """
+    lo, hi = to_us(start, "start"), to_us(end, "end")
+    msg = delete_request(core.next_id(), tag_key(tag), lo, hi)
+    return parse_lsn_response((yield from core.call(msg)))
 
-    async def update_tag(self, tag: Tag, *, timeout: float | None = None, **meta: Any) -> TagInfo:
-        return await self._drive(self._core.update_tag_plan(tag, meta), timeout)
 
-    async def rename_tag(self, tag: Tag, name: str, *, timeout: float | None = None) -> TagInfo:
-        return await self._drive(self._core.rename_tag_plan(tag, name), timeout)
+@operation
+def delete_tag(core: ClientCore, /, tag: Tag, *, timeout: float | None = None) -> Plan[int]:
+    """Delete every point of ``tag`` (its catalog entry stays; see :meth:`remove_tag`)."""
+    msg = delete_tag_request(core.next_id(), tag_key(tag))
+    return parse_lsn_response((yield from core.call(msg)))
 
-    async def remove_tag(self, tag: Tag, *, timeout: float | None = None) -> TagInfo:
-        return await self._drive(self._core.remove_tag_plan(tag), timeout)
+
+# -- the tag catalog -------------------------------------------------------------------------
+
+
+def _tag_info(core: ClientCore, /, msg: dict[str, Any]) -> Plan[TagInfo]:
+    return TagInfo.from_wire(parse_tag_response((yield from core.call(msg))))
+
+
+@operation
+def create_tag(
+    core: ClientCore, /, name: str, *, timeout: float | None = None, **meta: Any
+) -> Plan[TagInfo]:
+    """Name a new tag; the server picks its id. ``meta``: unit, description,
+    value_type (float64, int64, bool, enum), duplicates (last, first,
+    reject), retention_us (0: the database's retention)."""
+    return _tag_info(core, tag_create_request(core.next_id(), name, **meta))
+
+
+@operation
+def tag(core: ClientCore, /, tag: Tag, *, timeout: float | None = None) -> Plan[TagInfo]:
+    """The catalog entry of a tag, by name or id (``NotFound`` if it has none)."""
+    return _tag_info(core, tag_get_request(core.next_id(), tag_key(tag)))
+
+
+@operation
+def tags(
+    core: ClientCore,
+    /,
+    pattern: str = "*",
+    *,
+    limit: int | None = None,
+    timeout: float | None = None,
+) -> Plan[list[TagInfo]]:
+    """Tags whose name matches the glob ``pattern``, by name (at most ``limit``,
+    default 10,000)."""
+    resp = yield from core.call(tag_list_request(core.next_id(), pattern, limit))
+    return [TagInfo.from_wire(t) for t in parse_tag_list_response(resp)]
+
+
+@operation
+def update_tag(
+    core: ClientCore, /, tag: Tag, *, timeout: float | None = None, **meta: Any
+) -> Plan[TagInfo]:
+    """Change some metadata of a tag (as for :meth:`create_tag`); others stay."""
+    return _tag_info(core, tag_update_request(core.next_id(), tag_key(tag), **meta))
+
+
+@operation
+def rename_tag(
+    core: ClientCore, /, tag: Tag, name: str, *, timeout: float | None = None
+) -> Plan[TagInfo]:
+    """Give a tag a new name; its id and data stay."""
+    return _tag_info(core, tag_rename_request(core.next_id(), tag_key(tag), name))
+
+
+@operation
+def remove_tag(core: ClientCore, /, tag: Tag, *, timeout: float | None = None) -> Plan[TagInfo]:
+    """Delete a tag's points and its catalog entry; returns the entry removed."""
+    return _tag_info(core, tag_remove_request(core.next_id(), tag_key(tag)))
+
+
+class HistorianOperations:
+    """The historian operations of both clients (a mixin of :class:`~._ops.Operations`)."""
+
+    aggregate = aggregate
+    interpolate = interpolate
+    plot = plot
+    delete = delete
+    delete_tag = delete_tag
+    create_tag = create_tag
+    tag = tag
+    tags = tags
+    update_tag = update_tag
+    rename_tag = rename_tag
+    remove_tag = remove_tag

@@ -23,7 +23,7 @@ import pytest
 from xtsdb.client import AsyncClient, Client, QueryResult, connect
 from xtsdb.client._convert import to_us
 from xtsdb.client._core import ClientCore, Session, Step, parse_url
-from xtsdb.client.batching import PointBuffer
+from xtsdb.client.point_buffer import PointBuffer
 from xtsdb.protocol import FrameDecoder, encode_frame, hello_response, ok_response
 from xtsdb.protocol.errors import (
     InvalidInput,
