@@ -29,7 +29,7 @@ from xtsdb.protocol.errors import InvalidInput
 from xtsdb.protocol.influxql import ast, unsupported
 from xtsdb.protocol.influxql.answer import MAX_TIME, MIN_TIME, Series, parse_time
 from xtsdb.server import influxql_names as names
-from xtsdb.server.influxql_funcs import FUNCTIONS, SELECTORS, Floats, Ints, reduce
+from xtsdb.server.influxql_funcs import FUNCTIONS, OTHER_FUNCTIONS, SELECTORS, Floats, Ints, reduce
 from xtsdb.server.influxql_rows import apply, assemble, column_names, fill, split_time
 
 MAX_POINTS = 5_000_000
@@ -112,6 +112,8 @@ def _bare_refs(expr: ast.Expr) -> list[str]:
 
 
 def _check_call(c: ast.Call) -> None:
+    if c.name in OTHER_FUNCTIONS:
+        raise unsupported(f"the function {c.name}()")
     if c.name not in FUNCTIONS:
         raise InvalidInput(f"undefined function {c.name}()")
     want = {"percentile": (2, 2), "integral": (1, 2)}.get(c.name, (1, 1))

@@ -96,6 +96,7 @@ def queries(t0: int) -> list[str]:
         f"SELECT * FROM cpu WHERE {mid} GROUP BY *",
         f"SELECT usage_idle, usage_user FROM cpu WHERE {rng} GROUP BY host",
         f"SELECT usage_user FROM cpu WHERE {rng} AND host = 'a'",
+        f'SELECT "usage_idle"::field FROM cpu WHERE "host"::tag = \'b\' AND {rng} LIMIT 4',
         f"SELECT usage_idle FROM cpu WHERE {rng} LIMIT 5",
         f"SELECT usage_idle FROM cpu WHERE {rng} ORDER BY time DESC LIMIT 4",
         f"SELECT usage_idle FROM cpu WHERE {rng} GROUP BY host LIMIT 3 OFFSET 2",

@@ -113,6 +113,7 @@ def test_bad_queries_are_400(engine: Engine, q: str, params: dict[str, str], err
         ("SELECT mean(usage), usage FROM cpu", "mixing aggregate and non-aggregate"),
         ("SELECT percentile(usage) FROM cpu", "invalid number of arguments"),
         ("SELECT mean(*) FROM cpu", "not supported"),
+        ("SELECT derivative(usage) FROM cpu", "the function derivative() is not supported"),
         ("SELECT usage FROM cpu GROUP BY time(1m)", "requires at least one aggregate"),
         ("SELECT mean(usage) FROM cpu WHERE time > 0s GROUP BY time(1ms)", "buckets per series"),
     ],

@@ -54,6 +54,13 @@ def test_schema_explorer_queries() -> None:
     assert kinds == [ast.Show, ast.Show]
 
 
+def test_type_hints_are_accepted() -> None:
+    s = one('SELECT "v"::field, w::float FROM m WHERE "t"::tag = \'x\'')
+    assert isinstance(s, ast.Select)
+    assert [f.expr for f in s.fields] == [ast.VarRef("v"), ast.VarRef("w")]
+    assert s.condition == ast.Binary("=", ast.VarRef("t"), ast.String("x"))
+
+
 def test_precedence_and_literals() -> None:
     s = one("SELECT a + b * 2 - -1.5 AS x FROM m WHERE t = 'x' OR u = 'y' AND v != 'z'")
     assert isinstance(s, ast.Select)
@@ -99,6 +106,7 @@ def test_fill_and_paging() -> None:
         ("SELECT v FROM m tz('Europe/Paris')", "tz()"),
         ("SELECT v FROM m WHERE b = true", "boolean literals"),
         ("CREATE DATABASE x WITH DURATION 1d", "CREATE DATABASE with options"),
+        ("SELECT v::string FROM m", "the cast ::string"),
     ],
 )
 def test_unsupported_is_refused_by_name(q: str, named: str) -> None:

@@ -30,7 +30,7 @@ _DURATION = re.compile(r"(?:\d+(?:ns|u|µ|ms|s|m|h|d|w))+(?![\w])")
 _DURATION_PART = re.compile(r"(\d+)(ns|u|µ|ms|s|m|h|d|w)")
 _NUMBER = re.compile(r"\d+(\.\d*)?([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_OPS = ("=~", "!~", "!=", "<>", "<=", ">=", "=", "<", ">", "+", "-", "*", "/", "%")
+_OPS = ("::", "=~", "!~", "!=", "<>", "<=", ">=", "=", "<", ">", "+", "-", "*", "/", "%")
 _PUNCT = {"(": "(", ")": ")", ",": ",", ";": ";", ".": "."}
 _REGEX_AFTER_KEYWORD = {"FROM", "MEASUREMENT", "MEASUREMENTS", "BY"}
 

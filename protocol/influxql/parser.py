@@ -41,6 +41,7 @@ _SHOW_KINDS = (
     (("FIELD", "KEYS"), "field_keys"),
     (("SERIES",), "series"),
 )
+_CASTS = ("field", "tag", "float", "integer")
 _FILLS = ("null", "none", "previous", "linear")
 _MAX_INT = (1 << 63) - 1
 
@@ -369,6 +370,10 @@ class _Parser:
                 raise unsupported("boolean literals")
             if self.peek().kind == "punct" and self.peek().value == ".":
                 raise unsupported("qualified field names")
+            if self.accept_op("::"):  # a type hint (Grafana writes ::field, ::tag)
+                hint = self.ident().lower()
+                if hint not in _CASTS:
+                    raise unsupported(f"the cast ::{hint}")
             return ast.VarRef(str(tok.value))
         self.i -= 1
         raise self.fail("identifier, string, number, bool")
