@@ -162,8 +162,8 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a size-limited tmpfs needs root")
     mnt = tmp_path / "fs"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    cmd = ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:
@@ -300,10 +300,8 @@ def test_damaged_block_before_the_checkpoint_is_an_error_never_data(
     srv = server_factory(data_dir=data, **TINY)
     write_tags(srv.url, range(3), 2000)
     srv.stop()  # a clean stop seals and checkpoints: the WAL no longer holds these points
-    [(chunk, off, length, last_ts)] = index_rows(
-        data, "SELECT chunk_id, body_off, body_len, last_ts FROM blocks WHERE tag_id = 1 "
-        "ORDER BY first_ts LIMIT 1",
-    )  # fmt: skip
+    first_block = "SELECT chunk_id, body_off, body_len, last_ts FROM blocks WHERE tag_id = 1"
+    [(chunk, off, length, last_ts)] = index_rows(data, first_block + " ORDER BY first_ts LIMIT 1")
     damage(*chunk_at(data, chunk, off + length // 2))
     srv = restart(server_factory, data, caplog)
     with Client(srv.url) as db:

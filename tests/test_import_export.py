@@ -32,8 +32,8 @@ def long_rows(n: int, tags: list[str], seed: int = 0) -> list[tuple[str, int, fl
     rng = np.random.default_rng(seed)
     values = rng.normal(size=n).tolist()
     values[:3] = [float("nan"), float("inf"), -0.0]
-    return [(tags[i % len(tags)], T0 + i * 1000, values[i], int(rng.integers(0, 256)))
-            for i in range(n)]  # fmt: skip
+    q = rng.integers(0, 256, size=n).tolist()
+    return [(tags[i % len(tags)], T0 + i * 1000, values[i], q[i]) for i in range(n)]
 
 
 def write_long(path: Path, rows: list[tuple[str, int, float, int]], header: bool = True) -> None:
@@ -74,8 +74,8 @@ def test_names_iso_times_and_no_header(server: ServerThread, tmp_path: Path) -> 
     )
     assert run(server, "import", str(src)) == 1  # unknown names stop the import ...
     assert run(server, "import", str(src), "--create-tags") == 0  # ... unless asked to create
-    assert points(server, "FIC101.PV") == ([1714521600000000, 1714521601000000], [1.5, 3.5],
-                                           [192, 192])  # fmt: skip
+    two = [1714521600000000, 1714521601000000]
+    assert points(server, "FIC101.PV") == (two, [1.5, 3.5], [192, 192])
     assert points(server, "TI 7, inlet") == ([1714521600000000], [2.5], [192])
 
 
@@ -151,8 +151,8 @@ def test_chunk_parsers_fast_and_slow_paths_agree() -> None:
         assert np.array_equal(a, b)
     assert [fast.keys[i] for i in fast.key_index] == [slow.keys[i] for i in slow.key_index]
     wide = parse_wide([b"1,2,,3\n", b"2,,5,\n"], 2, ("a", "b", "c"))
-    assert sorted(zip(wide.key_index.tolist(), wide.ts.tolist(), wide.values.tolist(),
-                      strict=True)) == [(0, 1, 2.0), (1, 2, 5.0), (2, 1, 3.0)]  # fmt: skip
+    cells = zip(wide.key_index.tolist(), wide.ts.tolist(), wide.values.tolist(), strict=True)
+    assert sorted(cells) == [(0, 1, 2.0), (1, 2, 5.0), (2, 1, 3.0)]
     assert detect(["Time", "A"], None, "f").columns == ("A",)
     naive = parse_long([b"a,2024-05-01T00:00:00,1\n"], 1, False)
     assert naive.error is not None and "no zone" in naive.error[1]
@@ -197,8 +197,8 @@ def test_pandas_wide_and_long_round_trip(server: ServerThread) -> None:
         got = db.query_df(["FIC101.PV", 82], 0, 1 << 60)
         assert list(got.columns) == ["FIC101.PV", 82] and str(got.index.tz) == "UTC"
         assert got.index[0] == pd.Timestamp("2024-05-01T00:00:00Z")
-        pd.testing.assert_frame_equal(got, df.tz_convert("UTC"), check_names=False,
-                                      check_freq=False)  # fmt: skip
+        utc = df.tz_convert("UTC")
+        pd.testing.assert_frame_equal(got, utc, check_names=False, check_freq=False)
         long = db.query_df(82, 0, 1 << 60, layout="long")
         assert long["tag"].tolist() == [82, 82] and long["quality"].tolist() == [192, 192]
         # a long frame back into two other tags, with qualities

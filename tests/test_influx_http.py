@@ -84,10 +84,8 @@ def influx(server_factory: Callable[..., ServerThread]) -> ServerThread:
 def test_telegraf_batch_is_stored_and_bad_lines_are_named(influx: ServerThread) -> None:
     http_ = Http(influx)
     body = gzip.compress(TELEGRAF_BATCH.encode())
-    status, err, _ = http_(
-        "POST", "/write?db=telegraf", body,
-        {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"},
-    )  # fmt: skip
+    headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
+    status, err, _ = http_("POST", "/write?db=telegraf", body, headers)
     assert status == 400 and err is not None
     msg = err["error"]
     assert msg.startswith("partial write:") and "unable to parse" in msg
@@ -96,9 +94,8 @@ def test_telegraf_batch_is_stored_and_bad_lines_are_named(influx: ServerThread) 
     assert "this line is not line protocol" in err["lines"][1]["error"]
 
     t0 = NS // 1000
-    assert stored(influx, "cpu,cpu=cpu-total,host=plc-gw01.usage_idle") == [
-        (t0, 97.5), (t0 + 10_000_000, 97.0),
-    ]  # fmt: skip
+    idle = [(t0, 97.5), (t0 + 10_000_000, 97.0)]
+    assert stored(influx, "cpu,cpu=cpu-total,host=plc-gw01.usage_idle") == idle
     assert stored(influx, "mem,host=plc-gw01.used") == [(t0, 2147483648.0)]
     assert stored(influx, "system,host=plc-gw01.n_cpus") == [(t0, 4.0)]
     assert stored(influx, "net,host=plc-gw01,interface=eth0.bytes_recv") == [(t0, 123456789.0)]
@@ -122,10 +119,8 @@ def test_telegraf_startup_sequence_on_one_connection(influx: ServerThread) -> No
     http_ = Http(influx)
     status, _, resp = http_("GET", "/ping")
     assert status == 204 and "xtsdb" in (resp.getheader("X-Influxdb-Version") or "")
-    status, body, _ = http_(
-        "POST", "/query", b"q=CREATE+DATABASE+%22telegraf%22",
-        {"Content-Type": "application/x-www-form-urlencoded"},
-    )  # fmt: skip
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, body, _ = http_("POST", "/query", b"q=CREATE+DATABASE+%22telegraf%22", form)
     assert status == 200 and body == {"results": [{"statement_id": 0}]}
     status, body, _ = http_("POST", "/write?db=telegraf&rp=", f"m,host=a f=1.5 {NS}\n".encode())
     assert status == 204 and body is None

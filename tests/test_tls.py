@@ -46,8 +46,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     ca, other = trustme.CA(), trustme.CA()
     server = ca.issue_cert("localhost", "127.0.0.1")
     client = ca.issue_cert("sensor-17@example.com")
-    p = Pki(d / "ca.pem", d / "cert.pem", d / "key.pem", d / "both.pem", d / "client.pem",
-            d / "other.pem", d / "misnamed.pem")  # fmt: skip
+    names = ("ca", "cert", "key", "both", "client", "other", "misnamed")
+    p = Pki(*(d / f"{name}.pem" for name in names))
     ca.issue_cert("db.example.org").private_key_and_cert_chain_pem.write_to_path(str(p.misnamed))
     ca.cert_pem.write_to_path(str(p.ca))
     other.cert_pem.write_to_path(str(p.other_ca))
