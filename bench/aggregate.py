@@ -71,10 +71,8 @@ def run(quick: bool) -> list[Row]:
             )
             label = f"1 tag x {year / 1e6:.1f} M points (1 s), 5-min min/max/avg"
             rows.append(check(f"1. {label}", full, "ms", 100, higher=False))
-            rows.append(Row("   of which: decoding the points (Engine.query)", f"{decode:.0f} ms",
-                            "", "info"))  # fmt: skip
-            rows.append(Row("   of which: aggregating decoded columns", f"{math:.0f} ms", "",
-                            "info"))  # fmt: skip
+            rows.append(Row("   of which: decoding the points (Engine.query)", f"{decode:.0f} ms"))
+            rows.append(Row("   of which: aggregating decoded columns", f"{math:.0f} ms"))
         with Engine.open(Path(d) / "day", cfg) as eng:
             _fill(eng, day_tags, 86_400)
 
@@ -83,8 +81,8 @@ def run(quick: bool) -> list[Row]:
                     eng.aggregate(tag, 0, 86_400 * SEC, FIVE_MIN, AGGS)
 
             ms = _median_ms(all_tags, reps)
-            rows.append(Row(f"2. {day_tags} tags x 1 day (1 s), 5-min min/max/avg, tag by tag",
-                            f"{ms:.0f} ms ({ms / day_tags:.2f} ms/tag)", "", "info"))  # fmt: skip
+            what = f"2. {day_tags} tags x 1 day (1 s), 5-min min/max/avg, tag by tag"
+            rows.append(Row(what, f"{ms:.0f} ms ({ms / day_tags:.2f} ms/tag)"))
     return rows
 
 

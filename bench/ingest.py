@@ -80,14 +80,19 @@ def free_port() -> int:
     return port
 
 
+def rate(n: int, secs: float, unit: str) -> str:
+    """``n`` per second in millions, and the seconds: "1.23 M rows/s (4.5 s)"."""
+    return f"{n / secs / 1e6:.3g} M {unit}/s ({secs:.1f} s)"
+
+
 def bench_csv_names(base: str, path: Path, rows: int, out: list[Row]) -> None:
     with server(base) as (url, _pid), connect(url, timeout=120) as db:
         t0 = time.perf_counter()
         report = Importer(db, progress=False, create_tags=True).run(str(path))
         import_s = time.perf_counter() - t0
     assert report.points == rows and len(report.tags) == TAGS, report
-    out.append(Row(f"  variant: tag names instead of ids ({TAGS} new tags, --create-tags)",
-                   f"{rows / import_s / 1e6:.3g} M rows/s ({import_s:.1f} s)"))  # fmt: skip
+    what = f"  variant: tag names instead of ids ({TAGS} new tags, --create-tags)"
+    out.append(Row(what, rate(rows, import_s, "rows")))
 
 
 def bench_csv(base: str, path: Path, rows: int, out: list[Row]) -> None:
@@ -114,14 +119,14 @@ def bench_csv(base: str, path: Path, rows: int, out: list[Row]) -> None:
             db.write(tags[part], ts[part], values[part])
         write_s = time.perf_counter() - t0
     mb = path.stat().st_size / 1e6
-    out += [
-        check(f"CSV import, long layout, {rows:,} rows ({mb:.0f} MB), end to end", rows / import_s
-              / 1e6, "M rows/s", 1.0, True, f" ({import_s:.1f} s)"),
-        Row("  baseline: parsing alone (csv_chunks, no server)", f"{rows / parse_s / 1e6:.3g} "
-            f"M rows/s ({parse_s:.1f} s)"),
-        Row("  baseline: writing the same number of pre-parsed points (Client.write, 1 M per "
-            "call)", f"{rows / write_s / 1e6:.3g} M pts/s ({write_s:.1f} s)"),
-    ]  # fmt: skip
+    what = f"CSV import, long layout, {rows:,} rows ({mb:.0f} MB), end to end"
+    per_s = rows / import_s / 1e6
+    out.append(check(what, per_s, "M rows/s", 1.0, True, f" ({import_s:.1f} s)"))
+    out.append(
+        Row("  baseline: parsing alone (csv_chunks, no server)", rate(rows, parse_s, "rows"))
+    )
+    what = "  baseline: writing the same number of pre-parsed points (Client.write, 1 M per call)"
+    out.append(Row(what, rate(rows, write_s, "pts")))
 
 
 def bench_lp(base: str, lines: int, out: list[Row]) -> None:
@@ -146,13 +151,12 @@ def bench_lp(base: str, lines: int, out: list[Row]) -> None:
         with connect(url) as db:
             written = db.stats()["server"]["points_written"]
     assert written == 4 * (lines + len(bodies[0].splitlines())), written
-    out += [
-        Row(f"line protocol over HTTP /write, {lines:,} lines x 4 fields, {LP_BATCH:,} lines "
-            "per POST, 1 connection, 204 after fsync", f"{lines / http_s / 1e3:,.0f} K lines/s "
-            f"= {4 * lines / http_s / 1e6:.2f} M pts/s"),
-        Row("  baseline: line protocol parser alone (same bodies)",
-            f"{lines / parse_s / 1e3:,.0f} K lines/s"),
-    ]  # fmt: skip
+    what = f"line protocol over HTTP /write, {lines:,} lines x 4 fields, {LP_BATCH:,} lines"
+    what += " per POST, 1 connection, 204 after fsync"
+    speed = f"{lines / http_s / 1e3:,.0f} K lines/s = {4 * lines / http_s / 1e6:.2f} M pts/s"
+    out.append(Row(what, speed))
+    parser = f"{lines / parse_s / 1e3:,.0f} K lines/s"
+    out.append(Row("  baseline: line protocol parser alone (same bodies)", parser))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, lines = (500_000, 100_000) if args.quick else (5_000_000, 400_000)
     os.makedirs(args.dir, exist_ok=True)
     load = os.getloadavg()[0]
-    print(f"machine: {os.cpu_count()} cores; load average {load:.2f}; numpy {np.__version__}; "
-          "server: python -m xtsdb.server, durability fsync", flush=True)  # fmt: skip
+    machine = f"machine: {os.cpu_count()} cores; load average {load:.2f}; numpy {np.__version__}"
+    print(f"{machine}; server: python -m xtsdb.server, durability fsync", flush=True)
     out: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ingest-", dir=args.dir) as d:
         path = Path(d) / "long.csv"
