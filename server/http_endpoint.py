@@ -155,6 +155,7 @@ class HttpListener:
         self.host = ""
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._stopping = False  # close() has begun: answers say Connection: close
         self._conns: dict[asyncio.Task[Any], bool] = {}  # handler task -> busy with a request
 
     @property
@@ -171,12 +172,14 @@ class HttpListener:
             self._connection, host, port, limit=MAX_HEAD, backlog=self.limits.backlog
         )
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
+        self._stopping = False
         return self
 
     async def close(self, timeout: float = 0.0) -> None:
         """Stop accepting; let requests in progress finish within ``timeout``; drop idle ones."""
         if self._server is None:
             return
+        self._stopping = True
         self._server.close()
         for task, busy in list(self._conns.items()):
             if not busy:
@@ -254,7 +257,7 @@ class HttpListener:
                 log.exception("%s failed on %s %s", self.name, req.method, req.path)
                 reply = self.error_reply(HttpError(500, f"internal error: {exc!r}"))
                 keep = False
-            keep = keep and not reply.close and self._server is not None
+            keep = keep and not reply.close and not self._stopping
             if self.on_answer is not None:
                 self.on_answer(reply.status)
             writer.write(self._encode(reply, keep_alive=keep, head_only=req.method == "HEAD"))
