@@ -1,0 +1,152 @@
+"""One client surface: each operation is declared once and both clients show it.
+
+What a user (``help``, ``inspect``), a type checker (mypy with the project's
+config) and an IDE see of ``Client`` and ``AsyncClient`` comes from the one
+plan function of each operation. Also: ``gather`` (query_df's pipelining) runs
+several paged queries side by side against a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import pydoc
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xtsdb.client import AsyncClient, Client, connect
+from xtsdb.client._core import ClientCore
+from xtsdb.client._ops import Operations, gather, query
+from xtsdb.client.historian import HistorianOperations
+from xtsdb.server.app import ServerThread
+
+ROOT = Path(__file__).resolve().parents[1]
+BIG = 1 << 50
+OPS = sorted(
+    name
+    for cls in (Operations, HistorianOperations)
+    for name in vars(cls)
+    if not name.startswith("_")
+)
+
+
+def test_every_operation_has_its_signature_and_docstring_on_both_clients() -> None:
+    assert len(OPS) == 21  # the ten core ops and the eleven historian ops
+    for name in OPS:
+        plan = inspect.getattr_static(Operations, name).plan
+        params = list(inspect.signature(plan).parameters)[1:]  # core -> self
+        doc = inspect.getdoc(plan)
+        assert doc and len(doc) > 20, name
+        for cls in (Client, AsyncClient):
+            method = getattr(cls, name)
+            assert list(inspect.signature(method).parameters) == ["self", *params], (cls, name)
+            assert inspect.getdoc(method) == doc
+            assert inspect.iscoroutinefunction(method) is (cls is AsyncClient), (cls, name)
+
+
+def test_signature_and_help_of_query() -> None:
+    sig = inspect.signature(Client.query)
+    assert str(sig) == (
+        "(self, tag: 'int | str', start: 'Any', end: 'Any', limit: 'int | None' = None, *, "
+        "descending: 'bool' = False, good_only: 'bool' = False, timeout: 'float | None' = None)"
+        " -> 'QueryResult'"
+    )
+    assert inspect.signature(AsyncClient.query) == sig
+    bound = inspect.signature(Client.query.__get__(object()))  # what an IDE shows on c.query
+    assert "self" not in bound.parameters and "descending" in bound.parameters
+    for cls in (Client, AsyncClient):
+        text = pydoc.render_doc(cls.query, renderer=pydoc.plaintext)
+        assert "newest first with ``descending``" in text
+        assert "limit: 'int | None' = None" in text
+        text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+        assert "aggregate(self, tag_or_tags" in text and "Aggregates per ``interval``" in text
+
+
+def test_mypy_sees_each_clients_parameters_and_result(tmp_path: Path) -> None:
+    # Lines marked "# E" must be errors, and no other line: a wrong keyword, a wrong
+    # result type, a coroutine used as a result, an aggregate of a list used as one.
+    snippet = textwrap.dedent(
+        """\
+        from xtsdb.client import AggregateResult, AsyncClient, Client, QueryResult
+
+        def blocking(c: Client) -> None:
+            r: QueryResult = c.query(1, 0, 10, descending=True)
+            c.query(1, 0, 10, decending=True)  # E
+            n: str = c.write(1, [1], [1.0])  # E
+            one: AggregateResult = c.aggregate(1, 0, 10, 5)
+            many: AggregateResult = c.aggregate([1, 2], 0, 10, 5)  # E
+            names: list[str] = [t.name for t in c.tags("F*", limit=3)]
+            c.tags(limit="3")  # E
+
+        async def coroutines(a: AsyncClient) -> None:
+            r: QueryResult = await a.query(1, 0, 10, good_only=True)
+            await a.query(1, 0, 10, godo_only=True)  # E
+            x: QueryResult = a.query(1, 0, 10)  # E
+            n: str = await a.write(1, [1], [1.0])  # E
+            one: AggregateResult = await a.aggregate(1, 0, 10, 5)
+            many: dict[int | str, AggregateResult] = await a.aggregate([1, 2], 0, 10, 5)
+            await a.delete_tag(1, timeout="soon")  # E
+        """
+    )
+    path = tmp_path / "snippet.py"
+    path.write_text(snippet)
+    mypy = Path(sys.executable).with_name("mypy")
+    r = subprocess.run(
+        [str(mypy), "--config-file", str(ROOT / "pyproject.toml"), str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    errors = {int(m) for m in re.findall(rf"{re.escape(path.name)}:(\d+): error", r.stdout)}
+    marked = {i for i, line in enumerate(snippet.splitlines(), 1) if line.endswith("# E")}
+    assert errors == marked, r.stdout[-5000:]
+
+
+# -- gather: several plans, one round trip a step --------------------------------------
+
+
+def test_gather_pipelines_the_first_page_of_every_query() -> None:
+    core = ClientCore("xtsdb://127.0.0.1:1")
+    plan = gather([query.plan(core, t, 0, 10) for t in (1, "b", 3)])
+    step = next(plan)
+    assert [r.op for r in step.send] == ["query"] * 3 and step.wait == 3
+    plan.close()
+
+    bad = gather([core.write_plan([(1, [1], [1.0], None)])])  # keeps its ack outstanding
+    with pytest.raises(RuntimeError, match="outstanding"):
+        next(bad)
+
+
+def _sizes(db: Client) -> dict[int, int]:
+    sizes = {1: 250, 2: 30, 3: 0, 4: 101}  # pages of 100: 3, 1, 1 and 2 steps
+    for tag, n in sizes.items():
+        if n:
+            db.write(tag, np.arange(n), np.arange(n, dtype=np.float64) * tag)
+    return sizes
+
+
+def test_gather_runs_paged_queries_side_by_side(server: ServerThread) -> None:
+    with connect(server.url, max_points_per_frame=100) as db:
+        sizes = _sizes(db)
+        results = db._drive(gather([query.plan(db._core, t, 0, BIG) for t in sizes]), None)
+        before = db.stats()["server"]["requests"]["query"]
+        for (tag, n), got in zip(sizes.items(), results, strict=True):
+            alone = db.query(tag, 0, BIG)
+            assert len(got) == n and np.array_equal(got.timestamps, alone.timestamps)
+            assert np.array_equal(got.values, np.arange(n) * float(tag))
+        assert db.stats()["server"]["requests"]["query"] - before == 7  # 3 + 1 + 1 + 2
+
+    async def run() -> None:
+        async with await AsyncClient.connect(server.url, max_points_per_frame=100) as adb:
+            plans = [query.plan(adb._core, t, 0, BIG) for t in sizes]
+            results = await adb._drive(gather(plans), None)
+            assert [len(r) for r in results] == list(sizes.values())
+
+    asyncio.run(run())
