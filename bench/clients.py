@@ -158,8 +158,9 @@ class VMClient:
     def last_all(self, tags: npt.NDArray[np.uint32], at_us: int = 0) -> int:
         # The idiomatic Prometheus-style lastpoint query: an instant query of the bare
         # selector at the newest timestamp; it returns each series' latest sample within
-        # the staleness lookback (5 min by default). It measured ~3x faster here than
-        # last_over_time(m_value[1h]); a series silent for longer would not be found.
+        # the staleness lookback (5 min by default). It was faster than
+        # last_over_time(m_value[1h]) (bench/README.md, "Figures behind choices");
+        # a series silent for longer would not be found.
         params = _qs(query=VM_METRIC, time=f"{at_us / 1e6:.3f}")
         res = json.loads(self.http.request("GET", "/api/v1/query?" + params))
         result = res["data"]["result"]

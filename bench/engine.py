@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import array
-import mmap
 import os
 import platform
 import statistics
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from time import perf_counter, thread_time
@@ -32,13 +30,10 @@ if __package__ in (None, ""):  # run as a file: make `bench` and the repo import
 import zstandard
 
 from bench import data
-from bench._util import Row, check, fresh_dir, median_s, table
+from bench._util import Row, check, fresh_dir, table
+from bench.engine_query import bench_queries, sweep_report
 from xtsdb.server.engine import Engine, EngineConfig, WriteBatch
-from xtsdb.server.engine.block_codec import decode_block
 from xtsdb.server.engine.container import ENTRY_SIZE
-from xtsdb.server.engine.reader import _read_checked
-
-INLINE = 1 << 62  # a parallel_min_points no query reaches: every read decodes inline
 
 
 @dataclass(frozen=True)
@@ -54,8 +49,8 @@ class Sizes:
     sweep: tuple[int, ...]  # workload 6
 
 
-FULL = Sizes(1000, 10_000, 100, 5, 2_000_000, 1_000_000, 11, 41, (10_000, 50_000, 100_000,
-             250_000, 500_000, 1_000_000))  # fmt: skip
+SWEEP = (10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000)
+FULL = Sizes(1000, 10_000, 100, 5, 2_000_000, 1_000_000, 11, 41, SWEEP)
 QUICK = Sizes(200, 5_000, 20, 1, 200_000, 250_000, 3, 7, (10_000, 50_000, 250_000))
 
 
@@ -130,16 +125,14 @@ def bench_ingest(base: str, sz: Sizes, cfg: EngineConfig, rows: list[Row]) -> di
         tot = statistics.median(r["total"] for r in runs)
         build = statistics.median(r["build"] for r in runs)
         what = f"1. ingest {sz.tags} tags x {sz.points:,} pts, {per_call} batch/commit"
-        rows += [
-            check(f"{what}: acked (build+WAL+fsync+apply)", total_pts / ack / 1e6, "M pts/s", 10,
-                  True),
-            check(f"{what}: incl. flush to blocks", total_pts / tot / 1e6, "M pts/s", 10, True),
-            Row(f"   of which WriteBatch.build (validate+pack), {per_call}/commit",
-                f"{1e3 * build:.0f} ms of {1e3 * ack:.0f} ms acked"),
-            Row(f"   baseline: raw write+fdatasync of the same {mb:.0f} MB, {per_call} batch/sync",
-                f"{mpts(total_pts, raw)} ({mb / raw:.0f} MB/s)", "ceiling",
-                f"engine acked = {100 * raw / ack:.0f}% of it"),
-        ]  # fmt: skip
+        acked, flushed = total_pts / ack / 1e6, total_pts / tot / 1e6
+        rows.append(check(f"{what}: acked (build+WAL+fsync+apply)", acked, "M pts/s", 10, True))
+        rows.append(check(f"{what}: incl. flush to blocks", flushed, "M pts/s", 10, True))
+        of_which = f"   of which WriteBatch.build (validate+pack), {per_call}/commit"
+        rows.append(Row(of_which, f"{1e3 * build:.0f} ms of {1e3 * ack:.0f} ms acked"))
+        disk = f"   baseline: raw write+fdatasync of the same {mb:.0f} MB, {per_call} batch/sync"
+        speed = f"{mpts(total_pts, raw)} ({mb / raw:.0f} MB/s)"
+        rows.append(Row(disk, speed, "ceiling", f"engine acked = {100 * raw / ack:.0f}% of it"))
         last = runs[-1]["stats"]
     # Diagnostic: the same writes with the sealer idle until flush() shows what
     # the concurrent background sealing costs the acknowledged rate.
@@ -207,148 +200,14 @@ def bench_write_point(
             runs[key].append((perf_counter() - w0, thread_time() - c0))
     wall = {k: statistics.median(r[0] for r in v) for k, v in runs.items()}
     cpu = {k: statistics.median(r[1] for r in v) for k, v in runs.items()}
-    rows.append(check(f"2. write_point x {n:,} over {n_tags} tags + commit()",
-                      n / wall["engine"] / 1e6, "M pts/s", 1, True,
-                      f" (CPU: {n / cpu['engine'] / 1e6:.3g})"))  # fmt: skip
-    for key, label in (("bare", "bare loop, 4 array.append"),
-                       ("call", "one Python call per point, 4 appends")):  # fmt: skip
-        rows.append(Row(f"   baseline: {label}",
-                        f"{mpts(n, wall[key])} (CPU: {n / cpu[key] / 1e6:.3g})", "ceiling",
-                        f"engine CPU = {100 * cpu[key] / cpu['engine']:.0f}% of it"))  # fmt: skip
-
-
-# -- 3, 4, 6. range queries ------------------------------------------------------------
-
-
-def query_pair(eng: Engine, n: int, reps: int, rounds: int = 3) -> tuple[float, float, float]:
-    """Median ms of the same query decoded inline and in the pool, and the inline CPU ms.
-
-    Modes alternate in rounds of ``reps`` queries: strict per-query alternation
-    measured inline ~3 ms slower at 1 M points (the pool's workers and their
-    page faults disturb the next inline query), and rounds still spread the
-    load of other jobs on this shared machine over both modes. The inline
-    decode runs on the calling thread, so its thread CPU time is the figure
-    least disturbed by those jobs.
-    """
-    start = data.START_US
-    end = start + n * data.INTERVAL_US
-    times: dict[int, list[tuple[float, float]]] = {INLINE: [], 1: []}
-    for _ in range(rounds):
-        for mode, acc in times.items():
-            eng._reader.parallel_min_points = mode
-            for _ in range(reps):
-                w0, c0 = perf_counter(), thread_time()
-                p = eng.query(0, start, end)
-                acc.append((perf_counter() - w0, thread_time() - c0))
-                if len(p) != n:
-                    raise AssertionError(f"query returned {len(p)} points, expected {n}")
-    eng._reader.parallel_min_points = 1
-    med = [1e3 * statistics.median(t[k] for t in times[m]) for m, k in ((INLINE, 0), (1, 0),
-                                                                       (INLINE, 1))]  # fmt: skip
-    return med[0], med[1], med[2]
-
-
-def load_tag0(d: str, cfg: EngineConfig, n: int) -> Engine:
-    eng = Engine.open(d, cfg)
-    ts, vals = data.timestamps(n), data.tag_values(0, n)
-    eng.write(0, ts, vals, None)
-    eng.flush()
-    p = eng.query(0, int(ts[0]), int(ts[-1]) + 1)
-    if not (np.array_equal(p.timestamps, ts) and np.array_equal(p.values, vals)):
-        raise AssertionError("tag 0 does not read back exactly")
-    eng._reader.warm_up()  # worker start-up is a one-off, not part of a query
-    query_pair(eng, min(n, 100_000), 2, 1)  # warm page cache, worker imports, allocator
-    return eng
-
-
-def breakdown(eng: Engine, reps: int) -> tuple[float, float]:
-    """Median thread-CPU ms to pread+CRC every block of tag 0, and to decode them from memory.
-
-    CPU time, to compare with the inline query's CPU time: wall time on this shared
-    machine swings by 2-3x between consecutive measurements.
-    """
-    refs = [eng._store.ref(b) for b in eng._tags[0].blocks]
-    total = sum(r.count for r in refs)
-    bodies: list[bytes] = []
-
-    def read_all() -> None:
-        bodies[:] = [_read_checked(eng._reader._fd(r.path), r) for r in refs]
-
-    out = (np.empty(total, np.int64), np.empty(total, np.float64), np.empty(total, np.uint8))
-
-    def decode_all() -> None:
-        at = 0
-        for r, body in zip(refs, bodies, strict=True):
-            end = at + r.count
-            decode_block(
-                body, r.count, r.codec, out=(out[0][at:end], out[1][at:end], out[2][at:end])
-            )
-            at = end
-
-    return 1e3 * median_s(read_all, reps, thread_time), 1e3 * median_s(
-        decode_all, reps, thread_time
-    )
-
-
-def first_touch_ms(nbytes: int, reps: int) -> float:
-    """Median ms to fault in a fresh /dev/shm mapping: what the pool's result buffer costs.
-
-    Inline results come from malloc, which reuses freed heap pages; the pool maps
-    a new shm file per query, and every page of it is faulted in by the workers.
-    """
-
-    def once() -> None:
-        fd, path = tempfile.mkstemp(prefix="xtsdb-bench-", dir="/dev/shm")
-        try:
-            os.ftruncate(fd, nbytes)
-            with mmap.mmap(fd, nbytes) as buf:
-                view = np.frombuffer(buf, np.uint8)
-                view[:: mmap.PAGESIZE] = 1
-                del view
-        finally:
-            os.close(fd)
-            os.unlink(path)
-
-    return 1e3 * median_s(once, reps)
-
-
-def bench_queries(base: str, sz: Sizes, cfg: EngineConfig, rows: list[Row]) -> dict:
-    qcfg = replace(cfg, read_workers=2, parallel_min_points=1)
-    info: dict = {}
-    with fresh_dir(base) as d:
-        eng = load_tag0(d, qcfg, sz.q_points)
-        try:
-            st = eng.stats()
-            info["bpp_big_blocks"] = (st["block_bytes"] / st["block_points"], st["blocks"])
-            inline, pool, cpu = query_pair(eng, sz.q_points, sz.q_reps)
-            what = f"3. query {sz.q_points:,} pts of 1 tag, {st['blocks']} blocks"
-            rd, dec = breakdown(eng, sz.q_reps)
-            nbytes = 17 * sz.q_points
-            rows += [
-                check(f"{what}, inline", inline, "ms", 20, False, f" (CPU {cpu:.3g} ms)"),
-                check(f"{what}, pool (2 workers)", pool, "ms", 20, False),
-                Row("   inline CPU time: pread+CRC | decode_block | rest of query",
-                    f"{rd:.1f} | {dec:.1f} | {cpu - rd - dec:.1f} ms"),
-                Row(f"   first touch of a fresh {nbytes / 1e6:.0f} MB /dev/shm mapping "
-                    "(the pool's result buffer)", f"{first_touch_ms(nbytes, sz.q_reps):.1f} ms"),
-            ]  # fmt: skip
-            info["sweep"] = [
-                (n, *query_pair(eng, n, max(3, sz.q_reps))) for n in sz.sweep if n <= sz.q_points
-            ]
-        finally:
-            eng.close()
-    n_small = 70_000
-    with fresh_dir(base) as d:
-        eng = load_tag0(d, replace(qcfg, block_points=700), n_small)
-        try:
-            blocks = eng.stats()["blocks"]
-            inline, pool, cpu = query_pair(eng, n_small, sz.small_reps)
-            what = f"4. query {n_small:,} pts in {blocks} blocks of 700"
-            rows += [check(f"{what}, inline", inline, "ms", 2, False, f" (CPU {cpu:.3g} ms)"),
-                     check(f"{what}, pool (2 workers)", pool, "ms", 2, False)]  # fmt: skip
-        finally:
-            eng.close()
-    return info
+    what = f"2. write_point x {n:,} over {n_tags} tags + commit()"
+    engine_cpu = f" (CPU: {n / cpu['engine'] / 1e6:.3g})"
+    rows.append(check(what, n / wall["engine"] / 1e6, "M pts/s", 1, True, engine_cpu))
+    labels = {"bare": "bare loop, 4 array.append", "call": "one Python call per point, 4 appends"}
+    for key, label in labels.items():
+        speed = f"{mpts(n, wall[key])} (CPU: {n / cpu[key] / 1e6:.3g})"
+        share = f"engine CPU = {100 * cpu[key] / cpu['engine']:.0f}% of it"
+        rows.append(Row(f"   baseline: {label}", speed, "ceiling", share))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,34 +242,18 @@ def main(argv: list[str] | None = None) -> int:
     bpp = st["block_bytes"] / st["block_points"]
     bpp_dir = (st["block_bytes"] + ENTRY_SIZE * st["blocks"]) / st["block_points"]
     b, nb = info["bpp_big_blocks"]
-    rows += [
-        check(f"5. bytes/point, block bodies ({st['blocks']} blocks, workload 1 data)", bpp,
-              "B/pt", 1.4, False),
-        check(f"5. bytes/point incl. {ENTRY_SIZE} B directory entry per block", bpp_dir, "B/pt",
-              1.4, False),
-        check(f"5. bytes/point, one tag in {nb} full blocks (workload 3 data)", b, "B/pt", 1.4,
-              False),
-    ]  # fmt: skip
-
-    sweep = info["sweep"]
-    sweep_lines = ["| points | inline ms | inline CPU ms | pool ms | pool/inline |",
-                   "|---:|---:|---:|---:|---:|"]  # fmt: skip
-    sweep_lines += [
-        f"| {n:,} | {i:.2f} | {c:.2f} | {p:.2f} | {p / i:.2f} |" for n, i, p, c in sweep
+    sized = [
+        (f"5. bytes/point, block bodies ({st['blocks']} blocks, workload 1 data)", bpp),
+        (f"5. bytes/point incl. {ENTRY_SIZE} B directory entry per block", bpp_dir),
+        (f"5. bytes/point, one tag in {nb} full blocks (workload 3 data)", b),
     ]
-    # The threshold the data supports: the smallest size from which the pool wins every time.
-    wins = [n for k, (n, *_) in enumerate(sweep) if all(p < i for _, i, p, _ in sweep[k:])]
-    advice = (
-        f"pool wins from {wins[0]:,} points on (measured sizes); current "
-        f"parallel_min_points = {cfg.parallel_min_points:,}"
-        if wins
-        else "the pool never beat inline decode at the measured sizes: keep reads inline "
-        "(parallel_min_points above the largest query, or read_workers=0) on this machine"
-    )
+    rows += [check(what, value, "B/pt", 1.4, False) for what, value in sized]
+
+    sweep_lines = sweep_report(info["sweep"], cfg.parallel_min_points)
 
     elapsed = f"total bench time {perf_counter() - t_start:.0f} s"
-    out = ["", *table(rows), "", "6. pool vs inline sweep (one tag, 8192-point blocks):", "",
-           *sweep_lines, "", advice, elapsed]  # fmt: skip
+    out = ["", *table(rows), "", "6. pool vs inline sweep (one tag, 8192-point blocks):", ""]
+    out += [*sweep_lines, elapsed]
     print("\n".join(out))
     if args.out:
         md = ["# xtsdb engine benchmark", "", *[f"- {x}" for x in facts], *out]
