@@ -84,7 +84,7 @@ RECOVERY_SEEDS = [
     ("walmeta", "rename", 2),
     ("sqlite", "pwrite64", 30),
 ]
-# The kinds walked inside a recovery: all but those that make new files grow.
+# The kinds walked inside a recovering start: those of KINDS less mkdir, fallocate, write.
 RECOVERY_KINDS = tuple(k for k in KINDS if k not in ("mkdir", "fallocate", "write"))
 MAX_LSN = 400  # WAL segment names to list for -P (one record per write or delete)
 
