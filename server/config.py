@@ -68,6 +68,11 @@ def _meta(
     return meta
 
 
+def _byte_count(default: int, doc: str) -> Any:
+    """A field counting bytes: at least 1, and suffixes (64KiB) accepted."""
+    return field(default=default, metadata=_meta(doc, size=True, lo=1))
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything the server needs to start; a field with ``repr=False`` is a secret."""
@@ -120,37 +125,21 @@ class ServerConfig:
             choices=DURABILITY_MODES,
         ),
     )
-    max_frame: int = field(
-        default=DEFAULT_MAX_FRAME,
-        metadata=_meta("largest request frame accepted (bytes)", size=True, lo=1),
-    )
+    max_frame: int = _byte_count(DEFAULT_MAX_FRAME, "largest request frame accepted (bytes)")
     max_connections: int = field(default=1024, metadata=_meta("open connections allowed", lo=1))
-    max_pending_bytes: int = field(
-        default=64 * _MiB,
-        metadata=_meta(
-            "per connection: bytes of unanswered requests before the server stops reading "
-            "that socket",
-            size=True,
-            lo=1,
-        ),
+    max_pending_bytes: int = _byte_count(
+        64 * _MiB,
+        "per connection: bytes of unanswered requests before the server stops reading that socket",
     )
-    max_queue_bytes: int = field(
-        default=256 * _MiB,
-        metadata=_meta(
-            "bytes of writes waiting for their commit before the server stops reading every socket",
-            size=True,
-            lo=1,
-        ),
+    max_queue_bytes: int = _byte_count(
+        256 * _MiB,
+        "bytes of writes waiting for their commit before the server stops reading every socket",
     )
-    max_partial_bytes: int = field(
-        default=256 * _MiB,
-        metadata=_meta(
-            "all connections together (both ports): bytes of requests still being received, "
-            "each counted at its announced size from its first bytes; a request that does not "
-            "fit is refused (overloaded, or HTTP 503). At least max_frame",
-            size=True,
-            lo=1,
-        ),
+    max_partial_bytes: int = _byte_count(
+        256 * _MiB,
+        "all connections together (both ports): bytes of requests still being received, "
+        "each counted at its announced size from its first bytes; a request that does not "
+        "fit is refused (overloaded, or HTTP 503). At least max_frame",
     )
     idle_timeout: float = field(
         default=300.0,
@@ -236,15 +225,12 @@ class ServerConfig:
     read_workers: int = field(
         default=_ENGINE.read_workers, metadata=_meta("processes decoding large queries", lo=1)
     )
-    wal_segment_bytes: int = field(
-        default=_ENGINE.wal_segment_bytes,
-        metadata=_meta("WAL segment size before rotation", size=True, lo=1),
+    wal_segment_bytes: int = _byte_count(
+        _ENGINE.wal_segment_bytes, "WAL segment size before rotation"
     )
-    wal_checkpoint_bytes: int = field(
-        default=_ENGINE.wal_checkpoint_bytes,
-        metadata=_meta(
-            "WAL size that forces every buffered point into blocks + checkpoint", size=True, lo=1
-        ),
+    wal_checkpoint_bytes: int = _byte_count(
+        _ENGINE.wal_checkpoint_bytes,
+        "WAL size that forces every buffered point into blocks + checkpoint",
     )
     max_memory_points: int = field(
         default=_ENGINE.max_memory_points,

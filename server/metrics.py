@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,10 +93,15 @@ DATA_AREAS = {
 }
 """Disk usage is reported per area of the data directory: its files and directories."""
 
-REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                   2.5, 5.0, 10.0, 30.0, 60.0)  # fmt: skip
-COMMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                  0.25, 0.5, 1.0, 2.5, 5.0)  # fmt: skip
+# Seconds. A request may wait for a group commit or scan for long; a commit is one fsync.
+REQUEST_BUCKETS = (
+    *(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+    *(0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+COMMIT_BUCKETS = (
+    *(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025),
+    *(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 
 
 class StatsSource(Protocol):
@@ -214,53 +219,52 @@ class StatsCollector(Collector):
         yield _gauge(
             "xtsdb_ready", "1 once recovery finished and writes are accepted.", float(self.ready)
         )
-        info = GaugeMetricFamily("xtsdb_build_info", "The xtsdb version.", labels=["version"])
-        info.add_metric([VERSION], 1.0)
-        yield info
-        yield from self._disk()
+        version = [([VERSION], 1.0)]
+        yield _labelled(
+            GaugeMetricFamily, "xtsdb_build_info", "The xtsdb version.", ["version"], version
+        )
+        yield _labelled(
+            GaugeMetricFamily,
+            "xtsdb_disk_bytes",
+            "Bytes allocated on disk (as du counts them: container files are sparse), by area.",
+            ["area"],
+            (([area], _allocated(self.data_dir, names)) for area, names in DATA_AREAS.items()),
+        )
         engine = self.engine
         if engine is not None:
             stats = engine.stats()
-            yield from _families(stats, ENGINE_COUNTERS, CounterMetricFamily)
-            yield from _families(stats, ENGINE_GAUGES, GaugeMetricFamily)
-            read = CounterMetricFamily(
+            yield from _families(stats, ENGINE_COUNTERS, ENGINE_GAUGES)
+            yield _labelled(
+                CounterMetricFamily,
                 "xtsdb_points_read",
                 "Points returned by queries, by where they came from.",
-                labels=["source"],
+                ["source"],
+                (([src], stats.get(f"points_from_{src}", 0)) for src in ("disk", "memory")),
             )
-            for source in ("disk", "memory"):
-                read.add_metric([source], float(stats.get(f"points_from_{source}", 0)))
-            yield read
             failed = float(bool(stats.get("failed")))
             yield _gauge(
                 "xtsdb_engine_failed", "1 if the engine refuses writes after a failure.", failed
             )
         server = self.server
         if server is not None:
-            yield from _families(server, SERVER_COUNTERS, CounterMetricFamily)
-            yield from _families(server, SERVER_GAUGES, GaugeMetricFamily)
-            requests = CounterMetricFamily(
-                "xtsdb_requests", "Requests received, by op.", labels=["op"]
+            yield from _families(server, SERVER_COUNTERS, SERVER_GAUGES)
+            yield _labelled(
+                CounterMetricFamily,
+                "xtsdb_requests",
+                "Requests received, by op.",
+                ["op"],
+                (([op], n) for op, n in _items(server.get("requests"))),
             )
-            for op, n in _items(server.get("requests")):
-                requests.add_metric([op], n)
-            yield requests
-            errors = CounterMetricFamily(
-                "xtsdb_errors", "Error responses sent, by error code.", labels=["code", "name"]
+            yield _labelled(
+                CounterMetricFamily,
+                "xtsdb_errors",
+                "Error responses sent, by error code.",
+                ["code", "name"],
+                (
+                    ([str(_ERROR_CODES.get(name, 1)), name], n)
+                    for name, n in _items(server.get("errors"))
+                ),
             )
-            for name, n in _items(server.get("errors")):
-                errors.add_metric([str(_ERROR_CODES.get(name, 1)), name], n)
-            yield errors
-
-    def _disk(self) -> Iterator[Metric]:
-        fam = GaugeMetricFamily(
-            "xtsdb_disk_bytes",
-            "Bytes allocated on disk (as du counts them: container files are sparse), by area.",
-            labels=["area"],
-        )
-        for area, names in DATA_AREAS.items():
-            fam.add_metric([area], float(_allocated(self.data_dir, names)))
-        yield fam
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -269,14 +273,31 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 def _families(
     stats: Mapping[str, Any],
-    table: Mapping[str, tuple[str, str]],
-    kind: Callable[..., CounterMetricFamily | GaugeMetricFamily],
+    counters: Mapping[str, tuple[str, str]],
+    gauges: Mapping[str, tuple[str, str]],
 ) -> Iterator[Metric]:
-    for key, (name, doc) in table.items():
-        value = stats.get(key)
-        # Tolerant on purpose: a renamed or missing stat drops one metric, not the scrape.
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            yield kind(name, doc, value=float(value))
+    """One unlabelled family per stat the tables name, counters then gauges."""
+    tables = ((counters, CounterMetricFamily), (gauges, GaugeMetricFamily))
+    for table, kind in tables:
+        for key, (name, doc) in table.items():
+            value = stats.get(key)
+            # Tolerant on purpose: a renamed or missing stat drops one metric, not the scrape.
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                yield kind(name, doc, value=float(value))
+
+
+def _labelled(
+    kind: Callable[..., CounterMetricFamily | GaugeMetricFamily],
+    name: str,
+    doc: str,
+    labels: list[str],
+    samples: Iterable[tuple[list[str], float]],
+) -> Metric:
+    """One family with a sample per set of label values."""
+    family = kind(name, doc, labels=labels)
+    for values, value in samples:
+        family.add_metric(values, float(value))
+    return family
 
 
 def _items(value: Any) -> Iterator[tuple[str, float]]:
