@@ -19,18 +19,25 @@ How the pieces meet:
 
 - ``_core``     -- sans-I/O and shared by both clients: URL parsing, request
   ids, per-connection bookkeeping (:class:`~._core.Session` matches responses
-  to requests by id), and one *plan* per operation (a generator of
-  send/wait steps: paged queries, pipelined multi-frame writes).
-- ``_plans``    -- the plans of the historian ops (a mixin of the core).
-- ``historian`` -- the historian methods of both clients, each running a plan.
-- ``batching``  -- the ``write_point`` buffer (``array.array`` columns).
+  to requests by id), *plans* (generators of send/wait steps: paged queries,
+  pipelined multi-frame writes), and the retry-once and reconnect rules.
+- ``_ops``, ``historian`` -- every operation, declared once: a plan function
+  with the method's signature and docstring.
+- ``_surface``  -- ``operation``: a plan function -> a blocking method of
+  :class:`Client` and a coroutine method of :class:`AsyncClient`, with that
+  signature for ``help()``, ``inspect`` and type checkers; the constructor
+  both clients share.
+- ``_points``, ``_ledger`` -- the ``write_point`` state, sans-I/O: buffer,
+  numbered batches, what each caller was told of failures; ``point_buffer``
+  -- the buffer itself (``array.array`` columns).
 - ``_convert``  -- timestamps (int us, aware datetimes, ``datetime64``) and
   column checks, done before anything is sent.
 - ``results``   -- :class:`QueryResult`, :class:`LastResult`, :class:`AggregateResult`,
   :class:`InterpolateResult` and :class:`TagInfo`.
-- ``aio``       -- :class:`AsyncClient`: asyncio streams and a reader task.
-- ``sync``      -- :class:`Client`: a blocking socket, a reader thread and a
-  flusher thread.
+- ``aio`` (+ ``aio_points``) -- :class:`AsyncClient`: asyncio streams, a reader
+  task, the flush timer. ``sync`` (+ ``sync_points``) -- :class:`Client`: a
+  blocking socket, a reader thread and a flusher thread. Both only move bytes,
+  wait and run timers; adding an operation changes neither.
 - ``cli``       -- ``xtsdb ping | write-csv | query | last | stats``.
 - ``cli_ingest``, ``importexport``, ``csv_chunks``, ``parquet_io`` -- ``xtsdb
   import`` / ``export``: files in chunks -> columns -> multi-tag writes, and back.

@@ -31,8 +31,9 @@ from .results import AggregateResult, TagInfo
 from .sync import Client
 
 PRINT_CHUNK = 50_000
-_UNITS_US = {"us": 1, "ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000,
-             "d": 86_400_000_000, "w": 604_800_000_000}  # fmt: skip
+_S = 1_000_000
+_UNITS_US = {"us": 1, "ms": 1_000, "s": _S, "m": 60 * _S, "h": 3600 * _S, "d": 86_400 * _S}
+_UNITS_US["w"] = 7 * _UNITS_US["d"]
 _DURATION = re.compile(r"^\s*(\d+)\s*(us|ms|s|m|h|d|w)?\s*$")
 
 
@@ -141,10 +142,12 @@ def _print_tag(info: TagInfo, as_json: bool = False) -> None:
         print(json.dumps(vars(info), indent=2))
         return
     retention = f"{info.retention_us} us" if info.retention_us else "(database's)"
-    print(f"id:          {info.id}\nname:        {info.name}\nunit:        {info.unit}\n"
-          f"description: {info.description}\nvalue_type:  {info.value_type}\n"
-          f"duplicates:  {info.duplicates}\nretention:   {retention}\n"
-          f"created:     {format_us(info.created_us)}")  # fmt: skip
+    print(
+        f"id:          {info.id}\nname:        {info.name}\nunit:        {info.unit}\n"
+        f"description: {info.description}\nvalue_type:  {info.value_type}\n"
+        f"duplicates:  {info.duplicates}\nretention:   {retention}\n"
+        f"created:     {format_us(info.created_us)}"
+    )
 
 
 # -- commands -------------------------------------------------------------------------
@@ -192,9 +195,14 @@ def cmd_tag_rm(client: Client, args: argparse.Namespace) -> int:
 def cmd_aggregate(client: Client, args: argparse.Namespace) -> int:
     aggs = [a.strip() for a in args.agg.split(",") if a.strip()]
     result: AggregateResult = client.aggregate(
-        args.tag, parse_time(args.start), parse_time(args.end), args.interval, aggs,
-        origin=parse_time(args.origin), good_only=args.good_only,
-    )  # fmt: skip
+        args.tag,
+        parse_time(args.start),
+        parse_time(args.end),
+        args.interval,
+        aggs,
+        origin=parse_time(args.origin),
+        good_only=args.good_only,
+    )
     _print_buckets(result, aggs, args.format)
     return 0
 
@@ -213,15 +221,19 @@ def _print_buckets(result: AggregateResult, aggs: list[str], fmt: str) -> None:
         if fmt == "csv":  # repr(): the shortest text that reads back as the same float
             out.write("".join(",".join(map(repr, row)) + "\n" for row in rows))
         else:
-            out.write("".join(f"{format_us(row[0]):<27}" + "".join(f" {v!r:>24}" for v in row[1:])
-                              + "\n" for row in rows))  # fmt: skip
+            out.write("".join(_table_row(row) for row in rows))
     if fmt != "csv":
         out.write(f"({len(result)} buckets)\n")
+
+
+def _table_row(row: tuple[Any, ...]) -> str:
+    return f"{format_us(row[0]):<27}" + "".join(f" {v!r:>24}" for v in row[1:]) + "\n"
 
 
 def cmd_delete(client: Client, args: argparse.Namespace) -> int:
     start, end = parse_time(args.start), parse_time(args.end)
     lsn = client.delete(args.tag, start, end)
-    print(f"deleted the points of {args.tag!r} in [{format_us(start)}, {format_us(end)}) "
-          f"(LSN {lsn})")  # fmt: skip
+    print(
+        f"deleted the points of {args.tag!r} in [{format_us(start)}, {format_us(end)}) (LSN {lsn})"
+    )
     return 0

@@ -14,8 +14,9 @@ A value is what ``float()`` reads, or ``nan(0x<16 hex digits>)``: the bits of
 a NaN other than the canonical one (``nan``), so that an export imports back
 bit for bit (:func:`value_cells` writes it).
 
-Each chunk is parsed by ``numpy.loadtxt`` (C since numpy 1.23: ~3 M rows/s
-here) with the tag column split off in Python (a dict lookup per row). When
+Each chunk is parsed by ``numpy.loadtxt`` (C since numpy 1.23; the parse rate
+is in docs/ingest.md, measured by bench/ingest.py) with the tag column split
+off in Python (a dict lookup per row). When
 numpy refuses a chunk, the slow path re-reads it row by row with :mod:`csv`
 (quoted fields, ISO times that numpy cannot take, a bad line) and stops at
 the first bad line: the :class:`Chunk` then holds exactly the rows above it
@@ -30,7 +31,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +75,13 @@ class Chunk:
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
+
+    @classmethod
+    def wide(cls, keys: list[str], parts: list[tuple[Int64Array, Float64Array]]) -> Chunk:
+        """A wide chunk from each tag column's timestamps and values of its filled cells."""
+        index = [np.full(ts.shape[0], j, dtype=np.uint32) for j, (ts, _v) in enumerate(parts)]
+        ts, values = (np.concatenate(col) for col in zip(*parts, strict=True))
+        return cls(keys, np.concatenate(index), ts, values, None)
 
 
 def detect(first: list[str], layout: str | None, name: str) -> Layout:
@@ -337,15 +345,12 @@ def _wide_fast(lines: list[bytes], columns: tuple[str, ...]) -> Chunk:
     if rows.shape[0] != len(lines) or any(_full(rows[f"c{j}"]) for j in range(k + 1)):
         raise ValueError("row count or cells need the slow path")
     ts_all = _ts_column(rows["c0"])
-    parts_ts, parts_v, parts_k = [], [], []
+    parts = []
     for j in range(k):
         col = rows[f"c{j + 1}"]
         have = col != b""
-        parts_v.append(float_column(col[have]))
-        parts_ts.append(ts_all[have])
-        parts_k.append(np.full(int(have.sum()), j, dtype=np.uint32))
-    return Chunk(list(columns), np.concatenate(parts_k), np.concatenate(parts_ts),
-                 np.concatenate(parts_v), None)  # fmt: skip
+        parts.append((ts_all[have], float_column(col[have])))
+    return Chunk.wide(list(columns), parts)
 
 
 def _wide_slow(lines: list[bytes], first_line: int, columns: tuple[str, ...]) -> Chunk:
@@ -368,44 +373,14 @@ def _wide_slow(lines: list[bytes], first_line: int, columns: tuple[str, ...]) ->
                 vals.append(v)
     except _BadLine as bad:
         error = (bad.line, str(bad))
-    return Chunk(list(columns), np.asarray(kidx, dtype=np.uint32),
-                 np.asarray(ts, dtype=np.int64), np.asarray(vals, dtype=np.float64), None,
-                 error)  # fmt: skip
+    return Chunk(
+        list(columns),
+        np.asarray(kidx, dtype=np.uint32),
+        np.asarray(ts, dtype=np.int64),
+        np.asarray(vals, dtype=np.float64),
+        None,
+        error,
+    )
 
 
 Columns = list[tuple[Any, Any, Any]]  # per tag: (timestamps, values, qualities)
-
-
-class CsvSink:
-    """Export: windows of columns in, CSV text out (long or wide, with a header)."""
-
-    def __init__(self, f: IO[str], layout: str, labels: list[str]) -> None:
-        self.f, self.layout, self.labels = f, layout, labels
-        head = ["timestamp", *labels] if layout == "wide" else ["tag", "timestamp", "value",
-                                                                  "quality"]  # fmt: skip
-        f.write(",".join(quote(h) for h in head) + "\n")
-
-    def write(self, cols: Columns) -> int:
-        if self.layout == "wide":
-            return self._wide(cols)
-        rows = 0
-        for label, (ts, values, q) in zip(self.labels, cols, strict=True):
-            tag = quote(label)
-            for lo in range(0, ts.shape[0], 100_000):  # bounded strings for big windows
-                hi = lo + 100_000
-                cells = value_cells(values[lo:hi])
-                it = zip(ts[lo:hi].tolist(), cells, q[lo:hi].tolist(), strict=True)
-                self.f.write("".join(f"{tag},{t},{v},{qq}\n" for t, v, qq in it))
-            rows += ts.shape[0]
-        return rows
-
-    def _wide(self, cols: Columns) -> int:
-        all_ts = np.unique(np.concatenate([c[0] for c in cols])) if cols else np.empty(0)
-        cells = []
-        for ts, values, _q in cols:
-            col = np.full(all_ts.shape[0], "", dtype=object)
-            col[np.searchsorted(all_ts, ts)] = value_cells(values)
-            cells.append(col.tolist())
-        stamps = [str(t) for t in all_ts.tolist()]
-        self.f.write("".join(",".join(row) + "\n" for row in zip(stamps, *cells, strict=True)))
-        return int(all_ts.shape[0])

@@ -34,6 +34,7 @@ from xtsdb.protocol.errors import InvalidInput, NotFound, XtsdbError
 
 from . import csv_chunks
 from .csv_chunks import Chunk, Layout
+from .export_sinks import open_sink
 from .results import Int64Array, UInt32Array
 from .sync import Client
 
@@ -143,9 +144,16 @@ class Importer:
     point are skipped even if no earlier run wrote them.
     """
 
-    def __init__(self, client: Client, *, layout: str | None = None, chunk_rows: int = CHUNK_ROWS,
-                 resume: bool = False, create_tags: bool = False,
-                 progress: bool | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        client: Client,
+        *,
+        layout: str | None = None,
+        chunk_rows: int = CHUNK_ROWS,
+        resume: bool = False,
+        create_tags: bool = False,
+        progress: bool | None = None,
+    ) -> None:
         self.client = client
         self.layout = layout
         self.chunk_rows = max(1, chunk_rows)
@@ -170,8 +178,7 @@ class Importer:
             size = _size(f)
             layout, first_line, pending = _read_layout(f, path, self.layout)
             chunks = _csv_chunks(f, layout, first_line, pending, self.chunk_rows)
-            with tqdm(total=size, unit="B", unit_scale=True, desc=f"import {path}",
-                      disable=not self.progress, file=sys.stderr) as bar:  # fmt: skip
+            with _progress(size, f"import {path}", self.progress, "B") as bar:
                 report = self._send_all(path, chunks, bar)
         report.layout = layout.kind
         return report
@@ -325,9 +332,17 @@ def resolve_tags(client: Client, spec: str) -> list[tuple[int, str]]:
     return list(out.items())
 
 
-def export(client: Client, tags: list[tuple[int, str]], start: int | None, end: int | None,
-           out: str, *, layout: str = "long", fmt: str = "csv",
-           progress: bool | None = None) -> ExportReport:  # fmt: skip
+def export(
+    client: Client,
+    tags: list[tuple[int, str]],
+    start: int | None,
+    end: int | None,
+    out: str,
+    *,
+    layout: str = "long",
+    fmt: str = "csv",
+    progress: bool | None = None,
+) -> ExportReport:
     """Write the points of ``tags`` in ``[start, end)`` to ``out`` (``-``: stdout; CSV only)."""
     t0 = time.perf_counter()
     ids = np.asarray([t for t, _ in tags], dtype=np.int64)
@@ -337,9 +352,9 @@ def export(client: Client, tags: list[tuple[int, str]], start: int | None, end: 
         end = hi if end is None else end
     report = ExportReport(tags=len(tags))
     show = sys.stderr.isatty() if progress is None else progress
-    with _sink(out, fmt, layout, [label for _, label in tags]) as sink, \
-            tqdm(total=max(end - start, 0), desc=f"export {out}", disable=not show,
-                 file=sys.stderr, unit="us", unit_scale=True) as bar:  # fmt: skip
+    labels = [label for _, label in tags]
+    progress_bar = _progress(max(end - start, 0), f"export {out}", show, "us")
+    with open_sink(out, fmt, layout, labels) as sink, progress_bar as bar:
         window, t = WINDOW_US, start
         while t < end:  # each turn moves t forward by at least one second (or to the end)
             hi = min(end, t + window)
@@ -367,22 +382,8 @@ def _bounds(client: Client, ids: Int64Array) -> tuple[int, int]:
     return lo, int(last.timestamps.max()) + 1
 
 
-@contextlib.contextmanager
-def _sink(out: str, fmt: str, layout: str, labels: list[str]) -> Iterator[Any]:
-    if layout not in csv_chunks.LAYOUTS:
-        raise InvalidInput(f"layout must be one of {csv_chunks.LAYOUTS}, not {layout!r}")
-    if fmt == "parquet":
-        from .parquet_io import ParquetSink
-
-        if out == "-":
-            raise InvalidInput("Parquet goes to a file, not stdout")
-        with ParquetSink(out, layout, labels) as sink:
-            yield sink
-        return
-    if fmt != "csv":
-        raise InvalidInput(f"format must be csv or parquet, not {fmt!r}")
-    if out == "-":
-        yield csv_chunks.CsvSink(sys.stdout, layout, labels)
-        return
-    with open(out, "w", encoding="utf-8", newline="") as f:
-        yield csv_chunks.CsvSink(f, layout, labels)
+def _progress(total: int | None, desc: str, show: bool, unit: str) -> tqdm[Any]:
+    """A progress bar on stderr (``show`` False: none drawn)."""
+    return tqdm(
+        total=total, desc=desc, disable=not show, file=sys.stderr, unit=unit, unit_scale=True
+    )

@@ -91,16 +91,12 @@ def _long(pa: Any, cols: dict[str, Any], ts: Any, path: str) -> Chunk:
 
 
 def _wide(pa: Any, batch: Any, tag_cols: list[str], ts: Any) -> Chunk:
-    parts_k, parts_ts, parts_v = [], [], []
-    for j, name in enumerate(tag_cols):
+    parts = []
+    for name in tag_cols:
         col = batch.column(batch.schema.get_field_index(name)).cast(pa.float64())
         have = ~col.is_null().to_numpy(zero_copy_only=False)
-        values = col.fill_null(0.0).to_numpy()
-        parts_v.append(values[have])
-        parts_ts.append(ts[have])
-        parts_k.append(np.full(int(have.sum()), j, dtype=np.uint32))
-    return Chunk(list(tag_cols), np.concatenate(parts_k), np.concatenate(parts_ts),
-                 np.concatenate(parts_v), None)  # fmt: skip
+        parts.append((ts[have], col.fill_null(0.0).to_numpy()[have]))
+    return Chunk.wide(list(tag_cols), parts)
 
 
 class ParquetSink:
@@ -114,8 +110,12 @@ class ParquetSink:
         if layout == "wide":
             fields = [("timestamp", utc)] + [(label, pa.float64()) for label in labels]
         else:
-            fields = [("tag", pa.string()), ("timestamp", utc), ("value", pa.float64()),
-                      ("quality", pa.uint8())]  # fmt: skip
+            fields = [
+                ("tag", pa.string()),
+                ("timestamp", utc),
+                ("value", pa.float64()),
+                ("quality", pa.uint8()),
+            ]
         self.schema = pa.schema(fields)
         self.writer = pq.ParquetWriter(path, self.schema)
 

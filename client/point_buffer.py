@@ -33,9 +33,10 @@ class PointBuffer:
 
     The columns live as long as the buffer, so a transport may cache their
     bound ``append`` methods (:attr:`appenders`) and inline the four calls in
-    its ``write_point``: a method call per point costs ~15% of the budget.
-    Inlined, it must follow the protocol of :meth:`append`: on ``TypeError``,
-    ``OverflowError`` or ``ValueError`` call :meth:`append_slow` instead.
+    its ``write_point``: a method call per point is a visible share of its
+    cost (``bench/server.py`` measures ``write_point``). Inlined, it must
+    follow the protocol of :meth:`append`: on ``TypeError``, ``OverflowError``
+    or ``ValueError`` call :meth:`append_slow` instead.
     """
 
     __slots__ = ("_q", "_tags", "_ts", "_values", "appenders")
@@ -100,8 +101,8 @@ class PointBuffer:
     def take(self) -> Columns | None:
         """All buffered points as ``(tags, ts, values, q)`` numpy arrays; the buffer empties.
 
-        Copies (a memcpy per batch, ~2 ns a point) so the columns, and the
-        cached ``append`` methods bound to them, stay valid.
+        Copies (one memcpy per batch, small next to encoding it) so the columns,
+        and the cached ``append`` methods bound to them, stay valid.
         """
         if not self._ts:
             return None
