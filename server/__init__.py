@@ -4,25 +4,32 @@ task, the thread pools and the storage engine meet.
 Data flows one way: socket -> frame -> request -> engine -> result -> frame ->
 socket.
 
-- ``config``       :class:`ServerConfig`: every setting, loaded from flags >
+- ``config``       :class:`ServerConfig`: every setting declared with its help
+                   and checks; ``config_sources`` loads it from flags >
                    ``XTSDB_*`` environment > TOML file > defaults.
 - ``connection``   :class:`Connection`, an ``asyncio.Protocol`` per client:
                    feeds the sans-I/O :mod:`xtsdb.protocol` decoder, pauses the
                    socket for backpressure, writes responses as they complete
-                   (out of order, matched by id).
+                   (out of order, matched by id); ``answer_gate`` bounds how
+                   many of its requests produce answers at once.
 - ``limits``       :class:`Connections` (the connection cap, the all-readers
                    pause, the gauges), the budget of partial requests shared by
                    both ports, and :func:`memory_bound`.
-- ``service``      :class:`Service`: one handler per op (hello, ping, write,
-                   query, last, flush, stats), independent of sockets.
+- ``context``      :class:`ServerContext`: what the binary and HTTP endpoints
+                   share (engine, write queue, query pool, auth, stopping).
+- ``service``      :class:`Service`: dispatches a decoded request to its op's
+                   handler (``routes``), independent of sockets.
 - ``historian``    the handlers of the historian ops (aggregate, interpolate,
-                   plot, deletes, the tag catalog), a mixin of :class:`Service`.
+                   plot, deletes, the tag catalog).
 - ``write_queue``  :class:`WriteQueue`: the group commit; one flush task turns
                    every write queued meanwhile into one WAL write + one fsync.
+- ``http_endpoint`` :class:`HttpListener` and :class:`Router`: the HTTP
+                   plumbing every HTTP endpoint is routes on (``http_request``
+                   reads a request), and the ``/metrics`` ``/healthz``
+                   ``/readyz`` endpoint (``metrics``).
 - ``influx``       :class:`InfluxEndpoint`: InfluxDB-compatible HTTP ``/write``
                    (line protocol, :mod:`xtsdb.protocol.line_protocol`) into the
-                   same write queue; ``influx_write`` cuts a body into batches,
-                   ``http_request`` reads its requests.
+                   same write queue; ``influx_write`` cuts a body into batches.
 - ``app``          :func:`serve` (runs until a shutdown event is set, then stops
                    gracefully) and :class:`ServerThread` (a server in a
                    background thread, for tests and embedding).
