@@ -21,16 +21,10 @@ import numpy.typing as npt
 
 from xtsdb.protocol.errors import InvalidInput
 
-EPOCHS = {
-    "ns": 1,
-    "n": 1,
-    "u": 1_000,
-    "µ": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
+from .lexer import UNITS_NS
+
+# epoch= units (InfluxDB's: the duration units up to hours, and "n" for ns)
+EPOCHS = {"n": 1} | {u: UNITS_NS[u] for u in ("ns", "u", "µ", "ms", "s", "m", "h")}
 MIN_TIME = -(1 << 63) + 2  # InfluxDB's time range, nanoseconds
 MAX_TIME = (1 << 63) - 2
 _TIME = re.compile(

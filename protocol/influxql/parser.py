@@ -98,23 +98,22 @@ class _Parser:
         if not self.accept(word):
             raise self.fail(word)
 
-    def accept_punct(self, c: str) -> bool:
+    def _accept_token(self, kind: str, value: str) -> bool:
         tok = self.peek()
-        if tok.kind == "punct" and tok.value == c:
+        if tok.kind == kind and tok.value == value:
             self.i += 1
             return True
         return False
+
+    def accept_punct(self, c: str) -> bool:
+        return self._accept_token("punct", c)
 
     def expect_punct(self, c: str) -> None:
         if not self.accept_punct(c):
             raise self.fail(c)
 
     def accept_op(self, op: str) -> bool:
-        tok = self.peek()
-        if tok.kind == "op" and tok.value == op:
-            self.i += 1
-            return True
-        return False
+        return self._accept_token("op", op)
 
     def ident(self) -> str:
         tok = self.peek()
