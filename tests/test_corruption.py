@@ -87,6 +87,17 @@ def sealed_chunks(data: Path) -> list[int]:
     return [r[0] for r in rows(data, "SELECT chunk_id FROM chunks WHERE sealed = 1")]
 
 
+def assert_sealed_intact(eng: Engine) -> None:
+    """Both tags :func:`write_sealed` wrote read back exactly."""
+    for tag in (1, 2):
+        assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+
+
+def assert_repaired(eng: Engine, *words: str) -> None:
+    """Some repair line of this start holds every one of ``words``."""
+    assert any(all(w in r for w in words) for r in eng.repairs), eng.repairs
+
+
 def test_a_version_1_directory_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     # v1 kept one-byte states and a directory CRC that checked nothing: not read as v2.
     data = tmp_path / "db"
@@ -111,9 +122,8 @@ def test_changed_tag_id_in_an_index_row_is_caught(tmp_path: Path) -> None:
         db.execute(f"UPDATE blocks SET tag_id = 2 WHERE chunk_id = {chunk} AND idx = {idx}")
         db.commit()
     with Engine.open(data, CFG) as eng:
-        assert any(f"chunk {chunk}: index rows disagreed" in r for r in eng.repairs), eng.repairs
-        for tag in (1, 2):
-            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+        assert_repaired(eng, f"chunk {chunk}: index rows disagreed")
+        assert_sealed_intact(eng)
 
 
 @pytest.mark.parametrize("value", [1 << 40, -5, "text", 2.5])
@@ -127,8 +137,7 @@ def test_malformed_index_row_never_stops_the_engine(tmp_path: Path, value: objec
         db.commit()
     with Engine.open(data, CFG) as eng:
         assert eng.repairs
-        for tag in (1, 2):
-            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+        assert_sealed_intact(eng)
 
 
 def test_undecodable_index_schema_text_is_rebuilt_not_a_traceback(tmp_path: Path) -> None:
@@ -139,9 +148,8 @@ def test_undecodable_index_schema_text_is_rebuilt_not_a_traceback(tmp_path: Path
     raw[raw.index(b"CREATE TABLE chunks") + 3] = 0x93  # not UTF-8: UnicodeDecodeError before
     index.write_bytes(bytes(raw))
     with Engine.open(data, CFG) as eng:
-        assert any("index rebuilt" in r for r in eng.repairs), eng.repairs
-        for tag in (1, 2):
-            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+        assert_repaired(eng, "index rebuilt")
+        assert_sealed_intact(eng)
 
 
 # -- item 5: a chunk state byte is never taken as "free" on its own ---------------------------
@@ -155,9 +163,8 @@ def test_flipped_allocated_state_byte_keeps_the_chunk(tmp_path: Path) -> None:
     before = path.read_bytes()[pos : pos + CHUNK]
     flip(data, chunk, FLAGS_OFFSET)  # the first byte of the ALLOCATED state
     with Engine.open(data, CFG) as eng:
-        assert any(f"chunk {chunk}: ALLOCATED state damaged" in r for r in eng.repairs), eng.repairs
-        for tag in (1, 2):
-            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+        assert_repaired(eng, f"chunk {chunk}: ALLOCATED state damaged")
+        assert_sealed_intact(eng)
         # More data rolls into fresh chunks; the damaged one must not be reused.
         eng.write(3, np.arange(6000) * SEC, values(3, 6000))
         eng.flush()
@@ -181,9 +188,8 @@ def test_every_state_word_byte_flip_loses_nothing(
     chunk = next(c for c, s in live if s == (chunk_kind == "sealed"))
     flip(data, chunk, FLAGS_OFFSET + word * 8 + 3, 0x01)
     with Engine.open(data, CFG) as eng:
-        assert any(f"chunk {chunk}:" in r and "state" in r for r in eng.repairs), eng.repairs
-        for tag in (1, 2):
-            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+        assert_repaired(eng, f"chunk {chunk}:", "state")
+        assert_sealed_intact(eng)
 
 
 # -- item 6: a zeroed first page is damage, salvaged and reported --------------------------------
@@ -196,9 +202,8 @@ def test_zeroed_first_page_of_a_sealed_chunk_is_salvaged_from_the_index(tmp_path
     zero_page(data, chunk)
     for _ in range(2):  # and again at the next start: the chunk stays read-only and reported
         with Engine.open(data, CFG) as eng:
-            assert any(f"chunk {chunk}: header damaged" in r for r in eng.repairs), eng.repairs
-            for tag in (1, 2):
-                assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+            assert_repaired(eng, f"chunk {chunk}: header damaged")
+            assert_sealed_intact(eng)
             eng.write(3, np.arange(3000) * SEC, values(3, 3000))  # rolls: never into it
             eng.flush()
     assert check(data).damaged
@@ -257,9 +262,7 @@ def test_damaged_entry_of_the_active_chunk_is_restored_not_cut(tmp_path: Path, w
     flip(data, chunk, DIR_OFFSET + pos * ENTRY_SIZE + 20)
     assert check(data).damaged  # offline, before any start: never "OK"
     with Engine.open(data, CFG) as eng:
-        assert any(
-            f"chunk {chunk}: directory entry {pos}" in r and "restored" in r for r in eng.repairs
-        ), eng.repairs
+        assert_repaired(eng, f"chunk {chunk}: directory entry {pos}", "restored")
         assert_exact(eng, 1, np.arange(4000) * SEC, values(1, 4000))
         assert_exact(eng, 2, *tag2_expected())
     assert not check(data).damaged  # restored and rewritten: whole again
@@ -274,10 +277,7 @@ def test_damaged_entry_of_the_active_chunk_without_the_index(tmp_path: Path) -> 
     for p in data.glob("index.sqlite3*"):
         p.unlink()
     with Engine.open(data, CFG) as eng:
-        assert any(
-            f"chunk {chunk}: directory entry {pos}" in r and "not in the index" in r
-            for r in eng.repairs
-        ), eng.repairs
+        assert_repaired(eng, f"chunk {chunk}: directory entry {pos}", "not in the index")
         # The later entries, the tombstone among them, are kept: no deleted point is back.
         p = eng.query(2, -(1 << 60), 1 << 60)
         assert not np.any((p.timestamps >= 100 * SEC) & (p.timestamps < 200 * SEC))
@@ -333,7 +333,7 @@ def test_damaged_deprecated_word_of_a_retired_chunk(tmp_path: Path, grace_s: flo
     kept = retire_first_chunk(data, grace_s)
     flip(data, 0, FLAGS_OFFSET + 2 * 8 + 5, 0x10)  # one byte of chunk 0's DEPRECATED word
     with Engine.open(data, RETAIN) as eng:
-        assert any("chunk 0: DEPRECATED state damaged" in r for r in eng.repairs), eng.repairs
+        assert_repaired(eng, "chunk 0: DEPRECATED state damaged")
         p = eng.query(1, -(1 << 60), 1 << 60)
         assert np.array_equal(p.values, values(1, 8000)[p.timestamps // SEC])
         if grace_s == 0:  # FREE is set, so DEPRECATED was too: the slot stays free
@@ -354,8 +354,7 @@ def test_index_rebuild_keeps_an_entry_only_the_index_still_holds(tmp_path: Path)
         eng.rebuild_index()
     assert not check(data).damaged  # the entry was restored and written back
     with Engine.open(data, CFG) as eng:
-        for tag in (1, 2):
-            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+        assert_sealed_intact(eng)
 
 
 def test_allocated_word_overwritten_as_unset_keeps_an_unsealed_chunk(tmp_path: Path) -> None:
@@ -368,9 +367,8 @@ def test_allocated_word_overwritten_as_unset_keeps_an_unsealed_chunk(tmp_path: P
         f.seek(pos)
         f.write(b"\xff" * 8)
     with Engine.open(data, CFG) as eng:
-        assert any(f"chunk {chunk}: ALLOCATED state unset" in r for r in eng.repairs), eng.repairs
-        for tag in (1, 2):
-            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+        assert_repaired(eng, f"chunk {chunk}: ALLOCATED state unset")
+        assert_sealed_intact(eng)
 
 
 def test_index_failing_during_a_rebuild_is_recreated_from_the_chunks(tmp_path: Path) -> None:
@@ -390,11 +388,9 @@ def test_index_failing_during_a_rebuild_is_recreated_from_the_chunks(tmp_path: P
     with Engine.open(data, CFG) as eng:
         assert not eng.repairs  # the start never touched those rows
         eng.rebuild_index()
-        for tag in (1, 2):
-            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+        assert_sealed_intact(eng)
     assert not rows(data, "SELECT name FROM sqlite_master WHERE type = 'trigger'")
     assert not check(data).damaged
     with Engine.open(data, CFG) as eng:
         assert not eng.repairs
-        for tag in (1, 2):
-            assert_exact(eng, tag, np.arange(4000) * SEC, values(tag, 4000))
+        assert_sealed_intact(eng)
