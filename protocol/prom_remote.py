@@ -192,8 +192,10 @@ def decode_read_request(body: bytes, limit: int = MAX_DECOMPRESSED) -> ReadQueri
     req = _parse(pm.ReadRequest, snappy_decode(body, limit), "ReadRequest")
     if len(req.queries) > MAX_QUERIES:
         raise InvalidInput(f"{len(req.queries)} queries in one read request, at most {MAX_QUERIES}")
+    _unknown(req, frozenset(), "ReadRequest")
     queries = []
     for i, q in enumerate(req.queries):
+        _unknown(q, frozenset(), f"query {i}")
         if len(q.matchers) > MAX_MATCHERS:
             raise InvalidInput(f"query {i}: {len(q.matchers)} matchers, at most {MAX_MATCHERS}")
         if q.end_timestamp_ms < q.start_timestamp_ms:
