@@ -37,7 +37,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -92,6 +92,9 @@ class Router:
         if check_head is not None:
             self._checks[route_path(path)] = check_head
 
+    def paths(self) -> list[str]:
+        return list(self._routes)
+
     def check_head(self, req: HttpRequest) -> None:
         check = self._checks.get(route_path(req.path))
         if check is not None:
@@ -100,7 +103,7 @@ class Router:
     async def dispatch(self, req: HttpRequest) -> HttpReply:
         by_method = self._routes.get(route_path(req.path))
         if by_method is None:
-            served = ", ".join(self._routes)
+            served = ", ".join(self.paths())
             raise HttpError(
                 404, f"not found: {req.path} (this endpoint serves {served})", close=False
             )
@@ -134,7 +137,10 @@ class HttpLimits:
 
 
 class HttpListener:
-    """One listening HTTP port serving a :class:`Router`: :meth:`start` it, :meth:`close` it."""
+    """One listening HTTP port serving a :class:`Router`: :meth:`start` it, :meth:`close` it.
+
+    An endpoint is a subclass that makes its router of its own methods.
+    """
 
     def __init__(
         self,
@@ -148,7 +154,7 @@ class HttpListener:
     ) -> None:
         self.router = router
         self.limits = limits
-        self.name = name  # in log lines
+        self.name = name  # what it serves, in log lines
         self.budget = budget  # bodies being received count against it (shared with the binary port)
         self.error_reply = error_reply
         self.on_answer = on_answer  # called with the status of every request answered
@@ -167,12 +173,13 @@ class HttpListener:
     def connections(self) -> int:
         return len(self._conns)
 
-    async def start(self, host: str, port: int) -> HttpListener:
+    async def start(self, host: str, port: int) -> Self:
         self._server = await asyncio.start_server(
             self._connection, host, port, limit=MAX_HEAD, backlog=self.limits.backlog
         )
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
         self._stopping = False
+        log.info("%s on %s (%s)", self.name, self.url, " ".join(self.router.paths()))
         return self
 
     async def close(self, timeout: float = 0.0) -> None:
@@ -302,33 +309,17 @@ class Health:
         self.server_stats: Callable[[], Mapping[str, Any]] | None = None  # loop-owned gauges
 
 
-class OpsEndpoint:
+class OpsEndpoint(HttpListener):
     """``/metrics``, ``/healthz`` and ``/readyz``; :meth:`start` it, :meth:`close` it."""
 
     def __init__(self, metrics: Metrics, health: Health) -> None:
         self.metrics = metrics
         self.health = health
-        self.router = Router()
-        self.router.add("GET HEAD", "/healthz", self._healthz)
-        self.router.add("GET HEAD", "/readyz", self._readyz)
-        self.router.add("GET HEAD", "/metrics", self._metrics)
-        self.listener = HttpListener(self.router, OPS_LIMITS, name="metrics endpoint")
-
-    @property
-    def host(self) -> str:
-        return self.listener.host
-
-    @property
-    def port(self) -> int:
-        return self.listener.port
-
-    async def start(self, host: str, port: int) -> OpsEndpoint:
-        await self.listener.start(host, port)
-        log.info("metrics and probes on %s (/metrics /healthz /readyz)", self.listener.url)
-        return self
-
-    async def close(self) -> None:
-        await self.listener.close()
+        router = Router()
+        router.add("GET HEAD", "/metrics", self._metrics)
+        router.add("GET HEAD", "/healthz", self._healthz)
+        router.add("GET HEAD", "/readyz", self._readyz)
+        super().__init__(router, OPS_LIMITS, name="metrics and probes")
 
     async def _healthz(self, req: HttpRequest) -> HttpReply:
         return HttpReply(200, b"ok\n")
