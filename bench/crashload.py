@@ -30,20 +30,13 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.torture import TINY_SIZES
 from xtsdb.client import Client
 from xtsdb.protocol.errors import XtsdbError
 from xtsdb.server.engine import Engine, EngineConfig
 from xtsdb.server.process import ServerExited, ServerProcess, flags, server_env
 
-SIZES = flags(
-    chunk_size="64KiB",
-    meta_extents=1,
-    block_points=2000,
-    wal_segment_bytes="32KiB",
-    wal_checkpoint_bytes="96KiB",
-    read_workers=1,
-    query_threads=2,
-)
+SIZES = flags(**{**TINY_SIZES, "block_points": 2000})  # the torture's sizes, larger blocks
 ENGINE = EngineConfig(
     chunk_size=64 * 1024,
     meta_extents=1,

@@ -16,7 +16,10 @@ HOST = "127.0.0.1"
 
 
 def free_port() -> int:
-    """A TCP port on loopback that is free now (the child binds it a moment later)."""
+    """A TCP port on loopback that is free now (the child binds it a moment later).
+
+    (``xtsdb.server.process.free_port`` does the same; the peers run without xtsdb.)
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])

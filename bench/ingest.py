@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from xtsdb.client import connect
 from xtsdb.client.csv_chunks import parse_long
 from xtsdb.client.importexport import Importer
 from xtsdb.protocol.line_protocol import parse
+from xtsdb.server.process import free_port
 
 TAGS = 100
 T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z, us
@@ -71,13 +71,6 @@ def make_lp(lines: int) -> list[bytes]:
     if batch:
         out.append("".join(batch).encode())
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def rate(n: int, secs: float, unit: str) -> str:

@@ -47,15 +47,16 @@ from xtsdb.client import Client
 from xtsdb.protocol.errors import XtsdbError
 from xtsdb.server.process import ServerProcess, ServerStartError, flags, server_env
 
-TINY = flags(
-    chunk_size="64KiB",
-    meta_extents=1,
-    block_points=200,
-    wal_segment_bytes="32KiB",
-    wal_checkpoint_bytes="96KiB",
-    read_workers=1,
-    query_threads=2,
-)
+TINY_SIZES: dict[str, object] = {
+    "chunk_size": "64KiB",
+    "meta_extents": 1,
+    "block_points": 200,
+    "wal_segment_bytes": "32KiB",
+    "wal_checkpoint_bytes": "96KiB",
+    "read_workers": 1,
+    "query_threads": 2,
+}
+TINY = flags(**TINY_SIZES)
 TAGS_PER_WRITER = 3
 START_TIMEOUT = 30.0
 BIG = 1 << 60

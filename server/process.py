@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ __all__ = [
     "ServerStartError",
     "ServerTimeout",
     "flags",
+    "free_port",
     "server_env",
 ]
 
@@ -67,6 +69,14 @@ def server_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str,
     env = {k: v for k, v in source.items() if not k.startswith("XTSDB_")}
     env.update(extra)
     return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that is free now, for a listener the ready file does not
+    report (the HTTP ports); another process may take it before the server binds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def flags(**settings: object) -> list[str]:

@@ -21,7 +21,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `bench` is a folder of scripts, importable from the root
     sys.path.insert(0, str(ROOT))
-from bench.influx_config import HOST, free_port, influxd_config  # noqa: E402
+from bench.influx_config import HOST, influxd_config  # noqa: E402
+from xtsdb.server.process import free_port  # noqa: E402
 
 
 def ident(name: str) -> str:

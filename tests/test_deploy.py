@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ import yaml
 
 from xtsdb.client.cli import build_parser as cli_parser
 from xtsdb.server.config import ServerConfig
-from xtsdb.server.process import ServerProcess, server_env
+from xtsdb.server.process import ServerProcess, free_port, server_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -239,13 +238,6 @@ def test_every_variable_in_the_deploy_files_is_a_real_setting() -> None:
 
 
 # -- the entrypoint, run as the image runs it -----------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def run_healthcheck(port: int, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -19,6 +19,7 @@ from test_server_process import start
 
 from xtsdb.protocol import FrameDecoder, encode_frame, query_request, write_request
 from xtsdb.protocol.errors import Overloaded
+from xtsdb.server.process import free_port
 
 MiB = 1 << 20
 
@@ -37,13 +38,6 @@ def settled_rss(pid: int, seconds: float = 1.5) -> int:
         peak = max(peak, rss(pid))
         time.sleep(0.05)
     return peak
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager
