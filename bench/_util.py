@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
@@ -33,6 +35,15 @@ def check(
     sign = ">=" if higher else "<="
     result = f"{value:.3g} {unit}{extra}"
     return Row(workload, result, f"{sign} {target:g} {unit}", verdict(value, target, higher))
+
+
+def run_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of a table-printing bench: ``--quick``, ``--out FILE``, ``--dir DIR``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke test, < 30 s)")
+    ap.add_argument("--out", type=Path, help="also write the report as Markdown here")
+    ap.add_argument("--dir", default="/tmp/xtsdb-bench", help="parent of the data dirs (real disk)")
+    return ap
 
 
 def median_s(fn: Callable[[], Any], reps: int, clock: Callable[[], float] = perf_counter) -> float:

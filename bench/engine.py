@@ -12,7 +12,6 @@ machine is shared. Queries read warm blocks (page cache), as a historian mostly 
 
 from __future__ import annotations
 
-import argparse
 import array
 import os
 import platform
@@ -30,7 +29,7 @@ if __package__ in (None, ""):  # run as a file: make `bench` and the repo import
 import zstandard
 
 from bench import data
-from bench._util import Row, check, fresh_dir, table
+from bench._util import Row, check, fresh_dir, run_parser, table
 from bench.engine_query import bench_queries, sweep_report
 from xtsdb.server.engine import Engine, EngineConfig, WriteBatch
 from xtsdb.server.engine.container import ENTRY_SIZE
@@ -211,11 +210,7 @@ def bench_write_point(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes (smoke test, < 30 s)")
-    ap.add_argument("--out", type=Path, help="also write the report as Markdown here")
-    ap.add_argument("--dir", default="/tmp/xtsdb-bench", help="parent of the data dirs (real disk)")
-    args = ap.parse_args(argv)
+    args = run_parser(__doc__).parse_args(argv)
     sz = QUICK if args.quick else FULL
     os.makedirs(args.dir, exist_ok=True)
     cfg = EngineConfig()

@@ -13,7 +13,6 @@ takes CPU the server could use. Data directories live under /tmp on the real dis
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -37,7 +36,7 @@ if __package__ in (None, ""):  # run as a file: make `bench` and the repo import
 import uvloop
 
 from bench import data
-from bench._util import Row, check, table, verdict
+from bench._util import Row, check, run_parser, table, verdict
 from bench.ceiling import raw_send
 from xtsdb.client import AsyncClient, connect
 from xtsdb.protocol import encode_frame, write_request
@@ -334,11 +333,7 @@ def bench_small(url: str, sz: Sizes, rows: list[Row]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes (smoke test, < 30 s)")
-    ap.add_argument("--out", type=Path, help="also write the report as Markdown here")
-    ap.add_argument("--dir", default="/tmp/xtsdb-bench", help="parent of the data dirs (real disk)")
-    args = ap.parse_args(argv)
+    args = run_parser(__doc__).parse_args(argv)
     sz = QUICK if args.quick else FULL
     os.makedirs(args.dir, exist_ok=True)
     t_start = perf_counter()
