@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,8 @@ def split_time(cond: ast.Expr | None, now_ns: int) -> tuple[int, int, ast.Expr |
     """``(tmin, tmax, rest)``: the time range (ns, inclusive) and the tag condition."""
     bounds = [MIN_TIME, MAX_TIME]
     rest = _split(cond, now_ns, bounds)
-    return bounds[0], bounds[1], rest
+    # Bounds past InfluxDB's range (now() - 10000w, huge integers) mean "from/to the end".
+    return max(bounds[0], MIN_TIME), min(bounds[1], MAX_TIME), rest
 
 
 def _split(cond: ast.Expr | None, now_ns: int, bounds: list[int]) -> ast.Expr | None:
@@ -103,6 +105,11 @@ def fill(r: Reduced, stmt: ast.Select, integral: bool = False) -> Reduced:
     return Reduced(v, r.present, r.times, r.integer)
 
 
+def nullable(arr: Floats) -> list[Any]:
+    """Values for JSON: NaN (no value) and infinities (an overflow: JSON has none) are null."""
+    return [x if x == x and abs(x) != math.inf else None for x in arr.tolist()]
+
+
 def apply(op: str, a: Floats, b: Floats) -> Floats:
     with np.errstate(all="ignore"):
         if op == "+":
@@ -174,6 +181,6 @@ def assemble(
         if isinstance(f.expr, ast.Call) and reduced[f.expr].integer:
             cols.append([None if x != x else int(x) for x in arr.tolist()])
         else:
-            cols.append([None if x != x else x for x in arr.tolist()])
+            cols.append(nullable(arr))
     columns = ["time", *column_names([(f.expr, f.alias) for f in stmt.fields])]
     return Series(m, columns, row_times[rows], cols)

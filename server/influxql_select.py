@@ -30,7 +30,14 @@ from xtsdb.protocol.influxql import ast, unsupported
 from xtsdb.protocol.influxql.answer import MAX_TIME, MIN_TIME, Series, parse_time
 from xtsdb.server import influxql_names as names
 from xtsdb.server.influxql_funcs import FUNCTIONS, OTHER_FUNCTIONS, SELECTORS, Floats, Ints, reduce
-from xtsdb.server.influxql_rows import apply, assemble, column_names, fill, split_time
+from xtsdb.server.influxql_rows import (
+    apply,
+    assemble,
+    column_names,
+    fill,
+    nullable,
+    split_time,
+)
 
 MAX_POINTS = 5_000_000
 MAX_VALUES = 2_000_000
@@ -121,10 +128,15 @@ def _check_call(c: ast.Call) -> None:
         raise InvalidInput(f"invalid number of arguments for {c.name}, expected {want[0]}")
     if not isinstance(c.args[0], ast.VarRef) or c.args[0].name == "*":
         raise unsupported(f"{c.name}() of anything but one field")
-    if c.name == "percentile" and not isinstance(c.args[1], ast.Number):
-        raise InvalidInput("expected float argument in percentile()")
-    if c.name == "integral" and len(c.args) == 2 and not isinstance(c.args[1], ast.Duration):
-        raise InvalidInput("second argument must be a duration")
+    extra = c.args[1] if len(c.args) > 1 else None
+    if c.name == "percentile" and not (isinstance(extra, ast.Number) and 0 <= extra.value <= 100):
+        raise InvalidInput("percentile: the second argument must be a number from 0 to 100")
+    if c.name == "integral" and extra is not None and not _positive_duration(extra):
+        raise InvalidInput("integral: the second argument must be a positive duration")
+
+
+def _positive_duration(e: ast.Expr) -> bool:
+    return isinstance(e, ast.Duration) and e.ns > 0
 
 
 def _arg(c: ast.Call) -> float:
@@ -196,8 +208,11 @@ def _aggregate(
                 f"the statement would make {n:,} buckets per series (at most {MAX_BUCKETS:,}): "
                 "narrow the time range or use a larger GROUP BY time() interval"
             )
+        if first < MIN_TIME:
+            raise InvalidInput("the first GROUP BY time() bucket would start before year 1677")
         starts = first + step * np.arange(n, dtype=np.int64)
-        ends = starts + step
+        # the last bucket's end may lie past int64: it is then the end of time
+        ends = np.where(starts > MAX_TIME - step, MAX_TIME, starts + step)
     else:  # integral reports 0 here whatever the range, as InfluxDB does
         t = 0 if tmin == MIN_TIME or any(c.name == "integral" for c in calls) else tmin
         starts = np.array([t], np.int64)
@@ -272,7 +287,7 @@ def _raw(
             out_cols.append(tag_cols[e.name][rank[window]].tolist())
             continue
         arr = _arith(e, values, window.shape[0])
-        out_cols.append([None if x != x else x for x in arr.tolist()])
+        out_cols.append(nullable(arr))
     columns = ["time", *column_names([(e, a) for e, a in exprs])]
     return Series(m, columns, ts[window], out_cols)
 

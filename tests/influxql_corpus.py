@@ -112,6 +112,7 @@ def queries(t0: int) -> list[str]:
         f"SELECT usage_idle FROM cpu WHERE {mid} AND (region = 'eu' OR host = 'c')",
         f"SELECT usage_idle FROM cpu WHERE time > {(t0 + 600) * NS} AND time < {(t0 + 1200) * NS}",
         f"SELECT usage_idle FROM cpu WHERE time >= {t0 + 600}s AND time <= {t0 + 1200}s",
+        f"SELECT * FROM mem WHERE time > {(t0 + 600) * NS - 1} AND time < {(t0 + 1200) * NS + 1}",
         f"SELECT * FROM mem WHERE time >= '{_iso(t0 + 600)}' AND time <= '{_iso(t0 + 1500)}'",
         f"SELECT * FROM mem WHERE time > '{_iso(t0 + 600)}' AND time < '{_iso(t0 + 1500)}'",
         "SELECT usage_idle FROM cpu WHERE time > now() - 5h AND host = 'a' LIMIT 3",

@@ -8,6 +8,7 @@ instead of building a huge answer, and no query changes what is stored.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from influxql_corpus import queries
 
 from xtsdb.protocol.line_protocol import series_name
 from xtsdb.server import influxql_select
@@ -116,6 +118,12 @@ def test_bad_queries_are_400(engine: Engine, q: str, params: dict[str, str], err
         ("SELECT derivative(usage) FROM cpu", "the function derivative() is not supported"),
         ("SELECT usage FROM cpu GROUP BY time(1m)", "requires at least one aggregate"),
         ("SELECT mean(usage) FROM cpu WHERE time > 0s GROUP BY time(1ms)", "buckets per series"),
+        ("SELECT integral(usage, 0s) FROM cpu", "must be a positive duration"),
+        ("SELECT percentile(usage, 101) FROM cpu", "a number from 0 to 100"),
+        (
+            "SELECT max(usage) FROM cpu WHERE time >= '1677-09-22' GROUP BY time(5000w)",
+            "before year 1677",
+        ),
     ],
 )
 def test_statement_refusals(engine: Engine, q: str, error: str) -> None:
@@ -136,6 +144,41 @@ def test_point_and_answer_bounds(engine: Engine, monkeypatch: pytest.MonkeyPatch
     assert "too many values" in answer["results"][0]["error"]
     _, answer = ask(engine, "SELECT usage FROM cpu LIMIT 2")
     assert len(answer["results"][0]["series"][0]["values"]) == 2
+
+
+def test_extreme_numbers_are_answered(engine: Engine) -> None:
+    _, answer = ask(engine, "SELECT usage * 1e308 * 1e308 FROM cpu WHERE host = 'b'")
+    assert answer["results"][0]["series"][0]["values"] == [[2, None]]  # an overflow is null
+    q = "SELECT count(usage) FROM cpu WHERE time > 9223372036854775807 GROUP BY time(10000w)"
+    assert ask(engine, q)[1] == {"results": [{"statement_id": 0}]}
+    _, answer = ask(engine, "SELECT count(usage) FROM cpu WHERE time < now() + 10000w")
+    assert answer["results"][0]["series"][0]["values"] == [[0, 3]]
+    status, answer = ask(engine, "SELECT count(usage) FROM cpu GROUP BY time(1000000w)")
+    assert status == 400 and "292 years" in answer["error"]
+
+
+PIECES = (
+    "time|>|=|now()|-|9223372036854775807|10000w|1e400|'x'|/(a+)+/|(|)|,|AND|OR|GROUP BY|"
+    "time(1s)|fill(linear)|LIMIT|-1|mean(usage)|*|host|\"|'|;|::field|FROM|/.*/|\\|"
+    "percentile(usage, 50)|integral(usage)|SLIMIT|ORDER BY time DESC"
+)
+
+
+def test_mutated_queries_never_fail_the_server(engine: Engine) -> None:
+    """Corpus queries with tokens inserted, replaced and deleted: 200 or 400, valid JSON."""
+    base = queries(0)
+    pieces = PIECES.split("|")
+    rnd = random.Random(12)
+    for _ in range(400):
+        tokens = rnd.choice(base).replace("usage_idle", "usage").split(" ")
+        for _ in range(rnd.randint(1, 3)):
+            k = rnd.randrange(len(tokens))
+            if rnd.random() < 0.5:
+                tokens.insert(k, rnd.choice(pieces))
+            else:
+                tokens[k] = rnd.choice(pieces)
+        status, answer = ask(engine, " ".join(tokens))
+        assert status in (200, 400) and isinstance(answer, dict)
 
 
 def test_queries_change_nothing(engine: Engine) -> None:

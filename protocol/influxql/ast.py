@@ -14,7 +14,7 @@ class VarRef:
 
 @dataclass(frozen=True)
 class Number:
-    value: float
+    value: float  # an int for an integer literal: exact, as nanosecond times need
     is_int: bool = False
 
 

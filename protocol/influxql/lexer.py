@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from xtsdb.protocol.errors import InvalidInput
 
 MAX_QUERY = 1 << 20  # characters of one query string
-MAX_REGEX = 4096  # characters of one regex literal (Grafana multi-value variables are long)
+MAX_REGEX = 4096
+_MAX_NS = (1 << 63) - 1  # characters of one regex literal (Grafana multi-value variables are long)
 
 UNITS_NS = {
     "ns": 1,
@@ -167,6 +168,8 @@ def _numeric(query: str, i: int) -> tuple[Token, int]:
     m = _DURATION.match(query, i)
     if m is not None:
         ns = sum(int(k) * UNITS_NS[u] for k, u in _DURATION_PART.findall(m.group()))
+        if ns > _MAX_NS:
+            raise error(query, i, m.group(), "a duration within int64 nanoseconds (292 years)")
         return Token("duration", m.group(), ns, i), m.end()
     m = _NUMBER.match(query, i)
     assert m is not None  # the caller saw a digit, or a dot and a digit

@@ -341,7 +341,7 @@ class _Parser:
         if self.accept_op("-"):
             tok = self.next()
             if tok.kind in ("integer", "number") and isinstance(tok.value, int | float):
-                return ast.Number(-float(tok.value), tok.kind == "integer")
+                return ast.Number(-tok.value, tok.kind == "integer")
             if tok.kind == "duration" and isinstance(tok.value, int):
                 return ast.Duration(-tok.value)
             self.i -= 1
@@ -355,7 +355,7 @@ class _Parser:
             self.expect_punct(")")
             return inner
         if tok.kind in ("integer", "number") and isinstance(tok.value, int | float):
-            return ast.Number(float(tok.value), tok.kind == "integer")
+            return ast.Number(tok.value, tok.kind == "integer")
         if tok.kind == "duration" and isinstance(tok.value, int):
             return ast.Duration(tok.value)
         if tok.kind == "string":
