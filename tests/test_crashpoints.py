@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_program
+from conftest import SMALL_ENGINE, require_program
 
 from xtsdb.protocol.errors import CorruptionError
 from xtsdb.server.engine import Engine, EngineConfig
@@ -149,13 +149,8 @@ def _children(pid: int) -> list[int]:
 def test_read_worker_killed_at_a_syscall_breaks_no_later_query(tmp_path: Path) -> None:
     """SIGKILL one decode worker at its next pread64 (strace -p on that process only)."""
     strace = require_program("strace", "strace")
-    cfg = EngineConfig(
-        chunk_size=256 * 1024,
-        meta_extents=1,
-        block_points=1000,
-        read_workers=2,
-        parallel_min_points=0,
-    )
+    # Two workers, and every query decoded in them.
+    cfg = EngineConfig(**{**SMALL_ENGINE, "read_workers": 2}, parallel_min_points=0)
     with Engine.open(tmp_path / "data", cfg) as eng:
         ts = np.arange(20_000, dtype=np.int64)
         eng.write(1, ts, ts * 0.5)
