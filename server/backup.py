@@ -90,7 +90,9 @@ class BackupSource(Protocol):
     """What a backup needs from the engine (all public)."""
 
     path: Path
-    checkpoint_lsn: int
+
+    @property
+    def checkpoint_lsn(self) -> int: ...
 
     def flush(self) -> None: ...
 

@@ -12,17 +12,22 @@ How the pieces meet (see docs/storage-format.md for the bytes):
 * ``index``      the SQLite mirror of chunks and blocks (a cache, rebuilt by scan).
 * ``reader``     decodes blocks inline or in a process pool into shared memory;
   ``multiblock`` decodes many regular blocks in one pass.
-* ``query``      picks blocks by tag and time and merges them with memory.
+* ``state``      the in-memory view (tags, last values, counters) under one lock;
+  a query takes a ``TagSnapshot`` of one tag from it.
+* ``query``      ``ReadPath``: snapshot -> blocks picked by time -> reader, merged
+  with memory; ``last()`` and its cache fill.
 * ``recovery``   opens a data directory: lock, format, index, chunks, WAL.
 * ``tagstate``   per-tag buffers, blocks and tombstones as one unit of state.
 * ``staging``    the single-point write path (array.array columns until commit).
 * ``aggregate``  bucket aggregates and plot mode (pure numpy); ``reductions`` its
   per-segment columnar reductions; ``interpolate`` values at given times.
 * ``retention``  retires chunks older than the retention window.
-* ``sealing``    the background sealer: MemBuffers into blocks, then checkpoints.
+* ``sealing``    ``Sealer``, the background sealer: MemBuffers into blocks, then checkpoints.
 * ``lastvalues`` the last-value file that keeps ``last()`` warm across a clean restart.
 * ``catalog``    tag names and settings in ``catalog.sqlite3``, checked row by row at open.
-* ``engine``     ties them together: :class:`Engine`.
+* ``catalog_ops`` ``TagPolicies``: catalog changes and duplicate policies in effect.
+* ``analytics``  aggregate, interpolate and plot over the read path.
+* ``engine``     composes them: :class:`Engine` (each part gets what it needs).
 """
 
 from .config import EngineConfig

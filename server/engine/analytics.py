@@ -15,19 +15,25 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from xtsdb.protocol.errors import InvalidInput
 
 from . import aggregate as agg
-from .points import Points
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from .points import Float64Array, Int64Array, Points, UInt8Array
+from .query import ReadPath
 
 MAX_TIMES = 10_000_000  # interpolation times per request
+
+
+class Interpolated(NamedTuple):
+    """Values at given times (a tuple: ``times, values, status = ...`` still works)."""
+
+    times: Int64Array
+    values: Float64Array
+    status: UInt8Array  # see aggregate.interpolate: 0 ok, 1 before data, 2 gap, 3 after
 
 
 @contextmanager
@@ -39,41 +45,41 @@ def _invalid_input() -> Iterator[None]:
         raise InvalidInput(str(exc)) from None
 
 
-def point_before(engine: Engine, tag_id: int, t: int, good_only: bool) -> tuple[int, float] | None:
+def point_before(reads: ReadPath, tag_id: int, t: int, good_only: bool) -> tuple[int, float] | None:
     """The newest point with ``ts < t`` (after deletes, duplicates and the quality filter)."""
-    snap = engine._snapshot(tag_id)
+    snap = reads.snapshot(tag_id)
     if snap is None:
         return None
-    _blocks, firsts, _lasts, mem, _tombs, _first = snap
+    firsts = snap.firsts
     # Each candidate start is a block's first point or a memory point, so a window
     # [lo, t) from it is non-empty unless deletes or the quality filter emptied it;
     # then the next older candidate widens the window.
     starts = set(firsts[firsts < t].tolist())
-    for ts, _v, _q in mem:
+    for ts, _v, _q in snap.memory:
         older = ts[ts < t]
         if older.shape[0]:
             starts.add(int(older.max()))
     for lo in sorted(starts, reverse=True):
-        p = engine.query(tag_id, lo, t, descending=True, good_only=good_only)
+        p = reads.query(tag_id, lo, t, descending=True, good_only=good_only)
         ok = np.flatnonzero(~np.isnan(p.values))  # NaN counts as missing, as in aggregates
         if ok.shape[0]:
             return int(p.timestamps[ok[0]]), float(p.values[ok[0]])
     return None
 
 
-def point_after(engine: Engine, tag_id: int, t: int, good_only: bool) -> tuple[int, float] | None:
+def point_after(reads: ReadPath, tag_id: int, t: int, good_only: bool) -> tuple[int, float] | None:
     """The oldest point with ``ts >= t``."""
-    snap = engine._snapshot(tag_id)
+    snap = reads.snapshot(tag_id)
     if snap is None:
         return None
-    _blocks, _firsts, lasts, mem, _tombs, _first = snap
+    lasts = snap.lasts
     ends = set(lasts[lasts >= t].tolist())
-    for ts, _v, _q in mem:
+    for ts, _v, _q in snap.memory:
         newer = ts[ts >= t]
         if newer.shape[0]:
             ends.add(int(newer.min()))
     for hi in sorted(ends):
-        p = engine.query(tag_id, t, hi + 1, good_only=good_only)
+        p = reads.query(tag_id, t, hi + 1, good_only=good_only)
         ok = np.flatnonzero(~np.isnan(p.values))
         if ok.shape[0]:
             return int(p.timestamps[ok[0]]), float(p.values[ok[0]])
@@ -81,7 +87,7 @@ def point_after(engine: Engine, tag_id: int, t: int, good_only: bool) -> tuple[i
 
 
 def aggregate(
-    engine: Engine,
+    reads: ReadPath,
     tag_id: int,
     start: int,
     end: int,
@@ -95,26 +101,35 @@ def aggregate(
         raise InvalidInput(f"aggregates must be some of {agg.AGGREGATES}, got {list(aggregates)}")
     with _invalid_input():
         agg.bucket_edges(start, end, interval, origin)  # validates before any reading
-    pts = engine.query(tag_id, start, end, good_only=good_only)
+    pts = reads.query(tag_id, start, end, good_only=good_only)
     weighted = any(a.startswith("twa") for a in aggregates)
-    prev = point_before(engine, tag_id, start, good_only) if weighted else None
-    nxt = point_after(engine, tag_id, end, good_only) if weighted else None
+    prev = point_before(reads, tag_id, start, good_only) if weighted else None
+    nxt = point_after(reads, tag_id, end, good_only) if weighted else None
     with _invalid_input():
         return agg.bucket_aggregate(
-            pts.timestamps, pts.values, pts.qualities, start, end, interval, aggregates,
-            origin=origin, good_only=good_only, prev=prev, next_=nxt,
-        )  # fmt: skip
+            pts.timestamps,
+            pts.values,
+            pts.qualities,
+            start,
+            end,
+            interval,
+            aggregates,
+            origin=origin,
+            good_only=good_only,
+            prev=prev,
+            next_=nxt,
+        )
 
 
 def interpolate(
-    engine: Engine,
+    reads: ReadPath,
     tag_id: int,
     at: Any,
     method: str = "previous",
     good_only: bool = False,
     max_gap: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Values at the sorted times ``at``: returns (times, values, status)."""
+) -> Interpolated:
+    """Values at the sorted times ``at``."""
     times = np.asarray(at)
     if times.ndim != 1 or times.dtype.kind not in "iu" or times.shape[0] > MAX_TIMES:
         raise InvalidInput(f"times must be a 1-D integer array of at most {MAX_TIMES:,}")
@@ -124,27 +139,34 @@ def interpolate(
     if method not in ("previous", "linear"):
         raise InvalidInput("method must be 'previous' or 'linear'")
     if times.shape[0] == 0:
-        return times, np.empty(0), np.empty(0, np.uint8)
+        return Interpolated(times, np.empty(0), np.empty(0, np.uint8))
     lo, hi = int(times[0]), int(times[-1])
-    pts = engine.query(tag_id, lo, hi + 1, good_only=good_only)
+    pts = reads.query(tag_id, lo, hi + 1, good_only=good_only)
     if method == "linear":  # the point after the last time bounds the last segment
-        nxt = point_after(engine, tag_id, hi + 1, good_only)
+        nxt = point_after(reads, tag_id, hi + 1, good_only)
         if nxt is not None:
             pts = Points(
-                np.append(pts.timestamps, nxt[0]), np.append(pts.values, nxt[1]),
+                np.append(pts.timestamps, nxt[0]),
+                np.append(pts.values, nxt[1]),
                 np.append(pts.qualities, np.uint8(192)),
-            )  # fmt: skip
-    prev = point_before(engine, tag_id, lo, good_only)
+            )
+    prev = point_before(reads, tag_id, lo, good_only)
     with _invalid_input():
         values, status = agg.interpolate(
-            pts.timestamps, pts.values, pts.qualities, times, method,
-            good_only=False, prev=prev, max_gap=max_gap,
-        )  # fmt: skip
-    return times, values, status
+            pts.timestamps,
+            pts.values,
+            pts.qualities,
+            times,
+            method,
+            good_only=False,
+            prev=prev,
+            max_gap=max_gap,
+        )
+    return Interpolated(times, values, status)
 
 
 def plot(
-    engine: Engine, tag_id: int, start: int, end: int, intervals: int, good_only: bool = False
+    reads: ReadPath, tag_id: int, start: int, end: int, intervals: int, good_only: bool = False
 ) -> Points:
     if (
         isinstance(intervals, bool)
@@ -152,55 +174,7 @@ def plot(
         or not 1 <= intervals <= 100_000
     ):
         raise InvalidInput("intervals must be an integer from 1 to 100,000")
-    pts = engine.query(tag_id, start, end, good_only=good_only)
+    pts = reads.query(tag_id, start, end, good_only=good_only)
     with _invalid_input():
         idx = agg.plot(pts.timestamps, pts.values, pts.qualities, start, end, intervals)
     return Points(pts.timestamps[idx], pts.values[idx], pts.qualities[idx], pts.stats)
-
-
-class AnalyticsOps:
-    """Engine methods for analytics (a mixin of :class:`Engine`)."""
-
-    def _engine(self) -> Engine:
-        return cast("Engine", self)
-
-    def aggregate(
-        self,
-        tag_id: int,
-        start_us: int,
-        end_us: int,
-        interval_us: int,
-        aggregates: Sequence[str],
-        *,
-        origin_us: int = 0,
-        good_only: bool = False,
-    ) -> agg.Buckets:
-        """Per-bucket aggregates over ``[start_us, end_us)``; buckets aligned to origin."""
-        return aggregate(
-            self._engine(),
-            tag_id,
-            start_us,
-            end_us,
-            interval_us,
-            aggregates,
-            origin_us,
-            good_only,
-        )
-
-    def interpolate(
-        self,
-        tag_id: int,
-        at_us: Any,
-        method: str = "previous",
-        *,
-        good_only: bool = False,
-        max_gap_us: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Values at given times: (times, values, status); see aggregate.interpolate."""
-        return interpolate(self._engine(), tag_id, at_us, method, good_only, max_gap_us)
-
-    def plot(
-        self, tag_id: int, start_us: int, end_us: int, intervals: int, *, good_only: bool = False
-    ) -> Points:
-        """At most first/last/min/max points per pixel column, for drawing long ranges."""
-        return plot(self._engine(), tag_id, start_us, end_us, intervals, good_only)

@@ -4,13 +4,15 @@ Locks, always taken in this order:
 
 * ``_write_lock`` serialises WAL appends and their application to memory, so
   LSN order is write order (which is what "the later write wins" means).
-* ``_seal_lock`` serialises sealing, checkpoints and the block store.
-* ``_state`` (a Condition) guards the in-memory view: MemBuffers, the
-  published block lists, the last-value cache. It is held only for pointer
-  swaps, never for I/O. A seal moves a MemBuffer to ``sealing`` (still
-  visible), writes its blocks, then publishes the blocks and drops the buffer
-  in one critical section: a reader sees the points exactly once, before,
-  during and after a flush.
+* the seal lock (``Sealer.lock``) serialises sealing, checkpoints and the
+  block store.
+* the state lock (``EngineState.lock``, see state.py) guards the in-memory
+  view; it is held only for pointer swaps, never for I/O.
+
+The parts are composed, not mixed in: ``EngineState`` is the shared view,
+``ReadPath`` answers queries from snapshots of it, ``Sealer`` writes blocks and
+checkpoints, ``TagPolicies`` applies catalog settings, ``Retention`` retires
+chunks. Each gets what it needs at construction; none reaches into the engine.
 """
 
 from __future__ import annotations
@@ -18,89 +20,84 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from xtsdb.protocol.errors import EngineClosed, StorageError, XtsdbError
 
-from xtsdb.protocol.errors import (
-    EngineClosed,
-    Overloaded,
-    StorageError,
-    XtsdbError,
-)
-
-from . import lastvalues, recovery
-from .analytics import AnalyticsOps
-from .catalog import Catalog
-from .catalog_ops import CatalogOps
+from . import analytics, recovery
+from .aggregate import Buckets
+from .analytics import Interpolated
+from .catalog import Catalog, TagInfo
+from .catalog_ops import TagPolicies
 from .config import EngineConfig
-from .container import BlockEntry
-from .membuffer import Columns
-from .points import GOOD_QUALITY, TS_LIMIT, LastPoints, Points, ReadStats
-from .query import run_last, run_query
-from .sealing import SealOps
+from .lastvalues import NAME as LAST_VALUES_FILE
+from .points import GOOD_QUALITY, TS_LIMIT, LastPoints, Points
+from .query import ReadPath
+from .retention import Retention
+from .sealing import Sealer
 from .staging import PointStager
-from .tagstate import BlockTotals, TagState, run_tops
+from .state import EngineState
 from .wal_records import DeleteRecord, WriteBatch, decode_record
 
 log = logging.getLogger("xtsdb.engine")
 
 
-class Engine(SealOps, CatalogOps, AnalyticsOps):
+class Engine:
     """Open with :meth:`open`; every public method is safe to call from any thread."""
 
     def __init__(self, parts: recovery.Opened, config: EngineConfig) -> None:
         self.config = config
         self._parts = parts  # what close() releases
         self.path = parts.path
-        self._lock_file = parts.lock
         self._wal = parts.wal
         self._store = parts.store
-        self._index = parts.index
         self._reader = parts.reader
         self.repairs: list[str] = parts.repairs
-        self.checkpoint_lsn = parts.checkpoint_lsn
         self._write_lock = threading.Lock()
-        self._seal_lock = threading.Lock()
-        self._state = threading.Condition(threading.Lock())
-        self._tags: dict[int, TagState] = {}
-        self._last: dict[int, tuple[int, float, int]] = {}
-        self._mem_points = 0
-        self._seal_wanted = False
-        self._reject_tags: set[int] = set()
-        self._seal_error = ""
-        self._applied_lsn = self.checkpoint_lsn
-        self._closed = False
+        self._state = state = EngineState(parts.checkpoint_lsn)
+        self._tags = state.tags  # the same dict, for tests and benches that inspect blocks
         self._failed: XtsdbError | None = None
-        self._stats = ReadStats()
-        self._counters = {"points_written": 0, "write_batches": 0, "wal_commits": 0,
-                          "blocks_written": 0, "checkpoints": 0, "seal_errors": 0}  # fmt: skip
-        self._points = PointStager(self.write_batches, lambda: self._applied_lsn)
-        self._totals = BlockTotals()
+        self._points = PointStager(self.write_batches, lambda: state.applied_lsn)
         for e in sorted(parts.blocks, key=lambda e: e.seq):
-            t = self._tag(e.tag_id)
+            t = state.tag(e.tag_id)
             (t.tombstones if e.is_tombstone else t.blocks).append(e)
-        self._totals.add(e for e in parts.blocks if not e.is_tombstone)
+        state.totals.add(e for e in parts.blocks if not e.is_tombstone)
         parts.blocks = []  # the tags hold them now
-        self._last_file = self.path / lastvalues.NAME
-        self.catalog = Catalog(self.path / "catalog.sqlite3", lambda: max(self._tags, default=-1))
-        for info in self.catalog.all():
-            self._tag(info.id).policy = info.duplicates
-            if info.duplicates == "reject":
-                self._reject_tags.add(info.id)
+        self._reads = ReadPath(state, self._reader, self._store)
+        self.catalog = Catalog(self.path / "catalog.sqlite3", lambda: max(state.tags, default=-1))
+        self._policies = TagPolicies(self.catalog, state, self._reads, self.delete_tag)
+        self._seals = Sealer(
+            config,
+            self.path,
+            self._wal,
+            self._store,
+            state,
+            parts.checkpoint_lsn,
+            self.apply_retention,
+        )
+        self._retention = Retention(
+            state,
+            self._store,
+            self.catalog,
+            self._seals.lock,
+            self.delete,
+            config.retention_us,
+            config.retention_grace_s,
+        )
         # Before the replay: replayed writes update loaded values as any write does.
-        self._last.update(lastvalues.load(self._last_file, self._store.instance_id, self._tags))
-        for lsn, payload in self._wal.replay(self.checkpoint_lsn):
+        state.last.load(self.path / LAST_VALUES_FILE, self._store.instance_id, state.tags)
+        for lsn, payload in self._wal.replay(parts.checkpoint_lsn):
             rec = decode_record(payload)
             if isinstance(rec, DeleteRecord):
                 self._apply_delete(rec, lsn)
             else:
-                self._apply(rec, lsn)
-            self._applied_lsn = lsn
-        self._applied_lsn = max(self._applied_lsn, self._wal.last_lsn)
+                state.apply(rec, lsn, config.block_points)
+            state.applied_lsn = lsn
+        state.applied_lsn = max(state.applied_lsn, self._wal.last_lsn)
         self.repairs.extend(self._wal.repairs)
-        self._sealer = threading.Thread(target=self._seal_loop, name="xtsdb-sealer", daemon=True)
+        self._sealer = threading.Thread(target=self._seals.run, name="xtsdb-sealer", daemon=True)
         self._sealer.start()
 
     @classmethod
@@ -123,6 +120,11 @@ class Engine(SealOps, CatalogOps, AnalyticsOps):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def checkpoint_lsn(self) -> int:
+        """The LSN up to which every write is in blocks (the WAL replays from after it)."""
+        return self._seals.checkpoint_lsn
+
     # -- writes ------------------------------------------------------------
 
     def write(self, tag_id: Any, timestamps_us: Any, values: Any, qualities: Any = None) -> int:
@@ -133,29 +135,25 @@ class Engine(SealOps, CatalogOps, AnalyticsOps):
         """Group commit: one WAL write and one fsync for all batches; returns the last LSN."""
         batches = [b for b in batches if b.n_points]
         n_points = sum(b.n_points for b in batches)
+        state = self._state
         with self._write_lock:
             self._check_writable()
             if not batches:
-                return self._applied_lsn
-            if self._reject_tags:
-                self._check_rejects(batches)
-            self._wait_for_room(n_points)
-            try:
-                last = self._wal.append_many([b.payload for b in batches])
-            except StorageError as exc:
-                if self._wal.failed:  # poisoned (see DurabilityError): refuse until reopened
-                    self._failed = exc
-                raise
-            with self._state:
+                return state.applied_lsn
+            if state.reject_tags:
+                self._policies.check_rejects(batches)
+            state.wait_for_room(n_points, self.config.max_memory_points)
+            last = self._logged(lambda: self._wal.append_many([b.payload for b in batches]))
+            with state.lock:
                 first = last - len(batches) + 1
                 for i, b in enumerate(batches):
-                    self._apply(b, first + i)
-                self._applied_lsn = last
-                self._counters["points_written"] += n_points
-                self._counters["write_batches"] += len(batches)
-                self._counters["wal_commits"] += 1
-                if self._seal_wanted:
-                    self._state.notify_all()
+                    state.apply(b, first + i, self.config.block_points)
+                state.applied_lsn = last
+                state.counters["points_written"] += n_points
+                state.counters["write_batches"] += len(batches)
+                state.counters["wal_commits"] += 1
+                if state.seal_wanted:
+                    state.lock.notify_all()
         return last
 
     def write_point(
@@ -168,58 +166,21 @@ class Engine(SealOps, CatalogOps, AnalyticsOps):
         """Make every staged :meth:`write_point` durable and visible (one fsync)."""
         return self._points.commit()
 
-    def _apply(self, batch: WriteBatch, lsn: int) -> None:
-        if not batch.n_points:
-            return
-        ts_all, v_all, q_all = batch.timestamps, batch.values, batch.qualities
-        tops, idx = run_tops(batch)
-        last_v, last_q = v_all[idx].tolist(), q_all[idx].tolist()
-        block_points = self.config.block_points
-        for k, (tag_id, sl) in enumerate(batch.runs()):
-            t = self._tags.get(tag_id) or self._tag(tag_id)
-            t.active.append(ts_all[sl], v_all[sl], q_all[sl], lsn)
-            t.version += 1
-            if t.active.count >= block_points:
-                self._seal_wanted = True
-            if t.policy != "last":  # the cache assumes later-wins; others fill lazily
-                self._last.pop(tag_id, None)
-                continue
-            top = tops[k]
-            cached = self._last.get(tag_id)
-            # Without a cached value the newest point is only known for a tag whose
-            # first points these are; others are filled lazily by last().
-            first_data = not t.blocks and not t.sealing and t.active.count == sl.stop - sl.start
-            if (top >= cached[0]) if cached is not None else first_data:
-                self._last[tag_id] = (top, last_v[k], last_q[k])
-        self._mem_points += batch.n_points
-
-    def _tag(self, tag_id: int) -> TagState:
-        t = self._tags.get(tag_id)
-        if t is None:
-            t = self._tags[tag_id] = TagState()
-        return t
-
-    def _wait_for_room(self, n_points: int) -> None:
-        # Backpressure: a writer faster than the sealer waits instead of growing memory.
-        with self._state:
-            if self._mem_points + n_points <= self.config.max_memory_points:
-                return
-            self._state.notify_all()
-            ok = self._state.wait_for(
-                lambda: (
-                    self._mem_points + n_points <= self.config.max_memory_points or self._closed
-                ),
-                timeout=60.0,
-            )
-        if not ok:
-            raise Overloaded("storage is behind: MemBuffers are full and sealing is not keeping up")
-
     def _check_writable(self) -> None:
-        if self._closed:
+        if self._state.closed:
             raise EngineClosed("engine is closed")
         if self._failed is not None:
-            raise type(self._failed)(f"engine refuses writes after an earlier failure: "
-                                     f"{self._failed}; reopen it")  # fmt: skip
+            why = f"engine refuses writes after an earlier failure: {self._failed}; reopen it"
+            raise type(self._failed)(why)
+
+    def _logged(self, append: Callable[[], int]) -> int:
+        """Run a WAL append; a WAL poisoned by it (see DurabilityError) refuses until reopened."""
+        try:
+            return append()
+        except StorageError as exc:
+            if self._wal.failed:
+                self._failed = exc
+            raise
 
     def delete(self, tag_id: int, start_us: int, end_us: int) -> int:
         """Delete the points of a tag with ``start_us <= ts < end_us``; durable on return.
@@ -230,15 +191,10 @@ class Engine(SealOps, CatalogOps, AnalyticsOps):
         rec = DeleteRecord.build(tag_id, start_us, end_us)
         with self._write_lock:
             self._check_writable()
-            try:
-                lsn = self._wal.append_many([rec.payload])
-            except StorageError as exc:
-                if self._wal.failed:
-                    self._failed = exc
-                raise
-            with self._seal_lock:  # no seal in flight: no old points can land after it
+            lsn = self._logged(lambda: self._wal.append_many([rec.payload]))
+            with self._seals.lock:  # no seal in flight: no old points can land after it
                 self._apply_delete(rec, lsn)
-                self._applied_lsn = lsn
+                self._state.applied_lsn = lsn
         return lsn
 
     def delete_tag(self, tag_id: int) -> int:
@@ -246,25 +202,51 @@ class Engine(SealOps, CatalogOps, AnalyticsOps):
         return self.delete(tag_id, -TS_LIMIT, TS_LIMIT)
 
     def _apply_delete(self, rec: DeleteRecord, lsn: int) -> None:
+        state = self._state
         for tag_id, start, end in rec.ranges():
-            t = self._tags.get(tag_id)
-            if t is None:
-                t = self._tag(tag_id)
+            t = state.tag(tag_id)
             # On replay the tombstone may already be on disk (same LSN): reuse it.
             if not any(ts.max_lsn == lsn for ts in t.tombstones):
                 tomb = self._store.append_tombstone(tag_id, start, end, lsn)
                 self._store.commit_index()
                 t.tombstones = [*t.tombstones, tomb]
-            with self._state:
+            with state.lock:
                 for buf in (*t.sealing, t.active):
-                    self._mem_points -= buf.drop_range(start, end)
+                    state.mem_points -= buf.drop_range(start, end)
                 t.version += 1
-                self._last.pop(tag_id, None)
+                state.last.forget(tag_id)
 
     def flush(self) -> None:
         """Seal every MemBuffer into blocks and write a checkpoint."""
         self.commit()
-        self._seal(force_all=True)
+        self._seals.seal(force_all=True)
+
+    def apply_retention(self, now_us: int | None = None, grace_s: float | None = None) -> int:
+        """Retire chunks whose data is older than ``config.retention_us``; returns how many."""
+        return self._retention.apply(now_us, grace_s)
+
+    # -- the tag catalog -----------------------------------------------------
+
+    def create_tag(self, name: str, **meta: Any) -> TagInfo:
+        """Name a new tag (with unit, description, value_type, duplicates, retention_us)."""
+        return self._policies.create(name, **meta)
+
+    def get_or_create_tag(self, name: str) -> int:
+        """The id of the tag named ``name``, creating it (default settings) if absent.
+
+        A creation by another thread between the lookup and the insert is not an
+        error: the name then exists and its id is returned. A bad name raises
+        InvalidInput and creates nothing.
+        """
+        return self._policies.get_or_create(name)
+
+    def update_tag(self, key: int | str, **meta: Any) -> TagInfo:
+        """Change a tag's settings (the same fields as :meth:`create_tag`)."""
+        return self._policies.update(key, **meta)
+
+    def remove_tag(self, key: int | str) -> TagInfo:
+        """Delete a tag's points and its catalog entry."""
+        return self._policies.remove(key)
 
     # -- reads -------------------------------------------------------------
 
@@ -283,30 +265,73 @@ class Engine(SealOps, CatalogOps, AnalyticsOps):
         Sorted oldest first (newest first with ``descending``; ``limit`` then keeps
         the newest). ``good_only`` drops points whose quality is not Good (>= 192).
         """
-        return run_query(self, tag_id, start_us, end_us, limit, descending, good_only)
+        return self._reads.query(tag_id, start_us, end_us, limit, descending, good_only)
 
     def last(self, tag_ids: Any) -> LastPoints:
         """The newest point of each tag that has data."""
-        return run_last(self, tag_ids)
+        return self._reads.last(tag_ids)
+
+    def aggregate(
+        self,
+        tag_id: int,
+        start_us: int,
+        end_us: int,
+        interval_us: int,
+        aggregates: Sequence[str],
+        *,
+        origin_us: int = 0,
+        good_only: bool = False,
+    ) -> Buckets:
+        """Per-bucket aggregates over ``[start_us, end_us)``; buckets aligned to origin."""
+        return analytics.aggregate(
+            self._reads, tag_id, start_us, end_us, interval_us, aggregates, origin_us, good_only
+        )
+
+    def interpolate(
+        self,
+        tag_id: int,
+        at_us: Any,
+        method: str = "previous",
+        *,
+        good_only: bool = False,
+        max_gap_us: int | None = None,
+    ) -> Interpolated:
+        """Values at given times (times, values, status); see aggregate.interpolate."""
+        return analytics.interpolate(self._reads, tag_id, at_us, method, good_only, max_gap_us)
+
+    def plot(
+        self, tag_id: int, start_us: int, end_us: int, intervals: int, *, good_only: bool = False
+    ) -> Points:
+        """At most first/last/min/max points per pixel column, for drawing long ranges."""
+        return analytics.plot(self._reads, tag_id, start_us, end_us, intervals, good_only)
 
     def stats(self) -> dict[str, Any]:
-        with self._state:
-            mem_points = self._mem_points
-            n_blocks, body_bytes = self._totals.blocks, self._totals.bytes
-            disk_points = self._totals.points
-            tags = len(self._tags)
+        """Engine counters and sizes (the keys of the server's ``stats`` op)."""
+        state = self._state
+        with state.lock:
+            live = {
+                "tags": len(state.tags),
+                "memory_points": state.mem_points,
+                "blocks": state.totals.blocks,
+                "block_points": state.totals.points,
+                "block_bytes": state.totals.bytes,
+            }
+            counters, reads = dict(state.counters), state.stats.as_dict()
         return {
-            **self._counters, **self._stats.as_dict(), "tags": tags, "memory_points": mem_points,
-            "blocks": n_blocks, "block_points": disk_points, "block_bytes": body_bytes,
-            "wal_bytes": self._wal.size_bytes, "wal_last_lsn": self._wal.last_lsn,
-            "checkpoint_lsn": self.checkpoint_lsn, "container_bytes": self._store.disk_bytes(),
+            **counters,
+            **reads,
+            **live,
+            "wal_bytes": self._wal.size_bytes,
+            "wal_last_lsn": self._wal.last_lsn,
+            "checkpoint_lsn": self.checkpoint_lsn,
+            "container_bytes": self._store.disk_bytes(),
             "failed": str(self._failed) if self._failed else "",
-            "last_seal_error": self._seal_error,
-        }  # fmt: skip
+            "last_seal_error": state.seal_error,
+        }
 
     def rebuild_index(self) -> None:
         """Recreate the SQLite index from a raw scan of every chunk's meta region."""
-        with self._seal_lock:
+        with self._seals.lock:
             self._store.commit_index()
             recovery.rebuild_index(self._store)
 
@@ -314,15 +339,16 @@ class Engine(SealOps, CatalogOps, AnalyticsOps):
 
     def close(self) -> None:
         """Seal everything, checkpoint (nothing left to replay), release the directory."""
-        with self._state:
-            if self._closed:
+        state = self._state
+        with state.lock:
+            if state.closed:
                 return
         try:
             if self._failed is None:
                 self.flush()
-                with self._state:  # everything is in blocks now: keep last() warm
-                    lastvalues.save(
-                        self._last_file, self._store.instance_id, self._tags, self._last
+                with state.lock:  # everything is in blocks now: keep last() warm
+                    state.last.save(
+                        self.path / LAST_VALUES_FILE, self._store.instance_id, state.tags
                     )
         except (StorageError, OSError, sqlite3.Error) as exc:
             # A shutdown that cannot seal or checkpoint (a full disk) still ends cleanly:
@@ -334,28 +360,12 @@ class Engine(SealOps, CatalogOps, AnalyticsOps):
                 exc,
             )
         finally:
-            with self._state:
-                self._closed = True
-                self._state.notify_all()
+            with state.lock:
+                state.closed = True
+                state.lock.notify_all()
             self._sealer.join(timeout=30)
             self.catalog.close()
             recovery.close_parts(self._parts)
-
-    # used by query.py
-    def _snapshot(self, tag_id: int) -> (
-        tuple[list[BlockEntry], np.ndarray, np.ndarray, list[Columns], list[BlockEntry], bool]
-        | None
-    ):  # fmt: skip
-        with self._state:
-            if self._closed:
-                raise EngineClosed("engine is closed")
-            t = self._tags.get(tag_id)
-            if t is None:
-                return None
-            firsts, lasts = t.block_bounds()
-            mem = [p for b in t.sealing for p in b.parts] + t.active.snapshot()
-            first = t.policy == "first"
-            return t.blocks[: firsts.shape[0]], firsts, lasts, mem, t.tombstones, first
 
 
 __all__ = ["Engine"]
