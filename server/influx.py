@@ -51,14 +51,8 @@ from xtsdb.protocol.errors import (
 from xtsdb.protocol.line_protocol import PRECISIONS
 from xtsdb.server.auth import PeerAuth, check_op
 from xtsdb.server.context import ServerContext
-from xtsdb.server.http_request import (
-    MAX_HEAD,
-    HttpError,
-    HttpRequest,
-    read_body,
-    read_head,
-    response,
-)
+from xtsdb.server.http_endpoint import HttpLimits, HttpListener, HttpReply, Router
+from xtsdb.server.http_request import HttpError, HttpRequest
 from xtsdb.server.influx_write import Queued, partial_write, prepare, refused_errors, slices
 from xtsdb.server.limits import ByteBudget
 from xtsdb.server.service import SERVER_VERSION
@@ -69,10 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("xtsdb.server")
 
 SLICE_BYTES = 4 * 1024 * 1024  # body parsed (and queued) this much at a time
-_NEED_WRITE = ("/write", "/api/v2/write", "/query")  # paths that need a write token
 _CREATE_DB = re.compile(r"^\s*create\s+database\b", re.IGNORECASE)
 _HEADERS = {"X-Influxdb-Version": f"1.8-compatible (xtsdb {SERVER_VERSION})"}
-Reply = tuple[int, dict[str, Any] | None]  # status, JSON body (None: empty)
 
 
 @dataclass
@@ -84,7 +76,7 @@ class Counters:
     tags_created: int = 0
 
 
-class InfluxEndpoint:
+class InfluxEndpoint(HttpListener):
     """The listening endpoint: :meth:`start` it, :meth:`close` it before the write queue stops."""
 
     def __init__(
@@ -100,17 +92,32 @@ class InfluxEndpoint:
     ) -> None:
         self.ctx = ctx
         self.engine = ctx.engine
-        self.budget = budget  # shared with the binary port: bodies being received or served
-        self.max_body = max_body
-        self.max_connections = max_connections
         self.idle_timeout = idle_timeout or None
         self.request_timeout = request_timeout or None
         self.max_queue_bytes = max_queue_bytes
         self.counters = Counters()
-        self.host = ""
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._conns: dict[asyncio.Task[Any], bool] = {}  # handler task -> busy with a request
+        router = Router()
+        router.add("GET HEAD", "/ping", self._ping)
+        router.add("GET HEAD", "/health", self._health)
+        # Credentials come from the head: a stranger's body is never read.
+        for path in ("/write", "/api/v2/write"):
+            router.add("POST", path, self._write, check_head=self._authorize_head)
+        router.add("GET POST", "/query", self._query, check_head=self._authorize_head)
+        limits = HttpLimits(
+            max_body=max_body,
+            max_connections=max_connections,
+            idle_timeout=self.idle_timeout,
+            request_timeout=self.request_timeout,
+            write_timeout=self.request_timeout,
+        )
+        super().__init__(
+            router,
+            limits,
+            name="InfluxDB line protocol",
+            budget=budget,  # shared with the binary port: bodies being received or served
+            error_reply=_error_reply,
+            on_answer=self._count,
+        )
         ctx.gauges.append(self.stats)  # the stats op reports this endpoint's counters too
 
     @classmethod
@@ -129,33 +136,6 @@ class InfluxEndpoint:
         )
         return await endpoint.start(config.host, config.influx_port)
 
-    async def start(self, host: str, port: int) -> InfluxEndpoint:
-        self._server = await asyncio.start_server(
-            self._handle, host, port, limit=MAX_HEAD, backlog=256
-        )
-        self.host, self.port = self._server.sockets[0].getsockname()[:2]
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        log.info("InfluxDB line protocol on http://%s:%d (/write /ping /query)", shown, self.port)
-        return self
-
-    async def close(self, timeout: float) -> None:
-        """Stop accepting; let requests in progress finish within ``timeout``; drop idle ones."""
-        if self._server is None:
-            return
-        self._server.close()
-        for task, busy in list(self._conns.items()):
-            if not busy:
-                task.cancel()
-        busy_tasks = [t for t, b in self._conns.items() if b]
-        if busy_tasks:
-            await asyncio.wait(busy_tasks, timeout=timeout)
-        for task in list(self._conns):
-            task.cancel()
-        await asyncio.gather(*self._conns, return_exceptions=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        self._server = None
-
     def stats(self) -> dict[str, Any]:
         c = self.counters
         return {
@@ -164,108 +144,25 @@ class InfluxEndpoint:
             "influx_points": c.points,
             "influx_bad_lines": c.bad_lines,
             "influx_tags_created": c.tags_created,
-            "influx_connections": len(self._conns),
+            "influx_connections": self.connections,
         }
-
-    # -- connections -----------------------------------------------------------
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._conns[task] = False
-        try:
-            if len(self._conns) > self.max_connections:
-                body = {"error": f"too many connections ({self.max_connections})"}
-                writer.write(_reply(503, body, keep_alive=False))
-                return
-            while await self._one_request(reader, writer, task):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        except TimeoutError:
-            pass  # idle, or a request that did not arrive in time: just hang up
-        except asyncio.CancelledError:
-            # close() ends idle connections this way. The task is the connection's own,
-            # top level, and asyncio's stream callback logs a cancelled one as an error.
-            pass
-        except Exception:  # a bug here must cost this connection only
-            log.exception("InfluxDB endpoint failed on a request")
-        finally:
-            self._conns.pop(task, None)
-            writer.close()
-
-    async def _one_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, task: asyncio.Task[Any]
-    ) -> bool:
-        """Serve one request; whether the connection stays open for another."""
-        try:
-            # The first byte may take idle_timeout; a head begun must arrive within
-            # frame_timeout, as a binary frame must (a trickled head is a slow loris).
-            req = await read_head(
-                reader, idle_timeout=self.idle_timeout, head_timeout=self.request_timeout
-            )
-        except HttpError as exc:
-            writer.write(_reply(exc.status, {"error": str(exc)}, keep_alive=False))
-            return False
-        if req is None:
-            return False
-        self._conns[task] = True  # from here on, close() lets it finish
-        keep = req.keep_alive
-        try:
-            try:
-                # Credentials come from the head: a stranger's body is never read.
-                self._authorize_head(req)
-                await asyncio.wait_for(
-                    read_body(req, reader, writer, self.max_body, self.budget),
-                    self.request_timeout,
-                )
-                status, body = await self._route(req)
-            except HttpError as exc:
-                status, body = exc.status, {"error": str(exc)}
-                keep = keep and not exc.close
-            except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-                raise
-            except Exception as exc:  # a bug: answer it, log it, keep serving others
-                log.exception("InfluxDB endpoint failed on %s %s", req.method, req.path)
-                status, body, keep = 500, {"error": f"internal error: {exc!r}"}, False
-            # A failed guess ends the connection, as on the binary port.
-            keep = keep and status != 401 and self._server is not None
-            self.counters.requests[status] += 1
-            writer.write(_reply(status, body, keep_alive=keep, head_only=req.method == "HEAD"))
-            await asyncio.wait_for(writer.drain(), self.request_timeout)
-        finally:
-            self._conns[task] = False
-            if self.budget is not None:
-                self.budget.give(req.reserved)
-            req.body = b""
-        return keep
 
     # -- routes ------------------------------------------------------------------
 
-    async def _route(self, req: HttpRequest) -> Reply:
-        path, method = req.path.rstrip("/") or "/", req.method
-        if path == "/ping":
-            _allow(method, "GET", "HEAD")
-            return 204, None
-        if path == "/health":
-            _allow(method, "GET", "HEAD")
-            return 200, {"name": "xtsdb", "status": "pass", "version": SERVER_VERSION}
-        if path in ("/write", "/api/v2/write"):
-            _allow(method, "POST")
-            return await self._write(req)
-        if path == "/query":
-            _allow(method, "GET", "POST")
-            return _query(req.param("q"))
-        raise HttpError(
-            404,
-            f"not found: {req.path} (this endpoint serves /write, /ping, /query and /health)",
-            close=False,
-        )
+    def _count(self, status: int) -> None:
+        self.counters.requests[status] += 1
+
+    async def _ping(self, req: HttpRequest) -> HttpReply:
+        return _reply(204, None)
+
+    async def _health(self, req: HttpRequest) -> HttpReply:
+        return _reply(200, {"name": "xtsdb", "status": "pass", "version": SERVER_VERSION})
+
+    async def _query(self, req: HttpRequest) -> HttpReply:
+        return _query(req.param("q"))
 
     def _authorize_head(self, req: HttpRequest) -> None:
         """Check the credentials of a request that needs them, before its body is read."""
-        if (req.path.rstrip("/") or "/") not in _NEED_WRITE:
-            return
         try:
             self._authorize(req, "write")
         except HttpError as exc:
@@ -294,7 +191,7 @@ class InfluxEndpoint:
 
     # -- writes ------------------------------------------------------------------
 
-    async def _write(self, req: HttpRequest) -> Reply:
+    async def _write(self, req: HttpRequest) -> HttpReply:
         precision = req.param("precision") or "ns"
         if precision not in PRECISIONS:
             raise HttpError(
@@ -333,16 +230,16 @@ class InfluxEndpoint:
                 else:
                     points += q.batch.n_points
         except XtsdbError as exc:
-            return _error_status(exc), {"error": f"{exc.name}: {exc}"}
+            return _reply(_error_status(exc), {"error": f"{exc.name}: {exc}"})
         c = self.counters
         c.lines += lines
         c.points += points
         bad_lines = len({no for no, _ in errors})
         c.bad_lines += bad_lines
         if not errors:
-            return 204, None
+            return _reply(204, None)
         errors.sort()
-        return 400, partial_write(errors, bad_lines, lines, points, refused=refused)
+        return _reply(400, partial_write(errors, bad_lines, lines, points, refused=refused))
 
     async def _room(self) -> None:
         """Wait (bounded) while the write queue is over its limit, as binary writers are paused."""
@@ -354,13 +251,6 @@ class InfluxEndpoint:
 
 
 # -- helpers -----------------------------------------------------------------------
-
-
-def _allow(method: str, *allowed: str) -> None:
-    if method not in allowed:
-        raise HttpError(
-            405, f"method {method} not allowed here; use {' or '.join(allowed)}", close=False
-        )
 
 
 def _credentials(req: HttpRequest) -> list[str]:
@@ -380,11 +270,11 @@ def _credentials(req: HttpRequest) -> list[str]:
     return [s for s in out if s]
 
 
-def _query(q: str) -> Reply:
+def _query(q: str) -> HttpReply:
     statements = [s for s in q.split(";") if s.strip()]
     if statements and all(_CREATE_DB.match(s) for s in statements):
         # There is one database; creating one is a no-op that succeeds.
-        return 200, {"results": [{"statement_id": i} for i in range(len(statements))]}
+        return _reply(200, {"results": [{"statement_id": i} for i in range(len(statements))]})
     raise HttpError(
         400,
         "this endpoint only writes (CREATE DATABASE is accepted as a no-op); "
@@ -401,8 +291,13 @@ def _error_status(exc: XtsdbError) -> int:
     return 500  # storage failures: 5xx makes Telegraf keep the batch and retry
 
 
-def _reply(
-    status: int, body: dict[str, Any] | None, *, keep_alive: bool, head_only: bool = False
-) -> bytes:
+def _reply(status: int, body: dict[str, Any] | None) -> HttpReply:
     data = b"" if body is None else json.dumps(body).encode() + b"\n"
-    return response(status, data, headers=_HEADERS, keep_alive=keep_alive, head_only=head_only)
+    return HttpReply(status, data, content_type="application/json", headers=_HEADERS)
+
+
+def _error_reply(exc: HttpError) -> HttpReply:
+    reply = _reply(exc.status, {"error": str(exc)})
+    reply.headers = {**_HEADERS, **exc.headers}
+    reply.close = exc.status == 401  # a failed guess ends the connection, as on the binary port
+    return reply
