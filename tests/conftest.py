@@ -13,6 +13,7 @@ import itertools
 import os
 import shutil
 import socket
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 from xtsdb.protocol import FrameDecoder, encode_frame, request
 from xtsdb.server.app import ServerThread
 from xtsdb.server.config import ServerConfig
+from xtsdb.server.engine.container import FORMAT_VERSION
 
 
 def require_program(program: str, package: str) -> str:
@@ -38,6 +40,15 @@ def require_program(program: str, package: str) -> str:
             pytest.fail(message + ": .ci/run must install it")
         pytest.skip(message)
     return path
+
+
+def set_format_version(data_dir: Path, version: int) -> None:
+    """Rewrite the format version ``xtsdb.meta`` records, with a valid CRC: what a
+    directory written by another version of xtsdb looks like to this one."""
+    meta = data_dir / "xtsdb.meta"
+    body, _, _ = meta.read_bytes().rpartition(b"\n")
+    body = body.replace(b'"version": %d' % FORMAT_VERSION, b'"version": %d' % version)
+    meta.write_bytes(body + b"\n" + str(zlib.crc32(body)).encode())
 
 
 SMALL_ENGINE: dict[str, Any] = {

@@ -13,17 +13,17 @@ import contextlib
 import dataclasses
 import sqlite3
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import set_format_version
 
 from xtsdb.protocol.errors import FormatVersionError
 from xtsdb.server.check import check
 from xtsdb.server.engine import Engine, EngineConfig
 from xtsdb.server.engine.config import EXTENT
-from xtsdb.server.engine.container import DIR_OFFSET, ENTRY_SIZE, FLAGS_OFFSET, FORMAT_VERSION
+from xtsdb.server.engine.container import DIR_OFFSET, ENTRY_SIZE, FLAGS_OFFSET
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `bench` is a folder of scripts, importable from the root
@@ -102,10 +102,7 @@ def test_a_version_1_directory_is_refused_with_a_clear_message(tmp_path: Path) -
     # v1 kept one-byte states and a directory CRC that checked nothing: not read as v2.
     data = tmp_path / "db"
     Engine.open(data, CFG).close()
-    meta = data / "xtsdb.meta"
-    body, _, _ = meta.read_bytes().rpartition(b"\n")
-    body = body.replace(b'"version": %d' % FORMAT_VERSION, b'"version": 1')
-    meta.write_bytes(body + b"\n" + str(zlib.crc32(body)).encode())
+    set_format_version(data, 1)
     with pytest.raises(FormatVersionError, match="version 1;"):
         Engine.open(data, CFG)
 
