@@ -77,6 +77,22 @@ class Chunk:
         return int(self.ts.shape[0])
 
     @classmethod
+    def from_rows(
+        cls,
+        keys: list[str],
+        key_index: list[int],
+        ts: list[int],
+        values: list[float],
+        qualities: list[int] | None,
+        error: tuple[int, str] | None,
+    ) -> Chunk:
+        """A chunk from the slow path's per-row lists."""
+        q = None if qualities is None else np.asarray(qualities, dtype=np.uint8)
+        kidx = np.asarray(key_index, dtype=np.uint32)
+        floats = np.asarray(values, dtype=np.float64)
+        return cls(keys, kidx, np.asarray(ts, dtype=np.int64), floats, q, error)
+
+    @classmethod
     def wide(cls, keys: list[str], parts: list[tuple[Int64Array, Float64Array]]) -> Chunk:
         """A wide chunk from each tag column's timestamps and values of its filled cells."""
         index = [np.full(ts.shape[0], j, dtype=np.uint32) for j, (ts, _v) in enumerate(parts)]
@@ -318,14 +334,7 @@ def _long_slow(lines: list[bytes], first_line: int, quality: bool) -> Chunk:
             qs.append(qv)
     except _BadLine as bad:
         error = (bad.line, str(bad))
-    return Chunk(
-        list(index),
-        np.asarray(kidx, dtype=np.uint32),
-        np.asarray(ts, dtype=np.int64),
-        np.asarray(vals, dtype=np.float64),
-        np.asarray(qs, dtype=np.uint8) if quality else None,
-        error,
-    )
+    return Chunk.from_rows(list(index), kidx, ts, vals, qs if quality else None, error)
 
 
 def parse_wide(lines: list[bytes], first_line: int, columns: tuple[str, ...]) -> Chunk:
@@ -373,14 +382,7 @@ def _wide_slow(lines: list[bytes], first_line: int, columns: tuple[str, ...]) ->
                 vals.append(v)
     except _BadLine as bad:
         error = (bad.line, str(bad))
-    return Chunk(
-        list(columns),
-        np.asarray(kidx, dtype=np.uint32),
-        np.asarray(ts, dtype=np.int64),
-        np.asarray(vals, dtype=np.float64),
-        None,
-        error,
-    )
+    return Chunk.from_rows(list(columns), kidx, ts, vals, None, error)
 
 
 Columns = list[tuple[Any, Any, Any]]  # per tag: (timestamps, values, qualities)
