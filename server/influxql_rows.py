@@ -88,6 +88,7 @@ def fill(r: Reduced, stmt: ast.Select, integral: bool = False) -> Reduced:
     if not empty.any() or stmt.fill in ("null", "none") or integral:
         return r
     v = r.values.copy()
+    v[empty] = np.nan  # count's 0 is fill(null)'s only
     if stmt.fill == "value":
         v[empty] = stmt.fill_value
     elif stmt.fill == "previous":
@@ -98,7 +99,6 @@ def fill(r: Reduced, stmt: ast.Select, integral: bool = False) -> Reduced:
         idx = np.flatnonzero(r.present)
         inner = np.flatnonzero(empty)
         inner = inner[(inner > idx[0]) & (inner < idx[-1])] if idx.shape[0] else inner[:0]
-        v[empty] = np.nan
         v[inner] = np.interp(inner, idx, r.values[idx])
         if r.integer:  # InfluxDB interpolates counts in floats and truncates
             v[inner] = np.trunc(v[inner])

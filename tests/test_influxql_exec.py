@@ -197,6 +197,18 @@ def test_group_by_time_without_lower_bound_starts_at_the_data(engine: Engine) ->
     assert rows == [[0, 2], [30, 0], [60, 1], [90, 0]]
 
 
+def test_count_fills_like_influxdb(engine: Engine) -> None:
+    q = "SELECT count(usage) FROM cpu WHERE time >= -60s AND time < 120s GROUP BY time(30s, 0s)"
+    rows = {}
+    for mode in ("null", "previous", "linear", "7"):
+        _, answer = ask(engine, f"{q} fill({mode})")
+        rows[mode] = answer["results"][0]["series"][0]["values"]
+    assert rows["null"] == [[-60, 0], [-30, 0], [0, 2], [30, 0], [60, 1], [90, 0]]
+    assert rows["previous"] == [[-60, None], [-30, None], [0, 2], [30, 2], [60, 1], [90, 1]]
+    assert rows["linear"] == [[-60, None], [-30, None], [0, 2], [30, 1], [60, 1], [90, None]]
+    assert rows["7"] == [[-60, 7], [-30, 7], [0, 2], [30, 7], [60, 1], [90, 7]]
+
+
 def test_wide_buckets_are_columnar() -> None:
     from xtsdb.server.influxql_funcs import reduce
 

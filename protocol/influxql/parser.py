@@ -214,7 +214,8 @@ class _Parser:
                 stmt.interval_ns = self.duration()
                 if self.accept_punct(","):
                     neg = self.accept_op("-")
-                    stmt.offset_ns = -self.duration() if neg else self.duration()
+                    offset = self.duration(zero=True)
+                    stmt.offset_ns = -offset if neg else offset
                 self.expect_punct(")")
             elif self.peek().kind == "regex":
                 raise unsupported("GROUP BY /regex/")
@@ -223,9 +224,9 @@ class _Parser:
             if not self.accept_punct(","):
                 return
 
-    def duration(self) -> int:
+    def duration(self, zero: bool = False) -> int:
         tok = self.next()
-        if tok.kind != "duration" or not isinstance(tok.value, int) or tok.value <= 0:
+        if not (tok.kind == "duration" and isinstance(tok.value, int) and tok.value >= 1 - zero):
             self.i -= 1
             raise self.fail("duration")
         return tok.value
