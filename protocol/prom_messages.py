@@ -11,12 +11,13 @@ Only what xtsdb reads or writes is declared. Fields a sender may add that are
 not declared (exemplars and native histograms in ``TimeSeries``, metadata in
 ``WriteRequest``) are kept by the runtime as unknown fields and ignored.
 
-``SampleBytes*`` and ``SampleColumns`` are *views* of the same bytes used by
-the columnar decoder in :mod:`.prom_remote`: ``TimeSeriesView`` reads each
-sample of a series as its raw encoded bytes (the runtime still splits the
-fields), and ``SampleColumns`` reads the concatenation of many sample
-encodings as two repeated columns, because parsing concatenated messages
-appends their repeated fields.
+``*View`` and ``SampleColumns`` are *views* of the same bytes, used by the
+columnar decoder (:mod:`.prom_remote`, :mod:`.prom_samples`):
+``TimeSeriesView`` reads each label and each sample of a series as its raw
+encoded bytes (the runtime still splits the fields; a label's bytes are the
+cache key of a series' name), and ``SampleColumns`` reads the concatenation of
+many sample encodings as two repeated columns, because parsing concatenated
+messages appends their repeated fields.
 """
 
 from __future__ import annotations
@@ -84,10 +85,11 @@ _MESSAGES: dict[str, list[_Field]] = {
     ],
     # Views for the columnar decoder (same bytes as TimeSeries / WriteRequest).
     "TimeSeriesView": [
-        ("labels", 1, _MSG, _REP, "Label"),
+        ("labels", 1, _BYTES, _REP, None),
         ("samples", 2, _BYTES, _REP, None),
     ],
     "WriteRequestView": [("timeseries", 1, _MSG, _REP, "TimeSeriesView")],
+    "WriteRequestBytes": [("timeseries", 1, _BYTES, _REP, None)],
     "SampleColumns": [("value", 1, _DOUBLE, _REP, None), ("timestamp", 2, _INT64, _REP, None)],
 }
 
@@ -138,6 +140,7 @@ ChunkedSeries: Any = _cls("ChunkedSeries")
 ChunkedReadResponse: Any = _cls("ChunkedReadResponse")
 TimeSeriesView: Any = _cls("TimeSeriesView")
 WriteRequestView: Any = _cls("WriteRequestView")
+WriteRequestBytes: Any = _cls("WriteRequestBytes")
 SampleColumns: Any = _cls("SampleColumns")
 
 # Enum numbers, named as Prometheus names them.

@@ -27,6 +27,8 @@ from . import prom_messages as pm
 from .errors import FrameTooLarge, InvalidInput
 from .messages import TS_LIMIT
 from .prom_samples import decode_samples, encode_samples
+from .prom_series import SeriesKey as SeriesKey
+from .prom_series import split_series
 
 MAX_DECOMPRESSED = 64 << 20
 """Largest decompressed body taken by default (Prometheus sends a few MB at most)."""
@@ -42,18 +44,27 @@ _SERIES_EXTRA = frozenset({3, 4})  # exemplars, native histograms: not stored, i
 
 @dataclass
 class WriteColumns:
-    """A decoded WriteRequest: per series its labels and sample count, then columns.
+    """A decoded WriteRequest: per series its label key and sample count, then columns.
+
+    A series' labels are kept as their encoded bytes (``keys``), decoded by
+    :func:`decode_labels`: Prometheus sends the same series again and again,
+    so a server caches what it derives from a key (the tag name) and decodes
+    only the labels of series it has not seen.
 
     Series ``i``'s samples are ``ts_us[starts[i]:starts[i + 1]]`` and the same
     slice of ``values`` (as sent, not sorted). Values are bit-exact, so stale
     markers (NaN ``0x7ff0000000000002``) stay what they were.
     """
 
-    labels: list[Labels]
+    keys: list[SeriesKey]
     counts: npt.NDArray[np.int64]
     ts_us: npt.NDArray[np.int64]
     values: npt.NDArray[np.float64]
     ignored: int = 0  # series with exemplars or native histograms (not stored)
+
+    @property
+    def labels(self) -> list[Labels]:
+        return [decode_labels(k) for k in self.keys]
 
     @property
     def starts(self) -> npt.NDArray[np.int64]:
@@ -147,23 +158,48 @@ def _unknown(msg: Any, allowed: frozenset[int], what: str) -> bool:
 def decode_write_request(body: bytes, limit: int = MAX_DECOMPRESSED) -> WriteColumns:
     """A snappy-compressed ``WriteRequest`` -> :class:`WriteColumns`.
 
-    Loops over series (labels), never over samples (see :mod:`.prom_samples`).
+    Splits series in bulk when they are encoded as Prometheus encodes them
+    (:mod:`.prom_series`), else loops over series; never over samples
+    (:mod:`.prom_samples`). Labels stay encoded (:attr:`WriteColumns.keys`)
+    until :func:`decode_labels`.
     Timestamps are converted from milliseconds to microseconds; one outside
     xtsdb's range refuses the request.
     """
-    req = _parse(pm.WriteRequestView, snappy_decode(body, limit), "WriteRequest")
-    _unknown(req, _WRITE_EXTRA, "WriteRequest")
-    labels: list[Labels] = []
+    data = snappy_decode(body, limit)
+    top = _parse(pm.WriteRequestBytes, data, "WriteRequest")
+    _unknown(top, _WRITE_EXTRA, "WriteRequest")
+    split = split_series(top.timeseries[:])
+    if split is not None:
+        keys, payloads = split
+        counts = np.fromiter(map(len, payloads), np.int64, len(payloads))
+        ts_ms, values = decode_samples(payloads, int(counts.sum()))
+        return WriteColumns(keys, counts, ms_to_us(ts_ms), values)
+    return _series_one_by_one(_parse(pm.WriteRequestView, data, "WriteRequest"))
+
+
+def _series_one_by_one(req: Any) -> WriteColumns:
+    """The general path: any valid encoding, exemplars and histograms counted and skipped."""
+    keys: list[SeriesKey] = []
     ignored = 0
     payloads: list[list[bytes]] = []
     for i, ts in enumerate(req.timeseries):
         if _unknown(ts, _SERIES_EXTRA, f"series {i}"):
             ignored += 1
-        labels.append([(lb.name, lb.value) for lb in ts.labels])
-        payloads.append(list(ts.samples))
+        keys.append(tuple(ts.labels))
+        payloads.append(ts.samples[:])
     counts = np.fromiter(map(len, payloads), np.int64, len(payloads))
     ts_ms, values = decode_samples(payloads, int(counts.sum()))
-    return WriteColumns(labels, counts, ms_to_us(ts_ms), values, ignored)
+    return WriteColumns(keys, counts, ms_to_us(ts_ms), values, ignored)
+
+
+def decode_labels(key: SeriesKey) -> Labels:
+    """The ``(name, value)`` labels of a series key, checked as the runtime checks strings."""
+    out = []
+    for data in key:
+        label = _parse(pm.Label, data, "Label")
+        _unknown(label, frozenset(), "a label")
+        out.append((label.name, label.value))
+    return out
 
 
 def ms_to_us(ts_ms: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -31,7 +31,9 @@ from xtsdb.protocol.errors import (
 from xtsdb.protocol.messages import TS_LIMIT
 from xtsdb.protocol.prom_remote import (
     PromQuery,
+    SeriesKey,
     SeriesSamples,
+    decode_labels,
     decode_read_request,
     decode_write_request,
     encode_read_response,
@@ -89,8 +91,35 @@ def error_response(exc: XtsdbError) -> Response:
 # -- remote write ------------------------------------------------------------------
 
 
+class SeriesNames:
+    """Tag names of series keys (encoded labels) seen before: a bounded cache.
+
+    Prometheus sends each series in every request; decoding its labels and
+    building its name once, not every 15 s, is most of the decode time saved
+    (``bench/prom_remote.py``). Only a valid key is ever cached, so a hit
+    needs no check. Thread-safe enough: a race only computes a name twice.
+    """
+
+    def __init__(self, size: int = 200_000) -> None:
+        self.size = size
+        self._names: dict[SeriesKey, str] = {}
+
+    def names(self, keys: list[SeriesKey]) -> list[str]:
+        """Every key's tag name; InvalidInput (nothing cached) if one is bad."""
+        cache = self._names
+        out = [cache.get(k, "") for k in keys]
+        new = {}
+        for i, name in enumerate(out):
+            if not name:
+                out[i] = new[keys[i]] = tag_name(decode_labels(keys[i]))
+        if len(cache) + len(new) > self.size:
+            cache.clear()  # simpler than LRU: a full cache is rebuilt by the next requests
+        cache.update(new)
+        return out
+
+
 def prepare_write(
-    engine: Engine, body: bytes
+    engine: Engine, body: bytes, names: SeriesNames | None = None
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """A WriteRequest -> ``(tag id per sample, timestamps_us, values)``, tags created.
 
@@ -98,18 +127,20 @@ def prepare_write(
     bad request creates and writes nothing.
     """
     cols = decode_write_request(body)
-    names = [tag_name(labels) for labels in cols.labels]
-    ids = np.array([engine.get_or_create_tag(n) for n in names], dtype=np.uint32)
+    tag_names = (names or SeriesNames()).names(cols.keys)
+    ids = np.array([engine.get_or_create_tag(n) for n in tag_names], dtype=np.uint32)
     return np.repeat(ids, cols.counts), cols.ts_us, cols.values
 
 
-def handle_write(engine: Engine, body: bytes, headers: Mapping[str, str]) -> Response:
+def handle_write(
+    engine: Engine, body: bytes, headers: Mapping[str, str], names: SeriesNames | None = None
+) -> Response:
     """``POST /api/v1/write``: 204 once every sample is durable (one commit)."""
     bad = media_error(headers, "x-prometheus-remote-write-version")
     if bad is not None:
         return bad
     try:
-        tag_ids, ts_us, values = prepare_write(engine, body)
+        tag_ids, ts_us, values = prepare_write(engine, body, names)
         if ts_us.size:
             engine.write(tag_ids, ts_us, values)
     except XtsdbError as exc:

@@ -166,7 +166,7 @@ def test_a_body_announcing_a_huge_size_is_refused_before_decompressing():
 def test_broken_protobuf_is_invalid_input():
     for bad in (b"\xff\xff", b"\x0a\x05\x0a\x02", b"\x0a\x04\x0a\x02\xff\xfe"):
         with pytest.raises(InvalidInput, match="protobuf"):
-            pr.decode_write_request(pr.snappy_encode(bad))
+            pr.decode_write_request(pr.snappy_encode(bad)).labels  # noqa: B018
         with pytest.raises(InvalidInput, match=r"protobuf|wrong type"):
             pr.decode_read_request(pr.snappy_encode(bad))
 

@@ -1,0 +1,76 @@
+"""Splitting the series of a WriteRequest in one parse: proved, or left to the general path."""
+
+from __future__ import annotations
+
+import pytest
+
+from xtsdb.protocol import prom_messages as pm
+from xtsdb.protocol import prom_remote as pr
+from xtsdb.protocol.errors import InvalidInput
+from xtsdb.protocol.prom_series import split_series
+
+
+def _series(labels: list[tuple[str, str]], samples: list[tuple[float, int]]) -> bytes:
+    ts = pm.TimeSeries()
+    for n, v in labels:
+        ts.labels.add(name=n, value=v)
+    for v, t in samples:
+        ts.samples.add(value=v, timestamp=t)
+    return bytes(ts.SerializeToString())
+
+
+def _body(series: list[bytes]) -> bytes:
+    return pr.snappy_encode(pm.WriteRequestBytes(timeseries=series).SerializeToString())
+
+
+def test_prometheus_encoding_is_split_in_bulk_and_matches_one_by_one():
+    series = [
+        _series([("__name__", "up"), ("job", f"j{i}")], [(float(i), 1000 + i)] * (i % 3))
+        for i in range(20)
+    ] + [_series([], [])]
+    got = split_series(series)
+    assert got is not None
+    keys, payloads = got
+    slow = pr._series_one_by_one(
+        pm.WriteRequestView.FromString(b"".join(b"\x0a" + bytes([len(s)]) + s for s in series))
+    )
+    assert keys == slow.keys
+    assert [len(p) for p in payloads] == slow.counts.tolist()
+    assert [pr.decode_labels(k) for k in keys[:2]] == [
+        [("__name__", "up"), ("job", "j0")],
+        [("__name__", "up"), ("job", "j1")],
+    ]
+
+
+def test_a_truncated_series_that_swallows_the_separator_is_not_split():
+    # Series 0 declares a 6-byte sample and has none: joined, it eats the
+    # separator; series 1 carries a fake separator so the marker counts agree.
+    sep = b"\x0a\x01\xff\x12\x01\xff"
+    series = [b"\x12\x06", _series([("__name__", "a")], [(1.0, 5)]) + sep]
+    assert pm.TimeSeriesView.FromString(b"".join([series[0], sep, series[1], sep]))
+    assert split_series(series) is None
+    with pytest.raises(InvalidInput, match="protobuf"):
+        pr.decode_write_request(_body(series))
+
+
+def test_samples_before_labels_take_the_general_path():
+    labels_first = _series([("__name__", "a")], [(2.0, 7)])
+    ts = pm.TimeSeries()
+    ts.samples.add(value=2.0, timestamp=7)
+    reordered = (
+        ts.SerializeToString()
+        + pm.TimeSeries(labels=[pm.Label(name="__name__", value="a")]).SerializeToString()
+    )
+    assert split_series([reordered]) is None
+    a, b = (
+        pr.decode_write_request(_body([reordered])),
+        pr.decode_write_request(_body([labels_first])),
+    )
+    assert a.keys == b.keys and a.values.tolist() == b.values.tolist() == [2.0]
+
+
+def test_a_sample_that_looks_like_a_marker_is_refused_by_the_general_path():
+    bad = _series([("__name__", "a")], []) + b"\x12\x01\xff"
+    assert split_series([bad]) is None
+    with pytest.raises(InvalidInput, match="series 0, sample 0"):
+        pr.decode_write_request(_body([bad]))
