@@ -110,8 +110,15 @@ async def _run(
 ) -> None:
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(config.query_threads, thread_name_prefix="xtsdb-query")
-    # The queue commits through a wrapper that times each group commit (metrics).
-    writes = WriteQueue(ops.metrics.timed(engine), max_queue_bytes=config.max_queue_bytes)
+    budget = ByteBudget(config.max_partial_bytes)  # shared by both ports
+    registry = Connections(max_connections=config.max_connections, budget=budget)
+    # The queue commits through a wrapper that times each group commit (metrics); over
+    # its byte limit it pauses reading on every binary connection.
+    writes = WriteQueue(
+        ops.metrics.timed(engine),
+        max_queue_bytes=config.max_queue_bytes,
+        on_pressure=registry.set_paused,
+    )
     auth, ssl_ctx = _security(config)
     ctx = ServerContext(
         engine,
@@ -122,6 +129,7 @@ async def _run(
         backups=Backups(engine, config.backup_dir) if config.backup_dir else None,
         auto_create_tags=config.auto_create_tags,
         observe=ops.metrics.observer(config.slow_query_ms),
+        gauges=[registry.stats],
     )
     service = Service(ctx)
     terms = memory_bound(config)
@@ -130,15 +138,12 @@ async def _run(
         sum(n for _, n in terms) >> 20,
         "; ".join(f"{what} {n >> 20} MiB" for what, n in terms),
     )
-    budget = ByteBudget(config.max_partial_bytes)  # shared by both ports
-    registry = Connections(service, max_connections=config.max_connections, budget=budget)
-    ctx.gauges.append(registry.stats)
     ops.health.server_stats = ctx.stats
-    writes.on_pressure = registry.set_paused
 
     def factory() -> Connection:
         return Connection(
             registry,
+            service,
             max_frame=config.max_frame,
             max_pending_bytes=config.max_pending_bytes,
             idle_timeout=config.idle_timeout,

@@ -30,8 +30,9 @@ from xtsdb.protocol.errors import Overloaded, ProtocolError, XtsdbError
 from xtsdb.protocol.frames import FrameDecoder
 from xtsdb.server.answer_gate import AnswerGate, close_unstarted
 from xtsdb.server.auth import PREAUTH_MAX_FRAME, PeerAuth
-from xtsdb.server.historian import Frame
+from xtsdb.server.context import Frame
 from xtsdb.server.limits import Connections
+from xtsdb.server.service import Service
 
 log = logging.getLogger("xtsdb.server")
 
@@ -50,6 +51,7 @@ class Connection(asyncio.Protocol):
     def __init__(
         self,
         registry: Connections,
+        service: Service,
         *,
         max_frame: int,
         max_pending_bytes: int,
@@ -57,7 +59,7 @@ class Connection(asyncio.Protocol):
         frame_timeout: float = 0.0,
     ) -> None:
         self.registry = registry
-        self.service = registry.service
+        self.service = service
         self.auth = PeerAuth()
         self.max_frame = max_frame
         # Until it authenticates a connection may only send small frames (hello, ping).

@@ -33,7 +33,6 @@ from xtsdb.protocol.tags import (
     TagRename,
     TagUpdate,
 )
-from xtsdb.server.context import Frame as Frame  # the connection's import of it
 from xtsdb.server.context import ServerContext
 from xtsdb.server.engine.aggregate import regular_times
 from xtsdb.server.engine.catalog import TagInfo

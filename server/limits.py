@@ -28,8 +28,7 @@ from xtsdb.server.write_queue import GROUP_MAX_BYTES
 if TYPE_CHECKING:
     from xtsdb.server.config import ServerConfig
     from xtsdb.server.connection import Connection
-    from xtsdb.server.historian import Frame
-    from xtsdb.server.service import Service
+    from xtsdb.server.context import Frame
 
 
 _MiB = 1 << 20
@@ -90,10 +89,7 @@ class ByteBudget:
 class Connections:
     """Open connections, the connection cap and the all-readers pause."""
 
-    def __init__(
-        self, service: Service, *, max_connections: int, budget: ByteBudget | None = None
-    ) -> None:
-        self.service = service
+    def __init__(self, *, max_connections: int, budget: ByteBudget | None = None) -> None:
         self.max_connections = max_connections
         self.budget = budget if budget is not None else ByteBudget(1 << 62)
         self.open: set[Connection] = set()

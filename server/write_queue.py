@@ -62,10 +62,11 @@ class WriteQueue:
         engine: BatchWriter,
         *,
         max_queue_bytes: int,
+        on_pressure: Callable[[bool], None] | None = None,
     ) -> None:
         self._engine = engine
         self._max_bytes = max_queue_bytes
-        self.on_pressure: Callable[[bool], None] | None = None
+        self.on_pressure = on_pressure
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue()
         # One thread: commits are serial by nature, and a dedicated thread means a
         # slow fsync never waits behind queries in the shared pool (or vice versa).
