@@ -28,7 +28,7 @@ class AsyncPointBatching:
 
     # The transport's, used here:
     _core: ClientCore
-    _points: PointBatches[Any]
+    _points: PointBatches[Fut]
     timeout: float | None
 
     async def _send_or_reconnect(self, req: Request) -> Sent:

@@ -32,7 +32,7 @@ class PointBatching:
 
     # The transport's, used here:
     _core: ClientCore
-    _points: PointBatches[Any]
+    _points: PointBatches[Fut]
     timeout: float | None
 
     def _send(self, req: Request) -> Sent:

@@ -15,15 +15,19 @@ import re
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from xtsdb.client import AsyncClient, Client, connect
-from xtsdb.client._core import ClientCore
+from xtsdb.client._core import ClientCore, Session, needs_replacing
 from xtsdb.client._ops import Operations, gather, query
+from xtsdb.client._points import PointBatches
 from xtsdb.client.historian import HistorianOperations
+from xtsdb.protocol.errors import InvalidInput, XtsdbConnectionError, XtsdbTimeout
 from xtsdb.server.app import ServerThread
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +111,62 @@ def test_mypy_sees_each_clients_parameters_and_result(tmp_path: Path) -> None:
     errors = {int(m) for m in re.findall(rf"{re.escape(path.name)}:(\d+): error", r.stdout)}
     marked = {i for i, line in enumerate(snippet.splitlines(), 1) if line.endswith("# E")}
     assert errors == marked, r.stdout[-5000:]
+
+
+# -- the rules both transports apply, written once (sans-I/O) -------------------------
+
+
+def test_retry_once_and_reconnect_rules() -> None:
+    core = ClientCore("xtsdb://127.0.0.1:1")
+    ping = core.simple("ping")
+    assert ping.retry_once() and not ping.retry_once()  # once: a second failure is not a blip
+    assert not core.request({"op": "backup", "id": core.next_id(), "path": "x"}).retry_once()
+    live, dead, other = Session[Any](), Session[Any](), Session[Any]()
+    dead.close()
+    assert needs_replacing(None, None, alive=False)  # never connected
+    assert not needs_replacing(live, None, alive=True)
+    assert needs_replacing(live, None, alive=False)  # its socket is closing
+    assert needs_replacing(dead, None, alive=True)  # its reader closed it
+    assert needs_replacing(live, live, alive=True)  # the caller saw this one fail
+    assert not needs_replacing(live, other, alive=True)  # another caller replaced it already
+
+
+def test_settle_plan_waits_resends_once_then_times_out() -> None:
+    points: PointBatches[Future[dict[str, Any]]] = PointBatches(10, 0.1)
+    with pytest.raises(InvalidInput):
+        PointBatches(0, 0.1)
+    core = ClientCore("xtsdb://127.0.0.1:1", retry_writes=True)
+    assert points.buffer.append(1, 5, 1.0, 192) == 1
+    [req] = points.take(core)
+    first: Future[dict[str, Any]] = Future()
+    batch = points.sent(req, first, Session())
+    steps = points.settle(batch, timeout=5.0)
+    fut, left = next(steps)
+    assert fut is first and left is not None and 0 < left <= 5.0
+    first.set_exception(XtsdbConnectionError("lost"))
+    assert next(steps) is None  # resend: retry_writes allows one
+    assert points.resending(batch) and batch.req.attempts == 1
+    again: Future[dict[str, Any]] = Future()
+    points.resent(batch, again, Session())
+    assert not points.resending(batch)  # under the resend lock: another waiter did it
+    fut, _left = next(steps)
+    assert fut is again
+    again.set_exception(XtsdbConnectionError("lost again"))
+    with pytest.raises(StopIteration):  # a second loss is not a blip: failed for good
+        next(steps)
+    assert batch.settled and points.attention
+    with pytest.raises(XtsdbConnectionError, match="lost again"):
+        points.report()
+
+    points.buffer.append(1, 6, 1.0, 192)
+    [req] = points.take(core)
+    batch = points.sent(req, Future(), Session())
+    steps = points.settle(batch, timeout=0.0)
+    next(steps)
+    with pytest.raises(StopIteration):  # no answer in time: nobody can say it is durable
+        next(steps)
+    with pytest.raises(XtsdbTimeout):
+        points.report()
 
 
 # -- gather: several plans, one round trip a step --------------------------------------
