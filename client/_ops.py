@@ -213,7 +213,11 @@ def query_df(
     a tag has no point), or ``long``, rows of tag, value and quality."""
     dataframes.pandas()  # before any request: the extra may be missing
     labels = [tags] if isinstance(tags, int | str) else list(tags)
-    results = yield from gather([query.plan(core, t, start, end) for t in labels])
+    results: list[Any] = []
+    step = core.max_in_flight  # pages in flight at once, as for a pipelined write
+    for lo in range(0, len(labels), step):
+        plans = [query.plan(core, t, start, end) for t in labels[lo : lo + step]]
+        results += yield from gather(plans)
     return dataframes.results_frame(labels, results, layout)
 
 

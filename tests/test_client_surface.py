@@ -210,3 +210,22 @@ def test_gather_runs_paged_queries_side_by_side(server: ServerThread) -> None:
             assert [len(r) for r in results] == list(sizes.values())
 
     asyncio.run(run())
+
+
+def test_query_df_of_more_tags_than_max_in_flight(server: ServerThread) -> None:
+    pytest.importorskip("pandas")
+    tags = list(range(1, 11))
+    with connect(server.url, max_in_flight=3, max_points_per_frame=50) as db:
+        for t in tags:  # 20 to 200 points: one to four pages of 50
+            db.write(t, np.arange(t * 20), np.arange(t * 20) + float(t))
+        frame = db.query_df(tags, 0, BIG)
+    assert frame.shape == (200, 10)
+    for t in tags:
+        col = frame[t].dropna()
+        assert np.array_equal(col.to_numpy(), np.arange(t * 20) + float(t))
+
+    async def run() -> None:
+        async with await AsyncClient.connect(server.url, max_in_flight=4) as adb:
+            assert (await adb.query_df(tags, 0, BIG)).equals(frame)
+
+    asyncio.run(run())
