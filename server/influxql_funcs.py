@@ -35,11 +35,11 @@ FUNCTIONS = frozenset(
     {"mean", "median", "sum", "count", "spread", "stddev", "integral", *SELECTORS}
 )
 # InfluxDB's other functions: refused as not supported (rather than "undefined")
-_OTHER = """distinct mode top bottom sample derivative non_negative_derivative difference
-non_negative_difference moving_average cumulative_sum elapsed holt_winters holt_winters_with_fit
-exponential_moving_average chande_momentum_oscillator kaufmans_efficiency_ratio
-kaufmans_adaptive_moving_average triple_exponential_derivative relative_strength_index abs acos
-asin atan atan2 ceil cos exp floor ln log log2 log10 pow round sin sqrt tan"""
+_OTHER = """distinct mode top bottom sample moving_average cumulative_sum elapsed holt_winters
+holt_winters_with_fit exponential_moving_average chande_momentum_oscillator
+kaufmans_efficiency_ratio kaufmans_adaptive_moving_average triple_exponential_derivative
+relative_strength_index abs acos asin atan atan2 ceil cos exp floor ln log log2 log10 pow round
+sin sqrt tan"""
 OTHER_FUNCTIONS = frozenset(_OTHER.split())
 
 

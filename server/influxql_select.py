@@ -11,7 +11,8 @@ aggregate row is at the range start (0 without one), or at the chosen
 point's time when the statement is one selector (``first``, ``max``, ...).
 Raw rows of several series are merged by time, a timestamp's rows in
 series-key order; ``SELECT *`` gives the fields and the tags not grouped by,
-sorted by name.
+sorted by name. ``ORDER BY time DESC`` reverses the series' order too (after
+``SLIMIT``), as InfluxDB does.
 
 Bounds: at most ``MAX_POINTS`` points read and ``MAX_VALUES`` values
 answered per statement, ``MAX_BUCKETS`` buckets per series; over them the
@@ -21,6 +22,7 @@ statement is refused with an error, before anything big is built.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,6 +40,7 @@ from xtsdb.server.influxql_rows import (
     nullable,
     split_time,
 )
+from xtsdb.server.influxql_transform import run_group, transform_call
 
 MAX_POINTS = 5_000_000
 MAX_VALUES = 2_000_000
@@ -67,7 +70,10 @@ class _Budget:
 
 def run(engine: Engine, stmt: ast.Select, now_ns: int) -> list[Series]:
     tmin, tmax, cond = split_time(stmt.condition, now_ns)
+    rate = transform_call(stmt)
     calls = [c for f in stmt.fields for c in _calls(f.expr)]
+    if rate is not None:  # the call inside it is the statement's aggregate, if any
+        calls = [rate.args[0]] if isinstance(rate.args[0], ast.Call) else []
     if calls and any(_bare_refs(f.expr) for f in stmt.fields):
         raise InvalidInput("mixing aggregate and non-aggregate queries is not supported")
     if stmt.interval_ns and not calls:
@@ -90,7 +96,13 @@ def run(engine: Engine, stmt: ast.Select, now_ns: int) -> list[Series]:
         for key in sorted(groups):
             members = groups[key]
             group_tags = dict(zip(group, key, strict=True)) if group else None
-            if calls:
+            if rate is not None:
+                buckets = partial(
+                    _aggregate, engine, m=m, members=members, tmax=tmax, budget=budget
+                )
+                points = partial(_merged, engine, members, tmin=tmin, tmax=tmax, budget=budget)
+                series = run_group(stmt, rate, m, (tmin, tmax), buckets, points)
+            elif calls:
                 series = _aggregate(engine, stmt, m, members, tmin, tmax, budget)
             else:
                 series = _raw(engine, stmt, m, members, fields, tag_keys, group, tmin, tmax, budget)
@@ -99,7 +111,7 @@ def run(engine: Engine, stmt: ast.Select, now_ns: int) -> list[Series]:
                 out.append(series)
     if stmt.soffset or stmt.slimit:
         out = out[stmt.soffset : stmt.soffset + stmt.slimit if stmt.slimit else None]
-    return out
+    return out[::-1] if stmt.descending else out  # InfluxDB: series newest-first too
 
 
 def _calls(expr: ast.Expr) -> list[ast.Call]:

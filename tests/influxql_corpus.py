@@ -128,6 +128,13 @@ def queries(t0: int) -> list[str]:
         f"SELECT mean(usage_idle) * 2 AS dbl, max(usage_idle), max(usage_user) FROM cpu "
         f"WHERE {rng}",
         f"SELECT mean(usage_idle) FROM cpu WHERE {rng} GROUP BY time(10m) ORDER BY time DESC",
+        f"SELECT max(usage_idle) FROM cpu WHERE {mid} GROUP BY time(5m), host ORDER BY time DESC",
+        f"SELECT usage_idle FROM cpu WHERE {mid} GROUP BY host ORDER BY time DESC LIMIT 2",
+        f"SELECT last(usage_idle) FROM cpu WHERE {mid} GROUP BY host ORDER BY time DESC SLIMIT 2",
+        f"SELECT difference(mean(usage_idle)) FROM cpu WHERE {mid} AND host = 'b' "
+        "GROUP BY time(5m) fill(0) ORDER BY time DESC",
+        f"SELECT derivative(mean(usage_idle), 1s) FROM cpu WHERE {mid} GROUP BY time(5m), host "
+        "ORDER BY time DESC LIMIT 3",
         f"SELECT mean(usage_idle) FROM cpu WHERE {rng} GROUP BY time(10m) LIMIT 3 OFFSET 2",
         f"SELECT mean(usage_idle) FROM cpu WHERE {rng} GROUP BY time(10m), host SLIMIT 2",
         f"SELECT count(usage_idle) FROM cpu WHERE {mid} GROUP BY time(1h, 15m)",
@@ -137,6 +144,21 @@ def queries(t0: int) -> list[str]:
         # influxd 1.6 drops a series whose first bucket has no percentile (docs/influxql.md)
         f"SELECT percentile(usage_idle, 5) FROM cpu WHERE {rng} "
         f"GROUP BY time(30m, {t0 % 1800}s), host fill(previous)",
+        f"SELECT derivative(mean(usage_idle), 1s) FROM cpu WHERE {mid} AND host = 'b' "
+        "GROUP BY time(5m)",
+        f"SELECT derivative(mean(usage_idle), 1s) FROM cpu WHERE {mid} AND host = 'b' "
+        "GROUP BY time(5m) fill(0)",
+        f"SELECT non_negative_derivative(mean(usage_idle)) FROM cpu WHERE {mid} GROUP BY time(5m)",
+        f"SELECT non_negative_difference(max(usage_idle)) AS nnd FROM cpu WHERE {mid} "
+        "GROUP BY time(7m), host fill(previous)",
+        f"SELECT difference(mean(used)) FROM mem WHERE {rng} GROUP BY time(10m) fill(linear)",
+        f"SELECT derivative(usage_idle) FROM cpu WHERE {mid} AND host = 'b'",
+        f"SELECT non_negative_derivative(usage_idle, 1m) FROM cpu WHERE {mid} GROUP BY host "
+        "LIMIT 5",
+        f"SELECT difference(used) FROM mem WHERE {rng} ORDER BY time DESC LIMIT 4",
+        f"SELECT non_negative_difference(temp) FROM sensor WHERE {mid}",
+        f"SELECT derivative(mean(usage_idle)) FROM cpu WHERE {rng}",
+        f"SELECT derivative(usage_idle) FROM cpu WHERE {rng} GROUP BY time(1m)",
         f"SELECT integral(temp) FROM sensor WHERE {rng} GROUP BY time(10m)",
         f"SELECT integral(temp, 1h) FROM sensor WHERE {mid} GROUP BY time(7m) fill(0)",
         f"SELECT integral(temp) FROM sensor WHERE {mid}",
