@@ -25,13 +25,8 @@ from xtsdb.protocol.errors import (
     InvalidInput,
 )
 from xtsdb.server.engine import wal as wal_mod
-from xtsdb.server.engine.wal import (
-    RECORD_HEADER_SIZE,
-    SEGMENT_HEADER_SIZE,
-    Wal,
-    read_checkpoint,
-    write_checkpoint,
-)
+from xtsdb.server.engine.wal import Wal, read_checkpoint, write_checkpoint
+from xtsdb.server.engine.wal_segment import RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE
 
 # Shared with the crash-test child process, so both sides agree on every record's bytes.
 PAYLOAD_SRC = """

@@ -1,27 +1,7 @@
 """Write-ahead log: numbered, self-describing records in append-only segment files.
 
-On-disk format (all integers little-endian)
--------------------------------------------
-A segment is named ``wal-{first_lsn:020d}.log``; ``first_lsn`` is the LSN of its first record
-(the name sorts in LSN order). It starts with a 38-byte header::
-
-    offset  size  field
-    0       8     magic b"XTSWAL01"
-    8       2     format version (u16, currently 1)
-    10      16    instance_id (the data directory's identity; a foreign segment is refused)
-    26      8     first_lsn (u64, must equal the number in the file name)
-    34      4     crc32 of bytes 0..34
-
-followed by records, back to back, each a 16-byte header and its payload::
-
-    offset  size  field
-    0       4     payload length (u32, at most MAX_RECORD_PAYLOAD = 1 GiB)
-    4       4     crc32 over (the 8 lsn bytes + payload)
-    8       8     lsn (u64): the first record's is first_lsn, each next one is exactly +1
-    16      n     payload
-
-The ``checkpoint`` file is 22 bytes: magic b"XTSCKP01", version u16, lsn u64, crc32 of the
-first 18 bytes. It is replaced atomically (temp file, fsync, rename, fsync of the directory).
+The bytes of a segment and of a record are in ``wal_segment.py``; the
+checkpoint file (the LSN replay starts after) in ``wal_checkpoint.py``.
 
 Durability reasoning
 --------------------
@@ -54,119 +34,54 @@ from __future__ import annotations
 
 import errno
 import os
-import re
-import struct
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from xtsdb.protocol.errors import (
     CorruptionError,
     DiskFull,
     DurabilityError,
     EngineClosed,
-    FormatVersionError,
     InvalidInput,
     StorageError,
 )
 
 from .fsync import fsync_path, make_dirs
 
-FORMAT_VERSION = 1
-MAX_RECORD_PAYLOAD = 1 << 30
-CHECKPOINT_FILE = "checkpoint"
+# The checkpoint file lives in the WAL directory; its readers import it from here.
+from .wal_checkpoint import CHECKPOINT_FILE as CHECKPOINT_FILE
+from .wal_checkpoint import read_checkpoint as read_checkpoint
+from .wal_checkpoint import write_checkpoint as write_checkpoint
+from .wal_segment import (
+    CRC,
+    FORMAT_VERSION,
+    MAX_RECORD_PAYLOAD,
+    RECORD_HEADER_SIZE,
+    SEG_HEADER,
+    SEG_MAGIC,
+    SEGMENT_HEADER_SIZE,
+    SEGMENT_NAME,
+    Segment,
+    encode_records,
+    parse_segment_header,
+    read_record,
+    write_all,
+)
 
-_SEG_MAGIC = b"XTSWAL01"
-_SEG_HEADER = struct.Struct("<8sH16sQ")
-SEGMENT_HEADER_SIZE = _SEG_HEADER.size + 4
-_REC_HEADER = struct.Struct("<IIQ")
-RECORD_HEADER_SIZE = _REC_HEADER.size
-_LSN = struct.Struct("<Q")
-_CRC = struct.Struct("<I")
-_CKP_MAGIC = b"XTSCKP01"
-_CKP = struct.Struct("<8sHQ")
-_SEGMENT_NAME = re.compile(r"^wal-(\d{20})\.log$")
-# Payloads smaller than this are copied next to their header so a batch of many small records
-# is a few large iovecs; bigger ones are handed to the kernel by reference (no Python copy).
-_COPY_BELOW = 64 * 1024
-_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16, 1024)
-
-
-@dataclass
-class _Segment:
-    first_lsn: int
-    path: Path
-    size: int
-
-
-def _record_crc(lsn: int, payload: bytes | bytearray | memoryview) -> int:
-    return zlib.crc32(payload, zlib.crc32(_LSN.pack(lsn)))
-
-
-def _datasync(fd: int) -> None:
-    # Looked up at call time so tests can monkeypatch os.fdatasync; macOS has no fdatasync.
-    getattr(os, "fdatasync", os.fsync)(fd)
-
-
-def _write_all(fd: int, bufs: Sequence[memoryview | bytes | bytearray], offset: int) -> None:
-    """Write byte buffers at ``offset``, coping with IOV_MAX and short writes."""
-    pending = [memoryview(b) for b in bufs]
-    while pending:
-        chunk = pending[:_IOV_MAX]
-        n = os.pwritev(fd, chunk, offset)
-        if n <= 0:
-            raise OSError(errno.EIO, "pwritev wrote nothing")
-        offset += n
-        while n and pending:  # drop what was written; keep the unwritten rest of a short write
-            head = pending[0]
-            if n >= head.nbytes:
-                n -= head.nbytes
-                pending.pop(0)
-            else:
-                pending[0] = head[n:]
-                n = 0
-
-
-def _parse_segment_header(data: bytes, instance_id: bytes, path: Path) -> int | None:
-    """first_lsn of a valid header; None if torn/garbage; raises if valid but not ours."""
-    if len(data) < SEGMENT_HEADER_SIZE:
-        return None
-    body, (crc,) = data[: _SEG_HEADER.size], _CRC.unpack_from(data, _SEG_HEADER.size)
-    magic, version, inst, first_lsn = _SEG_HEADER.unpack(body)
-    if magic != _SEG_MAGIC or zlib.crc32(body) != crc:
-        return None
-    if version != FORMAT_VERSION:
-        raise FormatVersionError(f"{path}: WAL format version {version}, expected {FORMAT_VERSION}")
-    if inst != instance_id:
-        raise CorruptionError(f"{path}: segment belongs to instance {inst.hex()}, not ours")
-    return int(first_lsn)
-
-
-def _read_record(f: BinaryIO, lsn: int, remaining: int) -> tuple[bytes | None, str | None]:
-    """(payload, None) for a valid record, (None, None) at a clean end, else (None, why)."""
-    header = f.read(RECORD_HEADER_SIZE)
-    if not header:
-        return None, None
-    if len(header) < RECORD_HEADER_SIZE:
-        return None, "short record header"
-    length, crc, rec_lsn = _REC_HEADER.unpack(header)
-    if length > MAX_RECORD_PAYLOAD:
-        return None, f"length {length} over the maximum"
-    if length > remaining - RECORD_HEADER_SIZE:  # checked before read() allocates `length`
-        return None, f"length {length} runs past the end of the file"
-    if rec_lsn != lsn:
-        return None, f"LSN {rec_lsn} where {lsn} was expected"
-    payload = f.read(length)
-    if len(payload) < length or _record_crc(lsn, payload) != crc:
-        return None, "CRC mismatch"
-    return payload, None
+# Called through this module's name so fault tests can make the WAL's syncs fail.
+from .wal_segment import datasync as _datasync
 
 
 class Wal:
-    """The write-ahead log of one data directory. Thread-safe; see the module docstring."""
+    """The write-ahead log of one data directory. Thread-safe; see the module docstring.
+
+    Invariants: LSNs are consecutive from the checkpoint on, across segments;
+    ``append_many`` returns only once its records are written (and, with
+    ``fsync``, synced); only the last segment may end in a torn record; after a
+    failed write or sync nothing is appended until the WAL is reopened and replayed.
+    """
 
     def __init__(
         self,
@@ -184,12 +99,12 @@ class Wal:
         self._fsync = fsync
         self._instance_id = bytes(instance_id)
         self._lock = threading.Lock()
-        self._segments: list[_Segment] = []
+        self._segments: list[Segment] = []
         for entry in os.scandir(self._dir):
-            m = _SEGMENT_NAME.match(entry.name)
+            m = SEGMENT_NAME.match(entry.name)
             if m:
                 size = entry.stat().st_size
-                self._segments.append(_Segment(int(m.group(1)), Path(entry.path), size))
+                self._segments.append(Segment(int(m.group(1)), Path(entry.path), size))
         self._segments.sort(key=lambda s: s.first_lsn)
         self._last_lsn = 0
         self._next_lsn = 1  # only moves forward: LSNs of a failed batch are never reused
@@ -240,14 +155,14 @@ class Wal:
         self._ready = True
 
     def _replay_segment(
-        self, seg: _Segment, next_first: int | None, after_lsn: int
+        self, seg: Segment, next_first: int | None, after_lsn: int
     ) -> Iterator[tuple[int, memoryview]]:
         # Records of a non-last segment end just before the next segment's first LSN, so a
         # segment wholly at or below after_lsn is not read: it only waits for recycle().
         skip = next_first is not None and next_first - 1 <= after_lsn
         with open(seg.path, "rb", buffering=1 << 16) as f:
             size = os.fstat(f.fileno()).st_size
-            first = _parse_segment_header(f.read(SEGMENT_HEADER_SIZE), self._instance_id, seg.path)
+            first = parse_segment_header(f.read(SEGMENT_HEADER_SIZE), self._instance_id, seg.path)
             if first is None:
                 if skip:
                     assert next_first is not None
@@ -257,7 +172,7 @@ class Wal:
                 # A crash right after creating the segment leaves a torn header and no records;
                 # a valid record behind a bad header means the header itself was damaged.
                 f.seek(SEGMENT_HEADER_SIZE)
-                behind = _read_record(f, seg.first_lsn, size - SEGMENT_HEADER_SIZE)[0]
+                behind = read_record(f, seg.first_lsn, size - SEGMENT_HEADER_SIZE)[0]
                 if next_first is not None or behind is not None:
                     raise CorruptionError(f"{seg.path}: segment header is damaged")
                 seg.path.unlink()
@@ -281,7 +196,7 @@ class Wal:
             self._next_lsn = first
             offset = SEGMENT_HEADER_SIZE
             while True:
-                payload, reason = _read_record(f, self._next_lsn, size - offset)
+                payload, reason = read_record(f, self._next_lsn, size - offset)
                 if payload is None:
                     break
                 lsn = self._next_lsn
@@ -324,7 +239,7 @@ class Wal:
             self._appended = True
             first_lsn = self._next_lsn
             self._next_lsn += len(views)
-            bufs, total = self._build(views, first_lsn)
+            bufs, total = encode_records(views, first_lsn)
             start: int | None = None
             synced = False
             try:
@@ -333,7 +248,7 @@ class Wal:
                 assert self._fd is not None
                 seg = self._segments[-1]
                 start = seg.size
-                _write_all(self._fd, bufs, start)
+                write_all(self._fd, bufs, start)
                 seg.size = start + total
                 self._dirty = True
                 if self._fsync:
@@ -350,26 +265,6 @@ class Wal:
                 raise self._fail(exc, "append", start) from exc
             self._last_lsn = first_lsn + len(views) - 1
             return self._last_lsn
-
-    @staticmethod
-    def _build(views: list[memoryview], lsn: int) -> tuple[list[memoryview | bytearray], int]:
-        """The batch's bytes as few iovecs; returns them and their total size."""
-        bufs: list[memoryview | bytearray] = []
-        small = bytearray()
-        total = len(views) * RECORD_HEADER_SIZE
-        for v in views:
-            total += v.nbytes
-            small += _REC_HEADER.pack(v.nbytes, _record_crc(lsn, v), lsn)
-            if v.nbytes < _COPY_BELOW:
-                small += v
-            else:
-                bufs.append(small)
-                bufs.append(v)
-                small = bytearray()
-            lsn += 1
-        if small:
-            bufs.append(small)
-        return bufs, total
 
     def _rotate(self, first_lsn: int) -> None:
         """Close the current segment durably and start ``wal-{first_lsn}``."""
@@ -389,12 +284,12 @@ class Wal:
             self._dirty = False
             os.close(self._fd)
             self._fd = None
-        body = _SEG_HEADER.pack(_SEG_MAGIC, FORMAT_VERSION, self._instance_id, first_lsn)
-        header = body + _CRC.pack(zlib.crc32(body))
+        body = SEG_HEADER.pack(SEG_MAGIC, FORMAT_VERSION, self._instance_id, first_lsn)
+        header = body + CRC.pack(zlib.crc32(body))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._fd = fd
-        self._segments.append(_Segment(first_lsn, path, 0))
-        _write_all(fd, [header], 0)
+        self._segments.append(Segment(first_lsn, path, 0))
+        write_all(fd, [header], 0)
         os.fsync(fd)  # the header and the file size, before any record relies on them
         fsync_path(self._dir)  # the file's existence
         self._segments[-1].size = SEGMENT_HEADER_SIZE
@@ -499,41 +394,3 @@ class Wal:
                 raise DurabilityError(f"WAL sync at close failed: {exc}") from exc
             finally:
                 os.close(fd)
-
-
-# -- checkpoint file --------------------------------------------------------------------------
-
-
-def read_checkpoint(directory: str | os.PathLike[str]) -> int:
-    """The checkpointed LSN, 0 if there is no checkpoint file yet."""
-    path = Path(directory) / CHECKPOINT_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return 0
-    if (
-        len(data) != _CKP.size + 4
-        or zlib.crc32(data[: _CKP.size]) != _CRC.unpack_from(data, _CKP.size)[0]
-    ):
-        raise CorruptionError(f"{path}: checkpoint file is damaged (size or CRC)")
-    magic, version, lsn = _CKP.unpack_from(data)
-    if magic != _CKP_MAGIC:
-        raise CorruptionError(f"{path}: not a checkpoint file")
-    if version != FORMAT_VERSION:
-        raise FormatVersionError(f"{path}: checkpoint version {version}")
-    return int(lsn)
-
-
-def write_checkpoint(directory: str | os.PathLike[str], lsn: int) -> None:
-    """Atomically record ``lsn``: a crash leaves either the old or the new checkpoint."""
-    dirpath = Path(directory)
-    body = _CKP.pack(_CKP_MAGIC, FORMAT_VERSION, lsn)
-    tmp = dirpath / (CHECKPOINT_FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _write_all(fd, [body + _CRC.pack(zlib.crc32(body))], 0)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, dirpath / CHECKPOINT_FILE)
-    fsync_path(dirpath)
