@@ -253,8 +253,9 @@ def test_flipped_byte_in_block_is_an_error_never_data(tmp_path: Path) -> None:
 
 
 def test_pool_and_inline_reads_agree(tmp_path: Path) -> None:
-    cfg = EngineConfig(chunk_size=1 << 20, meta_extents=2, block_points=1000,
-                       read_workers=2, parallel_min_points=1)  # fmt: skip
+    cfg = EngineConfig(
+        chunk_size=1 << 20, meta_extents=2, block_points=1000, read_workers=2, parallel_min_points=1
+    )
     with Engine.open(tmp_path / "db", cfg) as e:
         n = 20_000
         e.write(1, np.arange(n) * SEC, walk(n))
@@ -361,8 +362,14 @@ def test_delete_validation(eng: Engine) -> None:
 
 def test_retention_fills_and_rolls_storage_reusing_slots(tmp_path: Path) -> None:
     hour = 3600 * SEC
-    cfg = EngineConfig(chunk_size=64 * 1024, meta_extents=1, chunks_per_container=2,
-                       block_points=500, read_workers=0, retention_us=24 * hour)  # fmt: skip
+    cfg = EngineConfig(
+        chunk_size=64 * 1024,
+        meta_extents=1,
+        chunks_per_container=2,
+        block_points=500,
+        read_workers=0,
+        retention_us=24 * hour,
+    )
     d = tmp_path / "db"
     rng = np.random.default_rng(9)
     with Engine.open(d, cfg) as e:
@@ -393,8 +400,14 @@ def test_retention_fills_and_rolls_storage_reusing_slots(tmp_path: Path) -> None
 
 def test_retention_keeps_tombstones_that_still_mask(tmp_path: Path) -> None:
     hour = 3600 * SEC
-    cfg = EngineConfig(chunk_size=64 * 1024, meta_extents=1, chunks_per_container=4,
-                       block_points=200, read_workers=0, retention_us=10 * hour)  # fmt: skip
+    cfg = EngineConfig(
+        chunk_size=64 * 1024,
+        meta_extents=1,
+        chunks_per_container=4,
+        block_points=200,
+        read_workers=0,
+        retention_us=10 * hour,
+    )
     d = tmp_path / "db"
     rng = np.random.default_rng(1)
     with Engine.open(d, cfg) as e:
@@ -497,8 +510,14 @@ def test_stats_totals_match_the_directory_through_seal_retention_and_restart(
     tmp_path: Path,
 ) -> None:
     hour = 3600 * SEC
-    cfg = EngineConfig(chunk_size=64 * 1024, meta_extents=1, chunks_per_container=2,
-                       block_points=500, read_workers=0, retention_us=24 * hour)  # fmt: skip
+    cfg = EngineConfig(
+        chunk_size=64 * 1024,
+        meta_extents=1,
+        chunks_per_container=2,
+        block_points=500,
+        read_workers=0,
+        retention_us=24 * hour,
+    )
     rng = np.random.default_rng(4)
 
     def walked(e: Engine) -> tuple[int, int, int]:

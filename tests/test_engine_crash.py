@@ -20,8 +20,15 @@ import pytest
 from xtsdb.server.engine import Engine, EngineConfig
 
 SEC = 1_000_000
-CFG = dict(chunk_size=64 * 1024, meta_extents=1, chunks_per_container=2, block_points=200,
-           read_workers=0, wal_segment_bytes=32 * 1024, wal_checkpoint_bytes=96 * 1024)  # fmt: skip
+CFG = dict(
+    chunk_size=64 * 1024,
+    meta_extents=1,
+    chunks_per_container=2,
+    block_points=200,
+    read_workers=0,
+    wal_segment_bytes=32 * 1024,
+    wal_checkpoint_bytes=96 * 1024,
+)
 
 # Each acknowledged write_batches() call prints "ack <tag> <start> <n>"; values are a
 # function of (tag, ts) so the parent can check every recovered value exactly.
@@ -52,8 +59,10 @@ CHILD = textwrap.dedent(
 def run_and_kill(data: Path, min_acks: int, extra_delay: float) -> list[tuple[int, int, int]]:
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(data), repr(CFG)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     acks: list[tuple[int, int, int]] = []
     try:
         assert proc.stdout is not None
@@ -144,8 +153,10 @@ def test_torn_directory_entry_in_unsealed_chunk_is_cut_and_replayed(tmp_path: Pa
     cfg = dict(CFG, chunk_size=1 << 20, wal_checkpoint_bytes=1 << 30)
     proc = subprocess.Popen(
         [sys.executable, "-c", SEALER_CHILD, str(data), repr(cfg)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -189,8 +200,10 @@ def test_delete_survives_sigkill_before_checkpoint(tmp_path: Path) -> None:
     data = tmp_path / "db"
     proc = subprocess.Popen(
         [sys.executable, "-c", DELETE_CHILD, str(data), repr(CFG)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "done", proc.stderr.read() if proc.stderr else ""

@@ -38,9 +38,10 @@ class EngineConfig:
     # -- read path --
     read_workers: int = 2  # size of the process pool that decodes blocks for large queries
     # Queries touching fewer disk points decode inline. On the 2-core reference
-    # machine the pool lost to inline decoding at every size measured (10 K to 1 M
-    # points: 2-5x slower, mostly from faulting in fresh /dev/shm pages), so the
-    # default keeps all but very large reads inline; lower it on bigger machines.
+    # machine the pool lost to inline decoding at every size bench/engine.py
+    # measures (figures in the README), mostly from faulting in fresh /dev/shm
+    # pages, so the default keeps all but very large reads inline; lower it on
+    # bigger machines.
     parallel_min_points: int = 8_000_000
 
     def __post_init__(self) -> None:

@@ -40,6 +40,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 from xtsdb.protocol.errors import CorruptionError, DiskFull, StorageError
@@ -52,6 +53,8 @@ CONTAINER_MAGIC = b"XTSCONT1"
 CHUNK_MAGIC = b"XTSCHNK1"
 
 _CONTAINER = struct.Struct("<8sHHIQII16s")  # + crc u32
+CONTAINER_HEADER_SIZE = _CONTAINER.size + 4
+TMP_SUFFIX = ".tmp"  # a container file being made (renamed into place when whole)
 CHUNK_HEADER = struct.Struct("<8sHHIQ16s")  # + crc u32
 SEAL_RECORD = struct.Struct("<IQqqI")  # + crc u32
 DIR_ENTRY = struct.Struct("<IBBHqqIIQIIQQq4x")  # + crc u32 -> 80 bytes
@@ -106,6 +109,10 @@ class Geometry:
         return EXTENT + slot * self.chunk_size
 
 
+_TAIL = "first_ts last_ts count body_len body_off body_crc generation seq max_lsn mask_seq"
+_entry_tail = attrgetter(*_TAIL.split())
+
+
 @dataclass(frozen=True)
 class BlockEntry:
     """One directory entry: where a sealed block is and what it holds."""
@@ -132,11 +139,8 @@ class BlockEntry:
 
     def pack_body(self) -> bytes:
         """The entry without its own CRC (raises ``struct.error`` on out-of-range fields)."""
-        return DIR_ENTRY.pack(
-            self.tag_id, self.codec, self.flags, 0, self.first_ts, self.last_ts, self.count,
-            self.body_len, self.body_off, self.body_crc, self.generation, self.seq, self.max_lsn,
-            self.mask_seq,
-        )  # fmt: skip
+        # On disk: the fields after (chunk_id, index), with a zero pad after ``flags``.
+        return DIR_ENTRY.pack(self.tag_id, self.codec, self.flags, 0, *_entry_tail(self))
 
     def pack(self) -> bytes:
         raw = self.pack_body()
@@ -148,9 +152,8 @@ class BlockEntry:
         body = raw[: DIR_ENTRY.size]
         if U32.unpack_from(raw, DIR_ENTRY.size)[0] != crc32(body) or not any(body):
             return None
-        f = DIR_ENTRY.unpack(body)
-        return cls(chunk_id, index, f[0], f[1], f[2], f[4], f[5], f[6], f[7], f[8], f[9], f[10],
-                   f[11], f[12], f[13])  # fmt: skip
+        tag_id, codec, flags, _pad, *rest = DIR_ENTRY.unpack(body)
+        return cls(chunk_id, index, tag_id, codec, flags, *rest)
 
 
 def dir_check(raw: bytes | bytearray | memoryview, n: int) -> int:
@@ -225,9 +228,15 @@ class ContainerFile:
             os.ftruncate(fd, geometry.file_size)
             _fallocate(fd, 0, EXTENT, path)
             head = _CONTAINER.pack(
-                CONTAINER_MAGIC, FORMAT_VERSION, 0, geometry.n_chunks, geometry.chunk_size,
-                geometry.meta_extents, container_no, instance_id,
-            )  # fmt: skip
+                CONTAINER_MAGIC,
+                FORMAT_VERSION,
+                0,
+                geometry.n_chunks,
+                geometry.chunk_size,
+                geometry.meta_extents,
+                container_no,
+                instance_id,
+            )
             os.pwrite(fd, head + U32.pack(crc32(head)), 0)
             os.fsync(fd)
             os.rename(tmp, path)
@@ -242,8 +251,8 @@ class ContainerFile:
     def open(cls, path: Path, instance_id: bytes) -> ContainerFile:
         fd = os.open(path, os.O_RDWR)
         try:
-            raw = os.pread(fd, _CONTAINER.size + 4, 0)
-            if len(raw) < _CONTAINER.size + 4 or raw[:8] != CONTAINER_MAGIC:
+            raw = os.pread(fd, CONTAINER_HEADER_SIZE, 0)
+            if len(raw) < CONTAINER_HEADER_SIZE or raw[:8] != CONTAINER_MAGIC:
                 raise CorruptionError(f"{path}: not an xtsdb container (bad magic)")
             if U32.unpack_from(raw, _CONTAINER.size)[0] != crc32(raw[: _CONTAINER.size]):
                 raise CorruptionError(f"{path}: container header CRC mismatch")
@@ -385,33 +394,3 @@ def _storage_error(exc: OSError, what: str) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(f"no space left on device during {what}")
     return StorageError(f"{what} failed: {exc}")
-
-
-TMP_SUFFIX = ".tmp"
-
-
-def remove_unfinished(path: Path, geometry: Geometry) -> bool:
-    """Remove a container file whose making was cut short; True if it was removed.
-
-    That is a ``.tmp`` left by :meth:`ContainerFile.create`, or a file an older
-    version made in place and never finished: shorter than its header, or with a
-    blank header and blank chunk headers (nothing was ever stored in it). A file
-    with data behind a bad header is left for :meth:`ContainerFile.open` to refuse.
-    """
-    if not path.name.endswith(TMP_SUFFIX):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            whole = os.fstat(fd).st_size >= _CONTAINER.size + 4
-            if whole and any(os.pread(fd, EXTENT, 0)):
-                return False  # the usual case: a header (valid or not is open()'s question)
-            slots = range(geometry.n_chunks)
-            if whole and any(any(os.pread(fd, DIR_OFFSET, geometry.chunk_base(s))) for s in slots):
-                return False
-        finally:
-            os.close(fd)
-    path.unlink()
-    return True
-
-
-def container_path(directory: Path, container_no: int) -> Path:
-    return directory / f"c-{container_no:06d}.xtc"

@@ -180,9 +180,16 @@ class MetaIndex:
         with _txn(self.conn):
             self.conn.execute(
                 "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (scan.chunk_id, scan.container_no, scan.slot, scan.generation, int(scan.sealed),
-                 n_blocks, dir_crc),
-            )  # fmt: skip
+                (
+                    scan.chunk_id,
+                    scan.container_no,
+                    scan.slot,
+                    scan.generation,
+                    int(scan.sealed),
+                    n_blocks,
+                    dir_crc,
+                ),
+            )
 
     def replace_chunk(self, scan: ChunkScan) -> None:
         """Make the rows of one chunk exactly what a scan of it found."""
@@ -193,9 +200,16 @@ class MetaIndex:
             if scan.allocated and not scan.deprecated and not scan.free:
                 self.conn.execute(
                     "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (scan.chunk_id, scan.container_no, scan.slot, scan.generation,
-                     int(scan.sealed), scan.seal_n_blocks, scan.seal_dir_crc),
-                )  # fmt: skip
+                    (
+                        scan.chunk_id,
+                        scan.container_no,
+                        scan.slot,
+                        scan.generation,
+                        int(scan.sealed),
+                        scan.seal_n_blocks,
+                        scan.seal_dir_crc,
+                    ),
+                )
                 self.conn.executemany(
                     f"INSERT INTO blocks ({_BLOCK_COLS}) VALUES ({','.join('?' * 15)})",
                     [_row(e) for e in entries],

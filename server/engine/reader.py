@@ -3,7 +3,7 @@
 Large queries decode in a bounded pool of worker processes (each with its own
 file descriptors), straight into one shared-memory result buffer: a file in
 ``/dev/shm`` that the parent maps and the workers write through. Nothing big
-crosses a pipe (pickling arrays measured ~200 MB/s here), and the result
+crosses a pipe (pickling arrays is slow next to decoding them), and the result
 arrays the caller gets are views of that mapping, so decoded columns are
 never copied on their way back. The file is unlinked as soon as the workers
 are done; the memory lives as long as the arrays do.
@@ -53,9 +53,11 @@ def _read_checked(fd: int, ref: BlockRef) -> bytes:
 def _decode_into(fd: int, ref: BlockRef, out: Columns, at: int) -> None:
     end = at + ref.count
     decode_block(
-        _read_checked(fd, ref), ref.count, ref.codec, out=(out[0][at:end], out[1][at:end],
-                                                           out[2][at:end]),
-    )  # fmt: skip
+        _read_checked(fd, ref),
+        ref.count,
+        ref.codec,
+        out=(out[0][at:end], out[1][at:end], out[2][at:end]),
+    )
 
 
 def _head(out: Columns, n: int, at: int = 0) -> Columns:

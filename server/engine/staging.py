@@ -1,6 +1,7 @@
 """The single-point write path: points staged in array.array columns until a commit.
 
-One Python call per point is the whole cost budget of this path (~1 us), so a
+One Python call per point is the whole cost budget of this path (about a
+microsecond: the README's ``write_point`` row, from bench/engine.py), so a
 point is four ``array.append`` calls and nothing else. The typecodes validate
 for free: an out-of-range tag id or quality raises ``OverflowError``, a float
 timestamp ``TypeError``. A commit turns the columns into one columnar batch

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -31,26 +30,21 @@ from xtsdb.protocol.errors import StorageError
 from .container import (
     BLOCK_TOMBSTONE,
     CODEC_NONE,
-    ENTRY_SIZE,
     FLAG_DEPRECATED,
     FLAG_FREE,
     FLAG_SEALED,
-    TMP_SUFFIX,
     BlockEntry,
     ChunkScan,
     ContainerFile,
     Geometry,
-    container_path,
     crc32,
-    remove_unfinished,
 )
-from .fsync import fsync_path, make_dirs
+from .container_dir import container_path, open_containers
 from .index import MetaIndex
 from .reader import BlockRef
 from .salvage import data_end, fix_states, rescan, salvage_chunk, verified_rows
 
 log = logging.getLogger("xtsdb.engine")
-_NAME = re.compile(r"^c-(\d{6})\.xtc$")
 RESERVE_STEP = 4 * 1024 * 1024  # chunks claim disk space in steps of this as they fill
 
 
@@ -91,18 +85,9 @@ class BlockStore:
 
     def load(self, checkpoint_lsn: int, full_rebuild: bool) -> list[BlockEntry]:
         """Reconcile disk and index; return every live block entry (any order)."""
-        make_dirs(self.directory)
-        removed = False
-        for path in sorted(self.directory.iterdir()):
-            m = _NAME.match(path.name.removesuffix(TMP_SUFFIX))
-            if m and remove_unfinished(path, self.geometry):
-                self.repairs.append(f"{path.name}: unfinished container file removed")
-                removed = True
-            elif m and path.name == m.group(0):
-                cf = ContainerFile.open(path, self.instance_id)
-                self.containers[int(m.group(1))] = cf
-        if removed:
-            fsync_path(self.directory)
+        self.containers = open_containers(
+            self.directory, self.geometry, self.instance_id, self.repairs
+        )
         rows = {} if full_rebuild else self.index.chunk_rows()
         self._use_rows = not full_rebuild
         trusted: dict[int, int] = {}  # chunk id -> directory check from its seal record
@@ -218,10 +203,10 @@ class BlockStore:
             cf.sync()
             scan.sealed, scan.seal_n_blocks, scan.seal_dir_crc = True, n, dir_crc
         else:
+            end = scan.data_end
             self.active = _Active(
-                cf, scan.slot, scan.chunk_id, scan.generation, list(entries), scan.data_end,
-                scan.data_end,
-            )  # fmt: skip
+                cf, scan.slot, scan.chunk_id, scan.generation, [*entries], end, end
+            )
         self.index.replace_chunk(scan)
         return entries
 
@@ -233,9 +218,17 @@ class BlockStore:
         return self.geometry.chunk_size - self.geometry.meta_bytes
 
     def append(
-        self, tag_id: int, codec: int, flags: int, body: bytes,
-        first_ts: int, last_ts: int, count: int, max_lsn: int, mask_seq: int = 0,
-    ) -> BlockEntry:  # fmt: skip
+        self,
+        tag_id: int,
+        codec: int,
+        flags: int,
+        body: bytes,
+        first_ts: int,
+        last_ts: int,
+        count: int,
+        max_lsn: int,
+        mask_seq: int = 0,
+    ) -> BlockEntry:
         if len(body) > self.max_body:
             raise StorageError(f"block body of {len(body)} bytes exceeds a chunk's data region")
         a = self.active
@@ -246,9 +239,22 @@ class BlockStore:
         ):
             a = self._roll()
         entry = BlockEntry(
-            a.chunk_id, len(a.entries), tag_id, codec, flags, first_ts, last_ts, count,
-            len(body), a.data_end, crc32(body), a.generation, self.next_seq, max_lsn, mask_seq,
-        )  # fmt: skip
+            a.chunk_id,
+            len(a.entries),
+            tag_id,
+            codec,
+            flags,
+            first_ts,
+            last_ts,
+            count,
+            len(body),
+            a.data_end,
+            crc32(body),
+            a.generation,
+            self.next_seq,
+            max_lsn,
+            mask_seq,
+        )
         end = a.data_end + len(body)
         if end > a.reserved:
             step = min(self.geometry.chunk_size, -(-end // RESERVE_STEP) * RESERVE_STEP)
@@ -264,11 +270,16 @@ class BlockStore:
         self._track(entry)
         return entry
 
-    def append_tombstone(self, tag_id: int, start: int, end: int, lsn: int) -> BlockEntry:
-        """Record that ``[start, end)`` of a tag is deleted for every block written so far."""
-        return self.append(
-            tag_id, CODEC_NONE, BLOCK_TOMBSTONE, b"", start, end - 1, 0, lsn, self.next_seq
-        )
+    def append_tombstone(
+        self, tag_id: int, start: int, end: int, lsn: int, mask_seq: int | None = None
+    ) -> BlockEntry:
+        """Record that ``[start, end)`` of a tag is deleted for every block before ``mask_seq``.
+
+        A new delete masks every block written so far; a copy carried forward by
+        retention keeps the ``mask_seq`` of the original.
+        """
+        mask = self.next_seq if mask_seq is None else mask_seq
+        return self.append(tag_id, CODEC_NONE, BLOCK_TOMBSTONE, b"", start, end - 1, 0, lsn, mask)
 
     def retire_before(
         self, cutoff: int, keep_tombstone: Callable[[BlockEntry, set[int]], bool]
@@ -286,17 +297,7 @@ class BlockStore:
         if not victims:
             return victims, []
         carried = [
-            self.append(
-                t.tag_id,
-                CODEC_NONE,
-                BLOCK_TOMBSTONE,
-                b"",
-                t.first_ts,
-                t.last_ts,
-                0,
-                t.max_lsn,
-                t.mask_seq,
-            )
+            self.append_tombstone(t.tag_id, t.first_ts, t.last_ts + 1, t.max_lsn, t.mask_seq)
             for c in sorted(victims)
             for t in self.chunk_tombstones.get(c, [])
             if keep_tombstone(t, victims)
@@ -360,8 +361,8 @@ class BlockStore:
         cf.sync()
         # Block rows first: the index must never show a sealed chunk short of rows.
         self.commit_index()
-        scan = ChunkScan(a.chunk_id, cf.container_no, a.slot, allocated=True, sealed=True,
-                         generation=a.generation)  # fmt: skip
+        where = (a.chunk_id, cf.container_no, a.slot)
+        scan = ChunkScan(*where, allocated=True, sealed=True, generation=a.generation)
         self._index_call(self.index.put_chunk, scan, dir_crc, len(a.entries))
         self.active = None
 
@@ -395,6 +396,3 @@ class BlockStore:
     def close(self) -> None:
         for cf in self.containers.values():
             cf.close()
-
-
-__all__ = ["ENTRY_SIZE", "BlockStore"]
