@@ -27,20 +27,31 @@ How the pieces meet (see docs/storage-format.md for the bytes):
 * ``catalog``    tag names and settings in ``catalog.sqlite3``, checked row by row at open.
 * ``catalog_ops`` ``TagPolicies``: catalog changes and duplicate policies in effect.
 * ``analytics``  aggregate, interpolate and plot over the read path.
+* ``live_copy``  ``backup()``: a consistent copy of a live data directory.
+* ``verify``     checks a closed data directory byte by byte (``xtsdb-server check``).
 * ``engine``     composes them: :class:`Engine` (each part gets what it needs).
 """
 
 from .config import EngineConfig
 from .engine import Engine
+from .live_copy import BackupSource, StopCheck, backup
 from .points import GOOD_QUALITY, LastPoints, Points, ReadStats
+from .verify import CheckError, Progress, Report, check_data_dir
 from .wal_records import WriteBatch
 
 __all__ = [
     "GOOD_QUALITY",
+    "BackupSource",
+    "CheckError",
     "Engine",
     "EngineConfig",
     "LastPoints",
     "Points",
+    "Progress",
     "ReadStats",
+    "Report",
+    "StopCheck",
     "WriteBatch",
+    "backup",
+    "check_data_dir",
 ]

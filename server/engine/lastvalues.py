@@ -152,6 +152,11 @@ def load(path: Path, instance_id: bytes, tags: Mapping[int, TagState]) -> dict[i
     return out
 
 
+def usable(data: bytes, instance_id: bytes) -> bool:
+    """Whether ``data`` is a whole last-value file of this database (``check`` asks)."""
+    return _parse(data, instance_id) is not None
+
+
 def _parse(data: bytes, instance_id: bytes) -> tuple[int, list[np.ndarray]] | None:
     if len(data) < _HEAD.size + _CRC.size:
         return None
