@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from xtsdb.protocol.errors import InvalidInput
 
@@ -124,7 +125,7 @@ def aggregate(
 def interpolate(
     reads: ReadPath,
     tag_id: int,
-    at: Any,
+    at: ArrayLike,
     method: str = "previous",
     good_only: bool = False,
     max_gap: int | None = None,

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from numpy.typing import ArrayLike
+
 from xtsdb.protocol.errors import EngineClosed, StorageError, XtsdbError
 
 from . import analytics, recovery
@@ -127,7 +129,13 @@ class Engine:
 
     # -- writes ------------------------------------------------------------
 
-    def write(self, tag_id: Any, timestamps_us: Any, values: Any, qualities: Any = None) -> int:
+    def write(
+        self,
+        tag_id: ArrayLike,
+        timestamps_us: ArrayLike,
+        values: ArrayLike,
+        qualities: ArrayLike | None = None,
+    ) -> int:
         """Write a columnar batch (one tag id, or a tag id per point); durable on return."""
         return self.write_batches([WriteBatch.build(tag_id, timestamps_us, values, qualities)])
 
@@ -267,7 +275,7 @@ class Engine:
         """
         return self._reads.query(tag_id, start_us, end_us, limit, descending, good_only)
 
-    def last(self, tag_ids: Any) -> LastPoints:
+    def last(self, tag_ids: ArrayLike) -> LastPoints:
         """The newest point of each tag that has data."""
         return self._reads.last(tag_ids)
 
@@ -290,7 +298,7 @@ class Engine:
     def interpolate(
         self,
         tag_id: int,
-        at_us: Any,
+        at_us: ArrayLike,
         method: str = "previous",
         *,
         good_only: bool = False,

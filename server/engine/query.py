@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from xtsdb.protocol.errors import EngineClosed, InvalidInput, StorageError, XtsdbError
 
@@ -67,7 +68,7 @@ class ReadPath:
             self.state.stats.add(pts.stats)
         return pts
 
-    def last(self, tag_ids: Any) -> LastPoints:
+    def last(self, tag_ids: ArrayLike) -> LastPoints:
         """See :meth:`Engine.last`: cached values, others computed (and cached) here."""
         ids = np.asarray(tag_ids)
         if ids.ndim == 0:
