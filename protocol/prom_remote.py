@@ -170,9 +170,8 @@ def decode_write_request(body: bytes, limit: int = MAX_DECOMPRESSED) -> WriteCol
     _unknown(top, _WRITE_EXTRA, "WriteRequest")
     split = split_series(top.timeseries[:])
     if split is not None:
-        keys, payloads = split
-        counts = np.fromiter(map(len, payloads), np.int64, len(payloads))
-        ts_ms, values = decode_samples(payloads, int(counts.sum()))
+        keys, counts, flat = split
+        ts_ms, values = decode_samples(flat, counts)
         return WriteColumns(keys, counts, ms_to_us(ts_ms), values)
     return _series_one_by_one(_parse(pm.WriteRequestView, data, "WriteRequest"))
 
@@ -181,14 +180,16 @@ def _series_one_by_one(req: Any) -> WriteColumns:
     """The general path: any valid encoding, exemplars and histograms counted and skipped."""
     keys: list[SeriesKey] = []
     ignored = 0
-    payloads: list[list[bytes]] = []
+    flat: list[bytes] = []
+    counts = np.zeros(len(req.timeseries), np.int64)
     for i, ts in enumerate(req.timeseries):
         if _unknown(ts, _SERIES_EXTRA, f"series {i}"):
             ignored += 1
         keys.append(tuple(ts.labels))
-        payloads.append(ts.samples[:])
-    counts = np.fromiter(map(len, payloads), np.int64, len(payloads))
-    ts_ms, values = decode_samples(payloads, int(counts.sum()))
+        samples = ts.samples[:]
+        counts[i] = len(samples)
+        flat.extend(samples)
+    ts_ms, values = decode_samples(flat, counts)
     return WriteColumns(keys, counts, ms_to_us(ts_ms), values, ignored)
 
 

@@ -22,8 +22,6 @@ on its own. It is correct, only slower (``bench/prom_remote.py`` measures both).
 
 from __future__ import annotations
 
-from itertools import chain
-
 import numpy as np
 import numpy.typing as npt
 from google.protobuf.message import DecodeError
@@ -47,13 +45,13 @@ def varint_len(x: I64) -> I64:
     return n
 
 
-def decode_samples(payloads: list[list[bytes]], n: int) -> tuple[I64, F64]:
-    """``(timestamps_ms, values)`` of the encoded samples of every series, in order."""
-    flat = list(chain.from_iterable(payloads))
+def decode_samples(flat: list[bytes], counts: I64) -> tuple[I64, F64]:
+    """``(timestamps_ms, values)`` of encoded samples, ``counts[i]`` of them for series i."""
+    n = len(flat)
     if n == 0:
         return np.empty(0, np.int64), np.empty(0, np.float64)
     fast = _columns(flat, n)
-    return fast if fast is not None else _one_by_one(payloads, n)
+    return fast if fast is not None else _one_by_one(flat, counts)
 
 
 def _columns(flat: list[bytes], n: int) -> tuple[I64, F64] | None:
@@ -86,18 +84,19 @@ def _columns(flat: list[bytes], n: int) -> tuple[I64, F64] | None:
     return ts, values
 
 
-def _one_by_one(payloads: list[list[bytes]], n: int) -> tuple[I64, F64]:
+def _one_by_one(flat: list[bytes], counts: I64) -> tuple[I64, F64]:
+    n = len(flat)
     ts = np.empty(n, np.int64)
     values = np.empty(n, np.float64)
-    k = 0
-    for i, series in enumerate(payloads):
-        for j, data in enumerate(series):
-            try:
-                s = pm.Sample.FromString(data)
-            except DecodeError as exc:
-                raise InvalidInput(f"series {i}, sample {j}: not a valid Sample: {exc}") from exc
-            ts[k], values[k] = s.timestamp, s.value
-            k += 1
+    starts = np.cumsum(counts) - counts
+    for k, data in enumerate(flat):
+        try:
+            s = pm.Sample.FromString(data)
+        except DecodeError as exc:
+            i = int(np.searchsorted(starts, k, side="right")) - 1
+            where = f"series {i}, sample {k - int(starts[i])}"
+            raise InvalidInput(f"{where}: not a valid Sample: {exc}") from exc
+        ts[k], values[k] = s.timestamp, s.value
     return ts, values
 
 

@@ -45,11 +45,16 @@ def _markers(items: list[bytes], raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.i
     return out
 
 
-def split_series(series: list[bytes]) -> tuple[list[SeriesKey], list[list[bytes]]] | None:
-    """Per series its label key and its sample encodings, or None (read them one by one)."""
+def split_series(
+    series: list[bytes],
+) -> tuple[list[SeriesKey], npt.NDArray[np.int64], list[bytes]] | None:
+    """Per series its label key and sample count, and every sample's encoding; or None.
+
+    None: read the series one by one.
+    """
     n = len(series)
     if n == 0:
-        return [], []
+        return [], np.zeros(0, np.int64), []
     joined = _SEP.join(series) + _SEP
     try:
         view = pm.TimeSeriesView.FromString(joined)
@@ -65,10 +70,11 @@ def split_series(series: list[bytes]) -> tuple[list[SeriesKey], list[list[bytes]
         return None
     if not _same(joined, lraw, sraw, _ends(labels, lm), _ends(samples, sm)):
         return None
-    lb, sb = (-1, *lm.tolist()), (-1, *sm.tolist())
+    lb = (-1, *lm.tolist())
     keys = [tuple(labels[lb[j] + 1 : lb[j + 1]]) for j in range(n)]
-    payloads = [samples[sb[j] + 1 : sb[j + 1]] for j in range(n)]
-    return keys, payloads
+    counts = np.diff(sm, prepend=-1) - 1
+    flat = np.delete(np.array(samples, dtype=object), sm).tolist()
+    return keys, counts, flat
 
 
 def _ends(items: list[bytes], marks: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -89,7 +89,7 @@ def test_the_columnar_path_is_taken_for_prometheus_encoding_and_not_for_others()
         b"\x09" + struct.pack("<d", 5.0) + b"\x10\x87\x00",
     ]
     assert ps._columns(odd, 3) is None
-    ts, values = ps.decode_samples([odd], 3)
+    ts, values = ps.decode_samples(odd, np.array([3]))
     assert ts.tolist() == [5, 6, 7] and values.tolist() == [3.0, 4.0, 5.0]
 
 
@@ -102,7 +102,7 @@ def test_a_varint_running_into_the_next_sample_is_not_taken_as_aligned():
     assert list(cols.value) == [1.0] and list(cols.timestamp) == [2048, 5]
     assert ps._columns(tricky, 2) is None
     with pytest.raises(InvalidInput, match="series 0, sample 0"):
-        ps.decode_samples([tricky], 2)
+        ps.decode_samples(tricky, np.array([2]))
 
 
 @settings(max_examples=200, deadline=None)

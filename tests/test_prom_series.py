@@ -30,12 +30,17 @@ def test_prometheus_encoding_is_split_in_bulk_and_matches_one_by_one():
     ] + [_series([], [])]
     got = split_series(series)
     assert got is not None
-    keys, payloads = got
+    keys, counts, flat = got
     slow = pr._series_one_by_one(
         pm.WriteRequestView.FromString(b"".join(b"\x0a" + bytes([len(s)]) + s for s in series))
     )
     assert keys == slow.keys
-    assert [len(p) for p in payloads] == slow.counts.tolist()
+    assert counts.tolist() == slow.counts.tolist() == [i % 3 for i in range(20)] + [0]
+    assert flat == [
+        s
+        for i in range(20)
+        for s in [pm.Sample(value=i, timestamp=1000 + i).SerializeToString()] * (i % 3)
+    ]
     assert [pr.decode_labels(k) for k in keys[:2]] == [
         [("__name__", "up"), ("job", "j0")],
         [("__name__", "up"), ("job", "j1")],
