@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,12 @@ TINY = EngineConfig(
 )
 
 SEC = 1_000_000
+
+
+def retention_config(retention_us: int, **changes: int) -> EngineConfig:
+    """TINY's geometry with a retention window (and the default WAL segment size)."""
+    wal_bytes = EngineConfig().wal_segment_bytes
+    return replace(TINY, wal_segment_bytes=wal_bytes, retention_us=retention_us, **changes)
 
 
 def walk(n: int, seed: int = 1) -> np.ndarray:
@@ -362,14 +369,7 @@ def test_delete_validation(eng: Engine) -> None:
 
 def test_retention_fills_and_rolls_storage_reusing_slots(tmp_path: Path) -> None:
     hour = 3600 * SEC
-    cfg = EngineConfig(
-        chunk_size=64 * 1024,
-        meta_extents=1,
-        chunks_per_container=2,
-        block_points=500,
-        read_workers=0,
-        retention_us=24 * hour,
-    )
+    cfg = retention_config(24 * hour)
     d = tmp_path / "db"
     rng = np.random.default_rng(9)
     with Engine.open(d, cfg) as e:
@@ -400,14 +400,7 @@ def test_retention_fills_and_rolls_storage_reusing_slots(tmp_path: Path) -> None
 
 def test_retention_keeps_tombstones_that_still_mask(tmp_path: Path) -> None:
     hour = 3600 * SEC
-    cfg = EngineConfig(
-        chunk_size=64 * 1024,
-        meta_extents=1,
-        chunks_per_container=4,
-        block_points=200,
-        read_workers=0,
-        retention_us=10 * hour,
-    )
+    cfg = retention_config(10 * hour, chunks_per_container=4, block_points=200)
     d = tmp_path / "db"
     rng = np.random.default_rng(1)
     with Engine.open(d, cfg) as e:
@@ -510,14 +503,7 @@ def test_stats_totals_match_the_directory_through_seal_retention_and_restart(
     tmp_path: Path,
 ) -> None:
     hour = 3600 * SEC
-    cfg = EngineConfig(
-        chunk_size=64 * 1024,
-        meta_extents=1,
-        chunks_per_container=2,
-        block_points=500,
-        read_workers=0,
-        retention_us=24 * hour,
-    )
+    cfg = retention_config(24 * hour)
     rng = np.random.default_rng(4)
 
     def walked(e: Engine) -> tuple[int, int, int]:
