@@ -107,6 +107,9 @@ def test_fill_and_paging() -> None:
         ("SELECT v FROM m WHERE b = true", "boolean literals"),
         ("CREATE DATABASE x WITH DURATION 1d", "CREATE DATABASE with options"),
         ("SELECT v::string FROM m", "the cast ::string"),
+        ("SELECT mean(v) FROM (SELECT v FROM m)", "subqueries"),
+        ("SHOW SERIES CARDINALITY", "SHOW SERIES CARDINALITY"),
+        ("SHOW TAG VALUES EXACT CARDINALITY WITH KEY = k", "SHOW TAG VALUES CARDINALITY"),
     ],
 )
 def test_unsupported_is_refused_by_name(q: str, named: str) -> None:

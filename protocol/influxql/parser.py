@@ -162,6 +162,8 @@ class _Parser:
         return out
 
     def source(self) -> ast.Source:
+        if self.peek().value == "(" and self.peek().kind == "punct":
+            raise unsupported("subqueries")
         if self.peek().kind == "regex":
             return ast.Source(regex=self.regex())
         name = self.ident()
@@ -274,6 +276,8 @@ class _Parser:
             return self.show_tail(stmt)
         for words, what in _SHOW_KINDS:
             if self.accept(*words):
+                if self.peek().upper in ("CARDINALITY", "EXACT"):
+                    raise unsupported(f"SHOW {' '.join(words)} CARDINALITY")
                 stmt = ast.Show(what)
                 self.on_database()
                 if self.accept("FROM"):
