@@ -2,7 +2,7 @@
 # xtsdb server image.
 #
 #   docker build -t xtsdb .
-#   docker run -d --name xtsdb -p 127.0.0.1:7878:7878 -p 127.0.0.1:9787:9787 \
+#   docker run -d --name xtsdb -p 127.0.0.1:7878:7878 -p 127.0.0.1:8086:8086 \
 #     -v xtsdb-data:/var/lib/xtsdb --shm-size 1g --stop-timeout 60 xtsdb
 #
 # deploy/docker-compose.yml runs it with a named volume, a healthcheck, a stop
@@ -41,15 +41,16 @@ ENV XTSDB_DATA_DIR=/var/lib/xtsdb \
     XTSDB_HOST=0.0.0.0 \
     XTSDB_ALLOW_REMOTE=1 \
     XTSDB_PORT=7878 \
-    XTSDB_METRICS_PORT=9787 \
+    XTSDB_HTTP_PORT=8086 \
     XTSDB_BACKUP_DIR=/var/backups/xtsdb \
     PYTHONUNBUFFERED=1
 
 USER xtsdb
 WORKDIR /var/lib/xtsdb
 VOLUME /var/lib/xtsdb
-# 7878: the xtsdb protocol. 9787: /metrics, /healthz, /readyz over HTTP.
-EXPOSE 7878 9787
+# 7878: the xtsdb protocol. 8086: HTTP (InfluxDB API, Prometheus remote storage,
+# /metrics, /healthz, /readyz), InfluxDB's port, where its clients look first.
+EXPOSE 7878 8086
 
 # Recovery replays the WAL before the port opens: failures during start-period do not count.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \

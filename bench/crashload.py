@@ -129,7 +129,7 @@ def start_server(
     """The server on ``data_dir`` with :data:`SIZES` and no metrics port, its files
     ``NAME.ready`` and ``NAME.log`` in ``workdir``; not waited for."""
     args = ["--port", "0", "--data-dir", str(data_dir), *SIZES]
-    env = server_env(XTSDB_METRICS_PORT="-1")
+    env = server_env(XTSDB_HTTP_PORT="-1")
     return ServerProcess(args, workdir=workdir, name=name, env=env, wrapper=wrapper)
 
 

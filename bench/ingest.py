@@ -129,7 +129,7 @@ def bench_lp(base: str, lines: int, out: list[Row]) -> None:
         parse(body)
     parse_s = time.perf_counter() - t0
     port = free_port()
-    with server(base, "--influx-port", str(port)) as (url, _pid):
+    with server(base, "--http-port", str(port)) as (url, _pid):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         conn.request("POST", "/write?db=telegraf", bodies[0])  # first contact creates the tags
         assert conn.getresponse().read() == b""

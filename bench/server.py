@@ -39,13 +39,13 @@ from bench import data
 from bench._util import Row, check, run_parser, table, verdict
 from bench.ceiling import raw_send
 from xtsdb.client import AsyncClient, connect
-from xtsdb.protocol import encode_frame, write_request
+from xtsdb.protocol import WRITE, encode_frame
 from xtsdb.server.config import ServerConfig
 from xtsdb.server.process import SERVER, ServerProcess
 
 Stats = dict[str, Any]  # the server's counters (the stats op)
-# The HTTP /metrics endpoint (on servers that have one) binds a fixed port by default: off.
-NO_METRICS = ["--metrics-port", "-1"] if "metrics_port" in ServerConfig.__dataclass_fields__ else []
+# The HTTP port (on servers that have one) is off unless set; say so explicitly.
+NO_HTTP = ["--http-port", "-1"] if "http_port" in ServerConfig.__dataclass_fields__ else []
 REPO = Path(__file__).resolve().parent.parent
 Cols = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # one tag's (tag, ts, values, q)
 
@@ -86,7 +86,7 @@ def pct(lat: list[float], p: float) -> float:
 def server(base: str, *flags: str, ceiling: bool = False) -> Iterator[tuple[str, int]]:
     """A fresh xtsdb (or ceiling) server process on a free port; yields (URL, pid)."""
     with tempfile.TemporaryDirectory(prefix="server-", dir=base) as d:
-        args = ["--port", "0", "--data-dir", f"{d}/data", "--log-level", "WARNING", *NO_METRICS]
+        args = ["--port", "0", "--data-dir", f"{d}/data", "--log-level", "WARNING", *NO_HTTP]
         args, command = [*args, *flags], SERVER
         if ceiling:
             args, command = [f"{d}/log"], (sys.executable, "-m", "bench.ceiling")
@@ -171,7 +171,7 @@ def bench_ingest(base: str, sz: Sizes, rows: list[Row]) -> None:
     ts = data.timestamps(sz.points)
     q = np.full(sz.points, data.QUALITY_GOOD, np.uint8)
     cols: list[Cols] = [(t, ts, data.tag_values(t, sz.points), q) for t in range(sz.tags)]
-    frames = [encode_frame(write_request(i + 1, *c)) for i, c in enumerate(cols)]
+    frames = [encode_frame(WRITE.build(i + 1, *c)) for i, c in enumerate(cols)]
     n, w = sz.tags * sz.points, sz.window
     sdk, half, unsealed, raw, ceil = Runs(), Runs(), Runs(), Runs(), Runs()
     no_seal = ("--block-points", str(2 * sz.points))  # no tag fills a block during the run

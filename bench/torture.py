@@ -140,7 +140,7 @@ class Server(ServerProcess):
         self, data_dir: Path, log: Path, extra: list[str], sizes: list[str] = TINY
     ) -> None:
         args = ["--port", "0", "--data-dir", str(data_dir), *sizes, *extra]
-        env = server_env(XTSDB_METRICS_PORT="-1")
+        env = server_env(XTSDB_HTTP_PORT="-1")
         super().__init__(args, workdir=data_dir.parent, name="torture", log_file=log, env=env)
         try:
             self.wait_ready(START_TIMEOUT)

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -28,8 +29,8 @@ from xtsdb.server.config import ServerConfig, is_loopback
 from xtsdb.server.connection import Connection
 from xtsdb.server.context import ServerContext
 from xtsdb.server.engine import Engine
-from xtsdb.server.http_endpoint import Health, OpsEndpoint
-from xtsdb.server.influx import InfluxEndpoint
+from xtsdb.server.http_api import HttpApi
+from xtsdb.server.http_ops import Health
 from xtsdb.server.limits import ByteBudget, Connections, memory_bound
 from xtsdb.server.metrics import Metrics
 from xtsdb.server.service import Service
@@ -51,37 +52,53 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+@dataclass
+class _Front:
+    """What exists before the engine opens: the HTTP port answers probes during recovery."""
+
+    metrics: Metrics
+    health: Health
+    auth: Authenticator | None
+    ssl_ctx: ssl.SSLContext | None
+    budget: ByteBudget  # bodies being received, both ports together
+    http: HttpApi | None
+
+
 async def serve(
     config: ServerConfig,
     shutdown: asyncio.Event,
     on_ready: ReadyCallback | None = None,
-    on_metrics: ReadyCallback | None = None,
-    on_influx: ReadyCallback | None = None,
+    on_http: ReadyCallback | None = None,
 ) -> None:
     """Run a server until ``shutdown`` is set; ``on_ready(host, port)`` once it listens.
 
-    The metrics and probe endpoint listens first, before recovery, so that
-    ``/readyz`` answers 503 while the WAL replays; ``on_metrics(host, port)``
-    once it listens (``metrics_port`` -1: no endpoint); ``on_influx(host, port)``
-    likewise for the InfluxDB line protocol endpoint (``influx_port``).
+    The HTTP port (``http_port``; -1: none) listens first, before recovery, so
+    that ``/readyz`` answers 503 while the WAL replays; ``on_http(host, port)``
+    once it listens. Its data routes answer 503 until the engine is open.
     """
-    ops = OpsEndpoint(Metrics(Path(config.data_dir).absolute()), Health())
-    if config.metrics_port >= 0:
-        await ops.start(config.host, config.metrics_port)
-        if on_metrics is not None:
-            on_metrics(ops.host, ops.port)
+    auth, ssl_ctx = _security(config)
+    metrics, health = Metrics(Path(config.data_dir).absolute()), Health()
+    budget = ByteBudget(config.max_partial_bytes)
+    http: HttpApi | None = None
+    if config.http_port >= 0:
+        http = HttpApi.from_config(config, metrics, health, auth, budget)
+        await http.start(config.host, config.http_port)
+        if on_http is not None:
+            on_http(http.host, http.port)
     try:
-        await _serve(config, shutdown, on_ready, ops, on_influx)
+        await _serve(
+            config, shutdown, on_ready, _Front(metrics, health, auth, ssl_ctx, budget, http)
+        )
     finally:
-        await ops.close()
+        if http is not None:
+            await http.close()
 
 
 async def _serve(
     config: ServerConfig,
     shutdown: asyncio.Event,
     on_ready: ReadyCallback | None,
-    ops: OpsEndpoint,
-    on_influx: ReadyCallback | None = None,
+    front: _Front,
 ) -> None:
     loop = asyncio.get_running_loop()
     data_dir = Path(config.data_dir).absolute()
@@ -90,11 +107,14 @@ async def _serve(
     # Opening runs recovery (WAL replay), which may take seconds: not on the loop.
     engine = await loop.run_in_executor(None, Engine.open, data_dir, config.engine_config())
     log.info("engine ready in %.2f s", time.monotonic() - started)
-    ops.health.engine = engine
-    ops.metrics.attach(engine)
+    front.health.engine = engine
+    front.metrics.attach(engine)
     try:
-        await _run(engine, config, data_dir, shutdown, on_ready, ops, on_influx)
+        await _run(engine, config, data_dir, shutdown, on_ready, front)
     finally:
+        # The HTTP port outlives the engine: probes and scrapes must not reach a closed one.
+        front.health.engine = None
+        front.metrics.detach()
         await loop.run_in_executor(None, engine.close)
         log.info("xtsdb stopped: engine closed (sealed and checkpointed)")
 
@@ -105,31 +125,29 @@ async def _run(
     data_dir: Path,
     shutdown: asyncio.Event,
     on_ready: ReadyCallback | None,
-    ops: OpsEndpoint,
-    on_influx: ReadyCallback | None = None,
+    front: _Front,
 ) -> None:
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(config.query_threads, thread_name_prefix="xtsdb-query")
-    budget = ByteBudget(config.max_partial_bytes)  # shared by both ports
-    registry = Connections(max_connections=config.max_connections, budget=budget)
+    registry = Connections(max_connections=config.max_connections, budget=front.budget)
     # The queue commits through a wrapper that times each group commit (metrics); over
     # its byte limit it pauses reading on every binary connection.
     writes = WriteQueue(
-        ops.metrics.timed(engine),
+        front.metrics.timed(engine),
         max_queue_bytes=config.max_queue_bytes,
         on_pressure=registry.set_paused,
     )
-    auth, ssl_ctx = _security(config)
+    http = front.http
     ctx = ServerContext(
         engine,
         writes,
         pool,
         config.max_frame,
-        auth=auth,
+        auth=front.auth,
         backups=Backups(engine, config.backup_dir) if config.backup_dir else None,
         auto_create_tags=config.auto_create_tags,
-        observe=ops.metrics.observer(config.slow_query_ms),
-        gauges=[registry.stats],
+        observe=front.metrics.observer(config.slow_query_ms),
+        gauges=[registry.stats] if http is None else [registry.stats, http.stats],
     )
     service = Service(ctx)
     terms = memory_bound(config)
@@ -138,7 +156,7 @@ async def _run(
         sum(n for _, n in terms) >> 20,
         "; ".join(f"{what} {n >> 20} MiB" for what, n in terms),
     )
-    ops.health.server_stats = ctx.stats
+    front.health.server_stats = ctx.stats
 
     def factory() -> Connection:
         return Connection(
@@ -150,6 +168,7 @@ async def _run(
             frame_timeout=config.frame_timeout,
         )
 
+    ssl_ctx = front.ssl_ctx
     try:
         listener = await loop.create_server(
             factory,
@@ -164,12 +183,7 @@ async def _run(
         pool.shutdown(wait=False)
         raise
     flush_task = loop.create_task(writes.run(), name="xtsdb-flush")
-    influx: InfluxEndpoint | None = None
     try:
-        if config.influx_port >= 0:
-            influx = await InfluxEndpoint.from_config(ctx, config, budget)
-            if on_influx is not None:
-                on_influx(influx.host, influx.port)
         host, port = listener.sockets[0].getsockname()[:2]
         if config.ready_file is not None:
             _write_ready_file(config.ready_file, host, port)
@@ -180,7 +194,9 @@ async def _run(
             data_dir,
             config.durability,
         )
-        ops.health.phase = "ready"
+        if http is not None:
+            http.attach(ctx)
+        front.health.phase = "ready"
         if on_ready is not None:
             on_ready(host, port)
         stop_wait = loop.create_task(shutdown.wait())
@@ -189,9 +205,11 @@ async def _run(
             stop_wait.cancel()
             log.error("the flush task ended unexpectedly; stopping")
     finally:
-        ops.health.phase = "stopping"
-        if influx is not None:  # its requests in progress commit before the queue stops
-            await influx.close(config.shutdown_timeout)
+        front.health.phase = "stopping"
+        if http is not None:  # its requests in progress commit before the queue stops
+            late = await http.drain(config.shutdown_timeout)
+            if late:
+                log.warning("%d HTTP requests still running at shutdown", late)
         await _stop(config, registry, ctx, writes, flush_task, listener)
         pool.shutdown(wait=False, cancel_futures=True)
         await loop.run_in_executor(None, pool.shutdown, True)
@@ -301,8 +319,7 @@ class ServerThread:
         self.start_timeout = start_timeout
         self.host = ""
         self.port = 0
-        self.metrics_port = 0  # of the /metrics endpoint, once started (config.metrics_port >= 0)
-        self.influx_port = 0  # of the InfluxDB /write endpoint (config.influx_port >= 0)
+        self.http_port = 0  # of the HTTP API, once started (config.http_port >= 0)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -362,17 +379,14 @@ class ServerThread:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._shutdown = asyncio.Event()
-        await serve(self.config, self._shutdown, self._on_ready, self._on_metrics, self._on_influx)
+        await serve(self.config, self._shutdown, self._on_ready, self._on_http)
 
     def _on_ready(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self._ready.set()
 
-    def _on_metrics(self, host: str, port: int) -> None:
-        self.metrics_port = port
-
-    def _on_influx(self, host: str, port: int) -> None:
-        self.influx_port = port
+    def _on_http(self, host: str, port: int) -> None:
+        self.http_port = port
 
     def __enter__(self) -> ServerThread:
         return self.start()

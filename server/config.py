@@ -73,6 +73,14 @@ def _byte_count(default: int, doc: str) -> Any:
     return field(default=default, metadata=_meta(doc, size=True, lo=1))
 
 
+REMOVED_SETTINGS = {
+    name: f"{name} was removed: one HTTP port serves everything HTTP now; set http_port "
+    "(--http-port, XTSDB_HTTP_PORT) instead"
+    for name in ("influx_port", "metrics_port")
+}
+"""Settings that no longer exist, refused from every source with what replaces them."""
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything the server needs to start; a field with ``repr=False`` is a secret."""
@@ -172,23 +180,14 @@ class ServerConfig:
         metadata=_meta("log a WARNING for every request slower than this (0: never)", lo=0),
     )
     # Off by default so two servers on one host (tests, benchmarks, a second
-    # instance) never collide on a fixed port; the Docker image turns it on (9787).
-    metrics_port: int = field(
+    # instance) never collide on a fixed port; the Docker image turns it on (8086,
+    # InfluxDB's port, so InfluxDB clients and Telegraf find it where they expect it).
+    http_port: int = field(
         default=-1,
         metadata=_meta(
-            "HTTP port on --host for /metrics (Prometheus), /healthz and /readyz, e.g. 9787; "
-            "0: any free port, -1: no endpoint",
-            lo=-1,
-            hi=65535,
-        ),
-    )
-    # Off by default for the same reason; 8086 is InfluxDB's port (docs/ingest.md).
-    influx_port: int = field(
-        default=-1,
-        metadata=_meta(
-            "HTTP port on --host for InfluxDB line protocol writes (/write, /ping, /query; "
-            "Telegraf's outputs.influxdb), e.g. 8086; 0: any free port, -1: off. Unknown "
-            "series become new tags",
+            "HTTP port on --host for everything HTTP: the InfluxDB API (/write, /query, "
+            "/ping), Prometheus remote write and read (/api/v1/write, /api/v1/read), "
+            "/metrics, /healthz and /readyz, e.g. 8086; 0: any free port, -1: off",
             lo=-1,
             hi=65535,
         ),
@@ -313,7 +312,8 @@ class ServerConfig:
         ``environ`` defaults to an empty mapping, not ``os.environ``, so a
         caller (``main``) decides explicitly which environment applies.
         """
-        values = load_values(cls, argv or (), environ if environ is not None else {})
+        environ = environ if environ is not None else {}
+        values = load_values(cls, argv or (), environ, removed=REMOVED_SETTINGS)
         try:
             return cls(**values)
         except TypeError as exc:  # pragma: no cover - every field has a default

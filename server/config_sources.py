@@ -44,13 +44,24 @@ def format_size(n: int) -> str:
     return str(n)
 
 
-def load_values(cls: type[Any], argv: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any]:
-    """The fields of dataclass ``cls`` that are set: TOML file < environment < flags."""
+def load_values(
+    cls: type[Any],
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    removed: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` that are set: TOML file < environment < flags.
+
+    ``removed``: settings that no longer exist -> the message that says what
+    replaces them; set from any source, they are refused with that message
+    (rather than argparse's or TOML's generic "unknown" error).
+    """
+    _refuse_removed(argv, environ, removed or {})
     args = vars(build_parser(cls).parse_args(list(argv)))
     values: dict[str, Any] = {}
     config_path = args.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG")
     if config_path:
-        values.update(_from_toml(cls, Path(config_path)))
+        values.update(_from_toml(cls, Path(config_path), removed or {}))
     for f in fields(cls):
         env_name = ENV_PREFIX + f.name.upper()
         if env_name in environ:
@@ -59,6 +70,17 @@ def load_values(cls: type[Any], argv: Sequence[str], environ: Mapping[str, str])
         # argparse already converted it; repeated list flags arrive as a list
         values[name] = _split_list(raw) if isinstance(raw, list) else raw
     return values
+
+
+def _refuse_removed(
+    argv: Sequence[str], environ: Mapping[str, str], removed: Mapping[str, str]
+) -> None:
+    for name, why in removed.items():
+        flag = "--" + name.replace("_", "-")
+        if any(a == flag or a.startswith(flag + "=") for a in argv):
+            raise ConfigError(f"flag {flag}: {why}")
+        if ENV_PREFIX + name.upper() in environ:
+            raise ConfigError(f"environment variable {ENV_PREFIX}{name.upper()}: {why}")
 
 
 def _kind(f: Field[Any]) -> str:
@@ -120,7 +142,7 @@ def _split_list(raw: Any) -> tuple[str, ...]:
     return tuple(part.strip() for item in items for part in item.split(",") if part.strip())
 
 
-def _from_toml(cls: type[Any], path: Path) -> dict[str, Any]:
+def _from_toml(cls: type[Any], path: Path, removed: Mapping[str, str]) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             doc = tomllib.load(fh)
@@ -128,6 +150,8 @@ def _from_toml(cls: type[Any], path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for name in sorted(set(doc) & set(removed)):
+        raise ConfigError(f"config file {path}: key {name}: {removed[name]}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(doc) - set(known))
     if unknown:

@@ -1,4 +1,4 @@
-"""The server's HTTP plumbing, and the operations endpoint built on it.
+"""The server's HTTP plumbing: a listener, a router, limits and replies.
 
 :class:`HttpListener` serves HTTP/1.1 on the server's own event loop: it
 accepts connections (up to a cap), reads each request with
@@ -10,24 +10,8 @@ body is read), writes the :class:`HttpReply`, and on :meth:`~HttpListener.close`
 lets requests in progress finish within a timeout. An endpoint is a router
 with its routes; each endpoint says how its errors look (``error_reply``).
 
-The operations endpoint (:class:`OpsEndpoint`) runs on the server's loop
-rather than in prometheus_client's thread server, so it shares the server's
-lifecycle: it listens before recovery starts (``/readyz`` can say "not yet"
-while the WAL replays, where a closed port would only say "no") and it stops
-with the server.
-
-- ``GET /healthz``: 200 while the process runs and its event loop answers.
-- ``GET /readyz``: 200 once recovery has finished and writes are accepted;
-  503 while starting, while stopping, and when the engine refuses writes
-  after a storage failure.
-- ``GET /metrics``: the Prometheus text format (:mod:`xtsdb.server.metrics`).
-
-``HEAD`` works too. One request per connection (``Connection: close``):
-scrapers and probes open a connection per request anyway. A request must
-start within 5 s and its head (at most :data:`~xtsdb.server.http_request.MAX_HEAD`
-bytes) arrive within 5 s more, so a slow or hostile client holds one socket
-for that long at most. There is no authentication: the endpoint exposes
-figures, never data; bind it where only the scraper and the orchestrator reach it.
+The server's one HTTP port (:mod:`xtsdb.server.http_api`) is an
+:class:`HttpListener` with every route on one router.
 """
 
 from __future__ import annotations
@@ -39,12 +23,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from prometheus_client import CONTENT_TYPE_LATEST
-
 from xtsdb.server.http_request import MAX_HEAD, HttpError, HttpRequest, read_body, read_head
 from xtsdb.server.http_request import response as encode_response
 from xtsdb.server.limits import ByteBudget
-from xtsdb.server.metrics import Metrics, StatsSource
 
 log = logging.getLogger("xtsdb.server")
 
@@ -286,64 +267,3 @@ class HttpListener:
             keep_alive=keep_alive,
             head_only=head_only,
         )
-
-
-# -- the operations endpoint ----------------------------------------------------------
-
-OPS_LIMITS = HttpLimits(
-    max_body=MAX_HEAD,  # nothing here reads a body; a probe has none
-    idle_timeout=5.0,
-    request_timeout=5.0,
-    write_timeout=10.0,
-    keep_alive=False,
-    backlog=64,
-)
-
-
-class Health:
-    """What the probes report; the server moves ``phase`` along as it starts and stops."""
-
-    def __init__(self) -> None:
-        self.phase = "starting"  # -> "ready" -> "stopping"
-        self.engine: StatsSource | None = None  # set once recovery has finished
-        self.server_stats: Callable[[], Mapping[str, Any]] | None = None  # loop-owned gauges
-
-
-class OpsEndpoint(HttpListener):
-    """``/metrics``, ``/healthz`` and ``/readyz``; :meth:`start` it, :meth:`close` it."""
-
-    def __init__(self, metrics: Metrics, health: Health) -> None:
-        self.metrics = metrics
-        self.health = health
-        router = Router()
-        router.add("GET HEAD", "/metrics", self._metrics)
-        router.add("GET HEAD", "/healthz", self._healthz)
-        router.add("GET HEAD", "/readyz", self._readyz)
-        super().__init__(router, OPS_LIMITS, name="metrics and probes")
-
-    async def _healthz(self, req: HttpRequest) -> HttpReply:
-        return HttpReply(200, b"ok\n")
-
-    async def _readyz(self, req: HttpRequest) -> HttpReply:
-        ready, why = await self._ready()
-        return HttpReply(200 if ready else 503, f"{why}\n".encode())
-
-    async def _ready(self) -> tuple[bool, str]:
-        health = self.health
-        if health.phase != "ready":
-            return False, f"not ready: {health.phase}"
-        engine = health.engine
-        if engine is not None:
-            stats = await asyncio.get_running_loop().run_in_executor(None, engine.stats)
-            if stats.get("failed"):
-                return False, f"not ready: the engine refuses writes: {stats['failed']}"
-        return True, "ready"
-
-    async def _metrics(self, req: HttpRequest) -> HttpReply:
-        # Loop-owned figures are read here, on the loop; the engine's in the thread.
-        stats_fn = self.health.server_stats
-        server = dict(stats_fn()) if stats_fn is not None else None
-        ready = self.health.phase == "ready"
-        loop = asyncio.get_running_loop()
-        text = await loop.run_in_executor(None, self.metrics.render, server, ready)
-        return HttpReply(200, text, content_type=CONTENT_TYPE_LATEST)

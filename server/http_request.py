@@ -80,6 +80,7 @@ class HttpRequest:
     keep_alive: bool = True
     form: dict[str, str] = field(default_factory=dict)  # an urlencoded body, parsed
     reserved: int = 0  # bytes charged to a ByteBudget for the body
+    role: str | None = None  # the token's role once a route's check authenticated it
 
     def param(self, name: str, default: str = "") -> str:
         """A parameter from the query string, else from an urlencoded form body."""

@@ -1,4 +1,4 @@
-"""An InfluxDB 1.x-compatible HTTP endpoint, so Telegraf and Influx clients write unchanged.
+"""The InfluxDB 1.x API of the HTTP port, so Telegraf, Grafana and Influx clients work unchanged.
 
 - ``POST /write?db=..&precision=..`` (and InfluxDB 2's ``POST /api/v2/write``):
   a body of line protocol (:mod:`xtsdb.protocol.line_protocol`), plain or gzip,
@@ -13,144 +13,76 @@
   drops a batch answered 4xx rather than retrying it, which is right: the
   good part is stored). ``db``, ``rp``, ``bucket`` and ``org`` are accepted and
   ignored: a server holds one database.
+- ``GET|POST /query``: InfluxQL (:mod:`xtsdb.server.influxql_route`); any
+  token may query, ``CREATE DATABASE`` (a no-op) needs the ``write`` role.
 - ``GET|HEAD /ping`` (204) and ``GET /health``: liveness, no authentication.
-- ``/query``: only ``CREATE DATABASE`` (a no-op answered with an empty result,
-  so Telegraf starts cleanly); anything else is refused: read with the xtsdb client.
 
-With tokens configured (:mod:`xtsdb.server.auth`) a request must carry one:
-``?u=..&p=TOKEN``, ``Authorization: Basic`` (the password is the token;
-Telegraf's ``username``/``password``), or ``Authorization: Token|Bearer TOKEN``.
-Missing or wrong: 401 and the connection is closed (one guess per connection,
-as on the binary port); a ``read`` token: 403. Parsing runs in the query
-thread pool, a slice of the body at a time, so a large body neither stalls
-the event loop nor holds its parsed form all at once.
+Credentials and the 503 answers while the server starts or stops come from
+:mod:`xtsdb.server.http_gate`: the same rules as every data route (a ``read``
+token may query, not write). Parsing runs in the query thread pool, a slice
+of the body at a time, so a large body neither stalls the event loop nor
+holds its parsed form all at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import contextlib
 import json
 import logging
-import re
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from xtsdb.protocol.errors import (
-    AuthenticationFailed,
-    InvalidInput,
-    Overloaded,
-    PermissionDenied,
-    ShuttingDown,
-    XtsdbError,
-)
+from xtsdb.protocol.errors import InvalidInput, Overloaded, ShuttingDown, XtsdbError
 from xtsdb.protocol.line_protocol import PRECISIONS
-from xtsdb.server.auth import PeerAuth, check_op
+from xtsdb.server import influxql_route
 from xtsdb.server.context import ServerContext
-from xtsdb.server.http_endpoint import HttpLimits, HttpListener, HttpReply, Router
+from xtsdb.server.http_endpoint import HttpReply, Router
+from xtsdb.server.http_gate import DataGate
 from xtsdb.server.http_request import HttpError, HttpRequest
 from xtsdb.server.influx_write import Queued, partial_write, prepare, refused_errors, slices
-from xtsdb.server.limits import ByteBudget
 from xtsdb.server.service import SERVER_VERSION
-
-if TYPE_CHECKING:
-    from xtsdb.server.config import ServerConfig
 
 log = logging.getLogger("xtsdb.server")
 
 SLICE_BYTES = 4 * 1024 * 1024  # body parsed (and queued) this much at a time
-_CREATE_DB = re.compile(r"^\s*create\s+database\b", re.IGNORECASE)
-_HEADERS = {"X-Influxdb-Version": f"1.8-compatible (xtsdb {SERVER_VERSION})"}
+HEADERS = {"X-Influxdb-Version": f"1.8-compatible (xtsdb {SERVER_VERSION})"}
 
 
 @dataclass
 class Counters:
-    requests: Counter[int] = field(default_factory=Counter)  # by status
     lines: int = 0
     points: int = 0
     bad_lines: int = 0
     tags_created: int = 0
 
 
-class InfluxEndpoint(HttpListener):
-    """The listening endpoint: :meth:`start` it, :meth:`close` it before the write queue stops."""
+class InfluxRoutes:
+    """``/ping``, ``/health``, ``/write``, ``/api/v2/write`` and ``/query``, behind a gate."""
 
-    def __init__(
-        self,
-        ctx: ServerContext,
-        *,
-        max_body: int,
-        max_connections: int,
-        idle_timeout: float,
-        request_timeout: float,
-        max_queue_bytes: int,
-        budget: ByteBudget | None = None,
-    ) -> None:
-        self.ctx = ctx
-        self.engine = ctx.engine
-        self.idle_timeout = idle_timeout or None
-        self.request_timeout = request_timeout or None
-        self.max_queue_bytes = max_queue_bytes
+    def __init__(self, gate: DataGate) -> None:
+        self.gate = gate
         self.counters = Counters()
-        router = Router()
+
+    def add_to(self, router: Router) -> None:
+        gate = self.gate
         router.add("GET HEAD", "/ping", self._ping)
         router.add("GET HEAD", "/health", self._health)
         # Credentials come from the head: a stranger's body is never read.
         for path in ("/write", "/api/v2/write"):
-            router.add("POST", path, self._write, check_head=self._authorize_head)
-        router.add("GET POST", "/query", self._query, check_head=self._authorize_head)
-        limits = HttpLimits(
-            max_body=max_body,
-            max_connections=max_connections,
-            idle_timeout=self.idle_timeout,
-            request_timeout=self.request_timeout,
-            write_timeout=self.request_timeout,
-        )
-        super().__init__(
-            router,
-            limits,
-            name="InfluxDB line protocol",
-            budget=budget,  # shared with the binary port: bodies being received or served
-            error_reply=_error_reply,
-            on_answer=self._count,
-        )
-        ctx.gauges.append(self.stats)  # the stats op reports this endpoint's counters too
-
-    @classmethod
-    async def from_config(
-        cls, ctx: ServerContext, config: ServerConfig, budget: ByteBudget | None = None
-    ) -> InfluxEndpoint:
-        """Started on ``config.host:config.influx_port``, with the binary port's limits."""
-        endpoint = cls(
-            ctx,
-            max_body=config.max_frame,
-            max_connections=config.max_connections,
-            idle_timeout=config.idle_timeout,
-            request_timeout=config.frame_timeout,
-            max_queue_bytes=config.max_queue_bytes,
-            budget=budget,
-        )
-        return await endpoint.start(config.host, config.influx_port)
+            router.add("POST", path, gate.route(self._write), check_head=gate.check("write"))
+        router.add("GET POST", "/query", gate.route(self._query), check_head=gate.check("read"))
 
     def stats(self) -> dict[str, Any]:
         c = self.counters
         return {
-            "influx_requests": {str(k): v for k, v in c.requests.items()},
             "influx_lines": c.lines,
             "influx_points": c.points,
             "influx_bad_lines": c.bad_lines,
             "influx_tags_created": c.tags_created,
-            "influx_connections": self.connections,
         }
 
     # -- routes ------------------------------------------------------------------
-
-    def _count(self, status: int) -> None:
-        self.counters.requests[status] += 1
 
     async def _ping(self, req: HttpRequest) -> HttpReply:
         return _reply(204, None)
@@ -158,40 +90,12 @@ class InfluxEndpoint(HttpListener):
     async def _health(self, req: HttpRequest) -> HttpReply:
         return _reply(200, {"name": "xtsdb", "status": "pass", "version": SERVER_VERSION})
 
-    async def _query(self, req: HttpRequest) -> HttpReply:
-        return _query(req.param("q"))
+    async def _query(self, ctx: ServerContext, req: HttpRequest) -> HttpReply:
+        reply = await influxql_route.answer(ctx, req, may_write=req.role == "write")
+        reply.headers = {**HEADERS, **reply.headers}
+        return reply
 
-    def _authorize_head(self, req: HttpRequest) -> None:
-        """Check the credentials of a request that needs them, before its body is read."""
-        try:
-            self._authorize(req, "write")
-        except HttpError as exc:
-            has_body = "content-length" in req.headers or "transfer-encoding" in req.headers
-            exc.close = exc.close or (has_body and req.headers.get("content-length") != "0")
-            raise
-
-    def _authorize(self, req: HttpRequest, op: str) -> None:
-        auth = self.ctx.auth
-        if auth is None:
-            return
-        peer = PeerAuth()
-        secrets = _credentials(req)
-        if not secrets:
-            raise HttpError(401, "unable to parse authentication credentials", close=False)
-        for secret in secrets:
-            with contextlib.suppress(AuthenticationFailed):
-                peer.role = auth.authenticate(secret)
-                break
-        else:
-            raise HttpError(401, "authorization failed", close=False)
-        try:
-            check_op(auth, peer, op)
-        except PermissionDenied as exc:
-            raise HttpError(403, str(exc), close=False) from None
-
-    # -- writes ------------------------------------------------------------------
-
-    async def _write(self, req: HttpRequest) -> HttpReply:
+    async def _write(self, ctx: ServerContext, req: HttpRequest) -> HttpReply:
         precision = req.param("precision") or "ns"
         if precision not in PRECISIONS:
             raise HttpError(
@@ -199,8 +103,6 @@ class InfluxEndpoint(HttpListener):
                 f"invalid precision {precision!r}: one of {', '.join(sorted(PRECISIONS))}",
                 close=False,
             )
-        if self.ctx.stopping:
-            raise HttpError(503, "the server is stopping", close=False)
         loop = asyncio.get_running_loop()
         now_us = time.time_ns() // 1000  # receive time, for lines without a timestamp
         queued: list[tuple[Queued, asyncio.Future[int]]] = []
@@ -210,15 +112,15 @@ class InfluxEndpoint(HttpListener):
         try:
             for piece, first_line in slices(req.body, SLICE_BYTES):
                 prep = await loop.run_in_executor(
-                    self.ctx.pool, prepare, self.engine, piece, precision, now_us, first_line
+                    ctx.pool, prepare, ctx.engine, piece, precision, now_us, first_line
                 )
                 errors += prep.errors
                 lines += prep.lines
                 self.counters.tags_created += prep.created
                 refused = refused or prep.refused > 0
                 for q in prep.batches:
-                    await self._room()
-                    queued.append((q, self.ctx.writes.submit(q.batch)))
+                    await self.gate.room(ctx)
+                    queued.append((q, ctx.writes.submit(q.batch)))
             # 204 only once every slice is committed: acknowledged means durable.
             done = await asyncio.gather(*(f for _, f in queued), return_exceptions=True)
             for (q, _), result in zip(queued, done, strict=True):
@@ -241,46 +143,8 @@ class InfluxEndpoint(HttpListener):
         errors.sort()
         return _reply(400, partial_write(errors, bad_lines, lines, points, refused=refused))
 
-    async def _room(self) -> None:
-        """Wait (bounded) while the write queue is over its limit, as binary writers are paused."""
-        deadline = time.monotonic() + (self.request_timeout or 30.0)
-        while self.ctx.writes.bytes > self.max_queue_bytes:
-            if time.monotonic() > deadline:
-                raise Overloaded("the write queue is full; retry later")
-            await asyncio.sleep(0.01)
-
 
 # -- helpers -----------------------------------------------------------------------
-
-
-def _credentials(req: HttpRequest) -> list[str]:
-    """Secrets the request presents, most specific first (any one may match)."""
-    out: list[str] = []
-    scheme, _, value = req.headers.get("authorization", "").partition(" ")
-    value = value.strip()
-    if scheme.lower() == "basic":
-        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
-            out.append(base64.b64decode(value, validate=True).decode().partition(":")[2])
-    elif scheme.lower() in ("token", "bearer") and value:
-        out.append(value)
-        if ":" in value:  # InfluxDB 1.8's 2.x compatibility form: Token user:password
-            out.append(value.partition(":")[2])
-    if req.query.get("p"):
-        out.append(req.query["p"])
-    return [s for s in out if s]
-
-
-def _query(q: str) -> HttpReply:
-    statements = [s for s in q.split(";") if s.strip()]
-    if statements and all(_CREATE_DB.match(s) for s in statements):
-        # There is one database; creating one is a no-op that succeeds.
-        return _reply(200, {"results": [{"statement_id": i} for i in range(len(statements))]})
-    raise HttpError(
-        400,
-        "this endpoint only writes (CREATE DATABASE is accepted as a no-op); "
-        "read with the xtsdb client or CLI",
-        close=False,
-    )
 
 
 def _error_status(exc: XtsdbError) -> int:
@@ -293,11 +157,12 @@ def _error_status(exc: XtsdbError) -> int:
 
 def _reply(status: int, body: dict[str, Any] | None) -> HttpReply:
     data = b"" if body is None else json.dumps(body).encode() + b"\n"
-    return HttpReply(status, data, content_type="application/json", headers=_HEADERS)
+    return HttpReply(status, data, content_type="application/json", headers=HEADERS)
 
 
-def _error_reply(exc: HttpError) -> HttpReply:
+def error_reply(exc: HttpError) -> HttpReply:
+    """An InfluxDB-style JSON error: how the HTTP port answers a request it refuses."""
     reply = _reply(exc.status, {"error": str(exc)})
-    reply.headers = {**_HEADERS, **exc.headers}
+    reply.headers = {**HEADERS, **exc.headers}
     reply.close = exc.status == 401  # a failed guess ends the connection, as on the binary port
     return reply

@@ -66,7 +66,7 @@ def server_config(data_dir: Path, **overrides: Any) -> ServerConfig:
         data_dir=data_dir,
         shutdown_timeout=10.0,
         query_threads=4,
-        metrics_port=0,  # any free port: tests run side by side
+        http_port=0,  # any free port: tests run side by side
         **SMALL_ENGINE,
     )
     return base.replace(**overrides)

@@ -37,7 +37,7 @@ def slow_server(
         # --seccomp-bpf: only fdatasync stops the tracee; other syscalls run at full speed.
         wrapper = [strace, "-f", "-qq", "--seccomp-bpf", "-o", "/dev/null", "-e", "trace=fdatasync"]
         wrapper += ["-e", f"inject=fdatasync:delay_exit={delay_us}"]
-    args = ["--port", "0", "--metrics-port", "0", "--data-dir", str(data_dir), *SMALL, *extra]
+    args = ["--port", "0", "--http-port", "0", "--data-dir", str(data_dir), *SMALL, *extra]
     with ServerProcess(args, workdir=tmp_path, name="slow-server", wrapper=wrapper) as srv:
         srv.wait_ready(START_TIMEOUT)
         yield srv

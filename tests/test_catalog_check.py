@@ -109,7 +109,7 @@ def test_server_refuses_to_start_on_a_damaged_catalog(tmp_path: Path) -> None:
     raw = bytearray(path.read_bytes())
     raw[raw.find(NAMES[7].encode()) + 2] ^= 0x20
     path.write_bytes(bytes(raw))
-    args = ["--data-dir", str(data), "--port", "0", "--metrics-port", "0"]
+    args = ["--data-dir", str(data), "--port", "0", "--http-port", "0"]
     try:  # a subprocess: a server that wrongly starts is ended by the timeout
         r = subprocess.run(
             [sys.executable, "-m", "xtsdb.server", *args],

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -151,11 +152,11 @@ def test_dockerfile_runs_as_a_user_with_a_volume_ports_and_exec_entrypoint() -> 
     assert args_of("VOLUME", runtime()) == ["/var/lib/xtsdb"]
     exposed = {int(p.split("/")[0]) for a in args_of("EXPOSE", runtime()) for p in a.split()}
     env = image_env()
-    assert exposed == {int(env["XTSDB_PORT"]), int(env["XTSDB_METRICS_PORT"])}
+    assert exposed == {int(env["XTSDB_PORT"]), int(env["XTSDB_HTTP_PORT"])}
     defaults = ServerConfig()
     assert defaults.port in exposed
-    assert defaults.metrics_port == -1  # off outside the image: the image must turn it on
-    assert int(env["XTSDB_METRICS_PORT"]) > 0
+    assert defaults.http_port == -1  # off outside the image: the image must turn it on
+    assert int(env["XTSDB_HTTP_PORT"]) == 8086  # InfluxDB's port: where its clients look
     [entry] = args_of("ENTRYPOINT", runtime())
     assert exec_form(entry) == ["xtsdb-server"]  # exec form: the server is PID 1
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -219,15 +220,30 @@ def test_compose_service_settings() -> None:
     assert seconds(svc["stop_grace_period"]) >= shutdown + 20
 
 
-def test_compose_prometheus_is_optional_and_scrapes_the_metrics_port() -> None:
+def test_compose_prometheus_is_optional_and_scrapes_the_http_port() -> None:
     doc = compose()
     prom = doc["services"]["prometheus"]
     assert prom["profiles"] == ["monitoring"]
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prom["volumes"]
+    assert f"127.0.0.1:8086:{image_env()['XTSDB_HTTP_PORT']}" in doc["services"]["xtsdb"]["ports"]
+    target = [f"xtsdb:{image_env()['XTSDB_HTTP_PORT']}"]
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     [job] = config["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
-    assert job["static_configs"][0]["targets"] == [f"xtsdb:{image_env()['XTSDB_METRICS_PORT']}"]
+    assert job["static_configs"][0]["targets"] == target
+    # The secure variant replaces the file (same mount target) with one sending a token.
+    secure = yaml.safe_load((DEPLOY / "docker-compose.secure.yml").read_text())
+    secure_prom = secure["services"]["prometheus"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in secure_prom["volumes"]}
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus.secure.yml"
+    config = yaml.safe_load((DEPLOY / "prometheus.secure.yml").read_text())
+    [job] = config["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == target
+    [secret] = secure_prom["secrets"]
+    assert job["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": f"/run/secrets/{secret}",
+    }
 
 
 def test_every_variable_in_the_deploy_files_is_a_real_setting() -> None:
@@ -253,14 +269,14 @@ class Image:
     """
 
     def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
+        self.port, self.http_port = free_port(), free_port()
         env = server_env(**image_env())
         env.update(extra_env or {})
         env.update(
             XTSDB_DATA_DIR=str(tmp_path / "data"),
             XTSDB_BACKUP_DIR=str(tmp_path / "backups"),
             XTSDB_PORT=str(self.port),
-            XTSDB_METRICS_PORT=str(self.metrics_port),
+            XTSDB_HTTP_PORT=str(self.http_port),
             XTSDB_HOST="127.0.0.1",
             XTSDB_CHUNK_SIZE="256KiB",  # a small first container, to start fast
             XTSDB_META_EXTENTS="1",
@@ -297,7 +313,7 @@ def test_entrypoint_starts_and_answers_the_healthcheck(tmp_path: Path) -> None:
     try:
         out = image.wait_healthy(lambda: run_healthcheck(image.port, image.env))
         assert out.startswith("pong from xtsdb://127.0.0.1:")
-        url = f"http://127.0.0.1:{image.metrics_port}/readyz"
+        url = f"http://127.0.0.1:{image.http_port}/readyz"
         with urllib.request.urlopen(url, timeout=10) as resp:
             assert resp.status == 200
         image.stop()
@@ -318,11 +334,12 @@ def test_secure_variant_requires_tokens_and_its_healthcheck_passes(tmp_path: Pat
     svc = doc["services"]["xtsdb"]
     # The secrets, made here, where the file names in the compose file say.
     secrets = {name: tmp_path / spec["file"] for name, spec in doc["secrets"].items()}
-    assert set(svc["secrets"]) == set(secrets)
+    assert set(svc["secrets"]) | set(doc["services"]["prometheus"]["secrets"]) == set(secrets)
     (tmp_path / "secrets").mkdir()
     read_secret = "read-secret-0123456789abcdef"
     secrets["xtsdb-tokens"].write_text(f"read:{read_secret}\nwrite:write-secret-0123456789ab\n")
     secrets["xtsdb-health-token"].write_text(read_secret + "\n")
+    secrets["xtsdb-metrics-token"].write_text(read_secret + "\n")
     ca = trustme.CA()
     cert = ca.issue_cert("localhost", "127.0.0.1")
     ca.cert_pem.write_to_path(str(secrets["xtsdb-ca.pem"]))
@@ -356,6 +373,19 @@ def test_secure_variant_requires_tokens_and_its_healthcheck_passes(tmp_path: Pat
         assert image.wait_healthy(healthcheck).startswith("pong from xtsdbs://localhost:")
         # Without the token, or without TLS, the plain healthcheck fails.
         assert run_healthcheck(image.port, image.env).returncode != 0
+        # /metrics wants the token Prometheus is given; the probe does not.
+        url = f"http://127.0.0.1:{image.http_port}"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/metrics", timeout=10)
+        assert refused.value.code == 401
+        token = secrets["xtsdb-metrics-token"].read_text().strip()
+        scrape = urllib.request.Request(
+            f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(scrape, timeout=10) as resp:
+            assert resp.status == 200 and b"xtsdb_ready 1.0" in resp.read()
+        with urllib.request.urlopen(f"{url}/readyz", timeout=10) as resp:
+            assert resp.status == 200
         image.stop()
     finally:
         image.kill()

@@ -34,15 +34,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xtsdb.protocol import (
-    OPS,
-    FrameDecoder,
-    encode_frame,
-    parse_points,
-    parse_response_header,
-    query_request,
-    write_request,
-)
+from xtsdb.protocol import OPS, QUERY, WRITE, FrameDecoder, encode_frame, parse_response_header
 from xtsdb.protocol.errors import ERROR_CLASSES, FrameTooLarge, InternalError
 from xtsdb.server.app import ServerThread
 from xtsdb.server.process import ServerProcess, server_env
@@ -88,7 +80,7 @@ def fuzz_server(
     if request.param == "tokens":
         args += ["--token", f"write:{TOKEN}"]
     # No metrics HTTP port to collide with other servers.
-    with ServerProcess(args, workdir=d, env=server_env(XTSDB_METRICS_PORT="-1")) as srv:
+    with ServerProcess(args, workdir=d, env=server_env(XTSDB_HTTP_PORT="-1")) as srv:
         srv.wait_ready()
         yield FuzzServer(srv, request.param == "tokens")
 
@@ -120,8 +112,8 @@ def check_responses(responses: list[dict[str, Any]], stranger: bool) -> None:
 def check_healthy(conn: RawConn) -> None:
     assert conn.call("ping")["ok"]
     req_id = conn.next_id()
-    conn.send(query_request(req_id, HEALTH_TAG, 0, 1 << 40))
-    ts, values, q = parse_points(conn.recv())
+    conn.send(QUERY.build(req_id, HEALTH_TAG, 0, 1 << 40))
+    ts, values, q, _, _ = QUERY.parse_answer(conn.recv())
     np.testing.assert_array_equal(ts, HEALTH_TS)
     np.testing.assert_array_equal(values, HEALTH_VALUES)
     assert (q == 192).all()
@@ -226,7 +218,7 @@ def test_protocol_fuzz_keeps_the_server_healthy_and_bounded(fuzz_server: FuzzSer
     healthy = RawConn(fuzz_server.address)
     assert healthy.call("hello", versions=[1], token=TOKEN)["ok"]
     req_id = healthy.next_id()
-    healthy.send(write_request(req_id, HEALTH_TAG, HEALTH_TS, HEALTH_VALUES))
+    healthy.send(WRITE.build(req_id, HEALTH_TAG, HEALTH_TS, HEALTH_VALUES))
     assert healthy.recv()["n"] == HEALTH_TS.size
     check_healthy(healthy)
     baseline = fuzz_server.status("VmRSS")
@@ -277,7 +269,7 @@ def test_slow_loris_is_cut_off_by_frame_timeout(
 ) -> None:
     srv = server_factory(frame_timeout=0.5, idle_timeout=0)
     loris, honest, observer = raw(srv, timeout=10), raw(srv, timeout=10), raw(srv, timeout=10)
-    frame = encode_frame(query_request(1, 1, 0, 10))
+    frame = encode_frame(QUERY.build(1, 1, 0, 10))
     # Honest but fragmented: the same frame in three pieces, quickly.
     for piece in (frame[:2], frame[2:9], frame[9:]):
         honest.send_raw(piece)
@@ -307,7 +299,7 @@ def test_frame_timeout_leaves_big_pipelined_bursts_alone(
     srv = server_factory(frame_timeout=0.5, max_pending_bytes=16 * 1024)
     conn = raw(srv, timeout=30)
     frames = b"".join(
-        encode_frame(write_request(i + 1, 9, ts, ts * 1.0))
+        encode_frame(WRITE.build(i + 1, 9, ts, ts * 1.0))
         for i in range(200)
         for ts in [i * 1000 + np.arange(1000, dtype=np.int64)]
     )

@@ -247,8 +247,8 @@ def test_xtsdb_write_endpoint_stores_what_the_parser_says(
     body = b"\n".join([*ADVERSARIAL, *(random_line(rng) for _ in range(300))])
     want = xtsdb_outcome(body, None).points
     b = parse(body, now_us=NOW_US)
-    srv = server_factory(influx_port=0)
-    conn = http.client.HTTPConnection("127.0.0.1", srv.influx_port, timeout=30)
+    srv = server_factory(http_port=0)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=30)
     t0 = time.time_ns() // 1000
     conn.request("POST", "/write?db=x", body)
     resp = conn.getresponse()

@@ -1,6 +1,6 @@
 """Observability: the /metrics, /healthz and /readyz endpoint, and the log output.
 
-A real server on 127.0.0.1 with ``metrics_port=0``; the endpoint is read with
+A real server on 127.0.0.1 with ``http_port=0``; the endpoint is read with
 urllib, the exposition parsed with prometheus_client's own parser.
 """
 
@@ -25,7 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from xtsdb.client import connect
 from xtsdb.server.app import ServerThread
 from xtsdb.server.config import ConfigError, ServerConfig
-from xtsdb.server.http_endpoint import Health, OpsEndpoint
+from xtsdb.server.http_endpoint import HttpLimits, HttpListener, Router
+from xtsdb.server.http_ops import Health, OpsRoutes
 from xtsdb.server.logs import JsonFormatter, make_handler, resolve_format
 from xtsdb.server.metrics import Metrics
 
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def get(srv: ServerThread | OpsEndpoint, path: str, method: str = "GET") -> tuple[int, str]:
-    port = srv.metrics_port if isinstance(srv, ServerThread) else srv.port
+def get(srv: ServerThread | HttpListener, path: str, method: str = "GET") -> tuple[int, str]:
+    port = srv.http_port if isinstance(srv, ServerThread) else srv.port
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -120,10 +121,10 @@ def test_probes(server: ServerThread) -> None:
     assert get(server, "/healthz", "HEAD") == (200, "")
     assert get(server, "/nope")[0] == 404
     assert get(server, "/metrics", "POST")[0] == 405
-    with socket.create_connection(("127.0.0.1", server.metrics_port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
         sock.sendall(b"not http at all\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
-    port = server.metrics_port
+    port = server.http_port
     server.stop()
     with pytest.raises(OSError):  # stopped with the server
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -137,7 +138,9 @@ class _FailedEngine:
 async def test_readyz_follows_the_server_phase(tmp_path: Path) -> None:
     # The phases a start and a stop go through, set as serve() sets them.
     health = Health()
-    endpoint = await OpsEndpoint(Metrics(tmp_path), health).start("127.0.0.1", 0)
+    router = Router()
+    OpsRoutes(Metrics(tmp_path), health).add_to(router)
+    endpoint = await HttpListener(router, HttpLimits(), name="ops").start("127.0.0.1", 0)
     try:
 
         async def readyz() -> tuple[int, str]:
@@ -159,13 +162,13 @@ async def test_readyz_follows_the_server_phase(tmp_path: Path) -> None:
         await endpoint.close()
 
 
-def test_metrics_port_minus_one_means_no_endpoint(
+def test_http_port_minus_one_means_no_endpoint(
     server_factory: Callable[..., ServerThread],
 ) -> None:
-    srv = server_factory(metrics_port=-1)
-    assert srv.metrics_port == 0
-    with pytest.raises(ConfigError, match="metrics_port"):
-        ServerConfig(metrics_port=-2)
+    srv = server_factory(http_port=-1)
+    assert srv.http_port == 0
+    with pytest.raises(ConfigError, match="http_port"):
+        ServerConfig(http_port=-2)
     with pytest.raises(ConfigError, match="log_format"):
         ServerConfig.load(["--log-format", "xml"], {})
 

@@ -16,16 +16,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from xtsdb.protocol import (
-    FrameDecoder,
-    encode_frame,
-    last_request,
-    parse_last_response,
-    parse_points,
-    query_request,
-    request,
-    write_request,
-)
+from xtsdb.protocol import LAST, QUERY, WRITE, FrameDecoder, encode_frame, request
 from xtsdb.protocol.errors import (
     FrameTooLarge,
     InternalError,
@@ -48,7 +39,7 @@ Raw = Callable[..., "RawConn"]
 
 def write(conn: RawConn, tags: Any, ts: Any, values: Any, q: Any = None) -> dict[str, Any]:
     req_id = conn.next_id()
-    conn.send(write_request(req_id, tags, ts, values, q))
+    conn.send(WRITE.build(req_id, tags, ts, values, q))
     resp = conn.recv()
     assert resp["id"] == req_id
     return resp
@@ -56,10 +47,11 @@ def write(conn: RawConn, tags: Any, ts: Any, values: Any, q: Any = None) -> dict
 
 def query(conn: RawConn, tag: int, start: int = 0, end: int = 1 << 50) -> tuple[Any, Any, Any]:
     req_id = conn.next_id()
-    conn.send(query_request(req_id, tag, start, end))
+    conn.send(QUERY.build(req_id, tag, start, end))
     resp = conn.recv()
     assert resp["id"] == req_id
-    return parse_points(resp)
+    p = QUERY.parse_answer(resp)
+    return p.ts, p.values, p.q
 
 
 def server_stats(conn: RawConn) -> dict[str, Any]:
@@ -98,7 +90,7 @@ def test_write_then_query_round_trip(server: ServerThread, raw: Raw) -> None:
     np.testing.assert_array_equal(got_q, q)
     # half-open range and limit
     resp = conn.call("query", tag=42, start=int(ts[10]), end=int(ts[20]), limit=5)
-    sub_ts, _, _ = parse_points(resp)
+    sub_ts = QUERY.parse_answer(resp).ts
     np.testing.assert_array_equal(sub_ts, ts[10:15])
     assert set(resp["stats"]) >= {"points_from_memory", "points_from_disk"}
 
@@ -115,8 +107,8 @@ def test_multi_tag_write_and_last(server: ServerThread, raw: Raw) -> None:
         np.testing.assert_array_equal(got_ts, np.arange(n // 3) + 10)
         np.testing.assert_array_equal(got_values, tag * 1000.0 + got_ts)
     req_id = conn.next_id()
-    conn.send(last_request(req_id, [3, 1, 99]))
-    last_tags, last_ts, last_values, _ = parse_last_response(conn.recv())
+    conn.send(LAST.build(req_id, [3, 1, 99]))
+    last_tags, last_ts, last_values, _, _ = LAST.parse_answer(conn.recv())
     assert sorted(last_tags.tolist()) == [1, 3]  # tag 99 has no data
     assert set(last_ts.tolist()) == {n // 3 - 1 + 10}
     np.testing.assert_array_equal(np.sort(last_values), np.array([1000.0, 3000.0]) + n // 3 + 9)
@@ -131,8 +123,8 @@ def test_pipelined_requests_on_one_connection(server: ServerThread, raw: Raw) ->
     for i in range(40):  # writes of new data interleaved with queries of acknowledged data
         wid, qid = conn.next_id(), conn.next_id()
         ts = 1_000 + i * 10 + np.arange(10, dtype=np.int64)
-        frames.append(encode_frame(write_request(wid, 8, ts, ts * 3.0)))
-        frames.append(encode_frame(query_request(qid, 7, 0, 100)))
+        frames.append(encode_frame(WRITE.build(wid, 8, ts, ts * 3.0)))
+        frames.append(encode_frame(QUERY.build(qid, 7, 0, 100)))
         sent[wid], sent[qid] = "write", "query"
     conn.send_raw(b"".join(frames))  # one burst: the server sees them back to back
     seen: dict[int, dict[str, Any]] = {}
@@ -145,7 +137,7 @@ def test_pipelined_requests_on_one_connection(server: ServerThread, raw: Raw) ->
         if op == "write":
             assert seen[req_id]["n"] == 10
         else:
-            np.testing.assert_array_equal(parse_points(seen[req_id])[1], base * 2.0)
+            np.testing.assert_array_equal(QUERY.parse_answer(seen[req_id]).values, base * 2.0)
     got_ts, got_values, _ = query(conn, 8)
     assert got_ts.size == 400
     np.testing.assert_array_equal(got_values, got_ts * 3.0)
@@ -211,7 +203,7 @@ def test_oversize_length_prefix_is_refused_before_buffering(
     # A real frame just over the limit is refused the same way.
     big = raw(srv, timeout=5)
     ts = np.arange(400, dtype=np.int64)
-    big.send(write_request(1, 1, ts, ts * 1.0))
+    big.send(WRITE.build(1, 1, ts, ts * 1.0))
     assert error_code(big.recv()) == FrameTooLarge.code
     assert big.is_closed_by_server()
     assert other.call("ping")["ok"]
@@ -304,7 +296,7 @@ def test_backpressure_bounds_unanswered_bytes(
     frames = []
     for i in range(n_frames):
         ts = i * per_frame + np.arange(per_frame, dtype=np.int64)
-        frames.append(encode_frame(write_request(i + 1, 77, ts, ts * 0.5)))
+        frames.append(encode_frame(WRITE.build(i + 1, 77, ts, ts * 0.5)))
     frame_size = max(len(f) for f in frames)
     # Send everything without reading a single response (sendall blocks while the
     # server is not reading; the server must keep committing meanwhile).
@@ -336,7 +328,7 @@ def test_full_write_queue_pauses_all_readers(
     senders = []
     for c_i, conn in enumerate(conns):
         frames = [
-            encode_frame(write_request(f + 1, 200 + c_i, ts, ts * 1.0))
+            encode_frame(WRITE.build(f + 1, 200 + c_i, ts, ts * 1.0))
             for f in range(n_frames)
             for ts in [f * per_frame + np.arange(per_frame, dtype=np.int64)]
         ]
@@ -418,7 +410,7 @@ def test_graceful_stop_answers_and_keeps_queued_writes(
     conn = raw(srv, timeout=20)
     n_frames, per_frame = 40, 5000
     frames = [
-        encode_frame(write_request(i + 1, 300, ts, ts * 2.0))
+        encode_frame(WRITE.build(i + 1, 300, ts, ts * 2.0))
         for i in range(n_frames)
         for ts in [i * per_frame + np.arange(per_frame, dtype=np.int64)]
     ]
@@ -448,15 +440,15 @@ async def test_serve_on_a_plain_asyncio_loop(tmp_path: Path) -> None:
     shutdown = asyncio.Event()
     ready: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
     config = ServerConfig(
-        port=0, metrics_port=0, data_dir=tmp_path / "d", chunk_size=256 * 1024, meta_extents=1
+        port=0, http_port=0, data_dir=tmp_path / "d", chunk_size=256 * 1024, meta_extents=1
     )
     task = asyncio.create_task(serve(config, shutdown, lambda h, p: ready.set_result((h, p))))
     try:
         host, port = await asyncio.wait_for(ready, 30)
         reader, writer = await asyncio.open_connection(host, port)
         ts = np.arange(100, dtype=np.int64)
-        writer.write(encode_frame(write_request(1, 5, ts, ts * 1.5)))
-        writer.write(encode_frame(query_request(2, 5, 0, 100)))  # may overtake the write
+        writer.write(encode_frame(WRITE.build(1, 5, ts, ts * 1.5)))
+        writer.write(encode_frame(QUERY.build(2, 5, 0, 100)))  # may overtake the write
         decoder = FrameDecoder()
         answers: dict[int, dict[str, Any]] = {}
         while len(answers) < 2:
@@ -464,10 +456,10 @@ async def test_serve_on_a_plain_asyncio_loop(tmp_path: Path) -> None:
             for msg in decoder:
                 answers[msg["id"]] = msg
         assert answers[1]["n"] == 100 and answers[2]["ok"]
-        writer.write(encode_frame(query_request(3, 5, 0, 100)))
+        writer.write(encode_frame(QUERY.build(3, 5, 0, 100)))
         while (msg := decoder.next_message()) is None:
             decoder.feed(await asyncio.wait_for(reader.read(1 << 16), 10))
-        np.testing.assert_array_equal(parse_points(msg)[1], ts * 1.5)
+        np.testing.assert_array_equal(QUERY.parse_answer(msg).values, ts * 1.5)
         writer.close()
     finally:
         shutdown.set()

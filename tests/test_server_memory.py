@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from test_server_process import start
 
-from xtsdb.protocol import FrameDecoder, encode_frame, query_request, write_request
+from xtsdb.protocol import QUERY, WRITE, FrameDecoder, encode_frame
 from xtsdb.protocol.errors import Overloaded
 from xtsdb.server.process import free_port
 
@@ -67,7 +67,7 @@ def recv_frame(sock: socket.socket, decoder: FrameDecoder) -> dict[str, object] 
 def test_unauthenticated_influx_bodies_are_refused_from_their_headers(tmp_path: Path) -> None:
     port = free_port()
     token = "write:" + "w" * 24
-    with start(tmp_path, tmp_path / "d", "--tokens", token, "--influx-port", str(port)) as srv:
+    with start(tmp_path, tmp_path / "d", "--tokens", token, "--http-port", str(port)) as srv:
         srv.wait_ready()
         pid = srv.pid
         before = settled_rss(pid, 0.5)
@@ -99,12 +99,12 @@ def test_pipelined_queries_never_read_hold_a_few_answers(tmp_path: Path) -> None
         rng = np.random.default_rng(1)
         ts = np.arange(n, dtype=np.int64)
         with socket.create_connection(address, timeout=30) as w:
-            w.sendall(encode_frame(write_request(1, 5, ts, rng.random(n))))
+            w.sendall(encode_frame(WRITE.build(1, 5, ts, rng.random(n))))
             assert recv_frame(w, FrameDecoder()) is not None
         before = settled_rss(pid, 0.5)
         with socket.create_connection(address, timeout=30) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-            frames = b"".join(encode_frame(query_request(i + 1, 5, 0, n)) for i in range(120))
+            frames = b"".join(encode_frame(QUERY.build(i + 1, 5, 0, n)) for i in range(120))
             s.sendall(frames)  # 120 queries, small; never read an answer
             grown = settled_rss(pid, 3.0) - before
         # At most MAX_RUNNING (8) answers in production plus one unsent: ~30 MB,

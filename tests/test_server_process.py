@@ -19,14 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xtsdb.protocol import (
-    FrameDecoder,
-    encode_frame,
-    parse_points,
-    query_request,
-    request,
-    write_request,
-)
+from xtsdb.protocol import QUERY, WRITE, FrameDecoder, encode_frame, request
 from xtsdb.server.app import ServerThread
 from xtsdb.server.config import ConfigError, ServerConfig
 from xtsdb.server.main import main
@@ -58,7 +51,7 @@ def child(
 
 
 def start(tmp_path: Path, data_dir: Path, *extra: str, name: str = "server") -> ServerProcess:
-    args = ["--port", "0", "--metrics-port", "0", "--data-dir", str(data_dir), *SMALL]
+    args = ["--port", "0", "--http-port", "0", "--data-dir", str(data_dir), *SMALL]
     return child(tmp_path, [*args, *extra], name=name)
 
 
@@ -80,11 +73,12 @@ class Conn:
 
     def write(self, tag: int, ts: Any, values: Any) -> dict[str, Any]:
         self.next_id += 1
-        return self.call(write_request(self.next_id, tag, ts, values))
+        return self.call(WRITE.build(self.next_id, tag, ts, values))
 
     def query(self, tag: int) -> tuple[Any, Any]:
         self.next_id += 1
-        ts, values, _ = parse_points(self.call(query_request(self.next_id, tag, 0, 1 << 50)))
+        got = QUERY.parse_answer(self.call(QUERY.build(self.next_id, tag, 0, 1 << 50)))
+        ts, values = got.ts, got.values
         return ts, values
 
     def close(self) -> None:
@@ -181,7 +175,7 @@ def test_starts_with_no_arguments_using_environment(tmp_path: Path) -> None:
 def test_locked_data_dir_and_bad_config_exit_nonzero(tmp_path: Path) -> None:
     data = tmp_path / "data"
     srv = ServerThread(
-        ServerConfig(port=0, metrics_port=0, data_dir=data, chunk_size=256 * 1024, meta_extents=1)
+        ServerConfig(port=0, http_port=0, data_dir=data, chunk_size=256 * 1024, meta_extents=1)
     )
     with srv:
         with start(tmp_path, data, name="second") as other:
@@ -289,7 +283,7 @@ def test_helper_signals_the_server_not_its_wrapper(tmp_path: Path) -> None:
         "-c",
         "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))",
     ]
-    args = ["--port", "0", "--metrics-port", "0", "--data-dir", str(tmp_path / "d"), *SMALL]
+    args = ["--port", "0", "--http-port", "0", "--data-dir", str(tmp_path / "d"), *SMALL]
     with ServerProcess(args, workdir=tmp_path, wrapper=wrapper) as srv:
         srv.wait_ready()
         assert srv.pid != srv.proc.pid
