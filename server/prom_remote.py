@@ -4,9 +4,11 @@ The HTTP routes call :func:`handle_write` (``POST /api/v1/write``) and
 :func:`handle_read` (``POST /api/v1/read``) with the request body and headers
 and send back the ``(status, headers, body)`` they return; both block (SQLite
 catalog, engine reads and commits), so an asyncio server runs them in its
-thread pool. A server that commits through its write queue uses
-:func:`prepare_write` instead of :func:`handle_write` and commits the columns
-it returns itself.
+thread pool, and keeps one :class:`SeriesNames` for all write requests. A
+server that commits through its write queue calls :func:`media_error` (a 415
+answer or None), then :func:`prepare_write` in the thread pool (tags created,
+columns returned), commits the columns itself and answers 204, or
+:func:`error_response` for an error.
 
 Errors are :mod:`xtsdb.protocol.errors` classes; :func:`error_response`
 turns one into the status Prometheus expects (4xx: do not retry, 5xx: retry).
@@ -205,10 +207,10 @@ def read_query(
 def handle_read(engine: Engine, body: bytes, headers: Mapping[str, str]) -> Response:
     """``POST /api/v1/read``: a snappy ``ReadResponse`` of raw samples (response type SAMPLES).
 
-    Prometheus lists STREAMED_XOR_CHUNKS first when it accepts it; this
-    server does not stream chunks, and Prometheus reads the SAMPLES answer it
-    gets (it goes by the response's content type). A client that accepts
-    only streamed chunks gets 400.
+    Debian's Prometheus 2.42 accepts only SAMPLES. A client that lists
+    STREAMED_XOR_CHUNKS first and SAMPLES too gets SAMPLES (it goes by the
+    response's content type); one that accepts only streamed chunks gets 400:
+    they are not implemented.
     """
     bad = media_error(headers, "x-prometheus-remote-read-version")
     if bad is not None:
