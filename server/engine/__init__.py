@@ -4,10 +4,13 @@ How the pieces meet (see docs/storage-format.md for the bytes):
 
 * ``wal_records`` the WAL record codec: a validated columnar write (``WriteBatch``)
   and a delete (``DeleteRecord``), packed as WAL record bodies.
-* ``wal``        appends records (length, CRC, LSN) with one fsync per group commit.
+* ``wal``        appends records (length, CRC, LSN) with one fsync per group commit;
+  ``wal_segment`` the bytes of a segment and a record, ``wal_checkpoint`` the
+  checkpoint file.
 * ``membuffer``  keeps each tag's unsealed points; the merge rule (later write wins).
 * ``block_codec`` encodes a tag's points into a compressed columnar block body.
-* ``container``  the on-disk format: container files, chunk slots, block directory.
+* ``container``  the on-disk format: container files, chunk slots, block directory;
+  ``container_dir`` names, opens and tidies the container files of a directory.
 * ``store``      the active chunk, rollover and sealing; reconciles disk with the index.
 * ``index``      the SQLite mirror of chunks and blocks (a cache, rebuilt by scan).
 * ``reader``     decodes blocks inline or in a process pool into shared memory;
