@@ -185,20 +185,26 @@ def regex(pattern: str) -> re.Pattern[str]:
         raise InvalidInput(f"invalid regex /{pattern}/: {exc}") from None
 
 
-def matches(cond: ast.Expr | None, series: Series, fields: set[str]) -> bool:
-    """Whether a tag condition holds for ``series`` (``None``: no condition)."""
+def matches(cond: ast.Expr | None, series: Series, fields: set[str], rows: bool = False) -> bool:
+    """Whether a tag condition holds for ``series`` (``None``: no condition).
+
+    With ``rows`` a comparison of fields counts as true: influxql_where filters
+    the rows (a SHOW, without ``rows``, refuses it).
+    """
     if cond is None:
         return True
     if isinstance(cond, ast.Binary) and cond.op in ("and", "or"):
-        lhs = matches(cond.lhs, series, fields)
+        lhs = matches(cond.lhs, series, fields, rows)
         if cond.op == "and":
-            return lhs and matches(cond.rhs, series, fields)
-        return lhs or matches(cond.rhs, series, fields)
+            return lhs and matches(cond.rhs, series, fields, rows)
+        return lhs or matches(cond.rhs, series, fields, rows)
+    if rows and _on_fields(cond, series, fields):
+        return True
     if not isinstance(cond, ast.Binary) or not isinstance(cond.lhs, ast.VarRef):
         raise unsupported(f"the condition {describe(cond)}")
     key = cond.lhs.name
     if key in fields and not any(k == key for k, _ in series.tags):
-        raise unsupported(f"a condition on the field {key!r} (only tags and time)")
+        raise unsupported(f"a condition on the field {key!r} in SHOW")
     value = series.tag(key)
     rhs = cond.rhs
     if cond.op in ("=~", "!~") and isinstance(rhs, ast.Regex):
@@ -207,6 +213,13 @@ def matches(cond: ast.Expr | None, series: Series, fields: set[str]) -> bool:
         text = rhs.value if isinstance(rhs, ast.String) else rhs.name
         return (value == text) == (cond.op == "=")
     raise unsupported(f"the condition {describe(cond)}")
+
+
+def _on_fields(e: ast.Expr, series: Series, fields: set[str]) -> bool:
+    if isinstance(e, ast.Binary):
+        return _on_fields(e.lhs, series, fields) or _on_fields(e.rhs, series, fields)
+    tags = {k for k, _ in series.tags}
+    return isinstance(e, ast.VarRef) and e.name in fields and e.name not in tags
 
 
 def describe(expr: ast.Expr) -> str:

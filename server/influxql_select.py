@@ -41,6 +41,7 @@ from xtsdb.server.influxql_rows import (
     split_time,
 )
 from xtsdb.server.influxql_transform import run_group, transform_call
+from xtsdb.server.influxql_where import keep_rows
 
 MAX_POINTS = 5_000_000
 MAX_VALUES = 2_000_000
@@ -91,21 +92,27 @@ def run(engine: Engine, stmt: ast.Select, now_ns: int) -> list[Series]:
         groups: dict[tuple[str, ...], list[names.Series]] = {}
         for series_tags in sorted(by_tags):
             s = by_tags[series_tags]
-            if names.matches(cond, s, fields):
+            if names.matches(cond, s, fields, rows=True):
                 groups.setdefault(tuple(s.tag(k) for k in group), []).append(s)
         for key in sorted(groups):
             members = groups[key]
             group_tags = dict(zip(group, key, strict=True)) if group else None
             if rate is not None:
+                where = _Where(cond, fields)
                 buckets = partial(
-                    _aggregate, engine, m=m, members=members, tmax=tmax, budget=budget
+                    _aggregate, engine, m=m, members=members, tmax=tmax, budget=budget, where=where
                 )
-                points = partial(_merged, engine, members, tmin=tmin, tmax=tmax, budget=budget)
+                points = partial(
+                    _merged, engine, members, tmin=tmin, tmax=tmax, budget=budget, where=where
+                )
                 series = run_group(stmt, rate, m, (tmin, tmax), buckets, points)
             elif calls:
-                series = _aggregate(engine, stmt, m, members, tmin, tmax, budget)
+                where = _Where(cond, fields)
+                series = _aggregate(engine, stmt, m, members, tmin, tmax, budget, where)
             else:
-                series = _raw(engine, stmt, m, members, fields, tag_keys, group, tmin, tmax, budget)
+                span = (tmin, tmax)
+                where = _Where(cond, fields)
+                series = _raw(engine, stmt, m, members, tag_keys, group, span, budget, where)
             if series is not None:
                 series.tags = group_tags
                 out.append(series)
@@ -178,17 +185,45 @@ def _fetch(
     return pts.timestamps[ok] * _NS_PER_US, pts.values[ok]
 
 
+@dataclass
+class _Where:
+    """The WHERE left once time is taken out (tags, fields), and the measurement's fields."""
+
+    cond: ast.Expr | None
+    fields: set[str]
+
+
 def _merged(
-    engine: Engine, members: list[names.Series], fld: str, tmin: int, tmax: int, budget: _Budget
+    engine: Engine,
+    members: list[names.Series],
+    fld: str,
+    tmin: int,
+    tmax: int,
+    budget: _Budget,
+    where: _Where,
 ) -> tuple[Ints, Floats]:
-    """A field's points over a group's series, by time (a timestamp's in series order)."""
-    parts = [_fetch(engine, s.fields[fld], tmin, tmax, budget) for s in members if fld in s.fields]
+    """A field's points over a group's series, by time (a timestamp's in series order);
+    only those of the rows a condition on fields keeps."""
+    parts = []
+    for s in members:
+        if fld not in s.fields:
+            continue
+        ts, v = _fetch(engine, s.fields[fld], tmin, tmax, budget)
+        fetch = partial(_fetch_field, engine, s, tmin=tmin, tmax=tmax, budget=budget)
+        keep = keep_rows(where.cond, s, where.fields, ts, {fld: v}, fetch)
+        parts.append((ts, v) if keep is None else (ts[keep], v[keep]))
     if not parts:
         return np.empty(0, np.int64), np.empty(0)
     ts = np.concatenate([p[0] for p in parts])
     v = np.concatenate([p[1] for p in parts])
     order = np.argsort(ts, kind="stable")
     return ts[order], v[order]
+
+
+def _fetch_field(
+    engine: Engine, s: names.Series, fld: str, *, tmin: int, tmax: int, budget: _Budget
+) -> tuple[Ints, Floats]:
+    return _fetch(engine, s.fields[fld], tmin, tmax, budget)
 
 
 def _aggregate(
@@ -199,13 +234,14 @@ def _aggregate(
     tmin: int,
     tmax: int,
     budget: _Budget,
+    where: _Where,
 ) -> Series | None:
     calls = [c for f in stmt.fields for c in _calls(f.expr)]
     fetched = {}
     for c in calls:
         fld = c.args[0].name  # type: ignore[union-attr]  # checked by _check_call
         if fld not in fetched:
-            fetched[fld] = _merged(engine, members, fld, tmin, tmax, budget)
+            fetched[fld] = _merged(engine, members, fld, tmin, tmax, budget, where)
     if not any(ts.shape[0] for ts, _ in fetched.values()):
         return None
     if stmt.interval_ns:
@@ -248,13 +284,14 @@ def _raw(
     stmt: ast.Select,
     m: str,
     members: list[names.Series],
-    fields: set[str],
     tag_keys: list[str],
     group: list[str],
-    tmin: int,
-    tmax: int,
+    span: tuple[int, int],
     budget: _Budget,
+    where: _Where,
 ) -> Series | None:
+    tmin, tmax = span
+    fields = where.fields
     exprs: list[tuple[ast.Expr, str]] = []
     for f in stmt.fields:
         if isinstance(f.expr, ast.VarRef) and f.expr.name == "*":
@@ -273,13 +310,19 @@ def _raw(
         if not got:
             continue
         times = np.unique(np.concatenate([t for t, _v in got.values()]))
+        row: dict[str, Floats] = {}
+        for fld in used:
+            row[fld] = np.full(times.shape[0], np.nan)
+            if fld in got:
+                row[fld][np.searchsorted(times, got[fld][0])] = got[fld][1]
+        fetch = partial(_fetch_field, engine, s, tmin=tmin, tmax=tmax, budget=budget)
+        keep = keep_rows(where.cond, s, fields, times, row, fetch)
+        if keep is not None:
+            times, row = times[keep], {f: col[keep] for f, col in row.items()}
         t_parts.append(times)
         rank_parts.append(np.full(times.shape[0], k, np.int64))
         for fld in used:
-            col = np.full(times.shape[0], np.nan)
-            if fld in got:
-                col[np.searchsorted(times, got[fld][0])] = got[fld][1]
-            cols[fld].append(col)
+            cols[fld].append(row[fld])
     if not t_parts:
         return None
     ts = np.concatenate(t_parts)

@@ -159,6 +159,18 @@ def queries(t0: int) -> list[str]:
         f"SELECT non_negative_difference(temp) FROM sensor WHERE {mid}",
         f"SELECT derivative(mean(usage_idle)) FROM cpu WHERE {rng}",
         f"SELECT derivative(usage_idle) FROM cpu WHERE {rng} GROUP BY time(1m)",
+        f"SELECT usage_user FROM cpu WHERE usage_idle > 50 AND {mid}",
+        f"SELECT usage_idle FROM cpu WHERE (usage_user > 10 OR host = 'c') AND {mid}",
+        f"SELECT count(usage_user) FROM cpu WHERE usage_idle > 50 AND {mid} GROUP BY time(10m)",
+        f"SELECT usage_idle FROM cpu WHERE usage_idle + usage_user > 100 AND {mid}",
+        f"SELECT * FROM cpu WHERE usage_user < 5 AND usage_idle >= 20 AND {rng} GROUP BY host",
+        f"SELECT mean(usage_idle) FROM cpu WHERE (usage_user <= 25 OR region = 'us') AND {rng} "
+        "GROUP BY time(20m), host",
+        f"SELECT derivative(mean(usage_idle), 1s) FROM cpu WHERE usage_user != 7 AND host = 'a' "
+        f"AND {mid} GROUP BY time(10m)",
+        f"SELECT max(used) - min(free) FROM mem WHERE free > 500000000 AND {rng}",
+        f"SELECT usage_idle FROM cpu WHERE (usage_idle > 99.5 OR usage_idle < 0.5) AND {rng}",
+        f"SELECT usage_idle FROM cpu WHERE usage_user = 0 AND {rng}",
         f"SELECT integral(temp) FROM sensor WHERE {rng} GROUP BY time(10m)",
         f"SELECT integral(temp, 1h) FROM sensor WHERE {mid} GROUP BY time(7m) fill(0)",
         f"SELECT integral(temp) FROM sensor WHERE {mid}",

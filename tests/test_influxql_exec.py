@@ -108,7 +108,9 @@ def test_bad_queries_are_400(engine: Engine, q: str, params: dict[str, str], err
 @pytest.mark.parametrize(
     ("q", "error"),
     [
-        ("SELECT usage FROM cpu WHERE usage > 5", "a condition on the field 'usage'"),
+        ("SHOW TAG KEYS WHERE usage > 5", "a condition on the field 'usage' in SHOW"),
+        ("SELECT usage FROM cpu WHERE usage =~ /1/", "on a field is not supported"),
+        ("SELECT usage FROM cpu WHERE usage > 'x'", "comparing a field with 'x'"),
         ("SELECT usage FROM cpu WHERE time > 1s OR host = 'a'", "a time condition inside OR"),
         ("SELECT usage FROM cpu WHERE host =~ /(a+)+$/", "slow to match"),
         ("SELECT usage FROM cpu WHERE host =~ /(/", "invalid regex"),
