@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a file: make `bench` and the repo import
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import Row, median_s, table
-from xtsdb.protocol import encode_frame, encode_frame_parts, points_response
+from xtsdb.protocol import QUERY, encode_frame, encode_frame_parts
 
 SIZES = (10_000, 100_000, 1_000_000)
 
@@ -31,7 +31,7 @@ def main() -> int:
         ts = 1_700_000_000_000_000 + np.arange(n, dtype=np.int64) * 1_000_000
         values = np.sin(np.arange(n) / 100.0)
         q = np.full(n, 192, np.uint8)
-        resp = points_response(1, ts, values, q, {"blocks_read": 1})
+        resp = QUERY.reply(1, ts, values, q, {"blocks_read": 1})
         reps = max(5, 2_000_000 // n)
         whole = median_s(lambda: encode_frame(resp), reps)  # noqa: B023 - run here, at once
         parts = median_s(lambda: encode_frame_parts(resp), reps)  # noqa: B023

@@ -37,13 +37,13 @@ if __package__ in (None, ""):  # run as a file: make `bench` and the repo import
 from bench._util import grid
 from bench.torture import Server
 from xtsdb.client import Client
-from xtsdb.protocol import FrameDecoder, encode_frame, request, write_request
+from xtsdb.protocol import WRITE, FrameDecoder, encode_frame, request
 from xtsdb.protocol.errors import XtsdbError
 from xtsdb.server.config import ServerConfig
 from xtsdb.server.limits import memory_bound
 
-WRITE = "write-soak-0123456789abcdef"
-READ = "read-soak-0123456789abcdef"
+WRITE_TOKEN = "write-soak-0123456789abcdef"
+READ_TOKEN = "read-soak-0123456789abcdef"
 
 
 def proc_sample(pid: int) -> tuple[int, int, int]:
@@ -67,7 +67,7 @@ class Load:
             self.counts[key] += n
 
     def writer(self, tag: int) -> None:
-        with Client(self.url, token=WRITE) as db:
+        with Client(self.url, token=WRITE_TOKEN) as db:
             pos = 0
             while not self.stop.is_set():
                 ts = np.arange(pos, pos + 500, dtype=np.int64)
@@ -94,21 +94,21 @@ class Load:
                         raise XtsdbError(str(msg["error"]))
                     count -= 1
 
-            s.sendall(encode_frame(request("hello", 1, versions=[1], token=WRITE)))
+            s.sendall(encode_frame(request("hello", 1, versions=[1], token=WRITE_TOKEN)))
             answers(1)
             pos = 0
             while not self.stop.is_set():
                 frames = []
                 for i in range(depth):
                     ts = np.arange(pos, pos + n, dtype=np.int64)
-                    frames.append(encode_frame(write_request(i + 2, tag, ts, ts * 0.5)))
+                    frames.append(encode_frame(WRITE.build(i + 2, tag, ts, ts * 0.5)))
                     pos += n
                 s.sendall(b"".join(frames))
                 answers(depth)
                 self.add("points", depth * n)
 
     def reader(self, tags: list[int]) -> None:
-        with Client(self.url, token=READ) as db:
+        with Client(self.url, token=READ_TOKEN) as db:
             while not self.stop.is_set():
                 for tag in tags:
                     db.query(tag, max(0, int(time.time()) % 10_000), 1 << 40, limit=5_000)
@@ -118,7 +118,7 @@ class Load:
 
     def churner(self) -> None:
         while not self.stop.is_set():
-            with Client(self.url, token=READ) as db:
+            with Client(self.url, token=READ_TOKEN) as db:
                 db.ping()
             self.add("connections")
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="xtsdb-soak-") as tmp:
         # Default engine sizes (not the torture's tiny ones): the engine keeps one
         # descriptor per container and one entry per block, which tiny sizes multiply.
-        extra = ["--token", f"write:{WRITE}", "--token", f"read:{READ}"]
+        extra = ["--token", f"write:{WRITE_TOKEN}", "--token", f"read:{READ_TOKEN}"]
         bound = sum(n for _, n in memory_bound(ServerConfig.load(extra)))
         srv = Server(Path(tmp) / "data", Path(tmp) / "server.log", extra, sizes=[])
         stop = threading.Event()

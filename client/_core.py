@@ -32,16 +32,19 @@ from urllib.parse import unquote, urlsplit
 
 from xtsdb.protocol import (
     DEFAULT_MAX_FRAME,
+    HELLO,
+    IDEMPOTENT_OPS,
+    OPERATIONS,
+    SUPPORTED_VERSIONS,
+    WRITE,
     FrameDecoder,
+    Message,
+    Op,
     encode_frame,
-    hello_request,
-    int_field,
-    parse_hello_response,
     parse_response_header,
     raise_for_error,
-    request,
-    write_request,
 )
+from xtsdb.protocol.declare import Empty
 from xtsdb.protocol.errors import InvalidInput, ProtocolError, XtsdbConnectionError
 
 from ._convert import write_columns
@@ -56,14 +59,9 @@ MAX_RESPONSE_FRAME = 1 << 30
 """Largest response frame accepted: generous, as the server is trusted more than
 its clients, but bounded so a confused peer cannot make us allocate without limit."""
 FRAME_OVERHEAD = 1024  # msgpack map, keys, bin headers, op and id: a few hundred bytes
-# Safe to send twice: re-running them changes nothing on the server. (hello is not
-# here: it is part of connecting, which is what a retry would redo.)
-IDEMPOTENT_OPS = frozenset(
-    {"ping", "query", "last", "stats", "flush"}
-    | {"aggregate", "interpolate", "plot", "tag_get", "tag_list"}
-)
 
 T = TypeVar("T")
+Resp = TypeVar("Resp", bound=Message)
 W = TypeVar("W")
 
 
@@ -256,20 +254,24 @@ class ClientCore:
         # harmless under later-wins semantics *if* nobody wrote those timestamps
         # in between, which only the caller knows: so writes retry only when the
         # caller opts in with retry_writes=True.
-        retryable = op in IDEMPOTENT_OPS or (op == "write" and self.retry_writes)
+        # The ops declared idempotent are safe to send twice. (hello is not retried: it
+        # is part of connecting, which is what a retry would redo.)
+        retryable = op in IDEMPOTENT_OPS or (op == WRITE.name and self.retry_writes)
         frame = encode_frame(msg, self.max_frame)
         return Request(msg["id"], op, frame, retryable, points)
 
     def simple(self, op: str) -> Request:
         """A request with no fields (``ping``, ``flush``, ``stats``)."""
-        return self.request(request(op, next(self._ids)))
+        return self.request(OPERATIONS[op].encode(next(self._ids), Empty()))
 
     def hello(self) -> Request:
-        return self.request(hello_request(next(self._ids), self.token, CLIENT_NAME))
+        versions = list(SUPPORTED_VERSIONS)
+        return self.request(HELLO.build(next(self._ids), versions, self.token, CLIENT_NAME))
 
     def hello_done(self, resp: dict[str, Any]) -> None:
         """Take the server's limits from its hello response."""
-        _version, self.server, self.max_frame, _auth = parse_hello_response(resp)
+        welcome = HELLO.parse_answer(resp)
+        self.server, self.max_frame = welcome.server, welcome.max_frame
 
     def points_per_frame(self, bytes_per_point: int) -> int:
         room = (self.max_frame - FRAME_OVERHEAD) // bytes_per_point
@@ -287,7 +289,7 @@ class ClientCore:
         for lo in range(0, len(ts), step):
             hi = lo + step
             tag_arg: int | Any = int(tags[0]) if one_tag else tags[lo:hi]
-            msg = write_request(next(self._ids), tag_arg, ts[lo:hi], values[lo:hi], q[lo:hi])
+            msg = WRITE.build(next(self._ids), tag_arg, ts[lo:hi], values[lo:hi], q[lo:hi])
             reqs.append(self.request(msg, len(ts[lo:hi])))
         return reqs
 
@@ -302,6 +304,11 @@ class ClientCore:
     def call(self, msg: dict[str, Any]) -> Plan[dict[str, Any]]:
         """Send one request built from ``msg``; the checked response."""
         return (yield from self.single(self.request(msg)))
+
+    def ask(self, op: Op[Any, Resp], req: Message) -> Plan[Resp]:
+        """Send ``req`` as an ``op`` request; its answer, parsed by the op's declaration."""
+        [resp] = yield Step([self.request(op.encode(next(self._ids), req))], 1)
+        return op.parse_answer(resp)
 
     def write_plan(self, items: Iterable[tuple[Any, Any, Any, Any]]) -> Plan[int]:
         """Pipelined writes: at most ``max_in_flight`` frames unacknowledged; points written.
@@ -318,7 +325,7 @@ class ClientCore:
                 hi = lo + step
                 part_tags = tags if isinstance(tags, int | str) else tags[lo:hi]
                 part_q = None if q is None else q[lo:hi]
-                msg = write_request(next(self._ids), part_tags, ts[lo:hi], values[lo:hi], part_q)
+                msg = WRITE.build(next(self._ids), part_tags, ts[lo:hi], values[lo:hi], part_q)
                 wait = 1 if outstanding >= self.max_in_flight else 0
                 resps = yield Step([self.request(msg, len(ts[lo:hi]))], wait)
                 outstanding += 1 - wait
@@ -329,9 +336,4 @@ class ClientCore:
 
 def write_ack(resp: dict[str, Any]) -> int:
     """Points acknowledged (durable) by a write response; raises the error it carries."""
-    raise_for_error(resp)
-    try:
-        n: int = int_field(resp.get("n"), "n", 0)
-    except InvalidInput as exc:
-        raise ProtocolError(f"malformed write response: {exc}") from exc
-    return n
+    return WRITE.parse_answer(resp).n

@@ -20,18 +20,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from xtsdb.protocol import (
-    DEFAULT_MAX_FRAME,
-    backup_request,
-    int_field,
-    last_request,
-    parse_backup_response,
-    parse_last_response,
-    parse_points,
-    query_request,
-)
-from xtsdb.protocol.errors import ProtocolError
-from xtsdb.protocol.legacy import parse_last_errors
+from xtsdb.protocol import DEFAULT_MAX_FRAME, FLUSH, PING, QUERY, STATS, int_field
+from xtsdb.protocol.declare import Empty
+from xtsdb.protocol.ops import BACKUP, LAST, Backup, Last, Query
 
 from . import dataframes
 from ._convert import to_us
@@ -104,13 +95,14 @@ def query(
     got = 0
     while True:
         want = page if limit is None else min(page, limit - got)
-        msg = query_request(
-            core.next_id(), key, lo, hi, want, descending=descending, good_only=good_only
+        ask = Query(
+            tag=key, start=lo, end=hi, limit=want, descending=descending, good_only=good_only
         )
-        [resp] = yield Step([core.request(msg)], 1)
-        ts, values, q = parse_points(resp)
-        for name, n in (resp.get("stats") or {}).items():
-            stats[str(name)] = stats.get(str(name), 0) + int(n)
+        [resp] = yield Step([core.request(QUERY.encode(core.next_id(), ask))], 1)
+        page_of = QUERY.parse_answer(resp)
+        ts, values, q = page_of.ts, page_of.values, page_of.q
+        for name, n in page_of.stats.items():
+            stats[name] = stats.get(name, 0) + n
         chunks.append((ts, values, q))
         got += ts.shape[0]
         more = resp.get("more")
@@ -132,32 +124,28 @@ def query(
 @operation
 def last(core: ClientCore, /, tags: Any, *, timeout: float | None = None) -> Plan[LastResult]:
     """The latest point of each tag in ``tags`` (an id, a name, or a sequence of them)."""
-    [resp] = yield Step([core.request(last_request(core.next_id(), tags))], 1)
-    return LastResult(*parse_last_response(resp), errors=parse_last_errors(resp))
+    got = yield from core.ask(LAST, Last(tags=tags))
+    return LastResult(got.tags, got.ts, got.values, got.q, errors=got.errors)
 
 
 @operation
 def stats(core: ClientCore, /, *, timeout: float | None = None) -> Plan[dict[str, Any]]:
     """The server's and engine's counters."""
-    resp = yield from core.single(core.simple("stats"))
-    counters = resp.get("stats")
-    if not isinstance(counters, dict):
-        raise ProtocolError("malformed stats response: no 'stats' map")
-    return counters
+    return (yield from core.ask(STATS, Empty())).stats
 
 
 @operation
 def ping(core: ClientCore, /, *, timeout: float | None = None) -> Plan[float]:
     """Round trip to the server, in seconds."""
     t0 = time.perf_counter()
-    yield from core.single(core.simple("ping"))
+    yield from core.ask(PING, Empty())
     return time.perf_counter() - t0
 
 
 @operation
 def flush_server(core: ClientCore, /, *, timeout: float | None = None) -> Plan[None]:
     """Ask the server to seal its in-memory points into blocks (not :meth:`flush`)."""
-    yield from core.single(core.simple("flush"))
+    yield from core.ask(FLUSH, Empty())
 
 
 @operation
@@ -172,8 +160,7 @@ def backup(core: ClientCore, /, path: str, *, timeout: float | None = None) -> P
     """
     # Never retried (backup is not idempotent): a second try would find its
     # destination already there.
-    resp = yield from core.call(backup_request(core.next_id(), path))
-    return parse_backup_response(resp)
+    return (yield from core.ask(BACKUP, Backup(path=path))).backup
 
 
 @operation

@@ -17,25 +17,34 @@ from typing import Any, Protocol, TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
+from xtsdb.protocol.analytics import (
+    AGGREGATE,
+    INTERPOLATE,
+    PLOT,
+    Aggregate,
+    Interpolate,
+    Plot,
+    Regular,
+)
+from xtsdb.protocol.declare import Message, Op
 from xtsdb.protocol.errors import InvalidInput, ProtocolError
-from xtsdb.protocol.legacy import (
-    aggregate_request,
-    delete_request,
-    delete_tag_request,
-    interpolate_request,
-    parse_aggregate_response,
-    parse_interpolate_response,
-    parse_lsn_response,
-    parse_points,
-    parse_tag_list_response,
-    parse_tag_response,
-    plot_request,
-    tag_create_request,
-    tag_get_request,
-    tag_list_request,
-    tag_remove_request,
-    tag_rename_request,
-    tag_update_request,
+from xtsdb.protocol.tags import (
+    DEFAULT_TAG_LIST,
+    DELETE,
+    DELETE_TAG,
+    TAG_CREATE,
+    TAG_GET,
+    TAG_LIST,
+    TAG_REMOVE,
+    TAG_RENAME,
+    TAG_UPDATE,
+    Delete,
+    TagAnswer,
+    TagCreate,
+    TagList,
+    TagRefOnly,
+    TagRename,
+    TagUpdate,
 )
 
 from ._convert import timestamps_us, to_us
@@ -142,11 +151,13 @@ def _aggregate(
     lo, hi = to_us(start, "start"), to_us(end, "end")
     step, at = duration_us(interval, "interval"), to_us(origin, "origin")
     tags = keys if many else keys[0]
-    msg = aggregate_request(
-        core.next_id(), tags, lo, hi, step, names, origin=at, good_only=good_only
+    ask = Aggregate(
+        tags=tags, start=lo, end=hi, interval=step, aggregates=names, origin=at, good_only=good_only
     )
-    resp = yield from core.call(msg)
-    results = [AggregateResult(s, v) for s, v in parse_aggregate_response(resp)]
+    got = (yield from core.ask(AGGREGATE, ask)).result
+    results = [
+        AggregateResult(b.start, b.values) for b in (got if isinstance(got, list) else [got])
+    ]
     if len(results) != len(keys):
         raise ProtocolError(f"aggregate: {len(results)} results for {len(keys)} tags")
     return dict(zip(keys, results, strict=True)) if many else results[0]
@@ -183,17 +194,13 @@ def interpolate(
     if (times is None) == (None in (start, end, interval)):
         raise InvalidInput("give either times, or all of start, end and interval")
     gap = None if max_gap is None else duration_us(max_gap, "max_gap")
-    how: dict[str, Any] = {"method": method, "max_gap": gap, "good_only": good_only}
     if times is not None:
-        msg = interpolate_request(core.next_id(), tag_key(tag), timestamps_us(times), **how)
+        at: Any = timestamps_us(times)
     else:
-        lo, hi = to_us(start, "start"), to_us(end, "end")
-        step = duration_us(interval, "interval")
-        msg = interpolate_request(
-            core.next_id(), tag_key(tag), start=lo, end=hi, interval=step, **how
-        )
-    resp = yield from core.call(msg)
-    return InterpolateResult(*parse_interpolate_response(resp))
+        at = Regular(to_us(start, "start"), to_us(end, "end"), duration_us(interval, "interval"))
+    ask = Interpolate(tag=tag_key(tag), times=at, method=method, max_gap=gap, good_only=good_only)
+    got = yield from core.ask(INTERPOLATE, ask)
+    return InterpolateResult(got.ts, got.values, got.status)
 
 
 @operation
@@ -211,10 +218,9 @@ def plot(
     """The points that draw ``[start, end)`` on ``intervals`` pixel columns: per
     column its first, last, min and max point (at most 4 per column)."""
     lo, hi = to_us(start, "start"), to_us(end, "end")
-    msg = plot_request(core.next_id(), tag_key(tag), lo, hi, intervals, good_only=good_only)
-    resp = yield from core.call(msg)
-    stats = {str(k): int(v) for k, v in (resp.get("stats") or {}).items()}
-    return QueryResult(*parse_points(resp), stats)
+    ask = Plot(tag=tag_key(tag), start=lo, end=hi, intervals=intervals, good_only=good_only)
+    got = yield from core.ask(PLOT, ask)
+    return QueryResult(got.ts, got.values, got.q, got.stats)
 
 
 # -- deletes ---------------------------------------------------------------------------------
@@ -229,22 +235,20 @@ def delete(
     Covers every write the server received before the delete; returns its LSN.
     """
     lo, hi = to_us(start, "start"), to_us(end, "end")
-    msg = delete_request(core.next_id(), tag_key(tag), lo, hi)
-    return parse_lsn_response((yield from core.call(msg)))
+    return (yield from core.ask(DELETE, Delete(tag=tag_key(tag), start=lo, end=hi))).lsn
 
 
 @operation
 def delete_tag(core: ClientCore, /, tag: Tag, *, timeout: float | None = None) -> Plan[int]:
     """Delete every point of ``tag`` (its catalog entry stays; see :meth:`remove_tag`)."""
-    msg = delete_tag_request(core.next_id(), tag_key(tag))
-    return parse_lsn_response((yield from core.call(msg)))
+    return (yield from core.ask(DELETE_TAG, TagRefOnly(tag=tag_key(tag)))).lsn
 
 
 # -- the tag catalog -------------------------------------------------------------------------
 
 
-def _tag_info(core: ClientCore, /, msg: dict[str, Any]) -> Plan[TagInfo]:
-    return TagInfo.from_wire(parse_tag_response((yield from core.call(msg))))
+def _tag_info(core: ClientCore, /, op: Op[Any, TagAnswer], req: Message) -> Plan[TagInfo]:
+    return TagInfo.from_wire((yield from core.ask(op, req)).tag)
 
 
 @operation
@@ -254,13 +258,13 @@ def create_tag(
     """Name a new tag; the server picks its id. ``meta``: unit, description,
     value_type (float64, int64, bool, enum), duplicates (last, first,
     reject), retention_us (0: the database's retention)."""
-    return _tag_info(core, tag_create_request(core.next_id(), name, **meta))
+    return _tag_info(core, TAG_CREATE, TagCreate(name=name, meta=meta))
 
 
 @operation
 def tag(core: ClientCore, /, tag: Tag, *, timeout: float | None = None) -> Plan[TagInfo]:
     """The catalog entry of a tag, by name or id (``NotFound`` if it has none)."""
-    return _tag_info(core, tag_get_request(core.next_id(), tag_key(tag)))
+    return _tag_info(core, TAG_GET, TagRefOnly(tag=tag_key(tag)))
 
 
 @operation
@@ -274,8 +278,8 @@ def tags(
 ) -> Plan[list[TagInfo]]:
     """Tags whose name matches the glob ``pattern``, by name (at most ``limit``,
     default 10,000)."""
-    resp = yield from core.call(tag_list_request(core.next_id(), pattern, limit))
-    return [TagInfo.from_wire(t) for t in parse_tag_list_response(resp)]
+    ask = TagList(pattern=pattern, limit=DEFAULT_TAG_LIST if limit is None else limit)
+    return [TagInfo.from_wire(t) for t in (yield from core.ask(TAG_LIST, ask)).tags]
 
 
 @operation
@@ -283,7 +287,7 @@ def update_tag(
     core: ClientCore, /, tag: Tag, *, timeout: float | None = None, **meta: Any
 ) -> Plan[TagInfo]:
     """Change some metadata of a tag (as for :meth:`create_tag`); others stay."""
-    return _tag_info(core, tag_update_request(core.next_id(), tag_key(tag), **meta))
+    return _tag_info(core, TAG_UPDATE, TagUpdate(tag=tag_key(tag), meta=meta))
 
 
 @operation
@@ -291,13 +295,13 @@ def rename_tag(
     core: ClientCore, /, tag: Tag, name: str, *, timeout: float | None = None
 ) -> Plan[TagInfo]:
     """Give a tag a new name; its id and data stay."""
-    return _tag_info(core, tag_rename_request(core.next_id(), tag_key(tag), name))
+    return _tag_info(core, TAG_RENAME, TagRename(tag=tag_key(tag), name=name))
 
 
 @operation
 def remove_tag(core: ClientCore, /, tag: Tag, *, timeout: float | None = None) -> Plan[TagInfo]:
     """Delete a tag's points and its catalog entry; returns the entry removed."""
-    return _tag_info(core, tag_remove_request(core.next_id(), tag_key(tag)))
+    return _tag_info(core, TAG_REMOVE, TagRefOnly(tag=tag_key(tag)))
 
 
 class HistorianOperations:

@@ -10,28 +10,33 @@ exactly one encoder, one decoder and one set of checks.
   :func:`encode_frame` and :class:`FrameDecoder` (fed bytes in any pieces,
   checks every length prefix against ``max_frame`` before buffering a body).
 - ``messages`` -- envelopes (``request``, ``ok_response``, ``error_response``,
-  ``raise_for_error``, ``parse_request_header``), strict scalar field checks,
-  and the array codec: arrays are the raw little-endian bytes of a fixed
-  dtype in a msgpack ``bin`` (``pack_array`` / zero-copy ``unpack_array``).
-- ``ops``      -- per-op builders and parsers (``write_request`` /
-  ``parse_write``, ``query_request`` / ``parse_query``, ``points_response`` /
-  ``parse_points``, ...), used by clients and server alike.
-- ``analytics`` -- the same for ``aggregate``, ``interpolate`` and ``plot``.
-- ``tags``     -- the same for the tag catalog (``tag_*``) and the deletes.
+  ``raise_for_error``), strict scalar field checks, and the array codec: arrays
+  are the raw little-endian bytes of a fixed dtype in a msgpack ``bin``
+  (``pack_array`` / zero-copy ``unpack_array``).
+- ``declare``, ``wire`` -- how an operation is declared once: an :class:`Op`
+  (name, request and response messages, role, idempotency, errors) whose
+  message fields carry a wire kind (type, checks, docs). ``op.encode`` /
+  ``op.build`` make a request, ``op.parse`` checks one, ``op.answer`` /
+  ``op.reply`` make the response, ``op.parse_answer`` reads it.
+- ``ops``, ``analytics``, ``tags`` -- the declarations: ``HELLO``, ``PING``,
+  ``WRITE``, ``QUERY``, ``LAST``, ``FLUSH``, ``STATS``, ``BACKUP``;
+  ``AGGREGATE``, ``INTERPOLATE``, ``PLOT``; the ``TAG_*`` ops and the deletes.
+- ``optable`` -- :data:`OPERATIONS` by name, and what derives from it (``OPS``,
+  ``READ_OPS``, ``IDEMPOTENT_OPS``, ``parse_request_header``); ``opdocs``
+  renders docs/protocol.md's op reference from it.
 - ``line_protocol`` -- InfluxDB line protocol text -> tag names and columns
   (the server's HTTP ``/write``); not part of the binary protocol.
 
 A tag is referred to by its id or its name (``tag_field``); the server
-resolves names. Response builders keep arrays as numpy arrays in wire dtypes,
-so the server can send a large answer with :func:`encode_frame_parts`.
+resolves names. Responses keep arrays as numpy arrays in wire dtypes, so the
+server can send a large answer with :func:`encode_frame_parts`.
 
 Data flows one way: a transport feeds bytes to a :class:`FrameDecoder`, takes
-dicts out, parses them with ``parse_*``, builds answers with the builders and
-sends ``encode_frame(answer)``. The wire format is specified for other
-languages in ``docs/protocol.md``.
+dicts out, finds the op (``parse_request_header``), parses with it, answers
+with it and sends ``encode_frame(answer)``. The wire format is specified for
+other languages in ``docs/protocol.md``.
 """
 
-from . import legacy
 from .analytics import AGGREGATE, AGGREGATES, INTERPOLATE, PLOT
 from .declare import Message, Op, Role
 from .errors import ERROR_CLASSES, XtsdbError, error_from_code
@@ -43,7 +48,6 @@ from .frames import (
     encode_frame,
     encode_frame_parts,
 )
-from .legacy import *  # noqa: F403 - TRANSITIONAL, removed before this change lands
 from .messages import (
     GOOD_QUALITY,
     PROTOCOL_VERSION,
@@ -125,7 +129,6 @@ __all__ = [
     "error_from_code",
     "error_response",
     "int_field",
-    "legacy",
     "ok_response",
     "pack_array",
     "parse_request_header",

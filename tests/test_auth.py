@@ -20,7 +20,7 @@ import pytest
 
 from xtsdb.client import AsyncClient, Client
 from xtsdb.client.cli import main as cli_main
-from xtsdb.protocol import write_request
+from xtsdb.protocol import WRITE
 from xtsdb.protocol.errors import (
     AuthenticationFailed,
     FrameTooLarge,
@@ -181,9 +181,9 @@ def test_roles(secured: ServerThread, raw: Raw) -> None:
     assert writer.call("hello", versions=[1], token=WRITE_SECRET)["ok"]
     assert reader.call("hello", versions=[1], token=READ_SECRET)["ok"]
     ts = np.arange(5, dtype=np.int64)
-    writer.send(write_request(100, 7, ts, ts * 2.0))
+    writer.send(WRITE.build(100, 7, ts, ts * 2.0))
     assert writer.recv()["n"] == 5
-    reader.send(write_request(100, 7, ts, ts * 3.0))
+    reader.send(WRITE.build(100, 7, ts, ts * 3.0))
     assert code(reader.recv()) == PermissionDenied.code
     assert code(reader.call("flush")) == PermissionDenied.code
     resp = reader.call("query", tag=7, start=0, end=10)
@@ -205,7 +205,7 @@ def test_big_frames_wait_for_authentication(
     member = raw(srv)
     assert member.call("hello", versions=[1], token=WRITE_SECRET)["max_frame"] == 4 << 20
     ts = np.arange(100_000, dtype=np.int64)  # a 1.7 MB frame: fine once authenticated
-    member.send(write_request(1, 3, ts, ts * 1.0))
+    member.send(WRITE.build(1, 3, ts, ts * 1.0))
     assert member.recv()["n"] == ts.size
 
 

@@ -24,7 +24,7 @@ from xtsdb.client import AsyncClient, Client, QueryResult, connect
 from xtsdb.client._convert import to_us
 from xtsdb.client._core import ClientCore, Session, Step, parse_url
 from xtsdb.client.point_buffer import PointBuffer
-from xtsdb.protocol import FrameDecoder, encode_frame, hello_response, ok_response
+from xtsdb.protocol import HELLO, FrameDecoder, encode_frame, ok_response
 from xtsdb.protocol.errors import (
     InvalidInput,
     XtsdbConnectionError,
@@ -208,7 +208,7 @@ def hello_only_server() -> Iterator[str]:
                 for msg in decoder:
                     if msg["op"] == "hello":
                         conn.sendall(
-                            encode_frame(hello_response(msg["id"], "mute", 1 << 20, False))
+                            encode_frame(HELLO.reply(msg["id"], 1, "mute", 1 << 20, False))
                         )
 
     t = threading.Thread(target=serve, daemon=True)

@@ -775,7 +775,7 @@ def test_ledger_tells_each_context_of_each_failure_once(monkeypatch: pytest.Monk
         fut: Future[dict[str, Any]] = Future()
         batch = book.add(Request(book.sent + 1, "write", b"", False, points), fut, Session())
         if ok:
-            fut.set_result({"id": batch.req.id, "ok": True, "n": points})
+            fut.set_result({"id": batch.req.id, "ok": True, "n": points, "lsn": 1})
         else:
             fut.set_exception(XtsdbConnectionError("lost"))
         assert book.finish(batch, fut) is not ok

@@ -12,9 +12,9 @@ import pytest
 
 from xtsdb.client import Client
 from xtsdb.client.cli import main as cli_main
+from xtsdb.protocol import LAST
 from xtsdb.protocol.errors import CorruptionError, EngineClosed, ProtocolError
 from xtsdb.protocol.frames import decode_body, encode_body
-from xtsdb.protocol.ops import last_response, parse_last_errors, parse_last_response
 from xtsdb.server.app import ServerThread
 from xtsdb.server.engine import Engine, EngineConfig, lastvalues
 
@@ -161,16 +161,17 @@ def test_last_errors_on_the_wire_are_optional_and_checked() -> None:
     def wire(msg: dict[str, Any]) -> dict[str, Any]:
         return decode_body(encode_body(msg))
 
-    plain = last_response(3, [2], [10], [1.5], [192])
+    plain = LAST.reply(3, [2], [10], [1.5], [192])
     assert "errors" not in plain  # the frame is the one older clients know
-    assert parse_last_errors(wire(plain)) == {}
-    resp = wire(last_response(3, [2], [10], [1.5], [192], {7: CorruptionError("block CRC")}))
-    assert [a.tolist() for a in parse_last_response(resp)] == [[2], [10], [1.5], [192]]
-    [(tag, err)] = parse_last_errors(resp).items()
+    assert LAST.parse_answer(wire(plain)).errors == {}
+    resp = wire(LAST.reply(3, [2], [10], [1.5], [192], {7: CorruptionError("block CRC")}))
+    got = LAST.parse_answer(resp)
+    assert [a.tolist() for a in (got.tags, got.ts, got.values, got.q)] == [[2], [10], [1.5], [192]]
+    [(tag, err)] = got.errors.items()
     assert tag == 7 and type(err) is CorruptionError and str(err) == "block CRC"
     for bad in ("x", [1], [{"tag": -1, "code": 51, "message": ""}], [{"tag": 1}]):
         with pytest.raises(ProtocolError):
-            parse_last_errors({**resp, "errors": bad})
+            LAST.parse_answer({**resp, "errors": bad})
 
 
 def crash_image(src: Path, dst: Path) -> Path:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xtsdb.client import connect
-from xtsdb.protocol import FrameDecoder, encode_frame, parse_points, query_request, write_request
+from xtsdb.protocol import QUERY, WRITE, FrameDecoder, encode_frame
 from xtsdb.server.app import ServerThread
 
 if TYPE_CHECKING:
@@ -44,11 +44,11 @@ def test_refused_write_fails_alone_in_its_group(
         for i in range(40):
             req_id = rnd * 1000 + i + 1
             if i % 10 == 3:
-                frames.append(encode_frame(write_request(req_id, strict, [2], [9.0])))
+                frames.append(encode_frame(WRITE.build(req_id, strict, [2], [9.0])))
                 bad.add(req_id)
             else:
                 ts = np.array([rnd * 100 + i], dtype=np.int64)
-                frames.append(encode_frame(write_request(req_id, 100 + i, ts, ts * 1.0)))
+                frames.append(encode_frame(WRITE.build(req_id, 100 + i, ts, ts * 1.0)))
         conn.send_raw(b"".join(frames))
         got = _responses(conn, len(frames))
         refused = {i for i, r in got.items() if not r["ok"]}
@@ -57,12 +57,12 @@ def test_refused_write_fails_alone_in_its_group(
     for i in range(40):
         if i % 10 == 3:
             continue
-        conn.send(query_request(conn.next_id(), 100 + i, 0, 1 << 40))
-        ts, values, _ = parse_points(conn.recv())
+        conn.send(QUERY.build(conn.next_id(), 100 + i, 0, 1 << 40))
+        ts, values, _, _, _ = QUERY.parse_answer(conn.recv())
         assert ts.tolist() == [r * 100 + i for r in range(20)]
         np.testing.assert_array_equal(values, ts * 1.0)
-    conn.send(query_request(conn.next_id(), strict, 0, 10))
-    ts, values, _ = parse_points(conn.recv())
+    conn.send(QUERY.build(conn.next_id(), strict, 0, 10))
+    ts, values, _, _, _ = QUERY.parse_answer(conn.recv())
     assert ts.tolist() == [1, 2] and values.tolist() == [1.0, 2.0]
 
 
@@ -77,14 +77,14 @@ def test_racing_writes_of_one_timestamp_to_a_reject_tag_one_wins(
         # The same new timestamp from two connections at once, with other writes around.
         for conn, value in ((a, 1.0), (b, 2.0)):
             conn.send_raw(
-                encode_frame(write_request(1, 500, [rnd], [0.0]))
-                + encode_frame(write_request(2, strict, [rnd], [value]))
+                encode_frame(WRITE.build(1, 500, [rnd], [0.0]))
+                + encode_frame(WRITE.build(2, strict, [rnd], [value]))
             )
         results = [_responses(conn, 2) for conn in (a, b)]
         assert all(r[1]["ok"] for r in results)  # the other tag's writes all pass
         assert sorted(r[2]["ok"] for r in results) == [False, True]
-    a.send(query_request(a.next_id(), strict, 0, 100))
-    ts, _, _ = parse_points(a.recv())
+    a.send(QUERY.build(a.next_id(), strict, 0, 100))
+    ts = QUERY.parse_answer(a.recv()).ts
     assert ts.tolist() == list(range(20))
 
 
@@ -94,7 +94,7 @@ def _pipelined_new_name_round(address: tuple[str, int], name: str, n: int) -> fl
     One send per frame: the writes reach the server over many reads, some while
     the tag is being created and some just as its creation completes.
     """
-    frames = [encode_frame(write_request(i + 1, name, [1000], [float(i)])) for i in range(n)]
+    frames = [encode_frame(WRITE.build(i + 1, name, [1000], [float(i)])) for i in range(n)]
     with socket.create_connection(address, timeout=10) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for frame in frames:
@@ -107,12 +107,12 @@ def _pipelined_new_name_round(address: tuple[str, int], name: str, n: int) -> fl
             while (msg := decoder.next_message()) is not None:
                 assert msg["ok"], msg
                 answers += 1
-        sock.sendall(encode_frame(query_request(n + 1, name, 0, 2000)))
+        sock.sendall(encode_frame(QUERY.build(n + 1, name, 0, 2000)))
         while (msg := decoder.next_message()) is None:
             data = sock.recv(1 << 16)
             assert data, "server closed the connection"
             decoder.feed(data)
-    _, values, _ = parse_points(msg)
+    values = QUERY.parse_answer(msg).values
     assert values.shape[0] == 1
     return float(values[0])
 
