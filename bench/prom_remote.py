@@ -5,8 +5,8 @@ Prometheus sends it (snappy, value then timestamp per sample), is decoded by
 ``decode_write_request`` plus a tag name per series (what the server does; with
 a fresh name cache, and with the cache warm from the previous request, as it is
 when Prometheus sends the same series every scrape), by the decode alone, by
-the same with the columnar path turned off (one sample at a time, the path
-for other encoders), and by the plain runtime loop ``[s.value for s in
+the same with the bulk paths turned off (series and samples one at a time,
+the path for other encoders), and by the plain runtime loop ``[s.value for s in
 ts.samples]`` (labels read too, no names) for reference; shapes go
 from one sample per series (what Prometheus sends: each series' latest
 scrape) to few long series. Prints a table; nothing is asserted.
@@ -66,12 +66,14 @@ def named(body: bytes, names: SeriesNames) -> int:
 
 
 def one_by_one(body: bytes) -> int:
-    saved = ps._columns
+    """The general path (series one by one, samples one by one), as for other encoders."""
+    saved = ps._columns, pr.split_series
     ps._columns = lambda flat, n: None  # type: ignore[assignment]
+    pr.split_series = lambda series: None  # type: ignore[assignment]
     try:
         return len(pr.decode_write_request(body))
     finally:
-        ps._columns = saved
+        ps._columns, pr.split_series = saved
 
 
 def best(fn: Callable[[bytes], Any], body: bytes, repeat: int) -> float:

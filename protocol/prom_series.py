@@ -34,15 +34,18 @@ _MARK = 0xFF
 _SEP = b"\x0a\x01\xff\x12\x01\xff"  # a label b"\xff", then a sample b"\xff"
 
 SeriesKey = tuple[bytes, ...]
+U8 = npt.NDArray[np.uint8]
+I64 = npt.NDArray[np.int64]
 
 
-def _markers(items: list[bytes], raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+def _encoded(items: list[bytes], field: str) -> tuple[U8, I64, I64]:
+    """The runtime's encoding of ``items`` as ``field``, its marker entries and their ends."""
+    raw = np.frombuffer(pm.TimeSeriesView(**{field: items}).SerializeToString(), np.uint8)
     lens = np.fromiter(map(len, items), np.int64, len(items))
-    size = 1 + varint_len(lens) + lens
-    start = np.cumsum(size) - size
+    ends = np.cumsum(1 + varint_len(lens) + lens)
     one = np.flatnonzero(lens == 1)
-    out: npt.NDArray[np.int64] = one[raw[start[one] + 2] == _MARK].astype(np.int64)
-    return out
+    marks = one[raw[ends[one] - 1] == _MARK]
+    return raw, marks, ends[marks]
 
 
 def split_series(
@@ -63,12 +66,9 @@ def split_series(
     if len(UnknownFieldSet(view)):
         return None
     labels, samples = view.labels[:], view.samples[:]
-    lraw = np.frombuffer(pm.TimeSeriesView(labels=labels).SerializeToString(), np.uint8)
-    sraw = np.frombuffer(pm.TimeSeriesView(samples=samples).SerializeToString(), np.uint8)
-    lm, sm = _markers(labels, lraw), _markers(samples, sraw)
-    if lm.shape[0] != n or sm.shape[0] != n:
-        return None
-    if not _same(joined, lraw, sraw, _ends(labels, lm), _ends(samples, sm)):
+    lraw, lm, lend = _encoded(labels, "labels")
+    sraw, sm, send = _encoded(samples, "samples")
+    if lm.shape[0] != n or sm.shape[0] != n or not _same(joined, lraw, sraw, lend, send):
         return None
     lb = (-1, *lm.tolist())
     keys = [tuple(labels[lb[j] + 1 : lb[j + 1]]) for j in range(n)]
@@ -77,33 +77,33 @@ def split_series(
     return keys, counts, flat
 
 
-def _ends(items: list[bytes], marks: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """The byte offset just past each marker entry in the encoded list."""
-    lens = np.fromiter(map(len, items), np.int64, len(items))
-    ends = np.cumsum(1 + varint_len(lens) + lens)
-    out: npt.NDArray[np.int64] = ends[marks]
-    return out
-
-
 def _same(
     joined: bytes,
-    lraw: npt.NDArray[np.uint8],
-    sraw: npt.NDArray[np.uint8],
-    lend: npt.NDArray[np.int64],
-    send: npt.NDArray[np.int64],
+    lraw: U8,
+    sraw: U8,
+    lend: I64,
+    send: I64,
 ) -> bool:
     """Whether series by series (labels, samples, separator) the encodings give ``joined``."""
-    src = np.concatenate([lraw, sraw])
+    n = lend.shape[0]
     lbeg = np.concatenate([[0], lend[:-1]])
-    sbeg = np.concatenate([[0], send[:-1]]) + lraw.shape[0]
-    send = send + lraw.shape[0]
-    # Four segments per series: label entries, sample entries, the two markers.
-    starts = np.stack([lbeg, sbeg, lend - 3, send - 3], axis=1).ravel()
-    sizes = np.stack(
-        [lend - 3 - lbeg, send - 3 - sbeg, np.full_like(lend, 3), np.full_like(send, 3)], axis=1
-    ).ravel()
+    sbeg = np.concatenate([[0], send[:-1]])
+    # Three segments per series: its label entries, its sample entries, the separator.
+    sizes = np.stack([lend - 3 - lbeg, send - 3 - sbeg, np.full(n, 6)], axis=1).ravel()
     if int(sizes.sum()) != len(joined) or (sizes < 0).any():
         return False
-    out_starts = np.cumsum(sizes) - sizes
-    index = np.repeat(starts - out_starts, sizes) + np.arange(int(sizes.sum()))
-    return bool(np.array_equal(src[index], np.frombuffer(joined, np.uint8)))
+    part = np.repeat(np.tile(np.arange(3, dtype=np.uint8), n), sizes)
+    got = np.frombuffer(joined, np.uint8)
+    return (
+        np.array_equal(got[part == 0], _without_markers(lraw, lend))
+        and np.array_equal(got[part == 1], _without_markers(sraw, send))
+        and bool((got[part == 2].reshape(n, 6) == np.frombuffer(_SEP, np.uint8)).all())
+    )
+
+
+def _without_markers(raw: U8, ends: I64) -> U8:
+    keep = np.ones(raw.shape[0], bool)
+    for k in (1, 2, 3):
+        keep[ends - k] = False
+    out: U8 = raw[keep]
+    return out
