@@ -74,8 +74,15 @@ def _tie_order(answer: Any) -> Any:
     for result in answer.get("results", []) if isinstance(answer, dict) else []:
         for series in result.get("series", []):
             if series["columns"][:1] == ["time"]:
-                series["values"].sort(key=lambda row: (row[0], json.dumps(row[1:])))
+                series["values"].sort(key=lambda row: (row[0], [_key(x) for x in row[1:]]))
     return answer
+
+
+def _key(x: Any) -> tuple[int, float, str]:
+    """A cell's sort key: numbers by value (influxd writes 48.0 as 48), then the rest."""
+    if isinstance(x, int | float) and not isinstance(x, bool):
+        return (0, float(x), "")
+    return (1, 0.0, json.dumps(x))
 
 
 def _same(a: Any, b: Any, path: str = "") -> str:
