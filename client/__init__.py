@@ -60,7 +60,14 @@ from xtsdb.protocol.errors import (
 
 from ._core import DEFAULT_PORT, DEFAULT_URL
 from .aio import AsyncClient
-from .results import AggregateResult, InterpolateResult, LastResult, QueryResult, TagInfo
+from .results import (
+    AggregateResult,
+    InterpolateResult,
+    LastResult,
+    QueryResult,
+    TagInfo,
+    TagPage,
+)
 from .sync import Client, connect
 
 __all__ = [
@@ -74,6 +81,7 @@ __all__ = [
     "LastResult",
     "QueryResult",
     "TagInfo",
+    "TagPage",
     "XtsdbConnectionError",
     "XtsdbError",
     "XtsdbTimeout",

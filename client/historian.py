@@ -37,6 +37,7 @@ from xtsdb.protocol.tags import (
     TAG_LIST,
     TAG_REMOVE,
     TAG_RENAME,
+    TAG_SEARCH,
     TAG_UPDATE,
     Delete,
     TagAnswer,
@@ -44,13 +45,14 @@ from xtsdb.protocol.tags import (
     TagList,
     TagRefOnly,
     TagRename,
+    TagSearch,
     TagUpdate,
 )
 
 from ._convert import timestamps_us, to_us
 from ._core import ClientCore, Plan
 from ._surface import operation, typed_operation
-from .results import AggregateResult, InterpolateResult, QueryResult, TagInfo
+from .results import AggregateResult, InterpolateResult, QueryResult, TagInfo, TagPage
 
 Tag = int | str
 Tags = list[int] | list[str] | list[Tag] | tuple[Tag, ...] | npt.NDArray[np.integer[Any]]
@@ -283,6 +285,22 @@ def tags(
 
 
 @operation
+def search_tags(
+    core: ClientCore,
+    /,
+    text: str = "",
+    *,
+    after: str | None = None,
+    limit: int = 100,
+    timeout: float | None = None,
+) -> Plan[TagPage]:
+    """A page of the tags whose name or description holds ``text`` (ignoring case), by
+    name; pass the last name of a page as ``after`` for the next one while ``more``."""
+    got = yield from core.ask(TAG_SEARCH, TagSearch(text=text, after=after, limit=limit))
+    return TagPage([TagInfo.from_wire(t) for t in got.tags], got.more)
+
+
+@operation
 def update_tag(
     core: ClientCore, /, tag: Tag, *, timeout: float | None = None, **meta: Any
 ) -> Plan[TagInfo]:
@@ -315,6 +333,7 @@ class HistorianOperations:
     create_tag = create_tag
     tag = tag
     tags = tags
+    search_tags = search_tags
     update_tag = update_tag
     rename_tag = rename_tag
     remove_tag = remove_tag

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -165,3 +165,10 @@ class TagInfo:
         """From a tag map of the protocol; keys this client does not know are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in info.items() if k in known})
+
+
+class TagPage(NamedTuple):
+    """A page of :meth:`~xtsdb.client.Client.search_tags`: the tags, and whether more match."""
+
+    tags: list[TagInfo]
+    more: bool

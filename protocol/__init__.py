@@ -79,6 +79,7 @@ from .tags import (
     TAG_LIST,
     TAG_REMOVE,
     TAG_RENAME,
+    TAG_SEARCH,
     TAG_UPDATE,
 )
 
@@ -112,6 +113,7 @@ __all__ = [
     "TAG_LIST",
     "TAG_REMOVE",
     "TAG_RENAME",
+    "TAG_SEARCH",
     "TAG_UPDATE",
     "TS_DTYPE",
     "TS_LIMIT",

@@ -19,7 +19,7 @@ from .declare import Message, Op, Role, message
 from .errors import InvalidInput, NotFound, XtsdbError
 from .messages import UINT32_MAX, int_field
 from .ops import STORAGE_ERRORS, TagRef
-from .wire import Int, Kind, Lengths, Str, Tag, arg
+from .wire import Bool, Int, Kind, Lengths, Str, Tag, arg
 
 TAG_FIELDS = ("unit", "description", "value_type", "duplicates", "retention_us")
 """Metadata a tag may be created or updated with."""
@@ -201,6 +201,37 @@ TAG_REMOVE = Op(
 )
 
 
+MAX_TAG_SEARCH = 1000
+
+
+@message
+class TagSearch(Message):
+    text: str = arg(
+        Str(), "case-insensitive part of a name or description; empty: every tag", default=""
+    )
+    after: str | None = arg(
+        Str(), "a page's last name: the next page starts after it", default=None
+    )
+    limit: int = arg(Int(1, MAX_TAG_SEARCH), "at most this many (default 100)", default=100)
+
+
+@message
+class TagPage(Message):
+    tags: list[dict[str, Any]] = arg(TagMaps(), "tag maps (as for `tag_create`), sorted by name")
+    more: bool = arg(Bool(), "more tags match after the last one", default=False, always=True)
+
+
+TAG_SEARCH = Op(
+    "tag_search",
+    TagSearch,
+    TagPage,
+    Role.READ,
+    True,
+    (),
+    "A page of the tags whose name or description holds some text, by name.",
+)
+
+
 # -- deletes ------------------------------------------------------------------------
 
 
@@ -236,6 +267,7 @@ DELETE_TAG = Op(
 )
 
 CATALOG_OPS = (
+    TAG_SEARCH,
     TAG_CREATE,
     TAG_GET,
     TAG_LIST,

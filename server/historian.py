@@ -29,8 +29,10 @@ from xtsdb.protocol.tags import (
     TagCreate,
     TagList,
     TagListAnswer,
+    TagPage,
     TagRefOnly,
     TagRename,
+    TagSearch,
     TagUpdate,
 )
 from xtsdb.server.context import ServerContext
@@ -146,6 +148,11 @@ def tag_get(ctx: ServerContext, req: TagRefOnly) -> TagAnswer:
 async def tag_list(ctx: ServerContext, req: TagList) -> TagListAnswer:
     infos = await ctx.run(ctx.engine.catalog.find, req.pattern or "*", req.limit)
     return TagListAnswer(tags=[i.as_dict() for i in infos])
+
+
+async def tag_search(ctx: ServerContext, req: TagSearch) -> TagPage:
+    infos, more = await ctx.run(ctx.engine.catalog.search, req.text, req.limit, req.after)
+    return TagPage(tags=[i.as_dict() for i in infos], more=more)
 
 
 async def tag_update(ctx: ServerContext, req: TagUpdate) -> TagAnswer:

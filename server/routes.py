@@ -52,6 +52,7 @@ ROUTES = _table(
     Route(tags.TAG_CREATE, historian.tag_create),
     Route(tags.TAG_GET, historian.tag_get),
     Route(tags.TAG_LIST, historian.tag_list),
+    Route(tags.TAG_SEARCH, historian.tag_search),
     Route(tags.TAG_UPDATE, historian.tag_update),
     Route(tags.TAG_RENAME, historian.tag_rename),
     Route(tags.TAG_REMOVE, historian.tag_remove),

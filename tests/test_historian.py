@@ -73,6 +73,28 @@ def test_tag_catalog_round_trip(server: ServerThread) -> None:
         assert db.tag(other.id).name == "boiler.pressure"
 
 
+def test_tag_search_pages_through_names_and_descriptions(tmp_path: Path) -> None:
+    tokens = [f"read:{READ_SECRET}", f"write:{WRITE_SECRET}"]
+    config = ServerConfig(port=0, data_dir=tmp_path / "d", tokens=tokens)
+    with ServerThread(config) as srv:
+        with connect(srv.url, token=WRITE_SECRET) as db:
+            for i in range(5):
+                db.create_tag(f"line{i}.BOILER.temp")
+            db.create_tag("pump.speed", description="feeds the boiler")
+            db.create_tag("fan.speed")
+        with connect(srv.url, token=READ_SECRET) as db:  # a read token may search
+            first = db.search_tags("boiler", limit=4)
+            assert [t.name for t in first.tags] == [f"line{i}.BOILER.temp" for i in range(4)]
+            assert first.more
+            rest = db.search_tags("boiler", after=first.tags[-1].name, limit=4)
+            assert [t.name for t in rest.tags] == ["line4.BOILER.temp", "pump.speed"]
+            assert not rest.more
+            assert [t.name for t in db.search_tags().tags][:1] == ["fan.speed"]
+            assert db.search_tags("nothing like it") == ([], False)
+            with pytest.raises(InvalidInput, match="limit"):
+                db.search_tags(limit=0)
+
+
 def test_names_in_write_query_last_without_auto_create(server: ServerThread) -> None:
     with connect(server.url) as db:
         with pytest.raises(NotFound, match="auto-create"):

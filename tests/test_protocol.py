@@ -34,6 +34,7 @@ from xtsdb.protocol import (
     TAG_LIST,
     TAG_REMOVE,
     TAG_RENAME,
+    TAG_SEARCH,
     TAG_UPDATE,
     WRITE,
     FrameDecoder,
@@ -130,7 +131,8 @@ def decode_all(pieces: list[bytes], max_frame: int = DEFAULT_MAX_FRAME) -> list[
 def test_every_op_has_a_round_trip_below() -> None:
     core = {"hello", "ping", "write", "query", "last", "flush", "stats", "backup"}
     historian = {"aggregate", "interpolate", "plot", "delete", "delete_tag"}
-    catalog = {"tag_create", "tag_get", "tag_list", "tag_update", "tag_rename", "tag_remove"}
+    catalog = {"tag_create", "tag_get", "tag_list", "tag_search", "tag_update", "tag_rename"}
+    catalog |= {"tag_remove"}
     assert core | historian | catalog == OPS
 
 
@@ -304,6 +306,16 @@ def test_tag_catalog_and_delete_round_trip() -> None:
     assert TAG_GET.parse(wire(TAG_GET.build(2, 9))).tag == 9
     assert tuple(TAG_LIST.parse(wire(TAG_LIST.build(3)))) == ("*", 10_000)
     assert tuple(TAG_LIST.parse(wire(TAG_LIST.build(3, "a*", 5)))) == ("a*", 5)
+    assert tuple(TAG_SEARCH.parse(wire(TAG_SEARCH.build(3)))) == ("", None, 100)
+    assert tuple(TAG_SEARCH.parse(wire(TAG_SEARCH.build(3, "Boil", "a.b", 7)))) == (
+        "Boil",
+        "a.b",
+        7,
+    )
+    page = TAG_SEARCH.parse_answer(wire(TAG_SEARCH.reply(1, [{"id": 1, "name": "a"}], True)))
+    assert page.tags == [{"id": 1, "name": "a"}] and page.more is True
+    with pytest.raises(InvalidInput, match="limit"):
+        TAG_SEARCH.parse({"limit": 1001})
     upd = wire(TAG_UPDATE.build(4, "b.t", {"duplicates": "first"}))
     assert tuple(TAG_UPDATE.parse(upd)) == ("b.t", {"duplicates": "first"})
     assert tuple(TAG_RENAME.parse(wire(TAG_RENAME.build(5, 9, "new")))) == (9, "new")

@@ -113,6 +113,19 @@ class Catalog:
             raise CorruptionError(damaged(self.path, str(exc))) from exc
         return [self._by_id[r[0]] for r in rows if r[0] in self._by_id]
 
+    def search(self, text: str, limit: int, after: str | None = None) -> tuple[list[TagInfo], bool]:
+        """Up to ``limit`` tags, by name after ``after``, whose name or description holds
+        ``text`` (ignoring case); and whether more match."""
+        needle = text.casefold()
+        found = sorted(
+            (i for i in self._by_id.values() if after is None or i.name > after),
+            key=lambda i: i.name,
+        )
+        hits = [
+            i for i in found if needle in i.name.casefold() or needle in i.description.casefold()
+        ]
+        return hits[:limit], len(hits) > limit
+
     def all(self) -> list[TagInfo]:
         return list(self._by_id.values())
 
