@@ -26,7 +26,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from . import prom_messages as pm
 from .errors import FrameTooLarge, InvalidInput
 from .messages import TS_LIMIT
-from .prom_samples import decode_samples, encode_samples
+from .prom_samples import decode_samples, encode_sample_entries, encode_samples
 from .prom_series import SeriesKey as SeriesKey
 from .prom_series import split_series
 
@@ -276,13 +276,25 @@ def encode_read_response(results: list[list[SeriesSamples]]) -> bytes:
 
     Labels go in sorted by name, as Prometheus requires of a series.
     """
+    every = [s for series in results for s in series]
+    counts = np.array([len(s.ts_ms) for s in every], np.int64)
+    if every:  # the samples of all series in one vectorised encoding, cut per series
+        blob, ends = encode_sample_entries(
+            np.concatenate([s.ts_ms for s in every]), np.concatenate([s.values for s in every])
+        )
+        cuts = np.concatenate([[0], ends[np.cumsum(counts) - 1]])
+        cuts[1:][counts == 0] = 0
+        bounds = np.maximum.accumulate(cuts).tolist()
     resp = pm.ReadResponse()
+    k = 0
     for series in results:
         qr = resp.results.add()
         for s in series:
             ts = qr.timeseries.add()
-            ts.labels.extend(pm.Label(name=n, value=v) for n, v in sorted(s.labels))
-            ts.MergeFromString(encode_samples(s.ts_ms, s.values))
+            for n, v in sorted(s.labels):
+                ts.labels.add(name=n, value=v)
+            ts.MergeFromString(blob[bounds[k] : bounds[k + 1]])
+            k += 1
     return snappy_encode(resp.SerializeToString())
 
 

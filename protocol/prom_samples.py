@@ -108,10 +108,15 @@ def encode_samples(ts_ms: I64, values: F64) -> bytes:
     the fixed-size tags, lengths and doubles are laid out here, and every
     caller hands the result to the runtime's ``MergeFromString``, which checks it.
     """
+    return encode_sample_entries(ts_ms, values)[0]
+
+
+def encode_sample_entries(ts_ms: I64, values: F64) -> tuple[bytes, I64]:
+    """:func:`encode_samples`, and the byte offset where each sample's entry ends."""
     ts_ms = np.ascontiguousarray(ts_ms, np.int64)
     n = int(ts_ms.shape[0])
     if n == 0:
-        return b""
+        return b"", np.zeros(0, np.int64)
     vlen = varint_len(ts_ms)
     packed = pm.SampleColumns(timestamp=ts_ms.tolist()).SerializeToString()
     varints = np.frombuffer(packed, np.uint8)[len(packed) - int(vlen.sum()) :]
@@ -127,4 +132,4 @@ def encode_samples(ts_ms: I64, values: F64) -> bytes:
     owner = np.repeat(np.arange(n), vlen)
     within = np.arange(varints.shape[0]) - np.repeat(np.cumsum(vlen) - vlen, vlen)
     out[start[owner] + 12 + within] = varints
-    return out.tobytes()
+    return out.tobytes(), start + size

@@ -210,3 +210,16 @@ def test_read_request_limits():
     req.queries.add(end_timestamp_ms=1).matchers.add(type=9, name="a", value="b")
     with pytest.raises(InvalidInput, match="matcher type"):
         pr.decode_read_request(pr.snappy_encode(req.SerializeToString()))
+
+
+def test_read_response_with_empty_series_between_others():
+    def mk(name: str, ts: list[int]) -> pr.SeriesSamples:
+        return pr.SeriesSamples([("__name__", name)], np.array(ts, np.int64), np.ones(len(ts)))
+
+    results = [[mk("e0", []), mk("a", [1, 2])], [], [mk("e1", []), mk("b", [3]), mk("e2", [])]]
+    back = pr.decode_read_response(pr.encode_read_response(results))
+    assert [[(s.labels[0][1], s.ts_ms.tolist()) for s in q] for q in back] == [
+        [("e0", []), ("a", [1, 2])],
+        [],
+        [("e1", []), ("b", [3]), ("e2", [])],
+    ]
