@@ -26,6 +26,7 @@ visible to remote read.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from xtsdb.protocol.errors import InvalidInput
@@ -82,6 +83,18 @@ def parse_name(name: str) -> dict[str, str] | None:
     The inverse of :func:`tag_name` for ``.value`` names; other fields give
     ``measurement_field`` as ``__name__``.
     """
+    items = _parsed(name)
+    return None if items is None else dict(items)
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _parsed(name: str) -> tuple[tuple[str, str], ...] | None:
+    """Cached: every remote read looks at every tag name, and names do not change."""
+    labels = _parse(name)
+    return None if labels is None else tuple(labels.items())
+
+
+def _parse(name: str) -> dict[str, str] | None:
     tokens = _TOKENS.findall(name)
     dot = max((i for i, t in enumerate(tokens) if t == "."), default=-1)
     if dot <= 0 or dot == len(tokens) - 1:
