@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xtsdb.protocol import prom_messages as pm
 from xtsdb.protocol import prom_remote as pr
-from xtsdb.protocol.errors import InvalidInput
+from xtsdb.protocol.errors import FrameTooLarge, InvalidInput
 from xtsdb.protocol.prom_series import split_series
 
 
@@ -79,3 +81,44 @@ def test_a_sample_that_looks_like_a_marker_is_refused_by_the_general_path():
     assert split_series([bad]) is None
     with pytest.raises(InvalidInput, match="series 0, sample 0"):
         pr.decode_write_request(_body([bad]))
+
+
+_VALID = b"".join(
+    b"\x0a" + bytes([len(s)]) + s
+    for s in (
+        _series([("__name__", "up"), ("job", "a")], [(1.5, 1000), (0.0, 2000)]),
+        _series([("__name__", "x")], [(2.0, 0)]),
+        _series([("__name__", "y"), ("k", "v")], []),
+    )
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 255)), max_size=4))
+def test_corrupted_requests_decode_or_raise_invalid_input(edits):
+    """Any byte changed: a clean InvalidInput, or a request both paths decode alike."""
+    data = bytearray(_VALID)
+    for pos, byte in edits:
+        data[pos] = byte
+    try:
+        cols = pr.decode_write_request(pr.snappy_encode(bytes(data)))
+        labels = cols.labels
+    except InvalidInput:
+        return
+    general = pr._series_one_by_one(pm.WriteRequestView.FromString(bytes(data)))
+    assert general.keys == cols.keys and general.labels == labels
+    assert general.counts.tolist() == cols.counts.tolist()
+    assert general.ts_us.tolist() == cols.ts_us.tolist()
+    assert general.values.view("u8").tolist() == cols.values.view("u8").tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64))
+def test_random_bodies_raise_only_xtsdb_errors(body):
+    for decode in (pr.decode_write_request, pr.decode_read_request):
+        try:
+            got = decode(body)
+            if isinstance(got, pr.WriteColumns):
+                got.labels  # noqa: B018
+        except (InvalidInput, FrameTooLarge):
+            pass
