@@ -56,15 +56,26 @@ class Router:
     def __init__(self) -> None:
         self._routes: dict[str, dict[str, Handler]] = {}
         self._checks: dict[str, HeadCheck] = {}
+        self._encodings: dict[str, frozenset[str]] = {}
 
     def add(
-        self, methods: str, path: str, handler: Handler, *, check_head: HeadCheck | None = None
+        self,
+        methods: str,
+        path: str,
+        handler: Handler,
+        *,
+        check_head: HeadCheck | None = None,
+        encodings: frozenset[str] = frozenset(),
     ) -> None:
         """Serve ``methods`` (space-separated: ``"GET HEAD"``) of ``path`` with ``handler``.
 
         ``check_head`` runs on every request for ``path`` before its body is read
         (credentials: a stranger's body is never read), whatever its method.
+        ``encodings``: body encodings the handler decodes itself (Prometheus'
+        snappy), handed over as received instead of refused.
         """
+        if encodings:
+            self._encodings[route_path(path)] = encodings
         by_method = self._routes.setdefault(route_path(path), {})
         for method in methods.split():
             if method in by_method:
@@ -75,6 +86,9 @@ class Router:
 
     def paths(self) -> list[str]:
         return list(self._routes)
+
+    def encodings(self, req: HttpRequest) -> frozenset[str]:
+        return self._encodings.get(route_path(req.path), frozenset())
 
     def check_head(self, req: HttpRequest) -> None:
         check = self._checks.get(route_path(req.path))
@@ -232,7 +246,14 @@ class HttpListener:
             try:
                 self.router.check_head(req)
                 await asyncio.wait_for(
-                    read_body(req, reader, writer, limits.max_body, self.budget),
+                    read_body(
+                        req,
+                        reader,
+                        writer,
+                        limits.max_body,
+                        self.budget,
+                        self.router.encodings(req),
+                    ),
                     limits.request_timeout,
                 )
                 reply = await self.router.dispatch(req)

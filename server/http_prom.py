@@ -41,6 +41,7 @@ from xtsdb.server.prom_remote import (
 )
 
 WRITE_VERSION = "x-prometheus-remote-write-version"
+SNAPPY = frozenset({"snappy"})
 
 
 class PromRoutes:
@@ -54,8 +55,14 @@ class PromRoutes:
 
     def add_to(self, router: Router) -> None:
         gate = self.gate
-        router.add("POST", "/api/v1/write", gate.route(self._write), check_head=gate.check("write"))
-        router.add("POST", "/api/v1/read", gate.route(self._read), check_head=gate.check("read"))
+        for path, handler, need in (
+            ("/api/v1/write", self._write, "write"),
+            ("/api/v1/read", self._read, "read"),
+        ):
+            # The codec decompresses snappy, after checking the size its header announces.
+            router.add(
+                "POST", path, gate.route(handler), check_head=gate.check(need), encodings=SNAPPY
+            )
 
     def stats(self) -> dict[str, Any]:
         return {"prom_samples_written": self.samples_written, "prom_reads": self.reads}

@@ -119,13 +119,16 @@ async def read_body(
     writer: asyncio.StreamWriter,
     max_body: int,
     budget: ByteBudget | None = None,
+    passthrough: frozenset[str] = frozenset(),
 ) -> None:
     """Read ``req``'s body into ``req.body`` (decompressed), and ``req.form`` if it is a form.
 
     With ``budget``, the body's bytes are charged to it first (``req.reserved``;
-    the caller gives them back): 503 if they do not fit.
+    the caller gives them back): 503 if they do not fit. A ``Content-Encoding``
+    in ``passthrough`` (``snappy``) is left to the handler, which must bound
+    the decompressed size itself; any other but gzip is 415.
     """
-    req.body = await _read_body(req, reader, writer, max_body, budget)
+    req.body = await _read_body(req, reader, writer, max_body, budget, passthrough)
     if req.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         req.form = dict(parse_qsl(req.body.decode("latin-1"), keep_blank_values=True))
 
@@ -168,6 +171,7 @@ async def _read_body(
     writer: asyncio.StreamWriter,
     max_body: int,
     budget: ByteBudget | None,
+    passthrough: frozenset[str],
 ) -> bytes:
     h = req.headers
     chunked = "chunked" in h.get("transfer-encoding", "").lower()
@@ -195,7 +199,7 @@ async def _read_body(
     encoding = h.get("content-encoding", "identity").lower()
     if encoding == "gzip":
         return _gunzip(body, max_body)
-    if encoding not in ("identity", ""):
+    if encoding not in ("identity", "") and encoding not in passthrough:
         # The body was read, so the connection stays usable.
         raise HttpError(415, f"unsupported Content-Encoding {encoding!r}", close=False)
     return body
