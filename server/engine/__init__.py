@@ -35,6 +35,9 @@ How the pieces meet (see docs/storage-format.md for the bytes):
 * ``engine``     composes them: :class:`Engine` (each part gets what it needs).
 """
 
+from .aggregate import Buckets
+from .analytics import Interpolated
+from .catalog import Catalog, TagInfo
 from .config import EngineConfig
 from .engine import Engine
 from .live_copy import BackupSource, StopCheck, backup
@@ -45,15 +48,19 @@ from .wal_records import WriteBatch
 __all__ = [
     "GOOD_QUALITY",
     "BackupSource",
+    "Buckets",
+    "Catalog",
     "CheckError",
     "Engine",
     "EngineConfig",
+    "Interpolated",
     "LastPoints",
     "Points",
     "Progress",
     "ReadStats",
     "Report",
     "StopCheck",
+    "TagInfo",
     "WriteBatch",
     "backup",
     "check_data_dir",
