@@ -21,27 +21,15 @@ from pathlib import Path
 import cramjam
 import numpy as np
 from conftest import require_program
-from slow_disk import slow_server
+from slow_disk import SMALL, slow_server
 from test_http_api import PROM_HEADERS, READ_HEADERS, T0, Http, read_samples, remote_read
+from test_prom_remote import _request as write_request
 
 from xtsdb.client import connect
-from xtsdb.protocol import prom_messages as pm
 from xtsdb.server.app import ServerThread
 from xtsdb.server.process import ServerProcess, free_port
 
 STALE = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
-SMALL = ["--chunk-size", "256KiB", "--meta-extents", "1", "--block-points", "1000"]
-
-
-def write_request(series: list[tuple[list[tuple[str, str]], list[tuple[float, int]]]]) -> bytes:
-    req = pm.WriteRequest()
-    for labels, samples in series:
-        ts = req.timeseries.add()
-        for name, value in labels:
-            ts.labels.add(name=name, value=value)
-        for v, t in samples:
-            ts.samples.add(value=v, timestamp=t)
-    return bytes(req.SerializeToString())
 
 
 def snappy(data: bytes) -> bytes:
