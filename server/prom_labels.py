@@ -36,6 +36,7 @@ MAX_NAME = 256  # the catalog's limit on a tag name
 
 Labels = list[tuple[str, str]]
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # as the tag catalog's rule for names
 _PLAIN = re.compile(r"[\\, =]")
 _BACKSLASH = re.compile(r"\\(?=[\\,= ]|$)")
 _MEASUREMENT = re.compile(r"([, ])")
@@ -72,8 +73,12 @@ def tag_name(labels: Labels) -> str:
     parts = [_esc(metric, _MEASUREMENT)]
     parts += [f"{_esc(k, _TAG)}={_esc(v, _TAG)}" for k, v in rest]
     out = ",".join(parts) + "." + FIELD
+    # The catalog's rules, checked here so that a request is refused before
+    # any of its tags is created.
     if len(out) > MAX_NAME:
         raise InvalidInput(f"series {out[:60]!r}... makes a tag name over {MAX_NAME} characters")
+    if _CONTROL.search(out):
+        raise InvalidInput(f"series {out[:60]!r}: a label holds a control character")
     return out
 
 

@@ -158,6 +158,8 @@ def test_bad_requests_change_nothing(tmp_path: Path):
     nameless = pr.SeriesSamples([("job", "x")], np.array([1]), np.array([1.0]))
     with Engine.open(tmp_path / "db") as engine:
         assert _write(engine, [good, nameless])[0] == 400
+        newline = pr.SeriesSamples([("__name__", "nl"), ("v", "a\nb")], np.array([1]), np.ones(1))
+        assert _write(engine, [good, newline])[0] == 400  # the catalog would refuse the name
         assert handle_write(engine, b"\x00garbage", WRITE)[0] == 400
         too_big = bytes([0x80, 0x80, 0x80, 0x80, 0x04]) + b"\x00" * 10
         assert handle_write(engine, too_big, WRITE)[0] == 413
