@@ -167,6 +167,9 @@ def test_bad_bodies_are_refused_and_store_nothing(
         "POST", "/api/v1/read", remote_read("up", 0, T0), **PROM_HEADERS, Content_Type="text/plain"
     )
     assert status == 415
+    # Only the Prometheus routes take snappy: line protocol in it is refused.
+    status, _, _ = http_("POST", "/write", snappy(b"m f=1 1"), Content_Encoding="snappy")
+    assert status == 415
     assert _tags(srv) == 0  # no tag was created
     with connect(srv.url) as db:
         stats = db.stats()
