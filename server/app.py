@@ -1,11 +1,12 @@
 """Starting and stopping a whole server: :func:`serve` and :class:`ServerThread`.
 
-:func:`serve` opens the engine, starts the flush task, listens, and runs
-until the ``shutdown`` event it is given is set (``main`` sets it from
-SIGTERM/SIGINT, :class:`ServerThread` from ``stop()``). Then it stops
-accepting, lets in-flight requests finish within ``shutdown_timeout``,
-commits every queued write, closes the connections and closes the engine
-(seal + checkpoint).
+:func:`serve` opens the HTTP port (probes answer during recovery), opens the
+engine, starts the flush task, listens on the binary port, and runs until the
+``shutdown`` event it is given is set (``main`` sets it from SIGTERM/SIGINT,
+:class:`ServerThread` from ``stop()``). Then it stops accepting, lets
+in-flight requests (binary and HTTP) finish within ``shutdown_timeout``,
+commits every queued write, closes the connections, closes the engine (seal +
+checkpoint) and last the HTTP port.
 """
 
 from __future__ import annotations
@@ -207,9 +208,7 @@ async def _run(
     finally:
         front.health.phase = "stopping"
         if http is not None:  # its requests in progress commit before the queue stops
-            late = await http.drain(config.shutdown_timeout)
-            if late:
-                log.warning("%d HTTP requests still running at shutdown", late)
+            await http.drain(config.shutdown_timeout)
         await _stop(config, registry, ctx, writes, flush_task, listener)
         pool.shutdown(wait=False, cancel_futures=True)
         await loop.run_in_executor(None, pool.shutdown, True)

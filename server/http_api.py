@@ -32,6 +32,7 @@ Errors are InfluxDB-style JSON (``{"error": "..."}``).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,8 @@ from xtsdb.server.metrics import Metrics
 
 if TYPE_CHECKING:
     from xtsdb.server.config import ServerConfig
+
+log = logging.getLogger("xtsdb.server")
 
 
 class HttpApi(HttpListener):
@@ -112,7 +115,10 @@ class HttpApi(HttpListener):
         progress are committed and answered; the probes keep answering.
         Returns how many were still running.
         """
-        return await self.gate.drain(timeout)
+        late = await self.gate.drain(timeout)
+        if late:
+            log.warning("%d HTTP requests still running after %.0f s", late, timeout)
+        return late
 
     def stats(self) -> dict[str, Any]:
         """This port's counters, for the stats op."""

@@ -240,10 +240,7 @@ def test_compose_prometheus_is_optional_and_scrapes_the_http_port() -> None:
     [job] = config["scrape_configs"]
     assert job["static_configs"][0]["targets"] == target
     [secret] = secure_prom["secrets"]
-    assert job["authorization"] == {
-        "type": "Bearer",
-        "credentials_file": f"/run/secrets/{secret}",
-    }
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": f"/run/secrets/{secret}"}
 
 
 def test_every_variable_in_the_deploy_files_is_a_real_setting() -> None:
