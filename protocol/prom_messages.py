@@ -17,7 +17,7 @@ columnar decoder (:mod:`.prom_remote`, :mod:`.prom_samples`):
 encoded bytes (the runtime still splits the fields; a label's bytes are the
 cache key of a series' name), and ``SampleColumns`` reads the concatenation of
 many sample encodings as two repeated columns, because parsing concatenated
-messages appends their repeated fields.
+messages appends their repeated fields (``LabelColumns`` the same for labels).
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ _MESSAGES: dict[str, list[_Field]] = {
     "WriteRequestView": [("timeseries", 1, _MSG, _REP, "TimeSeriesView")],
     "WriteRequestBytes": [("timeseries", 1, _BYTES, _REP, None)],
     "SampleColumns": [("value", 1, _DOUBLE, _REP, None), ("timestamp", 2, _INT64, _REP, None)],
+    "LabelColumns": [("name", 1, _BYTES, _REP, None), ("value", 2, _BYTES, _REP, None)],
 }
 
 _ENUMS: dict[str, dict[str, list[tuple[str, int]]]] = {
@@ -142,6 +143,7 @@ TimeSeriesView: Any = _cls("TimeSeriesView")
 WriteRequestView: Any = _cls("WriteRequestView")
 WriteRequestBytes: Any = _cls("WriteRequestBytes")
 SampleColumns: Any = _cls("SampleColumns")
+LabelColumns: Any = _cls("LabelColumns")
 
 # Enum numbers, named as Prometheus names them.
 EQ, NEQ, RE, NRE = 0, 1, 2, 3

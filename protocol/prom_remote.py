@@ -28,7 +28,7 @@ from .errors import FrameTooLarge, InvalidInput
 from .messages import TS_LIMIT
 from .prom_samples import decode_samples, encode_sample_entries, encode_samples
 from .prom_series import SeriesKey as SeriesKey
-from .prom_series import split_series
+from .prom_series import label_columns, split_series
 
 MAX_DECOMPRESSED = 64 << 20
 """Largest decompressed body taken by default (Prometheus sends a few MB at most)."""
@@ -191,6 +191,26 @@ def _series_one_by_one(req: Any) -> WriteColumns:
         flat.extend(samples)
     ts_ms, values = decode_samples(flat, counts)
     return WriteColumns(keys, counts, ms_to_us(ts_ms), values, ignored)
+
+
+def decode_label_sets(keys: list[SeriesKey]) -> list[Labels]:
+    """:func:`decode_labels` of many keys, in one parse when Prometheus encoded them."""
+    flat = [lb for key in keys for lb in key]
+    bulk = label_columns(flat) if flat else None
+    if bulk is None:
+        return [decode_labels(k) for k in keys]
+    try:  # the runtime checks UTF-8 when it reads a string; here the bytes were read
+        names = list(map(bytes.decode, bulk[0]))
+        values = list(map(bytes.decode, bulk[1]))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"a label is not valid UTF-8: {exc}") from exc
+    out = []
+    i = 0
+    for key in keys:
+        j = i + len(key)
+        out.append(list(zip(names[i:j], values[i:j], strict=True)))
+        i = j
+    return out
 
 
 def decode_labels(key: SeriesKey) -> Labels:

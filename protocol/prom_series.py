@@ -107,3 +107,35 @@ def _without_markers(raw: U8, ends: I64) -> U8:
         keep[ends - k] = False
     out: U8 = raw[keep]
     return out
+
+
+def label_columns(flat: list[bytes]) -> tuple[list[bytes], list[bytes]] | None:
+    """Names and values of many encoded labels in one parse, or None (decode one by one).
+
+    The same idea as for samples: the joined labels parse as two columns, and
+    each label is proved to be exactly "name field, then value field" (its
+    first byte the name's tag, the value's tag where the name ends, its length
+    the two fields' lengths), so the i-th name and value are the i-th label's.
+    Proto3 leaves out an empty string: such a label takes the general path.
+    """
+    n = len(flat)
+    joined = b"".join(flat)
+    try:
+        cols = pm.LabelColumns.FromString(joined)
+    except DecodeError:
+        return None
+    names, values = cols.name[:], cols.value[:]
+    if len(names) != n or len(values) != n or len(UnknownFieldSet(cols)):
+        return None
+    nlen = np.fromiter(map(len, names), np.int64, n)
+    vlen = np.fromiter(map(len, values), np.int64, n)
+    name_size = 1 + varint_len(nlen) + nlen
+    size = name_size + 1 + varint_len(vlen) + vlen
+    lens = np.fromiter(map(len, flat), np.int64, n)
+    if not np.array_equal(size, lens):
+        return None
+    raw = np.frombuffer(joined, np.uint8)
+    start = np.cumsum(lens) - lens
+    if not ((raw[start] == 0x0A).all() and (raw[start + name_size] == 0x12).all()):
+        return None
+    return names, values

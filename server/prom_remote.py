@@ -35,7 +35,7 @@ from xtsdb.protocol.prom_remote import (
     PromQuery,
     SeriesKey,
     SeriesSamples,
-    decode_labels,
+    decode_label_sets,
     decode_read_request,
     decode_write_request,
     encode_read_response,
@@ -110,10 +110,10 @@ class SeriesNames:
         """Every key's tag name; InvalidInput (nothing cached) if one is bad."""
         cache = self._names
         out = [cache.get(k, "") for k in keys]
+        missing = [i for i, name in enumerate(out) if not name]
         new = {}
-        for i, name in enumerate(out):
-            if not name:
-                out[i] = new[keys[i]] = tag_name(decode_labels(keys[i]))
+        for i, labels in zip(missing, decode_label_sets([keys[i] for i in missing]), strict=True):
+            out[i] = new[keys[i]] = tag_name(labels)
         if len(cache) + len(new) > self.size:
             cache.clear()  # simpler than LRU: a full cache is rebuilt by the next requests
         cache.update(new)

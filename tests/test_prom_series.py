@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from xtsdb.protocol import prom_messages as pm
 from xtsdb.protocol import prom_remote as pr
 from xtsdb.protocol.errors import FrameTooLarge, InvalidInput
-from xtsdb.protocol.prom_series import split_series
+from xtsdb.protocol.prom_series import label_columns, split_series
 
 
 def _series(labels: list[tuple[str, str]], samples: list[tuple[float, int]]) -> bytes:
@@ -122,3 +122,29 @@ def test_random_bodies_raise_only_xtsdb_errors(body):
                 got.labels  # noqa: B018
         except (InvalidInput, FrameTooLarge):
             pass
+
+
+LABEL_TEXT = st.text(alphabet=st.sampled_from(list("ab_=,é\x00 ")), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(LABEL_TEXT, LABEL_TEXT), max_size=4), max_size=6))
+def test_label_sets_decode_in_bulk_as_one_by_one(sets):
+    keys = [
+        tuple(bytes(pm.Label(name=n, value=v).SerializeToString()) for n, v in labels)
+        for labels in sets
+    ]
+    assert pr.decode_label_sets(keys) == [pr.decode_labels(k) for k in keys] == sets
+
+
+def test_labels_whose_fields_do_not_pair_up_take_the_general_path():
+    # Sizes agree with "name a, value c" and "name b, value d"; the tags do not.
+    keys = [(b"\x0a\x01a\x0a\x01b", b"\x12\x01c\x12\x01d")]
+    assert label_columns(list(keys[0])) is None
+    assert pr.decode_label_sets(keys) == [[("b", ""), ("", "d")]]
+
+
+def test_labels_that_are_not_utf8_are_invalid_input():
+    for key in ((b"\x0a\x01\xff\x12\x01x",), (b"\x0a\x01x\x12\x02\xc3\x28",)):
+        with pytest.raises(InvalidInput):
+            pr.decode_label_sets([key])
