@@ -199,18 +199,25 @@ def decode_label_sets(keys: list[SeriesKey]) -> list[Labels]:
     bulk = label_columns(flat) if flat else None
     if bulk is None:
         return [decode_labels(k) for k in keys]
-    try:  # the runtime checks UTF-8 when it reads a string; here the bytes were read
-        names = list(map(bytes.decode, bulk[0]))
-        values = list(map(bytes.decode, bulk[1]))
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"a label is not valid UTF-8: {exc}") from exc
+    pairs = list(zip(_texts(bulk[0]), _texts(bulk[1]), strict=True))
     out = []
     i = 0
     for key in keys:
         j = i + len(key)
-        out.append(list(zip(names[i:j], values[i:j], strict=True)))
+        out.append(pairs[i:j])
         i = j
     return out
+
+
+def _texts(items: list[bytes]) -> list[str]:
+    """UTF-8 strings, checked as the runtime checks a string field (here bytes were read)."""
+    try:
+        joined = b"\x00".join(items)
+        if joined.count(0) == len(items) - 1:  # one decode and one split, no NUL inside
+            return joined.decode().split("\x00")
+        return [b.decode() for b in items]
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"a label is not valid UTF-8: {exc}") from exc
 
 
 def decode_labels(key: SeriesKey) -> Labels:
