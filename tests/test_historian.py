@@ -414,30 +414,30 @@ def test_hand_made_historian_requests(server: ServerThread, raw: Callable[..., A
     assert conn.call("tag_create", name="w.t", unit="m")["tag"]["name"] == "w.t"
     ts = np.array([0, 10, 20], "<i8").tobytes()
     assert conn.call("write", tag="w.t", ts=ts, values=np.ones(3, "<f8").tobytes())["ok"]
-    resp = conn.call("aggregate", tag="w.t", start=0, end=30, interval=10,
-                     aggregates=["count", "avg"])  # fmt: skip
+    resp = conn.call(
+        "aggregate", tag="w.t", start=0, end=30, interval=10, aggregates=["count", "avg"]
+    )
     assert np.frombuffer(resp["start"], "<i8").tolist() == [0, 10, 20]
     assert np.frombuffer(resp["values"]["count"], "<i8").tolist() == [1, 1, 1]
     assert np.frombuffer(resp["values"]["avg"], "<f8").tolist() == [1.0, 1.0, 1.0]
-    many = conn.call("aggregate", tags=["w.t", 999], start=0, end=30, interval=30,
-                     aggregates=["count"])  # fmt: skip
-    assert [np.frombuffer(r["values"]["count"], "<i8").tolist() for r in many["results"]] == [
-        [3],
-        [0],
-    ]
+    many = conn.call(
+        "aggregate", tags=["w.t", 999], start=0, end=30, interval=30, aggregates=["count"]
+    )
+    counts = [np.frombuffer(r["values"]["count"], "<i8").tolist() for r in many["results"]]
+    assert counts == [[3], [0]]
     q = conn.call("query", tag="w.t", start=0, end=30, limit=2)
     assert q["more"] is True and conn.call("query", tag="w.t", start=0, end=30)["more"] is False
     interp = conn.call("interpolate", tag="w.t", times={"start": 5, "end": 25, "interval": 10})
     assert np.frombuffer(interp["status"], "u1").tolist() == [0, 0]
+    one_bucket = {"tag": "w.t", "start": 0, "end": 1, "interval": 1}
     for op, fields, field in [
-        ("aggregate", {"tag": "w.t", "start": 0, "end": 1, "interval": 1, "aggregates": "avg"},
-         "aggregates"),
+        ("aggregate", {**one_bucket, "aggregates": "avg"}, "aggregates"),
         ("interpolate", {"tag": "w.t", "times": [1, 2]}, "times"),
         ("plot", {"tag": "w.t", "start": 0, "end": 1, "intervals": 0}, "intervals"),
         ("delete", {"tag": "w.t", "start": "0", "end": 1}, "start"),
         ("tag_create", {"name": "x", "retention_us": -5}, "retention_us"),
         ("query", {"tag": "w.t", "start": 0, "end": 1, "good_only": 1}, "good_only"),
-    ]:  # fmt: skip
+    ]:
         resp = conn.call(op, **fields)
         assert resp["error"]["code"] == InvalidInput.code and field in resp["error"]["message"]
     assert conn.call("plot", tag="nope", start=0, end=1, intervals=1)["error"]["code"] == (
@@ -459,8 +459,8 @@ def test_cli_tags_aggregate_delete_and_query_flags(
         db.write("cli.t", T0 + np.arange(0, 600, 60, dtype=np.int64) * SEC, np.arange(10.0))
     assert main([*url, "tag", "list", "cli.*"]) == 0
     assert "cli.t" in capsys.readouterr().out
-    agg = [*url, "aggregate", "cli.t", "--start", str(T0), "--end", str(T0 + 600 * SEC),
-           "--interval", "5m", "--agg", "count,avg", "--origin", str(T0)]  # fmt: skip
+    span = ["--start", str(T0), "--end", str(T0 + 600 * SEC), "--origin", str(T0)]
+    agg = [*url, "aggregate", "cli.t", *span, "--interval", "5m", "--agg", "count,avg"]
     assert main([*agg, "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "bucket_start_us,count,avg",
