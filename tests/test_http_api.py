@@ -20,8 +20,11 @@ from typing import Any
 
 import cramjam
 import pytest
+from conftest import server_config
 
 import xtsdb.server.app as app_mod
+import xtsdb.server.http_prom as http_prom
+from xtsdb.client import connect
 from xtsdb.protocol import prom_messages as pm
 from xtsdb.server.app import ServerThread
 from xtsdb.server.engine import Engine
@@ -131,8 +134,6 @@ def test_every_route_on_one_port(server_factory: Callable[..., ServerThread]) ->
 
 
 def srv_stats(srv: ServerThread) -> dict[str, Any]:
-    from xtsdb.client import connect
-
     with connect(srv.url) as db:
         return dict(db.stats()["server"])
 
@@ -207,8 +208,6 @@ def held_recovery(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
 
 
 def test_http_port_answers_during_recovery(tmp_path: Path, held_recovery: threading.Event) -> None:
-    from conftest import server_config
-
     srv = ServerThread(server_config(tmp_path / "d", http_port=0))
     runner = threading.Thread(target=srv.start, daemon=True)  # start() returns once ready
     runner.start()
@@ -235,3 +234,44 @@ def test_http_port_answers_during_recovery(tmp_path: Path, held_recovery: thread
         held_recovery.set()
         runner.join(30)
         srv.stop(30)
+
+
+def test_a_stop_lets_http_writes_in_progress_commit_and_refuses_new_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    go = threading.Event()  # decoding waits for it: a write stays in progress, not yet queued
+    real_prepare = http_prom.prepare_write
+
+    def held(*args: Any) -> Any:
+        go.wait(30)
+        return real_prepare(*args)
+
+    monkeypatch.setattr(http_prom, "prepare_write", held)
+    config = server_config(tmp_path / "d", http_port=0, shutdown_timeout=20.0)
+    srv = ServerThread(config).start()
+    http_ = Http(srv.http_port)
+    answers: list[int] = []
+    body = remote_write({"held": [(4.5, T0)]})
+    writer = threading.Thread(
+        target=lambda: answers.append(http_("POST", "/api/v1/write", body, **PROM_HEADERS)[0])
+    )
+    stopper = threading.Thread(target=srv.stop)
+    try:
+        writer.start()
+        time.sleep(0.2)  # the write is being decoded now
+        stopper.start()
+        deadline = time.monotonic() + 10
+        while http_("GET", "/readyz")[0] == 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert http_("GET", "/readyz")[:2] == (503, b"not ready: stopping\n")
+        status, answer, _ = http_("POST", "/write", b"late f=1 1")
+        assert status == 503 and b"stopping" in answer
+        assert answers == []  # still in progress: the stop waits for it
+    finally:
+        go.set()
+        writer.join(30)
+        stopper.join(60)
+    assert answers == [204]
+    monkeypatch.undo()
+    with ServerThread(config.replace(http_port=-1)) as again, connect(again.url) as db:
+        assert db.query("held,job=node.value", 0, 1 << 62).values.tolist() == [4.5]
