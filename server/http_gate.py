@@ -13,8 +13,8 @@ body is read, the same way for every data route: ``?u=..&p=TOKEN``,
 ``Authorization: Basic`` (the password is the token; Telegraf's
 ``username``/``password``) or ``Authorization: Token|Bearer TOKEN``
 (Prometheus' ``authorization``/``bearer_token``). Missing or wrong: 401, and
-the connection is closed if a body follows (a stranger's body is never read);
-a ``read`` token on a route that writes: 403.
+the connection is closed (one guess per connection; a stranger's body is
+never read); a ``read`` token on a route that writes: 403.
 """
 
 from __future__ import annotations
