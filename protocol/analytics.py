@@ -50,6 +50,8 @@ def _dtype_of(aggregate: str) -> str:
 class OneOrManyTags(Kind):
     """``tag`` (one id or name) or ``tags`` (several, answered together)."""
 
+    one_key = False
+
     def put(self, out: dict[str, Any], name: str, value: Any, lengths: Lengths) -> None:
         if isinstance(value, str | int | np.integer):
             out["tag"] = tag_field(value)
@@ -118,6 +120,7 @@ class BucketResults(Kind):
     ``tag``), or a list of them as ``results`` (a request with ``tags``)."""
 
     bulky = True
+    one_key = False
 
     def put(self, out: dict[str, Any], name: str, value: Any, lengths: Lengths) -> None:
         if isinstance(value, Buckets):

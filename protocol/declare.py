@@ -21,6 +21,7 @@ so frames are byte-for-byte what they were before the declarations existed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -52,10 +53,13 @@ class Message:
         return (getattr(self, f.name) for f in dataclasses.fields(self))
 
 
-@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(arg,))
+@dataclass_transform(kw_only_default=True, field_specifiers=(arg,))
 def message(cls: type[T]) -> type[T]:
-    """Declare a message: a frozen, keyword-only dataclass whose fields use :func:`arg`."""
-    return dataclass(frozen=True, kw_only=True)(cls)
+    """Declare a message: a keyword-only dataclass whose fields use :func:`arg`.
+
+    Not frozen: a frozen dataclass's ``__init__`` costs three times as much, and one
+    is made for every request and every answer."""
+    return dataclass(kw_only=True)(cls)
 
 
 @message
@@ -75,10 +79,24 @@ class FieldSpec:
     def optional(self) -> bool:
         return self.default is not MISSING
 
+    def absent(self) -> Any:
+        """The value of the field when a message leaves it out (a fresh dict or list)."""
+        default = self.default
+        return default.copy() if isinstance(default, dict | list) else default
 
-def specs(cls: type[Message]) -> tuple[FieldSpec, ...]:
-    """The wire fields of a message class, in declaration (= wire) order."""
-    cached: tuple[FieldSpec, ...] | None = cls.__dict__.get("_xtsdb_specs")
+
+@dataclass(frozen=True)
+class Layout:
+    """A message class's fields in wire order, and in the order they are handled:
+    fields that set an array length first, so the others are checked against them."""
+
+    fields: tuple[FieldSpec, ...]
+    order: tuple[FieldSpec, ...]
+
+
+def layout(cls: type[Message]) -> Layout:
+    """The :class:`Layout` of a message class, built once."""
+    cached: Layout | None = cls.__dict__.get("_xtsdb_layout")
     if cached is not None:
         return cached
     out = []
@@ -92,41 +110,49 @@ def specs(cls: type[Message]) -> tuple[FieldSpec, ...]:
         out.append(
             FieldSpec(f.name, f.metadata["kind"], f.metadata["doc"], default, f.metadata["always"])
         )
-    result = tuple(out)
-    setattr(cls, "_xtsdb_specs", result)  # noqa: B010 - a class attribute, set once
+    fields = tuple(out)
+    order = tuple(sorted(fields, key=lambda s: s.kind.defines is None))
+    result = Layout(fields, fields if order == fields else order)
+    setattr(cls, "_xtsdb_layout", result)  # noqa: B010 - a class attribute, set once
     return result
 
 
-def _ordered(fields: tuple[FieldSpec, ...]) -> list[FieldSpec]:
-    # Fields that set an array length go first, so the others are checked against it.
-    return sorted(fields, key=lambda s: s.kind.defines is None)
+def specs(cls: type[Message]) -> tuple[FieldSpec, ...]:
+    """The wire fields of a message class, in declaration (= wire) order."""
+    return layout(cls).fields
 
 
 def _is_default(spec: FieldSpec, value: Any) -> bool:
     if value is None:
         return True
-    if spec.always or not spec.optional:
+    if spec.always or spec.default is MISSING:
         return False
     default = spec.default
-    return not hasattr(value, "shape") and type(value) is type(default) and value == default
+    return type(value) is type(default) and not hasattr(value, "shape") and value == default
 
 
 def encode_fields(msg: Message) -> dict[str, Any]:
     """The wire fields of ``msg``: checked, converted, defaults left out, in field order."""
-    fields = specs(type(msg))
+    plan = layout(type(msg))
+    in_place = plan.order is plan.fields  # else written per field, then joined in wire order
     lengths: Lengths = {}
     parts: dict[str, dict[str, Any]] = {}
-    for spec in _ordered(fields):
-        value = getattr(msg, spec.name)
-        if value is None and not spec.optional:
-            raise InvalidInput(f"missing field {spec.name!r}")
-        part: dict[str, Any] = {}
-        if not _is_default(spec, value):
-            spec.kind.put(part, spec.name, value, lengths)
-        parts[spec.name] = part
     out: dict[str, Any] = {}
-    for spec in fields:
-        out.update(parts[spec.name])
+    for spec in plan.order:
+        name = spec.name
+        value = getattr(msg, name)
+        if value is None and spec.default is MISSING:
+            raise InvalidInput(f"missing field {name!r}")
+        part = out if in_place else parts.setdefault(name, {})
+        if _is_default(spec, value):
+            continue
+        if spec.kind.one_key:
+            part[name] = spec.kind.encode(value, name, lengths)
+        else:
+            spec.kind.put(part, name, value, lengths)
+    if not in_place:
+        for spec in plan.fields:
+            out.update(parts[spec.name])
     return out
 
 
@@ -139,7 +165,19 @@ def decode_fields(cls: type[M], msg: Mapping[str, Any]) -> M:
     Keys the message does not declare are ignored (a newer peer may send more).
     """
     lengths: Lengths = {}
-    values = {s.name: s.kind.take(msg, s.name, lengths, s.default) for s in _ordered(specs(cls))}
+    values: dict[str, Any] = {}
+    for spec in layout(cls).order:
+        kind, name = spec.kind, spec.name
+        if not kind.one_key:  # a kind that reads several keys, or decides between two
+            values[name] = kind.take(msg, name, lengths, spec.absent())
+            continue
+        raw = msg.get(name)  # inline Kind.take: this loop runs for every request
+        if raw is not None:
+            values[name] = kind.decode(raw, name, lengths)
+        elif spec.default is MISSING:
+            raise InvalidInput(f"missing field {name!r}")
+        else:
+            values[name] = spec.absent()
     return cls(**values)
 
 
@@ -161,7 +199,7 @@ class Op(Generic[Req, Resp]):
     """The errors this op answers besides those any request may get (docs/protocol.md)."""
     summary: str
 
-    @property
+    @functools.cached_property
     def bulky(self) -> bool:
         """Whether the response carries arrays (framed in uncopied pieces by the server)."""
         return any(s.kind.bulky for s in specs(self.response))

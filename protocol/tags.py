@@ -74,6 +74,8 @@ class TagMetadata(Kind):
     On the client, a key that is not a metadata field is refused; the server ignores
     keys it does not know, as it does in every request."""
 
+    one_key = False
+
     def put(self, out: dict[str, Any], name: str, value: Any, lengths: Lengths) -> None:
         unknown = sorted(set(value) - set(TAG_FIELDS))
         if unknown:

@@ -46,6 +46,7 @@ class Kind:
     type_doc = "any"
     defines: str | None = None  # the length symbol this field sets (handled first)
     bulky = False  # holds arrays: a response with one is framed in uncopied pieces
+    one_key = True  # reads and writes the wire key of its own name (put/take not overridden)
 
     def encode(self, value: Any, name: str, lengths: Lengths) -> Any:
         return value
@@ -254,6 +255,8 @@ class TagIds(Kind):
 
 class OneTagOrIds(Kind):
     """``tag`` (one id or name for every point) or ``tags`` (a uint32 id per point)."""
+
+    one_key = False
 
     def __init__(self, one: str, many: str, what: str) -> None:
         self.one, self.many, self.what = one, many, what

@@ -50,8 +50,10 @@ from xtsdb.protocol import (
     readable_id,
     request,
     unpack_array,
+    wire,
 )
 from xtsdb.protocol.analytics import Buckets, Regular
+from xtsdb.protocol.declare import specs
 from xtsdb.protocol.errors import (
     FrameTooLarge,
     InvalidInput,
@@ -940,6 +942,17 @@ def test_documented_write_example_decodes() -> None:
     tag, ts, values, q = WRITE.parse(msg)
     assert tag == 7 and ts.tolist() == [1_700_000_000_000_000, 1_700_000_001_000_000]
     assert values.tolist() == [1.5, -0.25] and q is not None and q.tolist() == [192, 0]
+
+
+def test_kinds_that_read_several_keys_say_so() -> None:
+    # The message codec reads one_key kinds inline (the hot path) and calls put/take
+    # only for the others: a kind overriding put or take must not claim one_key.
+    for op in OPERATIONS.values():
+        for message in (op.request, op.response):
+            for spec in specs(message):
+                kind = type(spec.kind)
+                custom = kind.put is not wire.Kind.put or kind.take is not wire.Kind.take
+                assert custom is not spec.kind.one_key, (op.name, spec.name)
 
 
 def test_doc_op_reference_is_generated_from_the_declarations() -> None:
