@@ -50,7 +50,6 @@ from xtsdb.protocol import (
     readable_id,
     request,
     unpack_array,
-    wire,
 )
 from xtsdb.protocol.analytics import Buckets, Regular
 from xtsdb.protocol.declare import specs
@@ -64,6 +63,7 @@ from xtsdb.protocol.errors import (
 )
 from xtsdb.protocol.frames import BIN_INLINE_MAX, encode_frame_parts
 from xtsdb.protocol.ops import negotiate
+from xtsdb.protocol.wire import Kind
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 
@@ -951,7 +951,7 @@ def test_kinds_that_read_several_keys_say_so() -> None:
         for message in (op.request, op.response):
             for spec in specs(message):
                 kind = type(spec.kind)
-                custom = kind.put is not wire.Kind.put or kind.take is not wire.Kind.take
+                custom = kind.put is not Kind.put or kind.take is not Kind.take
                 assert custom is not spec.kind.one_key, (op.name, spec.name)
 
 
