@@ -4,6 +4,8 @@
     .venv/bin/python -m bench.compare --quick         # smoke run, < 1 min
     .venv/bin/python -m bench.compare --systems influxdb,victoriametrics --quick
 
+The Grafana dashboard row is bench/compare_grafana.py (runnable alone too).
+
 Each system runs alone (one server process at a time on this machine) on the
 same deterministic data (bench/data.py). Payloads are built before any timer
 starts. See bench/README.md for the workloads and how to read the report.
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import data, report
+from bench import compare_grafana, data, report
 from bench.peers import SYSTEMS, System, dir_bytes
 
 HOUR = 3600
@@ -305,6 +307,8 @@ def bench_system(run: Run, cls: type[System]) -> None:
         run.note(name, f"disk: du {size:,} bytes, stored data {stored:,} bytes, after {how}")
         queries(run, main, res)
         print(f"  queries: { {k: round(v, 2) for k, v in res.items()} }", flush=True)
+        run.deadline.check("grafana dashboard")  # after the disk figures: it adds a day of data
+        compare_grafana.dashboard(main, 10 * run.reps, res, lambda text: run.note(name, text))
         run.deadline.check("concurrency")
         res["conc_write"], res["conc_p99"], nq = concurrency(run, main, res["ingest_1"])
         run.note(name, f"concurrency: {nq} reader queries in {run.conc_seconds:.0f}s")
@@ -341,14 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown systems {unknown}; choose from {sorted(SYSTEMS)}")
     workdir = Path(tempfile.mkdtemp(prefix="xtsdb-bench-", dir=a.workdir))
-    run = Run(
-        a.tags,
-        a.points,
-        a.reps,
-        a.concurrency_seconds,
-        Deadline(time.monotonic() + a.deadline),
-        workdir,
-    )
+    deadline = Deadline(time.monotonic() + a.deadline)
+    run = Run(a.tags, a.points, a.reps, a.concurrency_seconds, deadline, workdir)
     runnable: list[type[System]] = []
     versions: dict[str, str] = {}
     for n in names:
@@ -384,15 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Other work on the machine skews every number; the report says how busy it was.
     facts["load average at end (1/5/15 min)"] = "/".join(f"{x:.2f}" for x in os.getloadavg())
     stem = "quick" if a.quick else "latest"
-    report.emit(
-        run.results,
-        names,
-        facts,
-        run.notes,
-        a.out,
-        stem,
-        f"{a.tags} tags x {a.points} points; concurrency {a.concurrency_seconds:.0f}s",
-    )
+    shape = f"{a.tags} tags x {a.points} points; concurrency {a.concurrency_seconds:.0f}s"
+    verdicts = [compare_grafana.verdict(run.results)]
+    report.emit(run.results, names, facts, run.notes, a.out, stem, shape, None, verdicts)
     return status
 
 

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,12 +76,20 @@ def _stop_all() -> None:
         m.stop(timeout=5)
 
 
-def wait_http(proc: Managed, port: int, path: str, ok: tuple[int, ...], timeout: float) -> None:
+def wait_http(
+    name: str,
+    alive: Callable[[], bool],
+    tail: Callable[[], str],
+    port: int,
+    path: str,
+    ok: tuple[int, ...],
+    timeout: float,
+) -> None:
     """Poll ``path`` until it answers with a status in ``ok``; fail fast if the child died."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited during start-up:\n{proc.log_tail()}")
+        if not alive():
+            raise RuntimeError(f"{name} exited during start-up:\n{tail()}")
         conn = http.client.HTTPConnection(HOST, port, timeout=2)
         try:
             conn.request("GET", path)
@@ -91,7 +100,7 @@ def wait_http(proc: Managed, port: int, path: str, ok: tuple[int, ...], timeout:
         finally:
             conn.close()
         time.sleep(0.1)
-    raise TimeoutError(f"{proc.name} not healthy on {HOST}:{port}{path} after {timeout:.0f}s")
+    raise TimeoutError(f"{name} not healthy on {HOST}:{port}{path} after {timeout:.0f}s")
 
 
 def dir_bytes(path: Path) -> int:
@@ -144,6 +153,7 @@ class System:
         self.data_dir = workdir / "data"
         self.proc: Managed | None = None
         self.port = 0
+        self.http_port = 0  # the port of its HTTP query API (the peers: their only port)
 
     def missing(self) -> str | None:
         """None if runnable, else the exact command that would install it."""
@@ -186,7 +196,8 @@ class InfluxDB(System):
         conf = self.workdir / "influxdb.conf"
         conf.write_text(influxd_config(self.data_dir, free_port(), self.port, settle_fast=True))
         self.proc = Managed(self.name, [self.binary, "-config", str(conf)], self.workdir)
-        wait_http(self.proc, self.port, "/ping", (204,), timeout=60)
+        self.http_port = self.port
+        wait_http(self.name, self.proc.alive, self.proc.log_tail, self.port, "/ping", (204,), 60)
         c = self.client()
         try:
             c.create_database()
@@ -232,7 +243,8 @@ class VictoriaMetrics(System):
             "-search.disableCache",
         ]
         self.proc = Managed(self.name, argv, self.workdir)
-        wait_http(self.proc, self.port, "/health", (200,), timeout=60)
+        self.http_port = self.port
+        wait_http(self.name, self.proc.alive, self.proc.log_tail, self.port, "/health", (200,), 60)
 
     def client(self) -> clients.VMClient:
         return clients.VMClient(HOST, self.port)
@@ -269,10 +281,17 @@ class Xtsdb(System):
         from xtsdb.server.process import ServerProcess  # here: missing() reports its absence
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The ready file names only the binary port, so the HTTP port is chosen here.
+        self.http_port = free_port()
         args = ["--host", HOST, "--port", "0", "--data-dir", str(self.data_dir)]
+        args += ["--http-port", str(self.http_port)]
         self.server = ServerProcess(args, workdir=self.workdir, name=self.name, new_session=True)
         atexit.register(self.server.close)  # a no-op once it was stopped
         self.port = self.server.wait_ready(60)[1]
+        # The ready file is written just before the HTTP routes are attached to the
+        # server; until then they answer 503, so wait for /readyz.
+        srv = self.server
+        wait_http(self.name, srv.running, srv.log_tail, self.http_port, "/readyz", (200,), 30)
 
     def stop(self) -> None:
         if self.server is not None:

@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,9 @@ METRICS = (
     ),
     Metric("conc_write", "concurrency 8w+4r: write rate", "points/s", True),
     Metric("conc_p99", "concurrency 8w+4r: query p99", "ms", False),
+    # bench/compare_grafana.py: a panel's query over HTTP (InfluxQL / query_range).
+    Metric("grafana", "Grafana panel, mean/1 min, 24 h x 10 tags (median)", "ms", False, _FAST),
+    Metric("grafana_p95", "Grafana panel, mean/1 min, 24 h x 10 tags (p95)", "ms", False, _FAST),
 )
 
 
@@ -89,14 +93,16 @@ def verdict(r: float | None, goal: float | None) -> str:
     return text
 
 
-def rows(results: dict[str, dict[str, float]], systems: list[str]) -> list[list[str]]:
+def rows(
+    results: dict[str, dict[str, float]], systems: list[str], metrics: Sequence[Metric] = METRICS
+) -> list[list[str]]:
     peers = [p for p in PEERS if p in systems]
     head = ["workload", "unit", "better", *systems]
     if "xtsdb" in systems:
         for p in peers:
             head += [f"xtsdb vs {p}", "goal"]
     out = [head]
-    for m in METRICS:
+    for m in metrics:
         row = [m.label, m.unit, "higher" if m.higher_better else "lower"]
         row += [fmt_value(results.get(s, {}).get(m.key), m.unit) for s in systems]
         if "xtsdb" in systems:
@@ -124,7 +130,12 @@ def markdown(table: list[list[str]]) -> str:
     return "\n".join(md)
 
 
-def chart(results: dict[str, dict[str, float]], systems: list[str], path: Path) -> bool:
+def chart(
+    results: dict[str, dict[str, float]],
+    systems: list[str],
+    path: Path,
+    metrics: Sequence[Metric] = METRICS,
+) -> bool:
     """Horizontal bars of xtsdb/peer ratios on a log axis, a line at 1.0, goals as ticks."""
     try:
         import matplotlib
@@ -137,7 +148,6 @@ def chart(results: dict[str, dict[str, float]], systems: list[str], path: Path) 
     peers = [p for p in PEERS if p in systems]
     if "xtsdb" not in systems or not peers:
         return False
-    metrics = list(METRICS)
     fig, ax = plt.subplots(figsize=(10, 0.4 * len(metrics) * len(peers) + 1.5))
     h = 0.8 / len(peers)
     colors = {"influxdb": "#1f77b4", "victoriametrics": "#ff7f0e"}
@@ -198,11 +208,17 @@ def emit(
     out: Path,
     stem: str,
     shape: str,
+    keys: set[str] | None = None,
+    verdicts: Sequence[str] = (),
 ) -> None:
+    """Print and write the table of ``keys`` (default: every metric), then ``verdicts``."""
     out.mkdir(parents=True, exist_ok=True)
-    table = rows(results, systems)
+    metrics = [m for m in METRICS if keys is None or m.key in keys]
+    table = rows(results, systems, metrics)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print("\n" + text_table(table))
+    for v in verdicts:
+        print("\n" + v)
     print("\nnotes:")
     for s in systems:
         for n in notes.get(s, []):
@@ -210,7 +226,7 @@ def emit(
     with open(out / f"{stem}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["metric", "unit", "higher_is_better", *systems])
-        for m in METRICS:
+        for m in metrics:
             w.writerow(
                 [
                     m.key,
@@ -220,7 +236,7 @@ def emit(
                 ]
             )
     png = out / f"{stem}.png"
-    has_chart = chart(results, systems, png)
+    has_chart = chart(results, systems, png, metrics)
     md = [
         f"# xtsdb vs peers ({stamp})",
         "",
@@ -230,6 +246,7 @@ def emit(
         "",
         markdown(table),
         "",
+        *[f"{v}\n" for v in verdicts],
         "## Machine",
         "",
     ]
