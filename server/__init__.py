@@ -23,13 +23,19 @@ socket.
                    plot, deletes, the tag catalog).
 - ``write_queue``  :class:`WriteQueue`: the group commit; one flush task turns
                    every write queued meanwhile into one WAL write + one fsync.
-- ``http_endpoint`` :class:`HttpListener` and :class:`Router`: the HTTP
-                   plumbing every HTTP endpoint is routes on (``http_request``
-                   reads a request), and the ``/metrics`` ``/healthz``
-                   ``/readyz`` endpoint (``metrics``).
-- ``influx``       :class:`InfluxEndpoint`: InfluxDB-compatible HTTP ``/write``
-                   (line protocol, :mod:`xtsdb.protocol.line_protocol`) into the
-                   same write queue; ``influx_write`` cuts a body into batches.
+- ``http_api``     the one HTTP port (``http_port``): every route below on one
+                   listener, open before recovery (data routes answer 503
+                   until the engine is open); ``http_gate`` checks credentials
+                   and roles on the request head and holds the start/stop gate.
+- ``http_endpoint`` :class:`HttpListener` and :class:`Router`: the HTTP plumbing
+                   (``http_request`` reads a request within its limits).
+- ``influx``       :class:`InfluxRoutes`: InfluxDB 1.x ``/write`` (line
+                   protocol into the write queue; ``influx_write`` cuts a body
+                   into batches), ``/query`` (InfluxQL: ``influxql_*``),
+                   ``/ping``, ``/health``.
+- ``http_prom``    Prometheus remote write and read (``prom_*``): a remote
+                   write is one batch of the group commit, answered after it.
+- ``http_ops``     ``/metrics`` (``metrics``), ``/healthz``, ``/readyz``.
 - ``app``          :func:`serve` (runs until a shutdown event is set, then stops
                    gracefully) and :class:`ServerThread` (a server in a
                    background thread, for tests and embedding).
