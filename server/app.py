@@ -83,7 +83,7 @@ async def serve(
     http: HttpApi | None = None
     if config.http_port >= 0:
         http = HttpApi.from_config(config, metrics, health, auth, budget)
-        await http.start(config.host, config.http_port)
+        await http.start(config.host, config.http_port, ssl=ssl_ctx)
         if on_http is not None:
             on_http(http.host, http.port)
     try:

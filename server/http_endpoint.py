@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any, Self
 
 from xtsdb.server.http_request import MAX_HEAD, HttpError, HttpRequest, read_body, read_head
@@ -156,22 +157,32 @@ class HttpListener:
         self.host = ""
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._tls = False
         self._stopping = False  # close() has begun: answers say Connection: close
         self._conns: dict[asyncio.Task[Any], bool] = {}  # handler task -> busy with a request
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{self.port}"
 
     @property
     def connections(self) -> int:
         return len(self._conns)
 
-    async def start(self, host: str, port: int) -> Self:
+    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> Self:
+        """Listen; with ``ssl``, HTTPS only (the binary port's certificate and rules)."""
         self._server = await asyncio.start_server(
-            self._connection, host, port, limit=MAX_HEAD, backlog=self.limits.backlog
+            self._connection,
+            host,
+            port,
+            limit=MAX_HEAD,
+            backlog=self.limits.backlog,
+            ssl=ssl,
+            # A handshake that never finishes must not hold a socket for long either.
+            ssl_handshake_timeout=(self.limits.request_timeout or 60.0) if ssl else None,
         )
+        self._tls = ssl is not None
         self.host, self.port = self._server.sockets[0].getsockname()[:2]
         self._stopping = False
         log.info("%s on %s (%s)", self.name, self.url, " ".join(self.router.paths()))

@@ -7,6 +7,7 @@ for ``localhost`` and ``127.0.0.1``; nothing here touches the system trust store
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 import ssl
 import threading
@@ -203,3 +204,22 @@ def test_plain_frames_on_a_tls_port_never_reach_the_service(
         assert b"ok" not in data  # at most a TLS alert, never a response
     with Client(tls_url(tls_server), ca=pki.ca) as db:
         assert "ping" not in db.stats()["server"]["requests"]
+
+
+def test_http_port_speaks_tls_when_the_binary_port_does(
+    server_factory: Callable[..., ServerThread], pki: Pki
+) -> None:
+    # Tokens go to the HTTP port too (/write, /query, remote write): with a certificate
+    # configured it is HTTPS only, with the same certificate and trust.
+    srv = server_factory(tls_cert=pki.cert, tls_key=pki.key, tokens=[f"write:{TOKEN}"], http_port=0)
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    conn = http.client.HTTPSConnection(srv.host, srv.http_port, timeout=5, context=ctx)
+    conn.request("GET", "/query?q=SHOW+DATABASES", headers={"Authorization": f"Token {TOKEN}"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and b"databases" in resp.read()
+    conn.close()
+    plain = http.client.HTTPConnection(srv.host, srv.http_port, timeout=5)
+    with pytest.raises((OSError, http.client.HTTPException)):  # plain HTTP gets no answer
+        plain.request("GET", "/ping")
+        plain.getresponse()
+    plain.close()
