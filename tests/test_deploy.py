@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import ssl
 import subprocess
 import sys
 import time
@@ -239,8 +240,10 @@ def test_compose_prometheus_is_optional_and_scrapes_the_http_port() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus.secure.yml").read_text())
     [job] = config["scrape_configs"]
     assert job["static_configs"][0]["targets"] == target
-    [secret] = secure_prom["secrets"]
+    secret, ca = secure_prom["secrets"]
     assert job["authorization"] == {"type": "Bearer", "credentials_file": f"/run/secrets/{secret}"}
+    # The HTTP port is HTTPS when the certificate is configured: the scrape verifies it.
+    assert job["scheme"] == "https" and job["tls_config"]["ca_file"] == f"/run/secrets/{ca}"
 
 
 def test_every_variable_in_the_deploy_files_is_a_real_setting() -> None:
@@ -370,18 +373,20 @@ def test_secure_variant_requires_tokens_and_its_healthcheck_passes(tmp_path: Pat
         assert image.wait_healthy(healthcheck).startswith("pong from xtsdbs://localhost:")
         # Without the token, or without TLS, the plain healthcheck fails.
         assert run_healthcheck(image.port, image.env).returncode != 0
-        # /metrics wants the token Prometheus is given; the probe does not.
-        url = f"http://127.0.0.1:{image.http_port}"
+        # /metrics wants the token Prometheus is given; the probe does not. The HTTP port
+        # is HTTPS with the same certificate.
+        url = f"https://localhost:{image.http_port}"
+        tls = ssl.create_default_context(cafile=str(secrets["xtsdb-ca.pem"]))
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(f"{url}/metrics", timeout=10)
+            urllib.request.urlopen(f"{url}/metrics", timeout=10, context=tls)
         assert refused.value.code == 401
         token = secrets["xtsdb-metrics-token"].read_text().strip()
         scrape = urllib.request.Request(
             f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}
         )
-        with urllib.request.urlopen(scrape, timeout=10) as resp:
+        with urllib.request.urlopen(scrape, timeout=10, context=tls) as resp:
             assert resp.status == 200 and b"xtsdb_ready 1.0" in resp.read()
-        with urllib.request.urlopen(f"{url}/readyz", timeout=10) as resp:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=10, context=tls) as resp:
             assert resp.status == 200
         image.stop()
     finally:
