@@ -186,6 +186,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         finally:
             for prom in reversed(started):
                 prom.stop()
+            gone.shutdown()  # returns at once if it is already shut down
             gone.server_close()
 
 
