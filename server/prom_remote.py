@@ -40,6 +40,8 @@ from xtsdb.protocol.prom_remote import (
     decode_write_request,
     encode_read_response,
 )
+from xtsdb.protocol.prom_stream import CONTENT_TYPE as STREAM_TYPE
+from xtsdb.protocol.prom_stream import negotiate, query_frames
 from xtsdb.server.engine import Engine
 
 from .prom_labels import FIELD, parse_name, tag_name
@@ -205,26 +207,34 @@ def read_query(
 
 
 def handle_read(engine: Engine, body: bytes, headers: Mapping[str, str]) -> Response:
-    """``POST /api/v1/read``: a snappy ``ReadResponse`` of raw samples (response type SAMPLES).
+    """``POST /api/v1/read``: raw samples (SAMPLES) or XOR chunks (STREAMED_XOR_CHUNKS).
 
-    Debian's Prometheus 2.42 accepts only SAMPLES. A client that lists
-    STREAMED_XOR_CHUNKS first and SAMPLES too gets SAMPLES (it goes by the
-    response's content type); one that accepts only streamed chunks gets 400:
-    they are not implemented.
+    The type is the first of the client's accepted types that is served, as
+    Prometheus' own server chooses (:func:`~xtsdb.protocol.prom_stream.negotiate`):
+    Debian's Prometheus 2.42 asks for SAMPLES only; 2.55 and later list
+    STREAMED_XOR_CHUNKS first. Both answers are bounded by
+    :data:`MAX_READ_SAMPLES` and built whole before they are sent (the
+    listener's replies are whole bodies), query by query: the points of one
+    query are encoded and let go before the next is read.
     """
     bad = media_error(headers, "x-prometheus-remote-read-version")
     if bad is not None:
         return bad
     try:
         req = decode_read_request(body)
-        if pm.SAMPLES not in req.accepted:
-            raise InvalidInput("only the SAMPLES response type is served")
+        streamed = negotiate(req.accepted) == pm.STREAMED_XOR_CHUNKS
         series = catalog_series(engine)
         budget = MAX_READ_SAMPLES
         results = []
-        for q in req.queries:
+        frames: list[bytes] = []
+        for i, q in enumerate(req.queries):
             got, budget = read_query(engine, q, series, budget)
-            results.append(got)
+            if streamed:
+                frames.extend(query_frames(i, got))
+            else:
+                results.append(got)
+        if streamed:
+            return 200, {"Content-Type": STREAM_TYPE}, b"".join(frames)
         data = encode_read_response(results)
     except XtsdbError as exc:
         return error_response(exc)

@@ -179,8 +179,8 @@ def test_bad_requests_change_nothing(tmp_path: Path):
         slow = pr.encode_read_request([_q(0, 1, (pm.RE, "job", "(a+)+$"))])
         status, _, text = handle_read(engine, slow, READ)
         assert status == 400 and b"nests a repeat" in text
-        chunks_only = pr.encode_read_request([_q(0, 1, (pm.EQ, "job", "x"))], [1])
-        assert handle_read(engine, chunks_only, READ)[0] == 400
+        unknown_type_only = pr.encode_read_request([_q(0, 1, (pm.EQ, "job", "x"))], [7])
+        assert handle_read(engine, unknown_type_only, READ)[0] == 400
 
 
 def test_a_read_over_the_sample_limit_is_refused(tmp_path: Path, monkeypatch):
