@@ -72,24 +72,27 @@ class XorChunks:
         return self.data[lo : int(self.ends[i])]
 
 
-def encode_chunks(ts_ms: I64, values: F64, counts: I64) -> XorChunks:
-    """XOR chunks of at most 120 samples of consecutive series (``counts[i]`` samples each).
+def encode_chunks(ts_ms: I64, values: F64, counts: I64, per_chunk: int = MAX_SAMPLES) -> XorChunks:
+    """XOR chunks of at most ``per_chunk`` samples of consecutive series (``counts[i]`` each).
 
     Timestamps are any int64 (Prometheus' arithmetic wraps as Go's does);
-    values are kept bit for bit.
+    values are kept bit for bit. ``per_chunk`` other than 120 is for
+    comparing with chunks Prometheus cut elsewhere (its head may pass 120).
     """
+    if not 1 <= per_chunk <= 0xFFFF:
+        raise ValueError("a chunk holds 1 to 65535 samples (its count is a uint16)")
     ts_ms = np.ascontiguousarray(ts_ms, np.int64)
     bits = np.ascontiguousarray(values, np.float64).view(np.uint64)
     counts = np.asarray(counts, np.int64)
     if ts_ms.shape != bits.shape or int(counts.sum()) != ts_ms.shape[0] or (counts < 0).any():
         raise ValueError("timestamps, values and counts do not describe the same samples")
-    per_series = -(-counts // MAX_SAMPLES)
+    per_series = -(-counts // per_chunk)
     chunk_series = np.repeat(np.arange(counts.shape[0], dtype=np.int64), per_series)
     series_start = np.cumsum(counts) - counts
     first_chunk = np.cumsum(per_series) - per_series
     k = np.arange(chunk_series.shape[0], dtype=np.int64) - first_chunk[chunk_series]
-    starts = series_start[chunk_series] + k * MAX_SAMPLES
-    lens = np.minimum(counts[chunk_series] - k * MAX_SAMPLES, MAX_SAMPLES)
+    starts = series_start[chunk_series] + k * per_chunk
+    lens = np.minimum(counts[chunk_series] - k * per_chunk, per_chunk)
     parts: list[bytes] = []
     sizes: list[I64] = []
     lo = 0

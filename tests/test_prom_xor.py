@@ -50,8 +50,13 @@ def signed(x: int, n: int) -> int:
     return x - (1 << n) if x >= 1 << (n - 1) else x
 
 
-def decode_xor(chunk: bytes) -> list[tuple[int, int]]:
-    """``[(timestamp_ms, value bits)]`` of one XOR chunk; checks its padding and length."""
+def decode_xor(chunk: bytes, spare_byte: bool = False) -> list[tuple[int, int]]:
+    """``[(timestamp_ms, value bits)]`` of one XOR chunk; checks its padding and length.
+
+    ``spare_byte``: allow one zero byte after a stream that ends on a byte
+    boundary, which Prometheus up to 2.4x writes when its last write was a
+    whole byte (its ``bstream.writeByte`` appended the next byte eagerly).
+    """
     count = int.from_bytes(chunk[:2], "big")
     r = Bits(chunk[2:])
     out: list[tuple[int, int]] = []
@@ -90,7 +95,9 @@ def decode_xor(chunk: bytes) -> list[tuple[int, int]]:
                 sig = 64 - lead - trail
             v ^= r.read(sig) << trail
         out.append((t, v))
-    assert len(chunk) - 2 == (r.pos + 7) // 8, "bytes after the last sample"
+    used = (r.pos + 7) // 8
+    spare = spare_byte and r.pos % 8 == 0 and chunk[2 + used :] == b"\x00"
+    assert len(chunk) - 2 == used + spare, "bytes after the last sample"
     assert r.read((8 - r.pos % 8) % 8) == 0, "padding bits are not zero"
     return out
 
