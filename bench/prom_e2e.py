@@ -12,7 +12,7 @@ with only ``remote_read`` answers range queries over the window, timed against
 the writer answering them from its own TSDB; both answers must be equal.
 Nothing is asserted; the numbers go to ``bench/results/prom_e2e.txt`` by hand.
 
-    .venv/bin/python bench/prom_e2e.py [--series 20000] [--seconds 30] [--interval 1]
+    .venv/bin/python -m bench.prom_e2e [--series 20000] [--seconds 30] [--interval 1] [--quick]
 """
 
 from __future__ import annotations
@@ -115,7 +115,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--prometheus", default="/usr/bin/prometheus")
+    ap.add_argument("--quick", action="store_true", help="2,000 series for 10 s")
     args = ap.parse_args()
+    if args.quick:
+        args.series, args.seconds = 2000, 10.0
     page = Page((HOST, 0), Handler)
     page.series = args.series
     threading.Thread(target=page.serve_forever, daemon=True).start()
