@@ -4,14 +4,14 @@
 written into a private work directory, its TSDB under it, and its web listener on
 a free loopback port; it waits for ``/-/ready``. :meth:`Prometheus.stop` ends it
 through its own pid (SIGTERM: it flushes its remote-write queues, then SIGKILL
-if it does not exit). The HTTP helpers read its API and its own ``/metrics``.
+if it does not exit), as :class:`~xtsdb.server.process.ServerProcess` runs children. The HTTP
+helpers read its API and its own ``/metrics``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import time
 import urllib.error
@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a test helper, from the repository root or tests/
     sys.path.insert(0, str(ROOT))
-from xtsdb.server.process import free_port  # noqa: E402
+from xtsdb.server.process import ServerProcess, free_port  # noqa: E402
 
 HOST = "127.0.0.1"
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(\s+\d+)?$")
@@ -32,10 +32,9 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)(\s+\d+)?$")
 class Prometheus:
     """A running ``prometheus``: its API (range queries) and its own metrics page."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.proc = proc
+    def __init__(self, child: ServerProcess, port: int) -> None:
+        self.child = child
         self.port = port
-        self.log = log
         self.url = f"http://{HOST}:{port}"
 
     def get(self, path: str, timeout: float = 20.0) -> bytes:
@@ -74,22 +73,16 @@ class Prometheus:
 
     def reload(self, config: str) -> None:
         """Replace the config and reload it; returns once Prometheus has applied it."""
-        (self.log.parent / "prometheus.yml").write_text(config)
+        (self.child.log_file.parent / "prometheus.yml").write_text(config)
         req = urllib.request.Request(self.url + "/-/reload", method="POST")
         with urllib.request.urlopen(req, timeout=30) as resp:
             assert resp.status == 200, resp.read()
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.child.log()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self.child.stop(30)
 
 
 def start(
@@ -102,26 +95,25 @@ def start(
     conf = workdir / "prometheus.yml"
     conf.write_text(config)
     port = free_port(HOST) if port is None else port
-    log = workdir / "prometheus.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                program,
-                f"--config.file={conf}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address={HOST}:{port}",
-                "--web.enable-lifecycle",  # POST /-/reload: a reload the caller can wait for
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,
-            start_new_session=True,  # a Ctrl-C of the test run is ours to handle
-        )
-    prom = Prometheus(proc, port, log)
+    args = [
+        f"--config.file={conf}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address={HOST}:{port}",
+        "--web.enable-lifecycle",  # POST /-/reload: a reload the caller can wait for
+    ]
+    # The xtsdb child-process wrapper runs it: log file, own session, stop by its pid.
+    child = ServerProcess(
+        args,
+        workdir=workdir,
+        name="prometheus",
+        command=[program],
+        ready_flag=False,
+        new_session=True,  # a Ctrl-C of the test run is ours to handle
+    )
+    prom = Prometheus(child, port)
     end = time.monotonic() + timeout
     while True:
-        if proc.poll() is not None:
+        if not child.running():
             raise RuntimeError(f"prometheus exited: {prom.log_text()[-2000:]}")
         try:
             prom.get("/-/ready", timeout=2)
