@@ -15,13 +15,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from conftest import require_program
+from test_http_api import Http
 from test_prom_xor import STALE, decode_xor
 
 from xtsdb.protocol import prom_messages as pm
@@ -36,6 +37,7 @@ from xtsdb.protocol.prom_stream import (
     read_frames,
 )
 from xtsdb.protocol.prom_xor import encode_chunks
+from xtsdb.server.app import ServerThread
 from xtsdb.server.engine import Engine
 from xtsdb.server.process import free_port
 from xtsdb.server.prom_remote import handle_read, handle_write
@@ -333,3 +335,36 @@ def test_prometheus_own_chunks_are_what_this_encoder_writes(tmp_path: Path) -> N
                 assert c.data == ours + b"\x00"
                 spare += 1
     assert same + spare >= 7 and same and spare  # every chunk, both kinds of ending
+
+
+def test_streamed_read_through_the_http_port(
+    server_factory: Callable[..., ServerThread],
+) -> None:
+    """What Prometheus 2.55+ sends (STREAMED_XOR_CHUNKS first, then SAMPLES), over a real
+    socket to the server's HTTP port: a stream, not snappy, its frames whole and checked."""
+    srv = server_factory(http_port=0)
+    http_ = Http(srv.http_port)
+    t0 = 1_700_000_000_000
+    s = pr.SeriesSamples(
+        [("__name__", "up"), ("job", "node")],
+        t0 + np.arange(0, 250 * 15_000, 15_000, dtype=np.int64),
+        np.where(np.arange(250) % 50 == 49, STALE, np.arange(250) % 7 * 0.5),
+    )
+    status, body, _ = http_("POST", "/api/v1/write", pr.encode_write_request([s]), **HEADERS)
+    assert status == 204, body
+    req = pm.ReadRequest(accepted_response_types=[pm.STREAMED_XOR_CHUNKS, pm.SAMPLES])
+    for name in ("up", "absent"):
+        q = req.queries.add(start_timestamp_ms=t0, end_timestamp_ms=t0 + 10**8)
+        q.matchers.add(type=pm.EQ, name="__name__", value=name)
+        q.hints.start_ms, q.hints.end_ms = t0, t0 + 10**8
+    body = pr.snappy_encode(req.SerializeToString())
+    status, stream, headers = http_("POST", "/api/v1/read", body, **HEADERS)
+    assert status == 200, stream
+    assert headers["Content-Type"] == CONTENT_TYPE and "Content-Encoding" not in headers
+    exact = list(zip(s.ts_ms.tolist(), s.values.view(np.uint64).tolist(), strict=True))
+    assert series_of(split_frames(stream)) == [(0, sorted(s.labels), exact)]
+    del req.accepted_response_types[:]
+    req.accepted_response_types.append(5)  # a type this server does not know
+    body = pr.snappy_encode(req.SerializeToString())
+    status, text, _ = http_("POST", "/api/v1/read", body, **HEADERS)
+    assert status == 400 and b"none of the accepted response types [5]" in text
