@@ -28,18 +28,15 @@ from typing import Any
 
 import google_crc32c
 import numpy as np
-from google.protobuf.message import DecodeError
 
 from . import prom_messages as pm
-from .errors import FrameTooLarge, InvalidInput
+from .errors import InvalidInput
 from .prom_remote import SeriesSamples
 from .prom_xor import encode_chunks
 
 CONTENT_TYPE = "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse"
 MAX_FRAME = 1 << 20
 """Largest message in a frame: Prometheus' default ``--storage.remote.read-max-bytes-in-frame``."""
-READ_LIMIT = 50_000_000
-"""Largest frame :func:`read_frames` takes: Prometheus' default ``chunked_read_limit``."""
 
 
 def negotiate(accepted: Sequence[int]) -> int:
@@ -121,37 +118,3 @@ def _empty(query_index: int, s: SeriesSamples) -> tuple[Any, int]:
     # The series' length prefix is counted at 1 byte here; it grows to at most
     # 3 while the frame stays under 2 MiB: the 2 bytes are reserved up front.
     return msg, msg.ByteSize() + 2
-
-
-def read_frames(body: bytes, limit: int = READ_LIMIT) -> Iterator[Any]:
-    """The ``ChunkedReadResponse`` messages of a stream, each checked (length, CRC).
-
-    What a client does with the stream: for tests, and for anyone reading a
-    Prometheus' streamed answer.
-    """
-    view = memoryview(body)
-    pos = 0
-    while pos < len(view):
-        size = shift = 0
-        while True:
-            if pos >= len(view) or shift > 63:
-                raise InvalidInput("the stream ends inside a frame's length")
-            byte = view[pos]
-            pos += 1
-            size |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        if size > limit:
-            raise FrameTooLarge(f"a frame of {size} bytes, more than the {limit} allowed")
-        if pos + 4 + size > len(view):
-            raise InvalidInput("the stream ends inside a frame")
-        crc = int.from_bytes(view[pos : pos + 4], "big")
-        message = bytes(view[pos + 4 : pos + 4 + size])
-        pos += 4 + size
-        if google_crc32c.value(message) != crc:
-            raise InvalidInput("a frame's CRC32C does not match its message")
-        try:
-            yield pm.ChunkedReadResponse.FromString(message)
-        except DecodeError as exc:
-            raise InvalidInput(f"a frame is not a ChunkedReadResponse: {exc}") from exc
