@@ -4,13 +4,15 @@
 
 :func:`parse` turns a body of such lines into a :class:`ParsedBatch`: one
 xtsdb tag *name* per series (:func:`series_name`), and per point the index of
-its series, a timestamp in microseconds and a float64 value. A line is read as
+its series, a timestamp in microseconds, a float64 value and the field type the
+line gave it (:data:`KINDS`). A line is read as
 InfluxDB 1.x reads it (:mod:`.lp_grammar`): what InfluxDB refuses is refused,
 with its 1-based line number, and the other lines are kept; blank lines and
 ``#`` comments are skipped. A historian stores numbers, so integers
-(``12i``), unsigned integers (``12u``) and booleans become floats; a string
-field, or one named ``time``, is reported as an error for that field while the
-line's other fields are kept.
+(``12i``), unsigned integers (``12u``, below 2**63) and booleans become floats,
+their type kept beside them (the catalog's ``value_type``, for InfluxQL); a
+string field, or one named ``time``, is reported as an error for that field
+while the line's other fields are kept.
 
 Parsing is per line in Python, which the text format makes inherent. Lines
 without a backslash, a double quote, a tab or a NUL (nearly all that Telegraf
@@ -43,7 +45,15 @@ from .lp_grammar import (
 from .lp_grammar import lines as lines_of
 from .lp_grammar import prefix as _prefix
 
-__all__ = ["PRECISIONS", "ParsedBatch", "parse", "series_name"]
+__all__ = ["KINDS", "PRECISIONS", "ParsedBatch", "parse", "series_name"]
+
+KINDS = ("float", "integer", "unsigned", "boolean")
+"""Field types by code (``ParsedBatch.kinds``), as InfluxDB names them."""
+# A valid number or boolean's type from its last byte: 'i', 'u', a digit or '.'
+# (a float), anything else a boolean (t, true, F, ...).
+_KIND_OF_LAST = bytes(
+    1 if c == 105 else 2 if c == 117 else 0 if c == 46 or 48 <= c <= 57 else 3 for c in range(256)
+)
 
 PRECISIONS: dict[str, tuple[int, int]] = {
     # name -> (multiply, divide) from the unit to microseconds
@@ -79,9 +89,18 @@ class ParsedBatch:
     point_lines: npt.NDArray[np.int64]  # the line number of each point
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, message)
     lines: int = 0  # data lines seen (not blank, not a comment), good or bad
+    kinds: npt.NDArray[np.uint8] = field(default_factory=lambda: np.zeros(0, np.uint8))
+    """Each point's field type, an index into :data:`KINDS`."""
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
+
+    def series_kinds(self) -> npt.NDArray[np.uint8]:
+        """Each series' field type: that of its first point (a later point may differ)."""
+        first = np.unique(self.series, return_index=True)[1]
+        out = np.zeros(len(self.names), np.uint8)
+        out[self.series[first]] = self.kinds[first]
+        return out
 
 
 def series_name(measurement: str, tags: dict[str, str] | list[tuple[str, str]], fld: str) -> str:
@@ -130,6 +149,8 @@ class _Parser:
         self.prefixes: dict[bytes, str] = {}  # raw series key -> escaped canonical prefix
         self.series: list[int] = []
         self.values: list[float] = []
+        self.odd: list[int] = []  # points whose type is not float (few: a sparse list)
+        self.odd_kinds: list[int] = []
         self.line_ts: list[int] = []  # per line that produced points (0 if it had none)
         self.missing: list[int] = []  # indices into line_ts of lines without a timestamp
         self.line_counts: list[int] = []
@@ -141,6 +162,7 @@ class _Parser:
         series, values, errors = self.series, self.values, self.errors
         line_ts, line_counts, line_nos = self.line_ts, self.line_counts, self.line_nos
         keys, missing = self.keys, self.missing
+        odd, odd_kinds = self.odd, self.odd_kinds
         lines = 0
         # With a quote or a backslash, a newline may be inside a string or escaped.
         special = 34 in data or 92 in data
@@ -152,7 +174,7 @@ class _Parser:
             if not line or line[0] == 35:  # '#': a comment
                 continue
             lines += 1
-            mark, emark = len(values), len(errors)
+            mark, emark, omark = len(values), len(errors), len(odd)
             fields: Iterable[tuple[bytes, bytes, bytes]]
             try:
                 # (an int operand makes `in` a plain memchr: ~10x faster than b"\\")
@@ -201,13 +223,18 @@ class _Parser:
                                 raise LineError(f"invalid number {_shown(fv)!r}") from None
                             if not -_INF < x < _INF:
                                 raise LineError("number out of the float64 range")
+                            kind = 0
                         else:
                             x = value(fv)
+                            kind = _KIND_OF_LAST[fv[-1]]
                     except FieldSkipped as exc:
                         if fv[:1] != b'"':  # a 'time' field: its value must still be valid
                             value(fv)
                         errors.append((no, f"field {_shown(fk + b'=' + fv)!r}: {exc}"))
                         continue
+                    if kind:
+                        odd.append(len(values))
+                        odd_kinds.append(kind)
                     series.append(idx)
                     values.append(x)
                     n += 1
@@ -221,6 +248,7 @@ class _Parser:
             except (LineError, UnicodeDecodeError) as exc:
                 # A bad line is all or nothing: drop what its earlier fields added.
                 del series[mark:], values[mark:], errors[emark:]
+                del odd[omark:], odd_kinds[omark:]
                 why = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
                 errors.append((no, f"unable to parse {_shown(line)!r}: {why}"))
         self.lines = lines
@@ -260,11 +288,13 @@ class _Parser:
         line_nos = np.asarray(self.line_nos, dtype=np.int64)
         series = np.asarray(self.series, dtype=np.uint32)
         values = np.asarray(self.values, dtype=np.float64)
+        kinds = np.zeros(values.shape[0], np.uint8)
+        kinds[np.asarray(self.odd, dtype=np.int64)] = np.asarray(self.odd_kinds, dtype=np.uint8)
         if bad.any():
             for no in line_nos[bad].tolist():
                 self.errors.append((no, "timestamp out of range (|t| must be < 2**63 ns)"))
             keep = np.repeat(~bad, counts)
-            series, values = series[keep], values[keep]
+            series, values, kinds = series[keep], values[keep], kinds[keep]
             line_us, counts, line_nos = line_us[~bad], counts[~bad], line_nos[~bad]
         self.errors.sort()
         # Only series with a stored point are named: a field that was always a
@@ -282,6 +312,7 @@ class _Parser:
             np.repeat(line_nos, counts),
             self.errors,
             self.lines,
+            kinds,
         )
 
 

@@ -20,7 +20,7 @@ series InfluxDB would store:
 - **whitespace**: any run of spaces, tabs and NULs may precede the line, the
   field set and the timestamp; only spaces may follow the timestamp.
 - **values**: ``-?digits[.digits][e[+-]digits]`` (``.5`` and ``1.`` too),
-  ``-?digits i``, ``digits u``, ``t``/``true``/``True``/``TRUE`` and their
+  ``-?digits i``, ``digits u`` (below 2**63 in xtsdb), ``t``/``true``/``True``/``TRUE`` and their
   ``f`` forms, or a quoted string. A bad value refuses its whole line.
 """
 
@@ -318,8 +318,8 @@ def value(v: bytes) -> float:
             n = int(digits)
             if last == 105 and not -_I64 <= n < _I64:
                 raise LineError("integer out of the int64 range")
-            if last == 117 and n >= 1 << 64:
-                raise LineError("unsigned integer out of the uint64 range")
+            if last == 117 and n >= _I64:  # stored as int64 (InfluxDB 1.6 refuses every 'u')
+                raise LineError("unsigned integer out of the int64 range")
             return float(n)
         if _FLOAT.fullmatch(v) is None:
             raise LineError(f"invalid number {_text(v)!r}")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xtsdb.protocol.line_protocol import PRECISIONS, ParsedBatch, parse, series_name
+from xtsdb.protocol.line_protocol import KINDS, PRECISIONS, ParsedBatch, parse, series_name
 
 T0 = 1_700_000_000_000_000_000  # ns
 
@@ -44,6 +44,31 @@ def test_value_types() -> None:
     ints = {"i": -12.0, "u": 12.0}
     bools = {"t": 1.0, "T": 1.0, "tr": 1.0, "f": 0.0, "fa": 0.0}
     assert got == {**ints, **bools, "x": 1500.0, "y": -0.5, "z": 7.0, "w": 1.0}
+    kinds = {b.names[s].split(".", 1)[1]: KINDS[k] for s, k in enumerate(b.series_kinds())}
+    assert kinds == {"i": "integer", "u": "unsigned", "x": "float", "y": "float", "z": "float"} | {
+        k: "boolean" for k in bools
+    } | {"w": "float"}
+
+
+def test_field_types_per_point_and_series() -> None:
+    """Each point keeps the type its line gave it (a series' first point names the series'
+    type); a refused line's types go with it, as do those of a line out of time range."""
+    body = b"m n=5i,x=1 1\nm n=6,x=2 2\nm n=7i,q=2i bad\nm n=1i 99999999999999999999\nm q=f 3\n"
+    b = parse(body, precision="s")
+    assert [(b.names[s], KINDS[k]) for s, k in zip(b.series, b.kinds, strict=True)] == [
+        ("m.n", "integer"),
+        ("m.x", "float"),
+        ("m.n", "float"),
+        ("m.x", "float"),
+        ("m.q", "boolean"),
+    ]
+    assert [KINDS[k] for k in b.series_kinds()] == ["integer", "float", "boolean"]
+
+
+def test_unsigned_at_or_past_2_63_is_refused() -> None:
+    b = parse(b"m u=9223372036854775807u 1\nm u=9223372036854775808u 2\n")
+    assert b.values.tolist() == [float(2**63 - 1)] and KINDS[int(b.kinds[0])] == "unsigned"
+    assert [no for no, _ in b.errors] == [2] and "int64" in b.errors[0][1]
 
 
 def test_string_field_is_an_error_for_that_field_only() -> None:
