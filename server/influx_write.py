@@ -10,6 +10,16 @@ engine checks again under its write lock, so a write racing in between is
 still refused -- and then only that tag's batch fails (the write queue makes
 a refused write fail alone) and its lines are reported.
 
+:func:`prepare` also gives a new tag the field type its first point has
+(``value_type``: float -> ``float64``, integer and unsigned -> ``int64``,
+boolean -> ``bool``), and refuses, as InfluxDB's "field type conflict", every
+line with a point a tag's type does not take (the whole line, as InfluxDB
+drops the whole point). An ``int64`` tag takes integers, a ``bool`` tag
+booleans; a ``float64`` tag takes every type, unlike InfluxDB, because tags
+made before field types were recorded are all ``float64`` whatever was
+written to them: refusing there would drop the writes of every integer field
+after an upgrade. An ``enum`` tag takes numbers.
+
 :func:`partial_write` is InfluxDB 1.x's answer to a body it stored in part:
 ``400 {"error": "partial write: REASON dropped=N"}``, here with every bad line
 named and ``N`` the number of lines not stored (whole or in part).
@@ -24,11 +34,25 @@ import numpy as np
 import numpy.typing as npt
 
 from xtsdb.protocol.errors import InvalidInput
-from xtsdb.protocol.line_protocol import parse
+from xtsdb.protocol.line_protocol import KINDS, parse
 from xtsdb.server.engine import Engine
+from xtsdb.server.engine.catalog import TagInfo
 from xtsdb.server.engine.wal_records import WriteBatch
+from xtsdb.server.influxql_names import split_name
 
 MAX_LISTED_ERRORS = 100  # bad lines named in one response
+VALUE_TYPES = ("float64", "int64", "bool", "enum")  # the catalog's, as codes for _TAKES
+_NEW_TYPE = np.array([0, 1, 1, 2], np.uint8)  # by KINDS code: the value_type of a new tag
+# _TAKES[value type, kind]: whether a tag of that type takes a point of that kind
+_TAKES = np.array(
+    [
+        [True, True, True, True],  # float64: every kind (see the module docstring)
+        [False, True, True, False],  # int64: integers
+        [False, False, False, True],  # bool: booleans
+        [True, True, True, False],  # enum: numbers
+    ]
+)
+_INFLUX_TYPES = {"float64": "float", "int64": "integer", "bool": "boolean", "enum": "integer"}
 
 
 @dataclass
@@ -57,14 +81,16 @@ def prepare(engine: Engine, data: bytes, precision: str, now_us: int, first_line
     out = Prepared(errors=[(first_line + no, msg) for no, msg in parsed.errors])
     out.lines = parsed.lines
     ids = np.zeros(len(parsed.names), dtype=np.uint32)
+    types = np.zeros(len(parsed.names), dtype=np.uint8)  # codes into VALUE_TYPES
     refused: list[int] = []
     strict: list[int] = []
     catalog = engine.catalog
+    new_types = _NEW_TYPE[parsed.series_kinds()].tolist()
     for i, name in enumerate(parsed.names):  # a loop per series, not per point
         info = catalog.get(name)
         if info is None:
             try:
-                info = catalog.get(engine.get_or_create_tag(name))
+                info = _create(engine, name, VALUE_TYPES[new_types[i]])
             except InvalidInput as exc:  # a bad name (or no ids left)
                 refused.append(i)
                 lines = np.unique(parsed.point_lines[parsed.series == i]).tolist()
@@ -74,10 +100,13 @@ def prepare(engine: Engine, data: bytes, precision: str, now_us: int, first_line
             if info is None:  # removed again by a concurrent tag_remove
                 raise InvalidInput(f"tag {name!r} was removed while being written")
         ids[i] = info.id
+        types[i] = VALUE_TYPES.index(info.value_type)
         if info.duplicates == "reject":
             strict.append(i)
     series, ts, values = parsed.series, parsed.ts, parsed.values
     point_lines = parsed.point_lines + first_line
+    ok = _conflicts(parsed.names, types, series, parsed.kinds, point_lines, out)
+    series, ts, values, point_lines = series[ok], ts[ok], values[ok], point_lines[ok]
     plain = ~np.isin(series, refused + strict)
     if plain.any():
         batch = WriteBatch.build(ids[series[plain]], ts[plain], values[plain])
@@ -100,6 +129,49 @@ def prepare(engine: Engine, data: bytes, precision: str, now_us: int, first_line
             out.batches.append(Queued(batch, point_lines[keep], name))
     out.errors.sort()
     return out
+
+
+def _create(engine: Engine, name: str, value_type: str) -> TagInfo:
+    """The tag ``name``, made with ``value_type`` unless another request made it meanwhile."""
+    try:
+        return engine.create_tag(name, value_type=value_type)
+    except InvalidInput:
+        info = engine.catalog.get(name)  # created meanwhile by another request?
+        if info is None:
+            raise  # a bad name (or no ids left)
+        return info
+
+
+def _conflicts(
+    names: list[str],
+    types: npt.NDArray[np.uint8],
+    series: npt.NDArray[np.uint32],
+    kinds: npt.NDArray[np.uint8],
+    point_lines: npt.NDArray[np.int64],
+    out: Prepared,
+) -> npt.NDArray[np.bool_]:
+    """Which points to keep: none of a line with a point its tag's type does not take.
+
+    Each such line is an error, worded as InfluxDB's (its first bad point named).
+    """
+    bad = ~_TAKES[types[series], kinds]
+    if not bad.any():
+        return ~bad
+    lines, first = np.unique(point_lines[bad], return_index=True)
+    where = np.flatnonzero(bad)[first]
+    for no, i in zip(lines.tolist(), where.tolist(), strict=True):
+        m, _tags, fld = split_name(names[series[i]])
+        have = _INFLUX_TYPES[VALUE_TYPES[types[series[i]]]]
+        out.errors.append(
+            (
+                no,
+                f'field type conflict: input field "{fld}" on measurement "{m}" is type '
+                f"{KINDS[kinds[i]]}, already exists as type {have}",
+            )
+        )
+    drop = np.isin(point_lines, lines)
+    out.refused += int(drop.sum())
+    return ~drop
 
 
 def _refused(name: str) -> str:

@@ -242,11 +242,27 @@ def test_xtsdb_write_endpoint_stores_what_the_parser_says(
     server_factory: Callable[..., ServerThread],
 ) -> None:
     """The corpus and random lines in one body to xtsdb's /write: the tags it creates and
-    their points are the parser's, and its error lines are the parser's."""
+    their points are the parser's but for the lines of a field type conflict (a series'
+    first point sets its type: a float series takes all, an integer one integers, a
+    boolean one booleans), and its error lines are the parser's and those."""
     rng = random.Random(7)
     body = b"\n".join([*ADVERSARIAL, *(random_line(rng) for _ in range(300))])
-    want = xtsdb_outcome(body, None).points
     b = parse(body, now_us=NOW_US)
+    takes = {0: {0, 1, 2, 3}, 1: {1, 2}, 2: {1, 2}, 3: {3}}  # by the first point's type
+    first = b.series_kinds().tolist()
+    conflicts = {
+        no
+        for s, k, no in zip(
+            b.series.tolist(), b.kinds.tolist(), b.point_lines.tolist(), strict=True
+        )
+        if k not in takes[first[s]]
+    }
+    assert 0 < len(conflicts) < 60, conflicts  # the random lines make some
+    kept = b"\n".join(
+        line if no not in conflicts else b"" for no, line in enumerate(body.split(b"\n"), 1)
+    )
+    want = xtsdb_outcome(kept, None).points  # (no quoted newline in these bodies)
+    errors = sorted(b.errors + [(no, "") for no in conflicts])
     srv = server_factory(http_port=0)
     conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=30)
     t0 = time.time_ns() // 1000
@@ -256,7 +272,7 @@ def test_xtsdb_write_endpoint_stores_what_the_parser_says(
     t1 = time.time_ns() // 1000
     conn.close()
     assert resp.status == 400 and "partial write" in answer["error"]
-    assert {e["line"] for e in answer["lines"]} == {no for no, _ in b.errors[:100]}
+    assert {e["line"] for e in answer["lines"]} == {no for no, _ in errors[:100]}
     got = set()
     with connect(srv.url) as db:
         for name in b.names:
@@ -264,4 +280,84 @@ def test_xtsdb_write_endpoint_stores_what_the_parser_says(
             for t, v in zip(r.timestamps.tolist(), r.values.tolist(), strict=True):
                 got.add((name, NOW_US if t0 <= t <= t1 else t, v))
         assert len(db.tags(limit=10_000)) == len(b.names)  # no other tag was made
+        types = {t.name: t.value_type for t in db.tags(limit=10_000)}
+        assert types == {
+            n: ("float64", "int64", "int64", "bool")[k] for n, k in zip(b.names, first, strict=True)
+        }
     assert got == want
+
+
+def _post(port: int, body: bytes) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/write?db=x&precision=s", body)
+        resp = conn.getresponse()
+        answer = resp.read()
+    finally:
+        conn.close()
+    return resp.status, json.loads(answer)["error"] if answer else ""
+
+
+# (body, lines xtsdb refuses): every body goes to both servers in turn
+TYPED_WRITES = [
+    (b"m,h=a n=5i,up=t,x=1.5 1\nm,h=a n=7i,up=f,x=2 2", 0),
+    # a float to an integer, an integer to a boolean: those lines, whole (x=9 too), refused
+    (b"m,h=a n=4.5,x=9 3\nm,h=a x=3 4\nm,h=a up=1i 5\nm,h=b n=3i 5", 2),
+    (b"m,h=a up=true 6\nm,h=a n=-8i 6", 0),
+]
+
+
+def test_field_types_and_conflicts_as_influxd(
+    influx: Influxd, server_factory: Callable[..., ServerThread]
+) -> None:
+    """/write gives a new tag its field type, and refuses a later line of another type as
+    influxd does: the line whole, the rest stored, 400 'partial write: field type conflict'."""
+    influx.query('CREATE DATABASE "typed"')
+    srv = server_factory(http_port=0)
+    assert _post(srv.http_port, b"m,h=b n=1u 2\n") == (204, "")  # influxd 1.6 refuses 'u'
+    for body, bad in TYPED_WRITES:
+        status, error = influx.write("typed", body + b"\n", "s")
+        mine, my_error = _post(srv.http_port, body + b"\n")
+        assert mine == status == (400 if bad else 204), (body, error, my_error)
+        if bad:
+            assert error.startswith("partial write: field type conflict: input field")
+            assert my_error.startswith("partial write:") and my_error.endswith(f"dropped={bad}")
+            assert error.endswith(f"dropped={bad}")
+            want = error.removeprefix("partial write: ").removesuffix(f" dropped={bad}")
+            assert want in my_error  # the first conflict, in influxd's words
+    theirs = {
+        (series_name(m, tags, f), t // 1000, v) for m, tags, f, t, v in influx.stored("typed")
+    }
+    with connect(srv.url) as db:
+        types = {t.name: t.value_type for t in db.tags(limit=100)}
+        ours = set()
+        for name in types:
+            r = db.query(name, -(1 << 60), 1 << 60)
+            kind = {"int64": int, "bool": bool}.get(types[name], float)
+            ours |= {
+                (name, t, kind(v))
+                for t, v in zip(r.timestamps.tolist(), r.values.tolist(), strict=True)
+            }
+    assert types == {
+        "m,h=a.n": "int64",
+        "m,h=a.up": "bool",
+        "m,h=a.x": "float64",
+        "m,h=b.n": "int64",
+    }
+    assert ours == theirs | {("m,h=b.n", 2_000_000, 1)}
+
+
+def test_float64_tags_take_every_type_unlike_influxd(
+    influx: Influxd, server_factory: Callable[..., ServerThread]
+) -> None:
+    """Documented: a float64 tag (all tags made before types were kept) takes integers and
+    booleans too, so an upgrade drops no write; influxd refuses them into a float field."""
+    influx.query('CREATE DATABASE "floaty"')
+    srv = server_factory(http_port=0)
+    for body in (b"m x=1.5 1\n", b"m x=2i 2\nm x=t 3\n"):
+        status, error = influx.write("floaty", body, "s")
+        mine, _ = _post(srv.http_port, body)
+        assert mine == 204
+    assert status == 400 and "field type conflict" in error
+    with connect(srv.url) as db:
+        assert db.query("m.x", 0, 1 << 60).values.tolist() == [1.5, 2.0, 1.0]
