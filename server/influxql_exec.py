@@ -14,7 +14,8 @@ ignored: one server holds one database and answers in one body) and returns
 
 SHOW answers are computed from the catalog alone (docs/influxql.md):
 one database (``SHOW DATABASES`` lists ``database``), one retention policy
-``autogen``, every field of type ``float`` (a historian stores float64).
+``autogen``, each field with the type its tag's ``value_type`` gives
+(:func:`influxql_names.field_types`).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def run_statement(engine: Engine, stmt: ast.Statement, now_ns: int) -> list[Seri
             ]
             columns = ["tagKey"]
         elif stmt.what == "field_keys":
-            rows_kv = [(f, "float") for f in sorted({f for s in series for f in s.fields})]
+            rows_kv = sorted(names.field_types(series).items())
             columns = ["fieldKey", "fieldType"]
         else:
             pairs = {(k, v) for s in series for k, v in s.tags if _key_wanted(stmt, k)}

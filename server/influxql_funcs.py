@@ -14,7 +14,9 @@ even count is ``lo + (hi - lo) / 2``; ``stddev`` is the sample deviation
 (undefined for one point); ``integral`` is InfluxDB's streaming trapezoid
 sum: a segment that crosses a bucket end is split there at the linearly
 interpolated value, and the rest of it, however many empty buckets it spans,
-belongs to the bucket of its later point.
+belongs to the bucket of its later point (over integers InfluxDB's reducer takes
+that rest as a trapezoid of the earlier point's value and the interpolated one,
+not of the interpolated value and the later point's: so does xtsdb).
 """
 
 from __future__ import annotations
@@ -52,9 +54,17 @@ class Reduced:
 
 
 def reduce(
-    name: str, ts: Ints, v: Floats, b: Ints, n: int, ends: Ints, arg: float = 0.0
+    name: str,
+    ts: Ints,
+    v: Floats,
+    b: Ints,
+    n: int,
+    ends: Ints,
+    arg: float = 0.0,
+    ints: bool = False,
 ) -> Reduced:
-    """``name`` over each of ``n`` buckets (``ends``: each bucket's end, for integral)."""
+    """``name`` over each of ``n`` buckets (``ends``: each bucket's end, for integral;
+    ``ints``: the values are of an integer field)."""
     counts = np.bincount(b, minlength=n)
     present = counts > 0
     starts = np.searchsorted(b, np.arange(n))
@@ -112,7 +122,7 @@ def reduce(
         out[many] = np.sqrt(ss[many] / (counts[many] - 1))
         return Reduced(out, present)
     if name == "integral":
-        return Reduced(_integral(ts, v, b, n, ends, arg), present)
+        return Reduced(_integral(ts, v, b, n, ends, arg, ints), present)
     raise InvalidInput(f"undefined function {name}()")
 
 
@@ -124,7 +134,7 @@ def _selected(pick: Ints, b: Ints, ts: Ints, v: Floats, n: int, present: Bools) 
     return Reduced(out, present, times)
 
 
-def _integral(ts: Ints, v: Floats, b: Ints, n: int, ends: Ints, unit: float) -> Floats:
+def _integral(ts: Ints, v: Floats, b: Ints, n: int, ends: Ints, unit: float, ints: bool) -> Floats:
     # A repeated timestamp keeps its later point, as InfluxDB's reducer does.
     keep = np.ones(ts.shape[0], bool)
     keep[:-1] = ts[1:] != ts[:-1]
@@ -139,7 +149,8 @@ def _integral(ts: Ints, v: Floats, b: Ints, n: int, ends: Ints, unit: float) -> 
         slope = (v1 - v0) / (t1 - t0).astype(np.float64)
         at_edge = np.where(cross, slope * (edge - t0).astype(np.float64) + v0, v1)
         part0 = 0.5 * (v0 + at_edge) * ((edge - t0).astype(np.float64) / unit)
-        part1 = np.where(cross, 0.5 * (at_edge + v1) * ((t1 - edge).astype(np.float64) / unit), 0)
+        far = v0 if ints else v1
+        part1 = np.where(cross, 0.5 * (at_edge + far) * ((t1 - edge).astype(np.float64) / unit), 0)
         sums += np.bincount(b0, weights=part0, minlength=n)
         sums += np.bincount(b1, weights=part1, minlength=n)
     out = np.full(n, np.nan)

@@ -5,7 +5,9 @@ A tag named as ``/write`` names one (docs/ingest.md: ``measurement[,k=v
 measurement, tag set and field; a name is taken that way only if writing the
 parts again gives the same name, so the mapping inverts ``series_name``
 exactly. Any other name is a measurement of its own, with no tags and one
-field, ``value``.
+field, ``value``. A field's type is its tag's ``value_type`` (what ``/write``
+recorded): ``float``, ``integer`` (``int64``, ``enum``) or ``boolean``; a
+field whose series disagree is ``float``.
 
 Conditions on tags (``=``, ``!=``, ``=~``, ``!~``, ``AND``, ``OR``) are
 evaluated per series, not per point. Regexes are Python ``re``, which has no
@@ -34,6 +36,7 @@ if TYPE_CHECKING:  # the engine package is not imported by this module's users
 MAX_SERIES = 100_000  # catalog names one statement may look at
 FOREIGN_FIELD = "value"
 Tags = tuple[tuple[str, str], ...]
+FIELD_TYPES = {"float64": "float", "int64": "integer", "enum": "integer", "bool": "boolean"}
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Series:
     measurement: str
     tags: Tags
     fields: dict[str, int] = field(default_factory=dict)  # field -> tag id
+    types: dict[str, str] = field(default_factory=dict)  # field -> float, integer, boolean
 
     def tag(self, key: str) -> str:
         return next((v for k, v in self.tags if k == key), "")
@@ -138,6 +142,16 @@ def load(catalog: Catalog, sources: list[ast.Source]) -> dict[str, dict[Tags, Se
             continue
         series = out.setdefault(m, {}).setdefault(tags, Series(m, tags))
         series.fields[fld] = info.id
+        series.types[fld] = FIELD_TYPES.get(info.value_type, "float")
+    return out
+
+
+def field_types(series: Iterable[Series]) -> dict[str, str]:
+    """Each field's type over ``series`` (a measurement's): ``float`` where they disagree."""
+    out: dict[str, str] = {}
+    for s in series:
+        for f, t in s.types.items():
+            out[f] = t if out.get(f, t) == t else "float"
     return out
 
 

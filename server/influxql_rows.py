@@ -1,4 +1,13 @@
-"""The parts of a SELECT around the numbers: the time range, fill, rows and column names."""
+"""The parts of a SELECT around the numbers: the time range, fill, rows, column names, types.
+
+Values are float64 in the engine; an answer writes them as the type InfluxDB
+gives the column (checked against ``influxd``): a field's own type raw and
+through ``first``/``last``/``min``/``max``/``percentile``/``sum``/``spread``
+and ``difference``, ``integer`` for ``count``, ``float`` for ``mean``,
+``median``, ``stddev``, ``integral`` and ``derivative``; arithmetic on two
+integers is an integer but for ``/``; a boolean takes no arithmetic and only
+the selectors ``first``/``last``/``min``/``max`` (and ``count``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +23,50 @@ from xtsdb.protocol.influxql.answer import MAX_TIME, MIN_TIME, Series, parse_tim
 from xtsdb.server.influxql_funcs import Floats, Ints, Reduced
 
 _FLIP = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "=": "="}
+_FLOAT_RESULT = frozenset({"mean", "median", "stddev", "integral", "derivative"})
+_BOOLEAN_OK = frozenset({"first", "last", "min", "max", "count"})
+
+
+def call_type(name: str, field_type: str) -> str:
+    """The type of ``name(field)`` (or of a rate function over it) for a field of that type."""
+    if name == "count":
+        return "integer"
+    if field_type == "boolean" and name not in _BOOLEAN_OK:  # InfluxDB's words
+        raise InvalidInput(f"unsupported {name} iterator type: *query.booleanInterruptIterator")
+    if name in _FLOAT_RESULT or name == "non_negative_derivative":
+        return "float"
+    return field_type
+
+
+def expr_type(e: ast.Expr, leaf: Callable[[ast.Expr], str]) -> str:
+    """The type of an expression; ``leaf`` gives that of a field or a call."""
+    if isinstance(e, ast.Number):
+        return "integer" if e.is_int else "float"
+    if isinstance(e, ast.Binary):
+        a, b = expr_type(e.lhs, leaf), expr_type(e.rhs, leaf)
+        if "boolean" in (a, b):
+            raise InvalidInput(f"type error: {_shown(e)}: incompatible types: {a} and {b}")
+        return "integer" if a == b == "integer" and e.op != "/" else "float"
+    return leaf(e)
+
+
+def _shown(e: ast.Expr) -> str:
+    if isinstance(e, ast.Binary):
+        return f"{_shown(e.lhs)} {e.op} {_shown(e.rhs)}"
+    if isinstance(e, ast.Call):
+        return f"{e.name}()"
+    if isinstance(e, ast.VarRef):
+        return e.name
+    return str(getattr(e, "value", e))
+
+
+def cells(arr: Floats, kind: str) -> list[Any]:
+    """A column for JSON as ``kind`` (float, integer, boolean); no value is null."""
+    if kind == "integer":
+        return [int(x) if x == x and abs(x) != math.inf else None for x in arr.tolist()]
+    if kind == "boolean":
+        return [x != 0 if x == x else None for x in arr.tolist()]
+    return nullable(arr)
 
 
 def has_time(e: ast.Expr | None) -> bool:
@@ -79,10 +132,12 @@ def time_value(e: ast.Expr, now_ns: int) -> int:
     )
 
 
-def fill(r: Reduced, stmt: ast.Select, integral: bool = False) -> Reduced:
+def fill(r: Reduced, stmt: ast.Select, integral: bool = False, boolean: bool = False) -> Reduced:
     """Empty buckets filled as ``fill(...)`` says (``count`` is 0 there with fill(null)).
 
     InfluxDB fills no bucket of ``integral``: its buckets are only those with points.
+    Of an integer column the fill value is truncated, of a boolean one any number is
+    false and ``linear`` leaves it null (InfluxDB casts so).
     """
     empty = ~r.present
     if not empty.any() or stmt.fill in ("null", "none") or integral:
@@ -90,12 +145,12 @@ def fill(r: Reduced, stmt: ast.Select, integral: bool = False) -> Reduced:
     v = r.values.copy()
     v[empty] = np.nan  # count's 0 is fill(null)'s only
     if stmt.fill == "value":
-        v[empty] = stmt.fill_value
+        v[empty] = 0.0 if boolean else math.trunc(stmt.fill_value) if r.integer else stmt.fill_value
     elif stmt.fill == "previous":
         last = np.maximum.accumulate(np.where(r.present, np.arange(v.shape[0]), -1))
         ok = empty & (last >= 0)
         v[ok] = r.values[last[ok]]
-    elif stmt.fill == "linear":
+    elif stmt.fill == "linear" and not boolean:
         idx = np.flatnonzero(r.present)
         inner = np.flatnonzero(empty)
         inner = inner[(inner > idx[0]) & (inner < idx[-1])] if idx.shape[0] else inner[:0]
@@ -164,6 +219,7 @@ def assemble(
     reduced: dict[ast.Call, Reduced],
     row_times: Ints,
     take_values: Callable[[int], None],
+    types: dict[ast.Call, str],
 ) -> Series | None:
     n = row_times.shape[0]
     rows = np.arange(n)
@@ -178,9 +234,6 @@ def assemble(
     cols: list[list[Any]] = []
     for f in stmt.fields:
         arr = _evaluate(f.expr, reduced, n)[rows]
-        if isinstance(f.expr, ast.Call) and reduced[f.expr].integer:
-            cols.append([None if x != x else int(x) for x in arr.tolist()])
-        else:
-            cols.append(nullable(arr))
+        cols.append(cells(arr, expr_type(f.expr, types.__getitem__)))  # type: ignore[arg-type]
     columns = ["time", *column_names([(f.expr, f.alias) for f in stmt.fields])]
     return Series(m, columns, row_times[rows], cols)

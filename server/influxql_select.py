@@ -35,9 +35,11 @@ from xtsdb.server.influxql_funcs import FUNCTIONS, OTHER_FUNCTIONS, SELECTORS, F
 from xtsdb.server.influxql_rows import (
     apply,
     assemble,
+    call_type,
+    cells,
     column_names,
+    expr_type,
     fill,
-    nullable,
     split_time,
 )
 from xtsdb.server.influxql_transform import run_group, transform_call
@@ -87,6 +89,7 @@ def run(engine: Engine, stmt: ast.Select, now_ns: int) -> list[Series]:
     out: list[Series] = []
     for m, by_tags in sorted(names.load(engine.catalog, stmt.sources).items()):
         fields = {f for s in by_tags.values() for f in s.fields}
+        types = names.field_types(by_tags.values())
         tag_keys = sorted({k for s in by_tags.values() for k, _ in s.tags})
         group = tag_keys if stmt.group_all else sorted(set(stmt.group_tags))
         groups: dict[tuple[str, ...], list[names.Series]] = {}
@@ -97,21 +100,20 @@ def run(engine: Engine, stmt: ast.Select, now_ns: int) -> list[Series]:
         for key in sorted(groups):
             members = groups[key]
             group_tags = dict(zip(group, key, strict=True)) if group else None
+            where = _Where(cond, fields, types)
             if rate is not None:
-                where = _Where(cond, fields)
                 buckets = partial(
                     _aggregate, engine, m=m, members=members, tmax=tmax, budget=budget, where=where
                 )
                 points = partial(
                     _merged, engine, members, tmin=tmin, tmax=tmax, budget=budget, where=where
                 )
-                series = run_group(stmt, rate, m, (tmin, tmax), buckets, points)
+                kind = _rate_type(rate, types)
+                series = run_group(stmt, rate, m, (tmin, tmax), buckets, points, kind)
             elif calls:
-                where = _Where(cond, fields)
                 series = _aggregate(engine, stmt, m, members, tmin, tmax, budget, where)
             else:
                 span = (tmin, tmax)
-                where = _Where(cond, fields)
                 series = _raw(engine, stmt, m, members, tag_keys, group, span, budget, where)
             if series is not None:
                 series.tags = group_tags
@@ -119,6 +121,18 @@ def run(engine: Engine, stmt: ast.Select, now_ns: int) -> list[Series]:
     if stmt.soffset or stmt.slimit:
         out = out[stmt.soffset : stmt.soffset + stmt.slimit if stmt.slimit else None]
     return out[::-1] if stmt.descending else out  # InfluxDB: series newest-first too
+
+
+def _rate_type(rate: ast.Call, types: dict[str, str]) -> str:
+    """The type of a rate function's values (InfluxDB refuses one over booleans)."""
+    inner = rate.args[0]
+    if isinstance(inner, ast.Call):
+        of = call_type(inner.name, types.get(inner.args[0].name, "float"))  # type: ignore[union-attr]
+    else:
+        of = types.get(inner.name, "float")  # type: ignore[union-attr]
+    if of == "boolean":
+        call_type(rate.name, of)  # raises
+    return call_type(rate.name.removeprefix("non_negative_"), of)
 
 
 def _calls(expr: ast.Expr) -> list[ast.Call]:
@@ -191,6 +205,7 @@ class _Where:
 
     cond: ast.Expr | None
     fields: set[str]
+    types: dict[str, str]  # field -> float, integer, boolean
 
 
 def _merged(
@@ -237,6 +252,7 @@ def _aggregate(
     where: _Where,
 ) -> Series | None:
     calls = [c for f in stmt.fields for c in _calls(f.expr)]
+    types = {c: call_type(c.name, where.types.get(c.args[0].name, "float")) for c in calls}  # type: ignore[union-attr]
     fetched = {}
     for c in calls:
         fld = c.args[0].name  # type: ignore[union-attr]  # checked by _check_call
@@ -270,13 +286,16 @@ def _aggregate(
     for c in calls:
         ts, v = fetched[c.args[0].name]  # type: ignore[union-attr]
         b = (ts - starts[0]) // stmt.interval_ns if stmt.interval_ns else np.zeros_like(ts)
-        reduced[c] = fill(reduce(c.name, ts, v, b, n, ends, _arg(c)), stmt, c.name == "integral")
+        ints = where.types.get(c.args[0].name) == "integer"  # type: ignore[union-attr]
+        r = reduce(c.name, ts, v, b, n, ends, _arg(c), ints)
+        r.integer = types[c] == "integer"
+        reduced[c] = fill(r, stmt, c.name == "integral", types[c] == "boolean")
     rows_times = starts
     if not stmt.interval_ns and len(calls) == 1 and calls[0].name in SELECTORS:
         chosen = reduced[calls[0]].times
         if chosen is not None:
             rows_times = chosen
-    return assemble(m, stmt, calls, reduced, rows_times, budget.take_values)
+    return assemble(m, stmt, calls, reduced, rows_times, budget.take_values, types)
 
 
 def _raw(
@@ -342,9 +361,13 @@ def _raw(
             out_cols.append(tag_cols[e.name][rank[window]].tolist())
             continue
         arr = _arith(e, values, window.shape[0])
-        out_cols.append(nullable(arr))
+        out_cols.append(cells(arr, expr_type(e, partial(_field_type, where.types))))
     columns = ["time", *column_names([(e, a) for e, a in exprs])]
     return Series(m, columns, ts[window], out_cols)
+
+
+def _field_type(types: dict[str, str], e: ast.Expr) -> str:
+    return types.get(e.name, "float") if isinstance(e, ast.VarRef) else "float"
 
 
 def _arith(e: ast.Expr, values: dict[str, Floats], n: int) -> Floats:

@@ -24,7 +24,7 @@ from xtsdb.protocol.errors import InvalidInput
 from xtsdb.protocol.influxql import ast, unsupported
 from xtsdb.protocol.influxql.answer import MAX_TIME, MIN_TIME, Series
 from xtsdb.server.influxql_funcs import Floats, Ints
-from xtsdb.server.influxql_rows import column_names, nullable
+from xtsdb.server.influxql_rows import cells, column_names
 
 TRANSFORMS = frozenset(
     {"derivative", "non_negative_derivative", "difference", "non_negative_difference"}
@@ -67,8 +67,10 @@ def run_group(
     span: tuple[int, int],
     aggregate: Aggregate,
     merged: Merged,
+    kind: str = "float",
 ) -> Series | None:
-    """The call's rows for one group over the time range ``span`` (ns, inclusive)."""
+    """The call's rows for one group over the time range ``span`` (ns, inclusive);
+    ``kind``: the type of its values (``difference`` of integers is an integer)."""
     tmin, tmax = span
     inner = call.args[0]
     unit = call.args[1].ns if len(call.args) > 1 else 0  # type: ignore[union-attr]
@@ -117,4 +119,4 @@ def run_group(
     if not rows.shape[0]:
         return None
     columns = ["time", *column_names([(call, stmt.fields[0].alias)])]
-    return Series(m, columns, out_t[rows], [nullable(out_v[rows])])
+    return Series(m, columns, out_t[rows], [cells(out_v[rows], kind)])

@@ -4,7 +4,9 @@
 timestamps (millisecond multiples: xtsdb keeps microseconds), points of
 several series on one timestamp, a half-hour gap, tags missing from some
 series, fields missing from some lines, escaped names, a name with a dot in
-its field. :func:`queries` covers every feature docs/influxql.md lists.
+its field, integer and boolean fields (``disk``). :func:`queries` covers every
+feature docs/influxql.md lists; :func:`typed_queries`, those whose every
+column is an integer, a boolean or a tag, are checked for JSON types too.
 Values are random with 3 decimals, so exact ties (whose order InfluxDB does
 not define for ``percentile``) are rare but exist (``first``/``last`` ties
 between series at one timestamp are defined, and present).
@@ -50,7 +52,47 @@ def data(t0: int, seed: int = 13) -> bytes:
         t = ms + i * 300_000 + 7
         lines.append(f"my\\ meas,t\\ k=v\\,1,zone=a.b x.y={i * 1.5} {t}000000")
         lines.append(f"wea\\,ther,loc=us\\ mid\\=west temp={20 + i % 7} {t}000000")
+    for host, parity in (("a", 0), ("b", 1)):  # even / odd milliseconds: no shared time
+        t = ms
+        for i in range(150):
+            t += rnd.choice([4_000, 10_000, 30_000, 62_000]) + parity * (i == 0)
+            if host == "b" and 60 <= i < 80:
+                continue  # empty buckets to fill
+            fields = [f"used={rnd.randrange(-1000, 1_000_000)}i"]
+            if rnd.random() < 0.7:
+                fields.append(f"ok={rnd.choice(['t', 'false', 'T', 'f'])}")
+            if rnd.random() < 0.3:
+                fields.append(f"load={rnd.uniform(0, 4):.2f}")
+            lines.append(f"disk,host={host} {','.join(fields)} {t}000000")
     return ("\n".join(lines) + "\n").encode()
+
+
+def typed_queries(t0: int) -> list[str]:
+    """Queries of integer and boolean fields whose answers hold no float column."""
+    start, end = t0 * 1000, (t0 + 3 * 3600) * 1000
+    rng = f"time >= {start}ms AND time <= {end}ms"
+    mid = f"time >= '{_iso(t0 + 17)}' AND time < '{_iso(t0 + 2 * 3600 + 5)}'"
+    out = [
+        "SHOW FIELD KEYS FROM disk",
+        f"SELECT used, ok FROM disk WHERE {mid} AND host = 'a'",
+        f"SELECT used * 2, used - 7, used % 7, used + used FROM disk WHERE {mid} GROUP BY host",
+        f"SELECT used FROM disk WHERE used > 500000 AND {mid}",
+        f"SELECT sum(used), count(used), min(used), max(used) FROM disk WHERE {rng}",
+        f"SELECT first(used), last(used), spread(used) FROM disk WHERE {rng} GROUP BY host",
+        f"SELECT percentile(used, 90) FROM disk WHERE {rng} GROUP BY host",
+        f"SELECT sum(used) * 2, max(used) - min(used) FROM disk WHERE {mid} GROUP BY time(20m)",
+        f"SELECT difference(used) FROM disk WHERE {mid} AND host = 'b' LIMIT 20",
+        f"SELECT difference(max(used)) FROM disk WHERE {mid} GROUP BY time(10m) fill(previous)",
+        f"SELECT first(ok), last(ok), count(ok) FROM disk WHERE {rng} GROUP BY host",
+        f"SELECT min(ok), max(ok) FROM disk WHERE {mid} AND host = 'b'",
+        f"SELECT ok FROM disk WHERE {mid} AND host = 'b' LIMIT 30",
+    ]
+    for fill in ["null", "none", "previous", "linear", "0", "-1.5", "100"]:
+        for f in ("sum(used)", "max(used)", "last(ok)", "count(ok)"):
+            out.append(
+                f"SELECT {f} FROM disk WHERE {rng} AND host = 'b' GROUP BY time(10m) fill({fill})"
+            )
+    return out
 
 
 def queries(t0: int) -> list[str]:
@@ -176,6 +218,17 @@ def queries(t0: int) -> list[str]:
         f"SELECT integral(temp) FROM sensor WHERE {mid}",
         f"SELECT first(temp), last(temp), min(temp), max(temp) FROM sensor WHERE {mid}",
         f"SELECT frobnicate(usage_idle) FROM cpu WHERE {rng}",
+        # integers where the answer is a float; booleans where InfluxDB refuses
+        f"SELECT used / 3, used + 0.5, used * load FROM disk WHERE {mid} AND host = 'a'",
+        f"SELECT mean(used), median(used), stddev(used) FROM disk WHERE {rng} GROUP BY host",
+        f"SELECT integral(used, 1m) FROM disk WHERE {rng} AND host = 'a' GROUP BY time(30m)",
+        f"SELECT derivative(max(used), 1m) FROM disk WHERE {mid} GROUP BY time(10m)",
+        f"SELECT derivative(used) FROM disk WHERE {mid} AND host = 'a'",
+        f"SELECT sum(used) / 4, mean(used) FROM disk WHERE {rng} GROUP BY time(30m) fill(1.5)",
+        f"SELECT mean(ok) FROM disk WHERE {rng}",
+        f"SELECT ok * 2 FROM disk WHERE {rng}",
+        f"SELECT difference(ok) FROM disk WHERE {rng}",
+        f"SELECT sum(ok) FROM disk WHERE {rng} GROUP BY time(10m)",
         f"SELECT * FROM cpu WHERE {rng} GROUP BY time(5m)",
         "SELECT FROM cpu",
         "SELECT usage_idle FROM cpu WHERE time > 'yesterday'",
@@ -199,7 +252,7 @@ def queries(t0: int) -> list[str]:
         out.append(f"SELECT {call} FROM cpu WHERE {mid} GROUP BY host")
         out.append(f"SELECT {call} FROM cpu WHERE {rng} GROUP BY time(7m, 2m), host fill(none)")
         out.append(f"SELECT {call} FROM cpu WHERE {mid} GROUP BY time(30m), * fill(previous)")
-    return out
+    return out + typed_queries(t0)
 
 
 def _iso(seconds: int) -> str:
