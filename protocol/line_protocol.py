@@ -149,8 +149,10 @@ class _Parser:
         self.prefixes: dict[bytes, str] = {}  # raw series key -> escaped canonical prefix
         self.series: list[int] = []
         self.values: list[float] = []
-        self.odd: list[int] = []  # points whose type is not float (few: a sparse list)
-        self.odd_kinds: list[int] = []
+        # Types: a series' first point's (-1: none yet), and as index * 4 + kind each
+        # point of another type (rare: a series mostly keeps one type).
+        self.first_kind: list[int] = []
+        self.odd: list[int] = []
         self.line_ts: list[int] = []  # per line that produced points (0 if it had none)
         self.missing: list[int] = []  # indices into line_ts of lines without a timestamp
         self.line_counts: list[int] = []
@@ -162,7 +164,7 @@ class _Parser:
         series, values, errors = self.series, self.values, self.errors
         line_ts, line_counts, line_nos = self.line_ts, self.line_counts, self.line_nos
         keys, missing = self.keys, self.missing
-        odd, odd_kinds = self.odd, self.odd_kinds
+        odd, first_kind = self.odd, self.first_kind
         lines = 0
         # With a quote or a backslash, a newline may be inside a string or escaped.
         special = 34 in data or 92 in data
@@ -224,6 +226,8 @@ class _Parser:
                             if not -_INF < x < _INF:
                                 raise LineError("number out of the float64 range")
                             kind = 0
+                        elif fv[-1:] == b"i" and len(fv) < 20 and fv[:-1].isdigit():
+                            x, kind = float(int(fv[:-1])), 1  # 'digits i' (< 10**18): an int64
                         else:
                             x = value(fv)
                             kind = _KIND_OF_LAST[fv[-1]]
@@ -232,9 +236,12 @@ class _Parser:
                             value(fv)
                         errors.append((no, f"field {_shown(fk + b'=' + fv)!r}: {exc}"))
                         continue
-                    if kind:
-                        odd.append(len(values))
-                        odd_kinds.append(kind)
+                    known = first_kind[idx]
+                    if kind != known:
+                        if known < 0:
+                            first_kind[idx] = kind
+                        else:
+                            odd.append(len(values) << 2 | kind)
                     series.append(idx)
                     values.append(x)
                     n += 1
@@ -248,7 +255,7 @@ class _Parser:
             except (LineError, UnicodeDecodeError) as exc:
                 # A bad line is all or nothing: drop what its earlier fields added.
                 del series[mark:], values[mark:], errors[emark:]
-                del odd[omark:], odd_kinds[omark:]
+                del odd[omark:]
                 why = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
                 errors.append((no, f"unable to parse {_shown(line)!r}: {why}"))
         self.lines = lines
@@ -268,6 +275,7 @@ class _Parser:
                 raise LineError("a name may not hold control characters (tab, NUL, ...)")
             idx = self.index[name] = len(self.names)
             self.names.append(name)
+            self.first_kind.append(-1)
         return idx
 
     def finish(self, precision: str, now_us: int) -> ParsedBatch:
@@ -288,8 +296,9 @@ class _Parser:
         line_nos = np.asarray(self.line_nos, dtype=np.int64)
         series = np.asarray(self.series, dtype=np.uint32)
         values = np.asarray(self.values, dtype=np.float64)
-        kinds = np.zeros(values.shape[0], np.uint8)
-        kinds[np.asarray(self.odd, dtype=np.int64)] = np.asarray(self.odd_kinds, dtype=np.uint8)
+        kinds = np.asarray(self.first_kind, dtype=np.int64).astype(np.uint8)[series]
+        odd = np.asarray(self.odd, dtype=np.int64)
+        kinds[odd >> 2] = odd & 3
         if bad.any():
             for no in line_nos[bad].tolist():
                 self.errors.append((no, "timestamp out of range (|t| must be < 2**63 ns)"))

@@ -52,8 +52,8 @@ def test_value_types() -> None:
 
 def test_field_types_per_point_and_series() -> None:
     """Each point keeps the type its line gave it (a series' first point names the series'
-    type); a refused line's types go with it, as do those of a line out of time range."""
-    body = b"m n=5i,x=1 1\nm n=6,x=2 2\nm n=7i,q=2i bad\nm n=1i 99999999999999999999\nm q=f 3\n"
+    type); a refused line's types go with it, even the first line of its series."""
+    body = b"m q=1,n=2.5,z=zz 0\nm n=5i,x=1 1\nm n=6,x=2 2\nm n=7i,q=2i bad\nm q=f 3\n"
     b = parse(body, precision="s")
     assert [(b.names[s], KINDS[k]) for s, k in zip(b.series, b.kinds, strict=True)] == [
         ("m.n", "integer"),
