@@ -62,7 +62,8 @@ def test_field_types_per_point_and_series() -> None:
         ("m.x", "float"),
         ("m.q", "boolean"),
     ]
-    assert [KINDS[k] for k in b.series_kinds()] == ["integer", "float", "boolean"]
+    kinds = {b.names[i]: KINDS[k] for i, k in enumerate(b.series_kinds())}
+    assert kinds == {"m.n": "integer", "m.x": "float", "m.q": "boolean"}
 
 
 def test_unsigned_at_or_past_2_63_is_refused() -> None:
