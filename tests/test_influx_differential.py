@@ -14,7 +14,9 @@ except for what ``docs/ingest.md`` lists as differences, each of which has a
 case in :data:`DIFFERENCES` that checks both sides behave as documented.
 Cases (``tests/lp_corpus.py``): an adversarial corpus plus seeded random lines
 and bodies. One ``influxd`` serves the whole module; the end-to-end test also
-sends them through a real xtsdb ``/write``.
+sends them through a real xtsdb ``/write``. Field types go through both
+``/write`` endpoints: the types recorded, the lines of a field type conflict
+refused as influxd refuses them, and the two documented differences.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def test_precisions_agree(influx: Influxd) -> None:
 
 def documented(line: bytes, i: Outcome, x: Outcome) -> bool:
     """A disagreement docs/ingest.md states, as random lines can form them."""
-    if "field type conflict" in i.error:  # one field, two types: xtsdb keeps floats
+    if "field type conflict" in i.error:  # two types: the parser keeps both (see /write below)
         return not x.refused
     if b"3u" in line and i.refused and "invalid number" in i.error:  # 1.6 refuses unsigned
         return True
@@ -361,3 +363,26 @@ def test_float64_tags_take_every_type_unlike_influxd(
     assert status == 400 and "field type conflict" in error
     with connect(srv.url) as db:
         assert db.query("m.x", 0, 1 << 60).values.tolist() == [1.5, 2.0, 1.0]
+
+
+def test_two_types_of_a_new_field_in_one_body_unlike_influxd(
+    influx: Influxd, server_factory: Callable[..., ServerThread]
+) -> None:
+    """Documented: a new field given two types in one body makes influxd 1.6 refuse the
+    whole body (though it records the first type); xtsdb keeps the first type and refuses
+    only the lines of the other, as for a field that existed before."""
+    influx.query('CREATE DATABASE "mixed"')
+    srv = server_factory(http_port=0)
+    body = b"m n=1i 1\nm n=2.5 2\nm w=3 3\n"
+    status, error = influx.write("mixed", body, "s")
+    assert (status, error) == (400, "field type conflict") and influx.stored("mixed") == []
+    mine, my_error = _post(srv.http_port, body)
+    assert mine == 400 and "line 2: field type conflict" in my_error
+    assert my_error.endswith("dropped=1")
+    with connect(srv.url) as db:
+        assert {t.name: t.value_type for t in db.tags(limit=10)} == {
+            "m.n": "int64",
+            "m.w": "float64",
+        }
+        assert db.query("m.n", 0, 1 << 60).values.tolist() == [1.0]
+        assert db.query("m.w", 0, 1 << 60).values.tolist() == [3.0]
