@@ -62,8 +62,8 @@ def _shown(e: ast.Expr) -> str:
 
 def cells(arr: Floats, kind: str) -> list[Any]:
     """A column for JSON as ``kind`` (float, integer, boolean); no value is null."""
-    if kind == "integer":
-        return [int(x) if x == x and abs(x) != math.inf else None for x in arr.tolist()]
+    if kind == "integer":  # a fraction (a binary client's write to an int64 tag) stays
+        return [int(x) if x.is_integer() else _number(x) for x in arr.tolist()]
     if kind == "boolean":
         return [x != 0 if x == x else None for x in arr.tolist()]
     return nullable(arr)
@@ -158,6 +158,10 @@ def fill(r: Reduced, stmt: ast.Select, integral: bool = False, boolean: bool = F
         if r.integer:  # InfluxDB interpolates counts in floats and truncates
             v[inner] = np.trunc(v[inner])
     return Reduced(v, r.present, r.times, r.integer)
+
+
+def _number(x: float) -> float | None:
+    return x if x == x and abs(x) != math.inf else None
 
 
 def nullable(arr: Floats) -> list[Any]:

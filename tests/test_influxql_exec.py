@@ -224,3 +224,33 @@ def test_wide_buckets_are_columnar() -> None:
     ends = (np.arange(10) + 1) * S
     got = reduce("spread", ts, v, b, 10, ends.astype(np.int64))
     assert got.values.tolist() == [9.0] * 10 and got.present.all()
+
+
+def test_types_of_tags_made_by_hand(engine: Engine) -> None:
+    """Types come from the catalog: a field whose series disagree is float, an enum is an
+    integer, and a fraction a binary client wrote to an int64 tag is not cut off."""
+    engine.create_tag("dev,k=1.v", value_type="int64")
+    engine.create_tag("dev,k=2.v", value_type="float64")
+    engine.create_tag("dev,k=1.mode", value_type="enum")
+    engine.create_tag("dev,k=1.on", value_type="bool")
+    for name, value in (("dev,k=1.v", 2.5), ("dev,k=2.v", 3.0), ("dev,k=1.mode", 4.0)):
+        engine.write(engine.catalog.resolve(name), [5_000_000], [value])
+    engine.write(engine.catalog.resolve("dev,k=1.on"), [5_000_000, 6_000_000], [1.0, 0.0])
+    _, answer = ask(engine, "SHOW FIELD KEYS FROM dev")
+    assert answer["results"][0]["series"][0]["values"] == [
+        ["mode", "integer"],
+        ["on", "boolean"],
+        ["v", "float"],
+    ]
+    _, answer = ask(engine, "SELECT mode, v, \"on\" FROM dev WHERE k = '1'")
+    assert answer["results"][0]["series"][0]["values"] == [
+        [5, 4, 2.5, True],
+        [6, None, None, False],
+    ]
+    engine.update_tag("dev,k=2.v", value_type="int64")  # now both int64: 2.5 stays 2.5
+    _, answer = ask(engine, 'SELECT v FROM dev; SELECT max(v), count("on") FROM dev')
+    one, two = answer["results"]
+    assert one["series"][0]["values"] == [[5, 2.5], [5, 3]]
+    assert two["series"][0]["values"] == [[0, 3, 2]]  # two calls: at the range start
+    _, answer = ask(engine, 'SELECT sum("on") FROM dev')
+    assert "unsupported sum iterator type" in answer["results"][0]["error"]
