@@ -4,9 +4,10 @@ A row is one series at one timestamp; a field it lacks is null, and any
 comparison with null is false. Comparisons (``= != < <= > >=``) take
 fields, numbers and arithmetic on them; ``AND``/``OR`` may mix them with
 tag conditions (:func:`influxql_names.matches`), which hold or fail for a
-whole series. Choosing the series first treats every field comparison as
-true (there is no NOT, so that only keeps too many), then the rows are
-filtered here, columnar.
+whole series. A boolean field compared with a number keeps no row, as in
+InfluxDB (boolean literals are not supported). Choosing the series first
+treats every field comparison as true (there is no NOT, so that only keeps
+too many), then the rows are filtered here, columnar.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ def row_mask(
         return np.full(n, names.matches(cond, series, fields))
     if not isinstance(cond, ast.Binary) or cond.op not in _COMPARE:
         raise unsupported(f"the condition {names.describe(cond)} on a field")
+    # A boolean field is no number: InfluxDB's comparisons with it (up = 1, up + 1 > 1)
+    # keep no row, so its column is null here.
+    values = {
+        f: (np.full(n, np.nan) if series.types.get(f) == "boolean" else v)
+        for f, v in values.items()
+    }
     with np.errstate(invalid="ignore"):
         left, right = _number(cond.lhs, values, n), _number(cond.rhs, values, n)
         ok = np.asarray(_COMPARE[cond.op](left, right), dtype=bool)

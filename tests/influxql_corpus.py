@@ -77,6 +77,8 @@ def typed_queries(t0: int) -> list[str]:
         f"SELECT used, ok FROM disk WHERE {mid} AND host = 'a'",
         f"SELECT used * 2, used - 7, used % 7, used + used FROM disk WHERE {mid} GROUP BY host",
         f"SELECT used FROM disk WHERE used > 500000 AND {mid}",
+        f"SELECT used FROM disk WHERE ok = 1 AND {mid}",  # a boolean is no number: no row
+        f"SELECT used, ok FROM disk WHERE (ok > 0 OR used > 900000) AND {mid}",
         f"SELECT sum(used), count(used), min(used), max(used) FROM disk WHERE {rng}",
         f"SELECT first(used), last(used), spread(used) FROM disk WHERE {rng} GROUP BY host",
         f"SELECT percentile(used, 90) FROM disk WHERE {rng} GROUP BY host",
