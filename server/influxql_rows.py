@@ -50,6 +50,19 @@ def expr_type(e: ast.Expr, leaf: Callable[[ast.Expr], str]) -> str:
     return leaf(e)
 
 
+def ref_type(e: ast.VarRef, types: dict[str, str]) -> str:
+    """A field reference's type: its cast's (``::float``, ``::integer``), else the field's."""
+    return e.cast or types.get(e.name, "float")
+
+
+def cast(ts: Ints, v: Floats, field_type: str, to: str) -> tuple[Ints, Floats]:
+    """A field's points under a cast, as InfluxDB: ``::integer`` truncates a float, and a
+    boolean field under a numeric cast is no field (no points)."""
+    if to and field_type == "boolean":
+        return ts[:0], v[:0]
+    return (ts, np.trunc(v)) if to == "integer" else (ts, v)
+
+
 def _shown(e: ast.Expr) -> str:
     if isinstance(e, ast.Binary):
         return f"{_shown(e.lhs)} {e.op} {_shown(e.rhs)}"

@@ -36,13 +36,15 @@ from xtsdb.server.influxql_rows import (
     apply,
     assemble,
     call_type,
+    cast,
     cells,
     column_names,
     expr_type,
     fill,
+    ref_type,
     split_time,
 )
-from xtsdb.server.influxql_transform import run_group, transform_call
+from xtsdb.server.influxql_transform import rate_type, run_group, transform_call
 from xtsdb.server.influxql_where import keep_rows
 
 MAX_POINTS = 5_000_000
@@ -105,10 +107,18 @@ def run(engine: Engine, stmt: ast.Select, now_ns: int) -> list[Series]:
                 buckets = partial(
                     _aggregate, engine, m=m, members=members, tmax=tmax, budget=budget, where=where
                 )
+                to = rate.args[0].cast if isinstance(rate.args[0], ast.VarRef) else ""
                 points = partial(
-                    _merged, engine, members, tmin=tmin, tmax=tmax, budget=budget, where=where
+                    _merged,
+                    engine,
+                    members,
+                    tmin=tmin,
+                    tmax=tmax,
+                    budget=budget,
+                    where=where,
+                    to=to,
                 )
-                kind = _rate_type(rate, types)
+                kind = rate_type(rate, types)
                 series = run_group(stmt, rate, m, (tmin, tmax), buckets, points, kind)
             elif calls:
                 series = _aggregate(engine, stmt, m, members, tmin, tmax, budget, where)
@@ -121,18 +131,6 @@ def run(engine: Engine, stmt: ast.Select, now_ns: int) -> list[Series]:
     if stmt.soffset or stmt.slimit:
         out = out[stmt.soffset : stmt.soffset + stmt.slimit if stmt.slimit else None]
     return out[::-1] if stmt.descending else out  # InfluxDB: series newest-first too
-
-
-def _rate_type(rate: ast.Call, types: dict[str, str]) -> str:
-    """The type of a rate function's values (InfluxDB refuses one over booleans)."""
-    inner = rate.args[0]
-    if isinstance(inner, ast.Call):
-        of = call_type(inner.name, types.get(inner.args[0].name, "float"))  # type: ignore[union-attr]
-    else:
-        of = types.get(inner.name, "float")  # type: ignore[union-attr]
-    if of == "boolean":
-        call_type(rate.name, of)  # raises
-    return call_type(rate.name.removeprefix("non_negative_"), of)
 
 
 def _calls(expr: ast.Expr) -> list[ast.Call]:
@@ -216,9 +214,10 @@ def _merged(
     tmax: int,
     budget: _Budget,
     where: _Where,
+    to: str = "",
 ) -> tuple[Ints, Floats]:
     """A field's points over a group's series, by time (a timestamp's in series order);
-    only those of the rows a condition on fields keeps."""
+    only those of the rows a condition on fields keeps; cast ``to`` float or integer."""
     parts = []
     for s in members:
         if fld not in s.fields:
@@ -232,7 +231,7 @@ def _merged(
     ts = np.concatenate([p[0] for p in parts])
     v = np.concatenate([p[1] for p in parts])
     order = np.argsort(ts, kind="stable")
-    return ts[order], v[order]
+    return cast(ts[order], v[order], where.types.get(fld, "float"), to)
 
 
 def _fetch_field(
@@ -252,12 +251,12 @@ def _aggregate(
     where: _Where,
 ) -> Series | None:
     calls = [c for f in stmt.fields for c in _calls(f.expr)]
-    types = {c: call_type(c.name, where.types.get(c.args[0].name, "float")) for c in calls}  # type: ignore[union-attr]
+    refs = {c: c.args[0] for c in calls if isinstance(c.args[0], ast.VarRef)}  # checked
+    types = {c: call_type(c.name, ref_type(refs[c], where.types)) for c in calls}
     fetched = {}
-    for c in calls:
-        fld = c.args[0].name  # type: ignore[union-attr]  # checked by _check_call
-        if fld not in fetched:
-            fetched[fld] = _merged(engine, members, fld, tmin, tmax, budget, where)
+    for ref in refs.values():
+        if ref not in fetched:
+            fetched[ref] = _merged(engine, members, ref.name, tmin, tmax, budget, where, ref.cast)
     if not any(ts.shape[0] for ts, _ in fetched.values()):
         return None
     if stmt.interval_ns:
@@ -284,9 +283,9 @@ def _aggregate(
         n = 1
     reduced = {}
     for c in calls:
-        ts, v = fetched[c.args[0].name]  # type: ignore[union-attr]
+        ts, v = fetched[refs[c]]
         b = (ts - starts[0]) // stmt.interval_ns if stmt.interval_ns else np.zeros_like(ts)
-        ints = where.types.get(c.args[0].name) == "integer"  # type: ignore[union-attr]
+        ints = ref_type(refs[c], where.types) == "integer"
         r = reduce(c.name, ts, v, b, n, ends, _arg(c), ints)
         r.integer = types[c] == "integer"
         reduced[c] = fill(r, stmt, c.name == "integral", types[c] == "boolean")
@@ -318,7 +317,9 @@ def _raw(
             exprs += [(ast.VarRef(k), "") for k in shown]
         else:
             exprs.append((f.expr, f.alias))
-    used = sorted({r for e, _a in exprs for r in _bare_refs(e) if r in fields})
+    # (a boolean field under a numeric cast is no field: only fetched if also read as itself)
+    refs = [r for e, _a in exprs for r in _vars(e) if r.name in fields]
+    used = sorted({r.name for r in refs if not (r.cast and where.types[r.name] == "boolean")})
     if not used:
         return None
     t_parts: list[Ints] = []
@@ -360,24 +361,36 @@ def _raw(
         if isinstance(e, ast.VarRef) and e.name not in fields and e.name in tag_cols:
             out_cols.append(tag_cols[e.name][rank[window]].tolist())
             continue
-        arr = _arith(e, values, window.shape[0])
+        arr = _arith(e, values, window.shape[0], where.types)
         out_cols.append(cells(arr, expr_type(e, partial(_field_type, where.types))))
     columns = ["time", *column_names([(e, a) for e, a in exprs])]
     return Series(m, columns, ts[window], out_cols)
 
 
 def _field_type(types: dict[str, str], e: ast.Expr) -> str:
-    return types.get(e.name, "float") if isinstance(e, ast.VarRef) else "float"
+    return ref_type(e, types) if isinstance(e, ast.VarRef) else "float"
 
 
-def _arith(e: ast.Expr, values: dict[str, Floats], n: int) -> Floats:
-    """A raw row expression, columnar; a missing field is NaN (null), as is null arithmetic."""
+def _vars(expr: ast.Expr) -> list[ast.VarRef]:
+    if isinstance(expr, ast.VarRef):
+        return [expr]
+    if isinstance(expr, ast.Binary):
+        return _vars(expr.lhs) + _vars(expr.rhs)
+    return []
+
+
+def _arith(e: ast.Expr, values: dict[str, Floats], n: int, types: dict[str, str]) -> Floats:
+    """A raw row expression, columnar; a missing field is NaN (null), as is null arithmetic;
+    casts as :func:`influxql_rows.cast`."""
     if isinstance(e, ast.VarRef):
-        return values.get(e.name, np.full(n, np.nan))
+        v = values.get(e.name)
+        if v is None or (e.cast and types.get(e.name) == "boolean"):
+            return np.full(n, np.nan)
+        return np.trunc(v) if e.cast == "integer" else v
     if isinstance(e, ast.Number):
         return np.full(n, e.value)
     if isinstance(e, ast.Binary) and e.op in "+-*/%":
-        return apply(e.op, _arith(e.lhs, values, n), _arith(e.rhs, values, n))
+        return apply(e.op, _arith(e.lhs, values, n, types), _arith(e.rhs, values, n, types))
     raise unsupported(f"the expression {names.describe(e)} in SELECT")
 
 

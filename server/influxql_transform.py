@@ -24,7 +24,7 @@ from xtsdb.protocol.errors import InvalidInput
 from xtsdb.protocol.influxql import ast, unsupported
 from xtsdb.protocol.influxql.answer import MAX_TIME, MIN_TIME, Series
 from xtsdb.server.influxql_funcs import Floats, Ints
-from xtsdb.server.influxql_rows import cells, column_names
+from xtsdb.server.influxql_rows import call_type, cells, column_names, ref_type
 
 TRANSFORMS = frozenset(
     {"derivative", "non_negative_derivative", "difference", "non_negative_difference"}
@@ -58,6 +58,18 @@ def transform_call(stmt: ast.Select) -> ast.Call | None:
     else:
         raise unsupported(f"{call.name}() of this argument")
     return call
+
+
+def rate_type(rate: ast.Call, types: dict[str, str]) -> str:
+    """The type of a rate function's values (InfluxDB refuses one over booleans)."""
+    inner = rate.args[0]
+    if isinstance(inner, ast.Call):
+        of = call_type(inner.name, ref_type(inner.args[0], types))  # type: ignore[arg-type]
+    else:
+        of = ref_type(inner, types)  # type: ignore[arg-type]
+    if of == "boolean":
+        call_type(rate.name, of)  # raises
+    return call_type(rate.name.removeprefix("non_negative_"), of)
 
 
 def run_group(

@@ -65,8 +65,8 @@ def row_mask(
 
 
 def _number(e: ast.Expr, values: dict[str, Floats], n: int) -> Floats:
-    if isinstance(e, ast.VarRef) and e.name in values:
-        return values[e.name]
+    if isinstance(e, ast.VarRef) and e.name in values:  # (a boolean field is all null here)
+        return np.trunc(values[e.name]) if e.cast == "integer" else values[e.name]
     if isinstance(e, ast.Number):
         return np.full(n, float(e.value))
     if isinstance(e, ast.Binary) and e.op in "+-*/%":

@@ -88,6 +88,8 @@ def typed_queries(t0: int) -> list[str]:
         f"SELECT first(ok), last(ok), count(ok) FROM disk WHERE {rng} GROUP BY host",
         f"SELECT min(ok), max(ok) FROM disk WHERE {mid} AND host = 'b'",
         f"SELECT ok FROM disk WHERE {mid} AND host = 'b' LIMIT 30",
+        f"SELECT load::integer FROM disk WHERE {mid} GROUP BY host",
+        f"SELECT used FROM disk WHERE load::integer >= 2 AND {mid}",
     ]
     for fill in ["null", "none", "previous", "linear", "0", "-1.5", "100"]:
         for f in ("sum(used)", "max(used)", "last(ok)", "count(ok)"):
@@ -227,6 +229,8 @@ def queries(t0: int) -> list[str]:
         f"SELECT derivative(max(used), 1m) FROM disk WHERE {mid} GROUP BY time(10m)",
         f"SELECT derivative(used) FROM disk WHERE {mid} AND host = 'a'",
         f"SELECT sum(used) / 4, mean(used) FROM disk WHERE {rng} GROUP BY time(30m) fill(1.5)",
+        f"SELECT load::float, ok::float, used::float / 2 FROM disk WHERE {mid} AND host = 'b'",
+        f"SELECT sum(load::integer), max(ok::integer), mean(used::float) FROM disk WHERE {rng}",
         f"SELECT mean(ok) FROM disk WHERE {rng}",
         f"SELECT ok * 2 FROM disk WHERE {rng}",
         f"SELECT difference(ok) FROM disk WHERE {rng}",

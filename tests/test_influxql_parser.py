@@ -54,10 +54,11 @@ def test_schema_explorer_queries() -> None:
     assert kinds == [ast.Show, ast.Show]
 
 
-def test_type_hints_are_accepted() -> None:
-    s = one('SELECT "v"::field, w::float FROM m WHERE "t"::tag = \'x\'')
+def test_type_hints_are_accepted_and_casts_kept() -> None:
+    s = one('SELECT "v"::field, w::float, x::integer FROM m WHERE "t"::tag = \'x\'')
     assert isinstance(s, ast.Select)
-    assert [f.expr for f in s.fields] == [ast.VarRef("v"), ast.VarRef("w")]
+    want = [ast.VarRef("v"), ast.VarRef("w", "float"), ast.VarRef("x", "integer")]
+    assert [f.expr for f in s.fields] == want
     assert s.condition == ast.Binary("=", ast.VarRef("t"), ast.String("x"))
 
 

@@ -10,6 +10,7 @@ class VarRef:
     """A field or tag name (or ``time``); ``*`` is a wildcard."""
 
     name: str
+    cast: str = ""  # "float" or "integer" (``::float``, ``::integer``); hints are not kept
 
 
 @dataclass(frozen=True)

@@ -374,11 +374,12 @@ class _Parser:
                 raise unsupported("boolean literals")
             if self.peek().kind == "punct" and self.peek().value == ".":
                 raise unsupported("qualified field names")
-            if self.accept_op("::"):  # a type hint (Grafana writes ::field, ::tag)
+            hint = ""
+            if self.accept_op("::"):  # a type hint (Grafana writes ::field, ::tag) or cast
                 hint = self.ident().lower()
                 if hint not in _CASTS:
                     raise unsupported(f"the cast ::{hint}")
-            return ast.VarRef(str(tok.value))
+            return ast.VarRef(str(tok.value), hint if hint in ("float", "integer") else "")
         self.i -= 1
         raise self.fail("identifier, string, number, bool")
 
