@@ -221,6 +221,10 @@ def matches(cond: ast.Expr | None, series: Series, fields: set[str], rows: bool 
         raise unsupported(f"a condition on the field {key!r} in SHOW")
     value = series.tag(key)
     rhs = cond.rhs
+    if isinstance(rhs, ast.Boolean):  # a tag is a string: no row of a SELECT, as InfluxDB
+        if not rows:  # (whose SHOWs ignore such a condition)
+            raise unsupported("a tag compared with a boolean in SHOW")
+        return False
     if cond.op in ("=~", "!~") and isinstance(rhs, ast.Regex):
         return (regex(rhs.pattern).search(value) is not None) == (cond.op == "=~")
     if cond.op in ("=", "!=") and isinstance(rhs, ast.String | ast.VarRef):

@@ -4,8 +4,8 @@ A row is one series at one timestamp; a field it lacks is null, and any
 comparison with null is false. Comparisons (``= != < <= > >=``) take
 fields, numbers and arithmetic on them; ``AND``/``OR`` may mix them with
 tag conditions (:func:`influxql_names.matches`), which hold or fail for a
-whole series. A boolean field compared with a number keeps no row, as in
-InfluxDB (boolean literals are not supported). Choosing the series first
+whole series. A boolean field is compared only with ``true``/``false`` (``=``,
+``!=``); with a number it keeps no row, as in InfluxDB. Choosing the series first
 treats every field comparison as true (there is no NOT, so that only keeps
 too many), then the rows are filtered here, columnar.
 """
@@ -49,9 +49,11 @@ def row_mask(
         rhs = row_mask(cond.rhs, series, fields, values, n)
         return lhs & rhs if cond.op == "and" else lhs | rhs
     if not field_refs(cond, series, fields):
-        return np.full(n, names.matches(cond, series, fields))
+        return np.full(n, names.matches(cond, series, fields, rows=True))
     if not isinstance(cond, ast.Binary) or cond.op not in _COMPARE:
         raise unsupported(f"the condition {names.describe(cond)} on a field")
+    if isinstance(cond.lhs, ast.Boolean) or isinstance(cond.rhs, ast.Boolean):
+        return _boolean(cond, series, values, n)
     # A boolean field is no number: InfluxDB's comparisons with it (up = 1, up + 1 > 1)
     # keep no row, so its column is null here.
     values = {
@@ -62,6 +64,24 @@ def row_mask(
         left, right = _number(cond.lhs, values, n), _number(cond.rhs, values, n)
         ok = np.asarray(_COMPARE[cond.op](left, right), dtype=bool)
     return ok & ~np.isnan(left) & ~np.isnan(right)
+
+
+def _boolean(cond: ast.Binary, series: names.Series, values: dict[str, Floats], n: int) -> Bools:
+    """``field = true``, ``false != field``: rows of a boolean field; anything else none."""
+    lit, ref = (cond.rhs, cond.lhs) if isinstance(cond.rhs, ast.Boolean) else (cond.lhs, cond.rhs)
+    if not (
+        isinstance(lit, ast.Boolean)
+        and isinstance(ref, ast.VarRef)
+        and not ref.cast
+        and ref.name in values
+        and cond.op in ("=", "!=")
+        and series.types.get(ref.name) == "boolean"
+    ):
+        return np.zeros(n, bool)
+    col = values[ref.name]
+    same: Bools = (col != 0) == lit.value
+    have: Bools = ~np.isnan(col)
+    return have & (same if cond.op == "=" else ~same)
 
 
 def _number(e: ast.Expr, values: dict[str, Floats], n: int) -> Floats:

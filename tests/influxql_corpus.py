@@ -90,6 +90,9 @@ def typed_queries(t0: int) -> list[str]:
         f"SELECT ok FROM disk WHERE {mid} AND host = 'b' LIMIT 30",
         f"SELECT load::integer FROM disk WHERE {mid} GROUP BY host",
         f"SELECT used FROM disk WHERE load::integer >= 2 AND {mid}",
+        f"SELECT used, ok FROM disk WHERE ok = true AND {mid} AND host = 'a'",
+        f"SELECT used FROM disk WHERE (false != ok OR used < 1000) AND {mid}",
+        f"SELECT used FROM disk WHERE (used = true OR host = true) AND {mid}",
     ]
     for fill in ["null", "none", "previous", "linear", "0", "-1.5", "100"]:
         for f in ("sum(used)", "max(used)", "last(ok)", "count(ok)"):

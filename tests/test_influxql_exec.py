@@ -254,3 +254,11 @@ def test_types_of_tags_made_by_hand(engine: Engine) -> None:
     assert two["series"][0]["values"] == [[0, 3, 2]]  # two calls: at the range start
     _, answer = ask(engine, 'SELECT sum("on") FROM dev')
     assert "unsupported sum iterator type" in answer["results"][0]["error"]
+
+
+def test_a_tag_compared_with_a_boolean(engine: Engine) -> None:
+    """No row of a SELECT (as influxd); refused in a SHOW, whose influxd ignores it."""
+    _, answer = ask(engine, "SELECT usage FROM cpu WHERE host = true OR usage > 15")
+    assert answer["results"][0]["series"][0]["values"] == [[2, 20], [61, 30]]
+    _, answer = ask(engine, "SHOW SERIES WHERE host = true")
+    assert "boolean in SHOW is not supported" in answer["results"][0]["error"]

@@ -62,6 +62,17 @@ def test_type_hints_are_accepted_and_casts_kept() -> None:
     assert s.condition == ast.Binary("=", ast.VarRef("t"), ast.String("x"))
 
 
+def test_boolean_literals_unquoted_only() -> None:
+    s = one('SELECT v FROM m WHERE b = true OR FALSE != "true"')
+    assert isinstance(s, ast.Select)
+    want = ast.Binary(
+        "or",
+        ast.Binary("=", ast.VarRef("b"), ast.Boolean(True)),
+        ast.Binary("!=", ast.Boolean(False), ast.VarRef("true")),
+    )
+    assert s.condition == want
+
+
 def test_precedence_and_literals() -> None:
     s = one("SELECT a + b * 2 - -1.5 AS x FROM m WHERE t = 'x' OR u = 'y' AND v != 'z'")
     assert isinstance(s, ast.Select)
@@ -105,7 +116,6 @@ def test_fill_and_paging() -> None:
         ("SELECT v FROM m ORDER BY v", "ORDER BY a column other than time"),
         ("SELECT v FROM m GROUP BY /h/", "GROUP BY /regex/"),
         ("SELECT v FROM m tz('Europe/Paris')", "tz()"),
-        ("SELECT v FROM m WHERE b = true", "boolean literals"),
         ("CREATE DATABASE x WITH DURATION 1d", "CREATE DATABASE with options"),
         ("SELECT v::string FROM m", "the cast ::string"),
         ("SELECT mean(v) FROM (SELECT v FROM m)", "subqueries"),

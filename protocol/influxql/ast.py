@@ -25,6 +25,11 @@ class String:
 
 
 @dataclass(frozen=True)
+class Boolean:
+    value: bool
+
+
+@dataclass(frozen=True)
 class Duration:
     ns: int
 
@@ -52,7 +57,7 @@ class Binary:
     rhs: Expr
 
 
-Expr = VarRef | Number | String | Duration | Regex | Now | Call | Binary
+Expr = VarRef | Number | String | Boolean | Duration | Regex | Now | Call | Binary
 
 
 @dataclass(frozen=True)

@@ -369,9 +369,9 @@ class _Parser:
             return ast.Regex(str(tok.value))
         if tok.kind == "ident" and self.peek().kind == "punct" and self.peek().value == "(":
             return self.call(tok.text.lower())
+        if tok.kind == "ident" and tok.upper in ("TRUE", "FALSE"):
+            return ast.Boolean(tok.upper == "TRUE")
         if tok.kind in ("ident", "qident"):
-            if tok.upper in ("TRUE", "FALSE"):
-                raise unsupported("boolean literals")
             if self.peek().kind == "punct" and self.peek().value == ".":
                 raise unsupported("qualified field names")
             hint = ""
