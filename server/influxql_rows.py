@@ -21,6 +21,7 @@ from xtsdb.protocol.errors import InvalidInput
 from xtsdb.protocol.influxql import ast, unsupported
 from xtsdb.protocol.influxql.answer import MAX_TIME, MIN_TIME, Series, parse_time
 from xtsdb.server.influxql_funcs import Floats, Ints, Reduced
+from xtsdb.server.influxql_names import describe
 
 _FLIP = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "=": "="}
 _FLOAT_RESULT = frozenset({"mean", "median", "stddev", "integral", "derivative"})
@@ -45,7 +46,7 @@ def expr_type(e: ast.Expr, leaf: Callable[[ast.Expr], str]) -> str:
     if isinstance(e, ast.Binary):
         a, b = expr_type(e.lhs, leaf), expr_type(e.rhs, leaf)
         if "boolean" in (a, b):
-            raise InvalidInput(f"type error: {_shown(e)}: incompatible types: {a} and {b}")
+            raise InvalidInput(f"type error: {describe(e)}: incompatible types: {a} and {b}")
         return "integer" if a == b == "integer" and e.op != "/" else "float"
     return leaf(e)
 
@@ -61,16 +62,6 @@ def cast(ts: Ints, v: Floats, field_type: str, to: str) -> tuple[Ints, Floats]:
     if to and field_type == "boolean":
         return ts[:0], v[:0]
     return (ts, np.trunc(v)) if to == "integer" else (ts, v)
-
-
-def _shown(e: ast.Expr) -> str:
-    if isinstance(e, ast.Binary):
-        return f"{_shown(e.lhs)} {e.op} {_shown(e.rhs)}"
-    if isinstance(e, ast.Call):
-        return f"{e.name}()"
-    if isinstance(e, ast.VarRef):
-        return e.name
-    return str(getattr(e, "value", e))
 
 
 def cells(arr: Floats, kind: str) -> list[Any]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -51,6 +51,7 @@ MAX_POINTS = 5_000_000
 MAX_VALUES = 2_000_000
 MAX_BUCKETS = 100_000
 _NS_PER_US = 1000
+_T = TypeVar("_T", ast.Call, ast.VarRef)
 
 
 class Engine(Protocol):
@@ -76,10 +77,10 @@ class _Budget:
 def run(engine: Engine, stmt: ast.Select, now_ns: int) -> list[Series]:
     tmin, tmax, cond = split_time(stmt.condition, now_ns)
     rate = transform_call(stmt)
-    calls = [c for f in stmt.fields for c in _calls(f.expr)]
+    calls = [c for f in stmt.fields for c in _find(f.expr, ast.Call)]
     if rate is not None:  # the call inside it is the statement's aggregate, if any
         calls = [rate.args[0]] if isinstance(rate.args[0], ast.Call) else []
-    if calls and any(_bare_refs(f.expr) for f in stmt.fields):
+    if calls and any(_find(f.expr, ast.VarRef) for f in stmt.fields):
         raise InvalidInput("mixing aggregate and non-aggregate queries is not supported")
     if stmt.interval_ns and not calls:
         raise InvalidInput("GROUP BY requires at least one aggregate function")
@@ -133,19 +134,12 @@ def run(engine: Engine, stmt: ast.Select, now_ns: int) -> list[Series]:
     return out[::-1] if stmt.descending else out  # InfluxDB: series newest-first too
 
 
-def _calls(expr: ast.Expr) -> list[ast.Call]:
-    if isinstance(expr, ast.Call):
+def _find(expr: ast.Expr, kind: type[_T]) -> list[_T]:
+    """The calls (or field references) of an expression, left to right."""
+    if isinstance(expr, kind):
         return [expr]
     if isinstance(expr, ast.Binary):
-        return _calls(expr.lhs) + _calls(expr.rhs)
-    return []
-
-
-def _bare_refs(expr: ast.Expr) -> list[str]:
-    if isinstance(expr, ast.VarRef):
-        return [expr.name]
-    if isinstance(expr, ast.Binary):
-        return _bare_refs(expr.lhs) + _bare_refs(expr.rhs)
+        return _find(expr.lhs, kind) + _find(expr.rhs, kind)
     return []
 
 
@@ -250,7 +244,7 @@ def _aggregate(
     budget: _Budget,
     where: _Where,
 ) -> Series | None:
-    calls = [c for f in stmt.fields for c in _calls(f.expr)]
+    calls = [c for f in stmt.fields for c in _find(f.expr, ast.Call)]
     refs = {c: c.args[0] for c in calls if isinstance(c.args[0], ast.VarRef)}  # checked
     types = {c: call_type(c.name, ref_type(refs[c], where.types)) for c in calls}
     fetched = {}
@@ -318,7 +312,7 @@ def _raw(
         else:
             exprs.append((f.expr, f.alias))
     # (a boolean field under a numeric cast is no field: only fetched if also read as itself)
-    refs = [r for e, _a in exprs for r in _vars(e) if r.name in fields]
+    refs = [r for e, _a in exprs for r in _find(e, ast.VarRef) if r.name in fields]
     used = sorted({r.name for r in refs if not (r.cast and where.types[r.name] == "boolean")})
     if not used:
         return None
@@ -369,14 +363,6 @@ def _raw(
 
 def _field_type(types: dict[str, str], e: ast.Expr) -> str:
     return ref_type(e, types) if isinstance(e, ast.VarRef) else "float"
-
-
-def _vars(expr: ast.Expr) -> list[ast.VarRef]:
-    if isinstance(expr, ast.VarRef):
-        return [expr]
-    if isinstance(expr, ast.Binary):
-        return _vars(expr.lhs) + _vars(expr.rhs)
-    return []
 
 
 def _arith(e: ast.Expr, values: dict[str, Floats], n: int, types: dict[str, str]) -> Floats:
