@@ -239,16 +239,20 @@ class Connection(asyncio.Protocol):
                 log.info("closing %s: authentication failed", self.peer)  # never the token
                 self.close()
             return
+        work = result
         if msg.get("op") != "write":
-            result = self.gate.run(result)
+            result = self.gate.run(work)
         task = self._loop.create_task(result)
         self.tasks.add(task)
-        task.add_done_callback(lambda t: self._task_done(t, cost))
+        task.add_done_callback(lambda t: self._task_done(t, cost, work))
 
-    def _task_done(self, task: asyncio.Task[Frame], cost: int) -> None:
+    def _task_done(self, task: asyncio.Task[Frame], cost: int, work: object) -> None:
         self.tasks.discard(task)
         if task.cancelled():
+            # A task cancelled before its first step never entered the gate,
+            # so the request's own coroutine is closed here, not by the gate.
             close_unstarted(task.get_coro())
+            close_unstarted(work)
             self.pending -= cost
             return
         exc = task.exception()
