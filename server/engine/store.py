@@ -27,6 +27,7 @@ from pathlib import Path
 
 from xtsdb.protocol.errors import StorageError
 
+from .config import EXTENT
 from .container import (
     BLOCK_TOMBSTONE,
     CODEC_NONE,
@@ -45,7 +46,19 @@ from .reader import BlockRef
 from .salvage import data_end, fix_states, rescan, salvage_chunk, verified_rows
 
 log = logging.getLogger("xtsdb.engine")
-RESERVE_STEP = 4 * 1024 * 1024  # chunks claim disk space in steps of this as they fill
+# A chunk claims disk space (posix_fallocate) ahead of its writes, so that a
+# block body lands in space already allocated. The step grows with the fill
+# (1/64 of it, between one extent and 4 MiB): a small database does not carry
+# megabytes of reserved, unwritten space (du), and a full chunk still needs
+# only a few hundred calls.
+RESERVE_MAX = 4 * 1024 * 1024
+RESERVE_SHARE = 64
+
+
+def reserve_target(end: int, chunk_size: int) -> int:
+    """The chunk offset to reserve up to once its data reaches ``end``."""
+    ahead = min(RESERVE_MAX, max(EXTENT, end // RESERVE_SHARE))
+    return min(chunk_size, -(-(end + ahead) // EXTENT) * EXTENT)
 
 
 @dataclass
@@ -257,9 +270,9 @@ class BlockStore:
         )
         end = a.data_end + len(body)
         if end > a.reserved:
-            step = min(self.geometry.chunk_size, -(-end // RESERVE_STEP) * RESERVE_STEP)
-            a.container.reserve(a.slot, a.reserved, step)
-            a.reserved = step
+            target = reserve_target(end, self.geometry.chunk_size)
+            a.container.reserve(a.slot, a.reserved, target)
+            a.reserved = target
         base = self.geometry.chunk_base(a.slot)
         a.container.pwrite(body, base + a.data_end)
         a.container.write_entry(a.slot, entry)
