@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -85,7 +85,7 @@ from .interpolate import (
     udiff,
     valid,
 )
-from .points import GOOD_QUALITY, Float64Array, Int64Array, UInt8Array
+from .points import GOOD_QUALITY, Float64Array, Int64Array, ReadStats, UInt8Array
 from .reductions import Segments, arg_extremes, sorted_unique
 
 __all__ = [
@@ -108,10 +108,16 @@ _REDUCER: dict[str, np.ufunc] = {"min": np.minimum, "max": np.maximum, "sum": np
 
 @dataclass
 class Buckets:
-    """Result of ``bucket_aggregate``: aligned bucket starts and one array per aggregate."""
+    """Result of ``bucket_aggregate``: aligned bucket starts and one array per aggregate.
+
+    Through the engine, ``stats`` are the read statistics (``blocks_read``: blocks
+    decoded) and ``blocks_summarised`` the blocks answered from their summaries.
+    """
 
     start: Int64Array
     values: dict[str, Float64Array | Int64Array]
+    stats: ReadStats = field(default_factory=ReadStats)
+    blocks_summarised: int = 0
 
 
 def _int64(x: int, what: str) -> int:

@@ -4,7 +4,8 @@ The math lives in ``aggregate.py`` (pure numpy on sorted columns). This module
 fetches the points through the ordinary query path (so merges, deletes and
 quality rules are the same as for raw queries) plus the neighbours just
 outside the range that time weighting and interpolation need: the last point
-before the range and the first one after it.
+before the range and the first one after it. Bucket aggregates answer from
+block summaries where those give the same answer (``summary_agg``).
 
 They run inline in the calling thread: on the 2-core reference machine the
 process pool lost to inline decoding at every size measured (bench/engine.py),
@@ -23,6 +24,7 @@ from numpy.typing import ArrayLike
 from xtsdb.protocol.errors import InvalidInput
 
 from . import aggregate as agg
+from . import summary_agg
 from .points import Float64Array, Int64Array, Points, UInt8Array
 from .query import ReadPath
 
@@ -102,12 +104,17 @@ def aggregate(
         raise InvalidInput(f"aggregates must be some of {agg.AGGREGATES}, got {list(aggregates)}")
     with _invalid_input():
         agg.bucket_edges(start, end, interval, origin)  # validates before any reading
+        got = summary_agg.aggregate(
+            reads, tag_id, start, end, interval, aggregates, origin, good_only
+        )
+    if got is not None:
+        return got
     pts = reads.query(tag_id, start, end, good_only=good_only)
     weighted = any(a.startswith("twa") for a in aggregates)
     prev = point_before(reads, tag_id, start, good_only) if weighted else None
     nxt = point_after(reads, tag_id, end, good_only) if weighted else None
     with _invalid_input():
-        return agg.bucket_aggregate(
+        out = agg.bucket_aggregate(
             pts.timestamps,
             pts.values,
             pts.qualities,
@@ -120,6 +127,8 @@ def aggregate(
             prev=prev,
             next_=nxt,
         )
+    out.stats = pts.stats
+    return out
 
 
 def interpolate(

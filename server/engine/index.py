@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .container import BlockEntry, ChunkScan
+from .summary import Row as SummaryRow
+from .summary import SummaryDamaged, SummaryTable, unpack
 
 SCHEMA_VERSION = 2
 
@@ -56,6 +58,21 @@ CREATE TABLE tags (
     points INTEGER NOT NULL
 );
 """
+# Added beside schema 2 (not a new version): an index written before it gets the
+# table at open and its summaries are computed then (see recovery.py).
+_SUMMARIES = """
+CREATE TABLE IF NOT EXISTS summaries (
+    chunk_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    body_crc INTEGER NOT NULL,
+    grid INTEGER NOT NULL,
+    all_good INTEGER NOT NULL,
+    cells BLOB NOT NULL,
+    crc INTEGER NOT NULL,
+    PRIMARY KEY (chunk_id, idx)
+) WITHOUT ROWID;
+"""
 
 _BLOCK_COLS = (
     "chunk_id, idx, tag_id, codec, flags, first_ts, last_ts, count, body_len, body_off,"
@@ -78,6 +95,7 @@ class MetaIndex:
         self.conn = conn
         self.path = path
         self.instance_hex = instance_hex
+        self.summaries = SummaryTable()  # in memory; rows go with the block rows
 
     @classmethod
     def open(cls, path: Path, instance_hex: str) -> MetaIndex:
@@ -98,6 +116,11 @@ class MetaIndex:
             conn.close()
             raise IndexUnusable("index belongs to another schema or database instance")
         conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            conn.executescript(_SUMMARIES)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise IndexUnusable(f"sqlite: {exc}") from exc
         return cls(conn, path, instance_hex)
 
     @classmethod
@@ -107,7 +130,7 @@ class MetaIndex:
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + _SUMMARIES)
         conn.executemany(
             "INSERT INTO meta VALUES (?, ?)",
             [("schema", str(SCHEMA_VERSION)), ("instance", instance_hex)],
@@ -118,9 +141,13 @@ class MetaIndex:
         self.conn.close()
 
     def recreate(self) -> None:
-        """Start over with an empty file, in place (the old one failed while being rebuilt)."""
+        """Start over with an empty file, in place (the old one failed while being rebuilt).
+
+        The summaries held in memory are written again with the next transaction.
+        """
         self.conn.close()
         self.conn = MetaIndex.create(self.path, self.instance_hex).conn
+        self.summaries.keep_unwritten(self.summaries.rows())
 
     # -- reads -------------------------------------------------------------
 
@@ -159,14 +186,58 @@ class MetaIndex:
     # -- writes ------------------------------------------------------------
 
     def add_blocks(self, entries: list[BlockEntry]) -> None:
+        """Block rows, and in the same transaction every summary not yet written.
+
+        A block sealed before a crash has its row and its summary, or neither
+        (its chunk is then rescanned and the summary recomputed at open).
+        """
         if not entries:
             return
+        rows = self.summaries.take_unwritten()
+        try:
+            with _txn(self.conn):
+                self.conn.executemany(
+                    f"INSERT OR REPLACE INTO blocks ({_BLOCK_COLS}) VALUES ({','.join('?' * 15)})",
+                    [_row(e) for e in entries],
+                )
+                self._bump_tags(entries)
+                self._put_summary_rows(rows)
+        except BaseException:
+            self.summaries.keep_unwritten(rows)
+            raise
+
+    def write_summaries(self) -> None:
+        """Write the summaries held but not yet written (healed ones), in one transaction."""
+        rows = self.summaries.take_unwritten()
+        if not rows:
+            return
+        try:
+            with _txn(self.conn):
+                self._put_summary_rows(rows)
+        except BaseException:
+            self.summaries.keep_unwritten(rows)
+            raise
+
+    def _put_summary_rows(self, rows: list[SummaryRow]) -> None:
+        self.conn.executemany("INSERT OR REPLACE INTO summaries VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    def summary_rows(self) -> list[tuple[object, ...]]:
+        """Every stored summary row, unchecked (see summary.unpack)."""
+        return self.conn.execute("SELECT * FROM summaries").fetchall()
+
+    def damaged_summaries(self) -> list[str]:
+        """What is wrong with each stored summary row that fails its checks (offline check)."""
+        out = []
+        for row in self.summary_rows():
+            try:
+                unpack(row)
+            except SummaryDamaged as exc:
+                out.append(f"{exc}; a start recomputes it from its block")
+        return out
+
+    def delete_summaries(self, keys: list[tuple[int, int]]) -> None:
         with _txn(self.conn):
-            self.conn.executemany(
-                f"INSERT OR REPLACE INTO blocks ({_BLOCK_COLS}) VALUES ({','.join('?' * 15)})",
-                [_row(e) for e in entries],
-            )
-            self._bump_tags(entries)
+            self.conn.executemany("DELETE FROM summaries WHERE chunk_id = ? AND idx = ?", keys)
 
     def _bump_tags(self, entries: list[BlockEntry]) -> None:
         self.conn.executemany(
@@ -194,10 +265,14 @@ class MetaIndex:
     def replace_chunk(self, scan: ChunkScan) -> None:
         """Make the rows of one chunk exactly what a scan of it found."""
         entries = scan.entries or []
+        live = scan.allocated and not scan.deprecated and not scan.free
         with _txn(self.conn):
             self.conn.execute("DELETE FROM blocks WHERE chunk_id = ?", (scan.chunk_id,))
             self.conn.execute("DELETE FROM chunks WHERE chunk_id = ?", (scan.chunk_id,))
-            if scan.allocated and not scan.deprecated and not scan.free:
+            if not live:  # a live chunk keeps them: each is checked against its entry
+                self.conn.execute("DELETE FROM summaries WHERE chunk_id = ?", (scan.chunk_id,))
+                self.summaries.drop_chunk(scan.chunk_id)
+            if live:
                 self.conn.execute(
                     "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (

@@ -21,6 +21,7 @@ from .index import IndexUnusable, MetaIndex
 from .reader import BlockReader
 from .salvage import restore
 from .store import BlockStore
+from .summary_heal import load_at_open
 
 log = logging.getLogger("xtsdb.engine")
 
@@ -61,8 +62,12 @@ def open_parts(path: Path, config: EngineConfig) -> Opened:
         opened.append(index)
         store = BlockStore(path / "containers", meta.geometry, meta.instance_id, index)
         opened.append(store)
+        reader = BlockReader(config.read_workers, config.parallel_min_points)
+        opened.append(reader)
+        summary_notes: list[str] = []
         try:
             blocks = store.load(checkpoint, full_rebuild=rebuild)
+            load_at_open(index, store, reader, blocks, summary_notes)
         except (sqlite3.DatabaseError, IndexUnusable, UnicodeDecodeError) as exc:
             # Damage SQLite's quick_check did not see: the index is only a cache,
             # so start over from a scan of the chunks. What the first pass already
@@ -71,20 +76,23 @@ def open_parts(path: Path, config: EngineConfig) -> Opened:
             repairs.append(f"index rebuilt from a scan of the chunks ({exc})")
             store.close()
             index.close()
-            opened.clear()
+            opened.remove(store)
+            opened.remove(index)
             index = MetaIndex.create(index_path, instance_hex)
             opened.append(index)
             store = BlockStore(path / "containers", meta.geometry, meta.instance_id, index)
             opened.append(store)
             blocks = store.load(checkpoint, full_rebuild=True)
+            summary_notes = []
+            load_at_open(index, store, reader, blocks, summary_notes)
         repairs.extend(store.repairs)
+        repairs.extend(summary_notes)
         wal = wal_mod.Wal(
             wal_dir,
             segment_bytes=config.wal_segment_bytes,
             fsync=config.fsync,
             instance_id=meta.instance_id,
         )
-        reader = BlockReader(config.read_workers, config.parallel_min_points)
         return Opened(path, lock, wal, store, index, reader, blocks, checkpoint, repairs)
     except BaseException:
         for part in reversed(opened):
@@ -142,4 +150,6 @@ def _mirror(store: BlockStore, rows: dict[int, tuple[int, int, int, int]], use_r
     for chunk_id in set(rows) - seen:
         index.conn.execute("DELETE FROM blocks WHERE chunk_id = ?", (chunk_id,))
         index.conn.execute("DELETE FROM chunks WHERE chunk_id = ?", (chunk_id,))
+        index.conn.execute("DELETE FROM summaries WHERE chunk_id = ?", (chunk_id,))
     index.recompute_tags()
+    index.write_summaries()  # a recreated index gets back the summaries held in memory

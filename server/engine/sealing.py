@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from .container import BLOCK_SORTED, BlockEntry
 from .membuffer import MemBuffer, consolidate
 from .state import EngineState
 from .store import BlockStore
+from .summary import summarise
 from .tagstate import TagState
 from .wal import Wal
 
@@ -108,8 +110,16 @@ class Sealer:
                     state.mem_points -= sum(b.count for b in bufs)
                     state.lock.notify_all()
             self.store.commit_index()
+            self._write_healed()
             if force_all:
                 self._checkpoint()
+
+    def _write_healed(self) -> None:
+        """Summaries that queries recomputed by decoding (missing or damaged in the index)."""
+        try:
+            self.store.index.write_summaries()
+        except sqlite3.Error as exc:  # a cache: they stay in memory and are retried
+            log.warning("writing block summaries to the index failed (%s)", exc)
 
     def _write_blocks(self, tag_id: int, t: TagState, bufs: list[MemBuffer]) -> list[BlockEntry]:
         ts, vals, qual = consolidate([p for b in bufs for p in b.parts], t.policy == "first")
@@ -121,11 +131,13 @@ class Sealer:
             sl = slice(lo, lo + per_block)
             body = encode_block(ts[sl], vals[sl], qual[sl], self.config.zstd_level)
             first, last, n = int(ts[sl][0]), int(ts[sl][-1]), int(ts[sl].shape[0])
-            out.append(
-                self.store.append(
-                    tag_id, CODEC_ZSTD_V1, BLOCK_SORTED, body, first, last, n, max_lsn
-                )
+            summary = summarise(ts[sl], vals[sl], qual[sl])
+            entry = self.store.append(
+                tag_id, CODEC_ZSTD_V1, BLOCK_SORTED, body, first, last, n, max_lsn
             )
+            # Written with the block's index row, in the same transaction (index.add_blocks).
+            self.store.index.summaries.put(entry, summary)
+            out.append(entry)
         self.state.counters["blocks_written"] += len(out)
         return out
 

@@ -52,7 +52,7 @@ class EngineState:
         self.counters = dict.fromkeys(
             ("points_written", "write_batches", "wal_commits", "blocks_written"), 0
         )
-        self.counters.update(checkpoints=0, seal_errors=0)
+        self.counters.update(checkpoints=0, seal_errors=0, blocks_summarised=0)
         self.reject_tags: set[int] = set()  # tags whose duplicate policy is 'reject'
         self.mem_points = 0
         self.seal_wanted = False

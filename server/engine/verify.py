@@ -336,6 +336,8 @@ def _check_index(
         for chunk_id in sorted(set(rows) - set(scans)):
             where = f"{INDEX_NAME} chunk {chunk_id}"
             report.add(True, where, "names a chunk that is not in use on disk", True)
+        for what in index.damaged_summaries():  # bit rot in a block summary
+            report.add(True, f"{INDEX_NAME} summaries", what, True)
     except (IndexUnusable, sqlite3.Error, UnicodeDecodeError) as exc:
         report.add(True, INDEX_NAME, f"unreadable rows ({exc}); every start rebuilds it", True)
     finally:
