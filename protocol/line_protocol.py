@@ -14,10 +14,14 @@ their type kept beside them (the catalog's ``value_type``, for InfluxQL); a
 string field, or one named ``time``, is reported as an error for that field
 while the line's other fields are kept.
 
-Parsing is per line in Python, which the text format makes inherent. Lines
-without a backslash, a double quote, a tab or a NUL (nearly all that Telegraf
-sends) take a fast path built on ``bytes.split``; only the others go through
-the scanner of :mod:`.lp_grammar`.
+A body is read in two ways that give the same result. Plain lines (no
+quote, backslash, control byte, run of spaces or unusual number: nearly all
+that Telegraf sends) are read all at once, as columns, by
+:func:`.lp_columnar.scan`; every other line, and any line the scan is not sure
+of, goes to the exact parser here, one line at a time: lines without a
+backslash, quote, tab or NUL through ``bytes.split``, the others through the
+scanner of :mod:`.lp_grammar`. :func:`parse_exact` reads every line the second
+way; the tests hold the two to identical results.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ import operator
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from .lp_batch import PRECISIONS, ParsedBatch, Part, assemble
+from .lp_columnar import scan
 from .lp_grammar import (
     FIELD_ESCAPES,
     FieldSkipped,
@@ -45,7 +50,7 @@ from .lp_grammar import (
 from .lp_grammar import lines as lines_of
 from .lp_grammar import prefix as _prefix
 
-__all__ = ["KINDS", "PRECISIONS", "ParsedBatch", "parse", "series_name"]
+__all__ = ["KINDS", "PRECISIONS", "ParsedBatch", "parse", "parse_exact", "series_name"]
 
 KINDS = ("float", "integer", "unsigned", "boolean")
 """Field types by code (``ParsedBatch.kinds``), as InfluxDB names them."""
@@ -55,52 +60,17 @@ _KIND_OF_LAST = bytes(
     1 if c == 105 else 2 if c == 117 else 0 if c == 46 or 48 <= c <= 57 else 3 for c in range(256)
 )
 
-PRECISIONS: dict[str, tuple[int, int]] = {
-    # name -> (multiply, divide) from the unit to microseconds
-    "ns": (1, 1000),
-    "n": (1, 1000),
-    "us": (1, 1),
-    "u": (1, 1),
-    "µs": (1, 1),
-    "ms": (1000, 1),
-    "s": (1_000_000, 1),
-    "m": (60_000_000, 1),
-    "h": (3_600_000_000, 1),
-}
-"""Timestamp units of ``precision`` (InfluxDB 1.x's ``n``/``u``/``m``/``h`` too)."""
-
-NS_LIMIT = (1 << 63) - 2
-"""InfluxDB's bound on |time| in nanoseconds (inside the engine's +-2**60 us)."""
 _INF = float("inf")
 _WS = b" \t\x00"  # what InfluxDB skips before a line, its fields and its timestamp
 _partition_eq = operator.methodcaller("partition", b"=")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # as the tag catalog's rule for names
 _MAX_SHOWN = 80  # characters of a bad line quoted in its error
-
-
-@dataclass
-class ParsedBatch:
-    """The points of a body of lines, columnar; ``names[series[i]]`` is point i's tag name."""
-
-    names: list[str]
-    series: npt.NDArray[np.uint32]
-    ts: npt.NDArray[np.int64]  # microseconds since the Unix epoch
-    values: npt.NDArray[np.float64]
-    point_lines: npt.NDArray[np.int64]  # the line number of each point
-    errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, message)
-    lines: int = 0  # data lines seen (not blank, not a comment), good or bad
-    kinds: npt.NDArray[np.uint8] = field(default_factory=lambda: np.zeros(0, np.uint8))
-    """Each point's field type, an index into :data:`KINDS`."""
-
-    def __len__(self) -> int:
-        return int(self.ts.shape[0])
-
-    def series_kinds(self) -> npt.NDArray[np.uint8]:
-        """Each series' field type: that of its first point (a later point may differ)."""
-        first = np.unique(self.series, return_index=True)[1]
-        out = np.zeros(len(self.names), np.uint8)
-        out[self.series[first]] = self.kinds[first]
-        return out
+# Series keys and field keys seen before, by every request of the process: a writer
+# sends the same series again and again. Plain dicts (one get or set is atomic under
+# the GIL), emptied when full, so they stay bounded.
+_PREFIXES: dict[bytes, str] = {}
+_FIELDS: dict[bytes, str] = {}
+_CACHE_MAX = 1 << 16
 
 
 def series_name(measurement: str, tags: dict[str, str] | list[tuple[str, str]], fld: str) -> str:
@@ -119,6 +89,31 @@ def series_name(measurement: str, tags: dict[str, str] | list[tuple[str, str]], 
     return ",".join(parts) + "." + esc(fld, ",= .")
 
 
+def key_prefix(key: bytes) -> str:
+    """A series key as written -> the escaped canonical prefix of its names (cached)."""
+    prefix = _PREFIXES.get(key)
+    if prefix is None:
+        prefix = _prefix(key)  # raises as the line is refused
+        if len(_PREFIXES) >= _CACHE_MAX:
+            _PREFIXES.clear()
+        _PREFIXES[key] = prefix
+    return prefix
+
+
+def field_part(fk: bytes) -> str:
+    """A field key as written -> the escaped last part of its names (cached)."""
+    part = _FIELDS.get(fk)
+    if part is None:
+        fld = unescape(fk, FIELD_ESCAPES).decode()
+        if fld == "time":
+            raise FieldSkipped("a field named 'time' is not stored (InfluxDB drops it too)")
+        part = esc(fld, ",= .")
+        if len(_FIELDS) >= _CACHE_MAX:
+            _FIELDS.clear()
+        _FIELDS[fk] = part
+    return part
+
+
 def parse(
     data: bytes | bytearray | memoryview,
     precision: str = "ns",
@@ -130,14 +125,50 @@ def parse(
     for another one: that is the caller's bug, not the data's). A line without a
     timestamp gets ``now_us`` (default: the current time), as InfluxDB uses its
     receive time.
+
+    Plain lines are read together by :func:`.lp_columnar.scan`, the others one
+    by one by the exact parser; the result is the one :func:`parse_exact` gives.
     """
+    now_us = _check(precision, now_us)
+    p = _Parser()
+    cols = scan(bytes(data), key_prefix, field_part)
+    p.run(cols.rest)
+    table = dict(zip(p.names, p.name_pos, strict=True))
+    for name, pos in zip(cols.names, cols.name_pos, strict=True):
+        old = table.get(name)
+        if old is None or pos < old:
+            table[name] = pos
+    # Names in the order of their first appearance, as one reader of every line would
+    # have met them.
+    names = sorted(table, key=table.__getitem__)
+    at = {name: i for i, name in enumerate(names)}
+    exact = p.part(np.array([at[n] for n in p.names], np.int64))
+    fast = cols.part(np.array([at[n] for n in cols.names], np.int64))
+    return assemble(names, [fast, exact], p.errors, p.lines + cols.lines, precision, now_us)
+
+
+def parse_exact(
+    data: bytes | bytearray | memoryview,
+    precision: str = "ns",
+    now_us: int | None = None,
+) -> ParsedBatch:
+    """:func:`parse` with every line through the exact parser (the reference it is tested
+    against, and the baseline of ``bench/ingest.py``)."""
+    now_us = _check(precision, now_us)
+    p = _Parser()
+    body = bytes(data)
+    # With a quote or a backslash, a newline may be inside a string or escaped.
+    special = 34 in body or 92 in body
+    p.run(lines_of(body) if special else enumerate(body.split(b"\n"), 1))
+    names = p.names
+    part = p.part(np.arange(len(names), dtype=np.int64))
+    return assemble(names, [part], p.errors, p.lines, precision, now_us)
+
+
+def _check(precision: str, now_us: int | None) -> int:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
-    if now_us is None:
-        now_us = time.time_ns() // 1000
-    p = _Parser()
-    p.run(bytes(data))
-    return p.finish(precision, now_us)
+    return time.time_ns() // 1000 if now_us is None else now_us
 
 
 class _Parser:
@@ -146,7 +177,6 @@ class _Parser:
         self.index: dict[str, int] = {}  # name -> series index
         # raw series key bytes (as written, tag order included) -> field key -> series
         self.keys: dict[bytes, dict[bytes, int]] = {}
-        self.prefixes: dict[bytes, str] = {}  # raw series key -> escaped canonical prefix
         self.series: list[int] = []
         self.values: list[float] = []
         # Types: a series' first point's (-1: none yet), and as index * 4 + kind each
@@ -159,16 +189,17 @@ class _Parser:
         self.line_nos: list[int] = []
         self.errors: list[tuple[int, str]] = []
         self.lines = 0
+        self.no = 0  # the line being read
+        # where each name was first met: (line number, order within the parser)
+        self.name_pos: list[tuple[int, int]] = []
 
-    def run(self, data: bytes) -> None:
+    def run(self, numbered: Iterable[tuple[int, bytes]]) -> None:
+        """Read each (line number, line); a line is all or nothing."""
         series, values, errors = self.series, self.values, self.errors
         line_ts, line_counts, line_nos = self.line_ts, self.line_counts, self.line_nos
         keys, missing = self.keys, self.missing
         odd, first_kind = self.odd, self.first_kind
         lines = 0
-        # With a quote or a backslash, a newline may be inside a string or escaped.
-        special = 34 in data or 92 in data
-        numbered = lines_of(data) if special else enumerate(data.split(b"\n"), 1)
         for no, line in numbered:
             if line[-1:] == b"\r":  # CRLF line ends (InfluxDB refuses them)
                 line = line[:-1]
@@ -176,6 +207,7 @@ class _Parser:
             if not line or line[0] == 35:  # '#': a comment
                 continue
             lines += 1
+            self.no = no
             mark, emark, omark = len(values), len(errors), len(odd)
             fields: Iterable[tuple[bytes, bytes, bytes]]
             try:
@@ -258,70 +290,43 @@ class _Parser:
                 del odd[omark:]
                 why = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
                 errors.append((no, f"unable to parse {_shown(line)!r}: {why}"))
-        self.lines = lines
+        self.lines += lines
+
+    def name_of(self, key: bytes, fk: bytes) -> str:
+        """The tag name of (raw series key, field key); raises as the line is refused."""
+        name = key_prefix(key) + "." + field_part(fk)
+        if _CONTROL.search(name):  # the catalog refuses them: refuse the line whole
+            raise LineError("a name may not hold control characters (tab, NUL, ...)")
+        return name
 
     def _series(self, key: bytes, fk: bytes) -> int:
         """The series index of (raw series key, field key); new names are added."""
-        prefix = self.prefixes.get(key)
-        if prefix is None:
-            prefix = self.prefixes[key] = _prefix(key)
-        fld = unescape(fk, FIELD_ESCAPES).decode()
-        if fld == "time":
-            raise FieldSkipped("a field named 'time' is not stored (InfluxDB drops it too)")
-        name = prefix + "." + esc(fld, ",= .")
+        name = self.name_of(key, fk)
         idx = self.index.get(name)
         if idx is None:
-            if _CONTROL.search(name):  # the catalog refuses them: refuse the line whole
-                raise LineError("a name may not hold control characters (tab, NUL, ...)")
             idx = self.index[name] = len(self.names)
             self.names.append(name)
+            self.name_pos.append((self.no, idx))
             self.first_kind.append(-1)
         return idx
 
-    def finish(self, precision: str, now_us: int) -> ParsedBatch:
-        mul, div = PRECISIONS[precision]
-        counts = np.asarray(self.line_counts, dtype=np.int64)
-        line_us = np.asarray(self.line_ts, dtype=np.int64)
-        # InfluxDB's range: |t| <= 2**63 - 2 ns once converted (checked before
-        # converting, which then cannot overflow).
-        limit = NS_LIMIT // (mul * 1000 // div)
-        bad = (line_us < -limit) | (line_us > limit)
-        if div > 1:
-            line_us //= div  # floor, as for negative (pre-1970) stamps too
-        if mul > 1:
-            line_us *= mul
-        if self.missing:
-            line_us[self.missing] = now_us
-            bad[self.missing] = False
-        line_nos = np.asarray(self.line_nos, dtype=np.int64)
-        series = np.asarray(self.series, dtype=np.uint32)
-        values = np.asarray(self.values, dtype=np.float64)
+    def part(self, at: npt.NDArray[np.int64]) -> Part:
+        """The points read, with ``at[i]`` the final index of ``self.names[i]``."""
+        series = np.asarray(self.series, dtype=np.int64)
         kinds = np.asarray(self.first_kind, dtype=np.int64).astype(np.uint8)[series]
         odd = np.asarray(self.odd, dtype=np.int64)
         kinds[odd >> 2] = odd & 3
-        if bad.any():
-            for no in line_nos[bad].tolist():
-                self.errors.append((no, "timestamp out of range (|t| must be < 2**63 ns)"))
-            keep = np.repeat(~bad, counts)
-            series, values, kinds = series[keep], values[keep], kinds[keep]
-            line_us, counts, line_nos = line_us[~bad], counts[~bad], line_nos[~bad]
-        self.errors.sort()
-        # Only series with a stored point are named: a field that was always a
-        # string (or malformed) must not make the server create a tag.
-        names = self.names
-        present = np.bincount(series, minlength=len(names)) > 0
-        if not present.all():
-            names = [name for name, p in zip(names, present.tolist(), strict=True) if p]
-            series = (np.cumsum(present) - 1).astype(np.uint32)[series]
-        return ParsedBatch(
-            names,
-            series,
-            np.repeat(line_us, counts),
-            values,
-            np.repeat(line_nos, counts),
-            self.errors,
-            self.lines,
+        line_ts = np.asarray(self.line_ts, dtype=np.int64)
+        stamped = np.ones(line_ts.shape[0], dtype=bool)
+        stamped[self.missing] = False
+        return Part(
+            at[series] if series.shape[0] else series,
+            np.asarray(self.values, dtype=np.float64),
             kinds,
+            np.asarray(self.line_nos, dtype=np.int64),
+            line_ts,
+            stamped,
+            np.asarray(self.line_counts, dtype=np.int64),
         )
 
 

@@ -27,12 +27,13 @@ series InfluxDB would store:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = [
     "FieldSkipped",
     "LineError",
     "esc",
+    "joined",
     "key_end",
     "lines",
     "prefix",
@@ -93,16 +94,23 @@ def lines(data: bytes) -> Iterator[tuple[int, bytes]]:
     each newline); only pieces holding a quote are scanned byte by byte.
     """
     pieces = data.split(b"\n")
-    last = len(pieces) - 1
     i = 0
-    while i <= last:
-        no, line = i + 1, pieces[i]
-        i += 1
-        # ... a newline that is the body's last byte ends the line whatever precedes it
-        while (i < last or (i == last and pieces[i])) and _continues(line):
-            line += b"\n" + pieces[i]
-            i += 1
+    while i < len(pieces):
+        no = i + 1
+        line, i = joined(pieces.__getitem__, i, len(pieces))
         yield no, line
+
+
+def joined(piece: Callable[[int], bytes], i: int, count: int) -> tuple[bytes, int]:
+    """The line that starts at piece ``i`` of ``count`` (a body cut at each newline), and
+    the index of the piece after it: pieces are joined while the newline is part of the line."""
+    line, last = piece(i), count - 1
+    i += 1
+    # ... a newline that is the body's last byte ends the line whatever precedes it
+    while (i < last or (i == last and piece(i))) and _continues(line):
+        line += b"\n" + piece(i)
+        i += 1
+    return line, i
 
 
 def _continues(line: bytes) -> bool:
