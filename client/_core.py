@@ -44,6 +44,7 @@ from xtsdb.protocol import (
     parse_response_header,
     raise_for_error,
 )
+from xtsdb.protocol.buffers import ReusableBuffers
 from xtsdb.protocol.declare import Empty
 from xtsdb.protocol.errors import InvalidInput, ProtocolError, XtsdbConnectionError
 
@@ -58,6 +59,8 @@ MAX_POINTS_PER_FRAME = 1_000_000
 MAX_RESPONSE_FRAME = 1 << 30
 """Largest response frame accepted: generous, as the server is trusted more than
 its clients, but bounded so a confused peer cannot make us allocate without limit."""
+RECEIVE_BUFFER_BYTES = 64 * 1024 * 1024
+"""Memory a client keeps to receive large answers in (reused once no result views it)."""
 FRAME_OVERHEAD = 1024  # msgpack map, keys, bin headers, op and id: a few hundred bytes
 
 T = TypeVar("T")
@@ -157,8 +160,11 @@ class Session(Generic[W]):
     ``forget`` are single ``dict.pop`` calls, atomic on their own.
     """
 
-    def __init__(self, max_frame: int = MAX_RESPONSE_FRAME) -> None:
-        self._decoder = FrameDecoder(max_frame)
+    def __init__(
+        self, max_frame: int = MAX_RESPONSE_FRAME, buffers: ReusableBuffers | None = None
+    ) -> None:
+        # Answers' large arrays are views of the buffer their frame was received in.
+        self._decoder = FrameDecoder(max_frame, views=True, buffers=buffers)
         self._pending: dict[int, tuple[Request, W]] = {}
         self._lock = threading.Lock()
         self.closed = False
@@ -184,6 +190,19 @@ class Session(Generic[W]):
         drops the connection.
         """
         self._decoder.feed(data)
+        return self._answered()
+
+    def read_buffer(self, size: int) -> memoryview:
+        """Where a transport that reads into memory puts the next bytes (``recv_into``):
+        a large answer's own buffer, so its arrays view what the socket wrote."""
+        return self._decoder.read_buffer(size)
+
+    def received(self, n: int) -> list[tuple[Request, W, dict[str, Any]]]:
+        """:meth:`feed` for ``n`` bytes written into the last :meth:`read_buffer`."""
+        self._decoder.received(n)
+        return self._answered()
+
+    def _answered(self) -> list[tuple[Request, W, dict[str, Any]]]:
         done = []
         for msg in self._decoder:
             req_id, _ok = parse_response_header(msg)
@@ -231,6 +250,9 @@ class ClientCore:
     server: str = field(init=False, default="")
     max_frame: int = field(init=False, default=DEFAULT_MAX_FRAME)
     _ids: Iterator[int] = field(init=False, default_factory=lambda: itertools.count(1))
+    buffers: ReusableBuffers = field(
+        init=False, repr=False, default_factory=lambda: ReusableBuffers(RECEIVE_BUFFER_BYTES)
+    )
 
     def __post_init__(self) -> None:
         target = parse_target(self.url)

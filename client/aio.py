@@ -158,7 +158,7 @@ class AsyncClient(AsyncDriver, AsyncPointBatching, Operations):
             raise XtsdbTimeout(f"connecting to {core.url} timed out") from None
         except OSError as exc:
             raise XtsdbConnectionError(f"cannot connect to {core.url}: {exc}") from exc
-        session: Session[Fut] = Session()
+        session: Session[Fut] = Session(buffers=core.buffers)
         self._reader_task = asyncio.create_task(self._read_loop(reader, writer, session))
         try:
             hello = self._send_on(session, writer, core.hello())

@@ -150,7 +150,7 @@ class Client(SyncDriver, PointBatching, Operations):
         except OSError as exc:
             raise XtsdbConnectionError(f"cannot connect to {core.url}: {exc}") from exc
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small requests go now
-        session: Session[Fut] = Session()
+        session: Session[Fut] = Session(buffers=core.buffers)
         ctx = core.ssl_context
         sock: Sock = raw if ctx is None else TlsSocket.connect(raw, ctx, core.host, core.url)
         reader = threading.Thread(
@@ -172,12 +172,12 @@ class Client(SyncDriver, PointBatching, Operations):
         try:
             while not session.closed:
                 try:
-                    data = sock.recv(READ_SIZE)
+                    done = self._receive(sock, session)
                 except TimeoutError:  # the socket timeout is for sendall; idle is fine
                     continue
-                if not data:
+                if done is None:
                     break
-                for _req, fut, resp in session.feed(data):
+                for _req, fut, resp in done:
                     fut.set_result(resp)
         except Exception as exc:  # OSError, ProtocolError, an error the server sent without id
             reason = f"connection to {self.url} lost: {exc}"
@@ -185,6 +185,16 @@ class Client(SyncDriver, PointBatching, Operations):
             self._drop(session, sock, reason)
             with self._send_lock:  # not under a sendall in flight, so the fd is not reused early
                 sock.close()
+
+    @staticmethod
+    def _receive(sock: Sock, session: Session[Fut]) -> list[tuple[Request, Fut, Any]] | None:
+        """The answers completed by the next bytes from ``sock``; None once it is closed."""
+        if isinstance(sock, TlsSocket):
+            data = sock.recv(READ_SIZE)
+            return session.feed(data) if data else None
+        # Straight into the session's buffer: a large answer lands where its arrays live.
+        n = sock.recv_into(session.read_buffer(READ_SIZE))
+        return session.received(n) if n else None
 
     def _drop(self, session: Session[Fut], sock: Sock, reason: str) -> None:
         for req, fut in session.close():

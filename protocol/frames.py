@@ -17,6 +17,7 @@ container so a hostile peer cannot make it allocate or recurse without bound.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -24,7 +25,9 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from .buffers import Bytes, ReusableBuffers
 from .errors import FrameTooLarge, ProtocolError
+from .msgpack_views import unpack_map_views
 
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 """Largest frame body (bytes) either side accepts unless configured otherwise."""
@@ -132,33 +135,12 @@ def encode_frame_parts(
     one big ``bytes`` first. The caller must not modify those buffers until
     they are sent.
     """
-    packer = msgpack.Packer(use_bin_type=True, default=_pack_default)
-    parts: list[bytes | memoryview] = []
-    small = bytearray()  # packed bytes since the last large piece
-
-    def walk(obj: Any) -> None:
-        nonlocal small
-        if isinstance(obj, dict):
-            small += packer.pack_map_header(len(obj))
-            for key, value in obj.items():
-                small += packer.pack(key)
-                walk(value)
-        elif isinstance(obj, list | tuple):
-            small += packer.pack_array_header(len(obj))
-            for value in obj:
-                walk(value)
-        elif (raw := _large_bin(obj)) is not None:
-            small += _bin_header(len(raw))
-            parts.append(bytes(small))
-            parts.append(raw)
-            small = bytearray()
-        else:
-            small += packer.pack(obj)
-
+    out = _Parts()
     try:
-        walk(msg)
+        out.walk(msg)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"cannot encode message: {exc}") from exc
+    parts, small = out.parts, out.small
     if small or not parts:
         parts.append(bytes(small))
     size = sum(len(p) for p in parts)  # byte views: len() is the byte count
@@ -168,21 +150,61 @@ def encode_frame_parts(
     return parts
 
 
+class _Parts:
+    """The pieces of one frame being built (a class, not a closure: a recursive
+    closure is a reference cycle, and the cycle would keep the large pieces --
+    views of a query's result buffers -- alive until the garbage collector runs)."""
+
+    def __init__(self) -> None:
+        self.packer = msgpack.Packer(use_bin_type=True, default=_pack_default)
+        self.parts: list[bytes | memoryview] = []
+        self.small = bytearray()  # packed bytes since the last large piece
+
+    def walk(self, obj: Any) -> None:
+        packer = self.packer
+        if isinstance(obj, dict):
+            self.small += packer.pack_map_header(len(obj))
+            for key, value in obj.items():
+                self.small += packer.pack(key)
+                self.walk(value)
+        elif isinstance(obj, list | tuple):
+            self.small += packer.pack_array_header(len(obj))
+            for value in obj:
+                self.walk(value)
+        elif (raw := _large_bin(obj)) is not None:
+            self.small += _bin_header(len(raw))
+            self.parts.append(bytes(self.small))
+            self.parts.append(raw)
+            self.small = bytearray()
+        else:
+            self.small += packer.pack(obj)
+
+
 def decode_body(
-    body: bytes | bytearray | memoryview, max_frame: int = DEFAULT_MAX_FRAME
+    body: bytes | bytearray | memoryview, max_frame: int = DEFAULT_MAX_FRAME, views: bool = False
 ) -> dict[str, Any]:
-    """One untrusted frame body as a ``dict`` with ``str`` keys, or :class:`ProtocolError`."""
+    """One untrusted frame body as a ``dict`` with ``str`` keys, or :class:`ProtocolError`.
+
+    With ``views``, ``bin`` values of the top-level map of at least
+    :data:`BIN_INLINE_MAX` bytes are read-only ``memoryview`` s of ``body``
+    instead of copies (:mod:`.msgpack_views`): whoever keeps them keeps ``body``.
+    """
+    unpack = functools.partial(
+        msgpack.unpackb,
+        raw=False,
+        strict_map_key=True,
+        max_bin_len=max_frame,
+        max_str_len=min(MAX_STR_LEN, max_frame),
+        max_array_len=MAX_ARRAY_LEN,
+        max_map_len=MAX_MAP_LEN,
+        max_ext_len=0,
+    )
     try:
-        obj = msgpack.unpackb(
-            body,
-            raw=False,
-            strict_map_key=True,
-            max_bin_len=max_frame,
-            max_str_len=min(MAX_STR_LEN, max_frame),
-            max_array_len=MAX_ARRAY_LEN,
-            max_map_len=MAX_MAP_LEN,
-            max_ext_len=0,
-        )
+        if views:
+            view = memoryview(body).toreadonly()
+            obj = unpack_map_views(view, unpack, BIN_INLINE_MAX, MAX_ARRAY_LEN, MAX_MAP_LEN)
+        else:
+            obj = unpack(body)
     # Untrusted bytes: whatever the unpacker raises (ValueError and its msgpack
     # subclasses, UnicodeDecodeError, TypeError, OverflowError, RecursionError,
     # ...) means the frame is not a valid message, never that the server broke.
@@ -204,6 +226,15 @@ class FrameDecoder:
     unpacked by :meth:`next_message`, so a 60 MB frame in 64 KiB pieces is
     copied once on the way in.
 
+    With ``views`` (the client's side: it trusts its server's answers to be
+    worth keeping), a body of at least :data:`BIN_INLINE_MAX` bytes is received
+    into a buffer of its own, exactly its size (from ``buffers`` when given:
+    reused once no message refers to it), and its large ``bin`` values come
+    out as views of that buffer, not copies. A transport that can read into
+    memory asks :meth:`read_buffer` where to put the next bytes and reports
+    them with :meth:`received`: a large body then goes from the socket to its
+    buffer with no copy in between, and small frames through a scratch buffer.
+
     A bad length prefix (zero, or over ``max_frame``) makes the stream unusable
     -- there is no way to find the next frame -- so :meth:`feed` raises and every
     later :meth:`feed` raises the same error; frames completed before the bad
@@ -213,16 +244,28 @@ class FrameDecoder:
     iterate again to go on).
     """
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        *,
+        views: bool = False,
+        buffers: ReusableBuffers | None = None,
+    ) -> None:
         if max_frame < 1:
             raise ValueError("max_frame must be >= 1")
         self.max_frame = max_frame
         self._prefix = bytearray()  # partial length prefix (< 4 bytes)
         self._body = bytearray()  # partial body of the current frame
         self._body_len = -1  # length of the current frame's body; -1 while reading a prefix
-        self._ready: deque[bytearray] = deque()  # complete bodies not yet decoded
+        self._ready: deque[bytearray | Bytes] = deque()  # complete bodies not yet decoded
         self._buffered = 0
         self._failed: ProtocolError | None = None
+        self._views = views
+        self._buffers = buffers
+        self._big: Bytes | None = None  # a large body, received in place
+        self._filled = 0  # bytes of it received
+        self._scratch = bytearray(0)  # where read_buffer puts bytes between large bodies
+        self._lent_big = False  # read_buffer's last answer was the large body
 
     @property
     def buffered(self) -> int:
@@ -234,7 +277,26 @@ class FrameDecoder:
         """Bytes that complete the current prefix or body; 4 between frames."""
         if self._body_len < 0:
             return PREFIX_SIZE - len(self._prefix)
-        return self._body_len - len(self._body)
+        return self._body_len - (self._filled if self._big is not None else len(self._body))
+
+    def read_buffer(self, size: int = 1 << 18) -> memoryview:
+        """Where the next bytes of the stream should go (``socket.recv_into``); at most
+        ``size`` bytes unless a large body is being received in place."""
+        self._lent_big = self._big is not None
+        if self._big is not None:
+            return self._big.data[self._filled :]
+        if len(self._scratch) != size:
+            self._scratch = bytearray(size)
+        return memoryview(self._scratch)
+
+    def received(self, n: int) -> None:
+        """``n`` bytes were put at the start of the last :meth:`read_buffer`."""
+        if not self._lent_big:
+            self.feed(memoryview(self._scratch)[:n])
+        elif n:
+            self._buffered += n
+            self._filled += n
+            self._finish_big()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Take the next bytes of the stream; raise at once on a bad length prefix."""
@@ -261,9 +323,26 @@ class FrameDecoder:
             raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
         self._body_len = length
         self._prefix.clear()
+        if self._views and length >= BIN_INLINE_MAX:
+            buf = self._buffers.take(length) if self._buffers is not None else None
+            self._big = buf[:length] if buf is not None else np.empty(length, np.uint8)
+            self._filled = 0
         return view[take:]
 
+    def _finish_big(self) -> None:
+        if self._big is not None and self._filled == self._body_len:
+            self._ready.append(self._big)
+            self._big = None
+            self._body_len = -1
+
     def _take_body(self, view: memoryview) -> memoryview:
+        if self._big is not None:
+            take = min(self._body_len - self._filled, len(view))
+            self._big[self._filled : self._filled + take] = view[:take]
+            self._buffered += take
+            self._filled += take
+            self._finish_big()
+            return view[take:]
         take = self._body_len - len(self._body)
         if not self._body and len(view) >= take:
             self._ready.append(bytearray(view[:take]))  # whole body in this piece: one copy
@@ -288,6 +367,8 @@ class FrameDecoder:
             return None
         body = self._ready.popleft()
         self._buffered -= PREFIX_SIZE + len(body)
+        if isinstance(body, np.ndarray):
+            return decode_body(body.data, self.max_frame, views=True)
         return decode_body(body, self.max_frame)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

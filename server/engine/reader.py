@@ -28,6 +28,7 @@ from .block_codec import decode_block
 from .container import crc32
 from .membuffer import Columns
 from .multiblock import MIN_BLOCKS, decode_blocks
+from .result_pool import ResultPool
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class BlockReader:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._fds: dict[str, int] = {}
+        self.pool = ResultPool()  # inline reads decode into buffers reused across queries
         self.shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
     def read(
@@ -120,8 +122,7 @@ class BlockReader:
             parallel = self.workers > 0 and total >= self.parallel_min_points and len(refs) > 1
         if parallel:
             return self._read_parallel(refs, total, extra)
-        size = total + extra
-        out = (np.empty(size, np.int64), np.empty(size, np.float64), np.empty(size, np.uint8))
+        out = self.pool.columns(total + extra)
         if len(refs) >= MIN_BLOCKS:
             bodies = [_read_checked(self._fd(r.path), r) for r in refs]
             counts = [r.count for r in refs]
@@ -206,6 +207,7 @@ class BlockReader:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+        self.pool.clear()
 
 
 def _split(refs: list[BlockRef], parts: int) -> list[list[tuple[BlockRef, int]]]:
