@@ -15,6 +15,8 @@ route                  what                                        token
 ``/query``             InfluxQL (:mod:`.influxql_route`)           any role [#]_
 ``/api/v1/write``      Prometheus remote write (:mod:`.http_prom`) write
 ``/api/v1/read``       Prometheus remote read                      any role
+``/``, ``/console/*``  the web console's page (:mod:`.console`)    none
+``/api/console/*``     the console's JSON API                      any role
 =====================  ==========================================  ==============
 
 .. [#] ``CREATE DATABASE`` needs the ``write`` role.
@@ -37,6 +39,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from xtsdb.server.auth import Authenticator
+from xtsdb.server.console import ConsoleRoutes
 from xtsdb.server.context import ServerContext
 from xtsdb.server.http_endpoint import HttpLimits, HttpListener, Router
 from xtsdb.server.http_gate import DataGate
@@ -72,6 +75,7 @@ class HttpApi(HttpListener):
         self.ops.add_to(router, metrics_check=gate.check("read"))
         self.influx.add_to(router)
         self.prom.add_to(router)
+        ConsoleRoutes(gate).add_to(router)
         super().__init__(
             router,
             limits,
