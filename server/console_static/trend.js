@@ -11,6 +11,7 @@ xc.trend = {
   end: null, // ms of the right edge; null: now (follows the clock)
   live: false,
   seq: 0,
+  drawnSeq: 0,
   shown: null, // the plot answer the chart was drawn from
   timing: null, // {request_ms, drawn_ms} of the last draw
   timer: null,
@@ -155,6 +156,7 @@ xc.trend = {
     performance.measure("xtsdb-trend-request", { start: t0, end: t1 });
     performance.measure("xtsdb-trend-drawn", { start: t0, end: t2 });
     this.shown = answer;
+    this.drawnSeq = seq; // tests and the bench wait for a draw newer than one they saw
     this.table(answer);
     this.schedule(seq, t0);
   },
