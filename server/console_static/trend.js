@@ -33,6 +33,7 @@ xc.trend = {
   // Open the view on some tags (from the tag browser).
   open(names) {
     this.tags = names;
+    this.end = null; // newly picked tags open on the latest data
     location.hash = "#trend?" + new URLSearchParams(this.urlParams()).toString();
   },
 
@@ -151,6 +152,9 @@ xc.trend = {
     const t1 = performance.now();
     xc.say("");
     await this.draw(answer, from, to);
+    // Drawn: Plotly has rendered and the browser has reached its next frame.
+    await new Promise((resolve) => requestAnimationFrame(() => resolve()));
+    if (seq !== this.seq) return;
     const t2 = performance.now();
     this.timing = { request_ms: t1 - t0, drawn_ms: t2 - t0 };
     performance.measure("xtsdb-trend-request", { start: t0, end: t1 });
