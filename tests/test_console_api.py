@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import tomllib
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -238,3 +239,14 @@ def test_tokens_as_for_query(server_factory: Callable[..., ServerThread]) -> Non
         assert api(port, route, p)[0] == 401, route
         assert api(port, route, p, Authorization="Bearer wrong-0123456789abcdef")[0] == 401
         assert api(port, route, p, Authorization=f"Bearer {READ}")[0] == 200, route
+
+
+def test_every_static_file_is_package_data() -> None:
+    """The wheel carries the console: pyproject's glob covers every file (no subfolders)."""
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["xtsdb.server"]
+    assert "console_static/*" in globs
+    files = list((root / "server" / "console_static").iterdir())
+    assert files and all(f.is_file() for f in files)
+    assert {f.name for f in files} >= {"index.html", "style.css", "api.js", "trend.js"}
