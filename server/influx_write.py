@@ -84,21 +84,21 @@ def prepare(engine: Engine, data: bytes, precision: str, now_us: int, first_line
     types = np.zeros(len(parsed.names), dtype=np.uint8)  # codes into VALUE_TYPES
     refused: list[int] = []
     strict: list[int] = []
-    catalog = engine.catalog
     new_types = _NEW_TYPE[parsed.series_kinds()].tolist()
-    for i, name in enumerate(parsed.names):  # a loop per series, not per point
-        info = catalog.get(name)
-        if info is None:
-            try:
-                info = _create(engine, name, VALUE_TYPES[new_types[i]])
-            except InvalidInput as exc:  # a bad name (or no ids left)
-                refused.append(i)
-                lines = np.unique(parsed.point_lines[parsed.series == i]).tolist()
-                out.errors += [(first_line + no, f"tag {name!r}: {exc}") for no in lines]
-                continue
-            out.created += 1  # missing when seen (a concurrent request may have made it)
-            if info is None:  # removed again by a concurrent tag_remove
-                raise InvalidInput(f"tag {name!r} was removed while being written")
+    infos: list[TagInfo | InvalidInput | None] = [engine.catalog.get(n) for n in parsed.names]
+    missing = [i for i, info in enumerate(infos) if info is None]
+    if missing:  # all of them in one catalog transaction: one fsync, not one per name
+        items = [(parsed.names[i], {"value_type": VALUE_TYPES[new_types[i]]}) for i in missing]
+        for i, made in zip(missing, engine.create_tags(items), strict=True):
+            infos[i] = made
+            out.created += not isinstance(made, InvalidInput)
+    for i, info in enumerate(infos):  # a loop per series, not per point
+        if not isinstance(info, TagInfo):  # a bad name (or no ids left): its lines say why
+            refused.append(i)
+            lines = np.unique(parsed.point_lines[parsed.series == i]).tolist()
+            name = parsed.names[i]
+            out.errors += [(first_line + no, f"tag {name!r}: {info}") for no in lines]
+            continue
         ids[i] = info.id
         types[i] = VALUE_TYPES.index(info.value_type)
         if info.duplicates == "reject":
@@ -129,17 +129,6 @@ def prepare(engine: Engine, data: bytes, precision: str, now_us: int, first_line
             out.batches.append(Queued(batch, point_lines[keep], name))
     out.errors.sort()
     return out
-
-
-def _create(engine: Engine, name: str, value_type: str) -> TagInfo:
-    """The tag ``name``, made with ``value_type`` unless another request made it meanwhile."""
-    try:
-        return engine.create_tag(name, value_type=value_type)
-    except InvalidInput:
-        info = engine.catalog.get(name)  # created meanwhile by another request?
-        if info is None:
-            raise  # a bad name (or no ids left)
-        return info
 
 
 def _conflicts(

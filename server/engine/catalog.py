@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,56 @@ class Catalog:
             )
             self._put(info)
             return info
+
+    def create_many(
+        self, items: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[TagInfo | InvalidInput]:
+        """Tags ``(name, settings)``, all new ones in one transaction (one fsync).
+
+        Aligned with ``items``: the tag (new, or already there by that name: a
+        concurrent writer may have made it) or the :class:`InvalidInput` that
+        refused its name or settings, which refuses nothing else. Nothing is in
+        memory before the transaction is committed.
+        """
+        out: list[TagInfo | InvalidInput] = []
+        checked: list[dict[str, Any] | InvalidInput] = []
+        for name, meta in items:
+            try:
+                _check_name(name)
+                checked.append(_check_meta(meta))
+            except InvalidInput as exc:
+                checked.append(exc)
+        with self._lock:
+            tag_id = max(max(self._by_id, default=-1), self._max_used_id())
+            new: dict[str, TagInfo] = {}
+            now = time.time_ns() // 1000
+            for (name, _), fields in zip(items, checked, strict=True):
+                if isinstance(fields, InvalidInput):
+                    out.append(fields)
+                    continue
+                info = self._by_name.get(name) or new.get(name)
+                if info is None:
+                    tag_id += 1
+                    if tag_id > 0xFFFFFFFF:
+                        out.append(InvalidInput("no tag ids left"))
+                        continue
+                    info = new[name] = TagInfo(tag_id, name, created_us=now, **fields)
+                out.append(info)
+            if new:
+                rows = [(*_values(i), _row_crc(i)) for i in new.values()]
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(
+                        f"INSERT INTO tags ({_COLUMNS}, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                for info in new.values():
+                    self._put(info)
+        return out
 
     def update(self, key: int | str, **meta: Any) -> TagInfo:
         fields = _check_meta(meta)

@@ -9,7 +9,7 @@ one timestamp cannot both get in.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,16 @@ class TagPolicies:
         info = self.catalog.create(name, **meta)
         self._set_policy(info)
         return info
+
+    def create_many(
+        self, items: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[TagInfo | InvalidInput]:
+        """Tags ``(name, settings)`` in one catalog transaction (see ``Catalog.create_many``)."""
+        out = self.catalog.create_many(items)
+        for info in out:
+            if isinstance(info, TagInfo):
+                self._set_policy(info)
+        return out
 
     def get_or_create(self, name: str) -> int:
         info = self.catalog.get(name)

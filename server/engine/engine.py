@@ -26,7 +26,7 @@ from typing import Any
 
 from numpy.typing import ArrayLike
 
-from xtsdb.protocol.errors import EngineClosed, StorageError, XtsdbError
+from xtsdb.protocol.errors import EngineClosed, InvalidInput, StorageError, XtsdbError
 
 from . import analytics, recovery
 from .aggregate import Buckets
@@ -238,6 +238,13 @@ class Engine:
     def create_tag(self, name: str, **meta: Any) -> TagInfo:
         """Name a new tag (with unit, description, value_type, duplicates, retention_us)."""
         return self._policies.create(name, **meta)
+
+    def create_tags(
+        self, items: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[TagInfo | InvalidInput]:
+        """Tags ``(name, settings)``, the new ones in one durable catalog transaction; each
+        item's tag (made now or before) or the InvalidInput that refused it alone."""
+        return self._policies.create_many(items)
 
     def get_or_create_tag(self, name: str) -> int:
         """The id of the tag named ``name``, creating it (default settings) if absent.
