@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from .lp_batch import Part
 from .lp_grammar import joined
-from .lp_numbers import MAX_WIDTH, group, integers, padded, values
+from .lp_numbers import MAX_WIDTH, Body, group, integers, values
 
 __all__ = ["Columns", "scan"]
 
@@ -91,7 +91,8 @@ def scan(data: bytes, prefix_of: Namer, field_of: Namer) -> Columns:
     neither has the name: the catalog's rule against them needs no check here."""
     if not data:
         return Columns()
-    buf = np.frombuffer(data, np.uint8)
+    body = Body(data)
+    buf = body.buf
     low = np.flatnonzero(buf < 32)
     newline = buf[low] == 10
     nl = low[newline]
@@ -120,9 +121,8 @@ def scan(data: bytes, prefix_of: Namer, field_of: Namer) -> Columns:
     out = Columns()
     lines, cm, eq = _candidates(buf, starts, ends, plain)
     plain[:] = False
-    wide = padded(data)
     while lines.piece.shape[0]:  # at most once per check that can refuse a line
-        ok = _read(data, wide, lines, cm, eq, (prefix_of, field_of), out)
+        ok = _read(data, body, lines, cm, eq, (prefix_of, field_of), out)
         if ok is None:
             plain[lines.piece] = True
             break
@@ -165,7 +165,7 @@ def _ranges(lo: I64, hi: I64) -> I64:
 
 def _read(
     data: bytes,
-    buf: npt.NDArray[np.uint8],
+    body: Body,
     ln: _Lines,
     cm: I64,
     eq: I64,
@@ -173,7 +173,7 @@ def _read(
     out: Columns,
 ) -> npt.NDArray[np.bool_] | None:
     """Read ``ln`` into ``out`` and return None, or return which lines to keep and try again
-    (the others go to the exact parser). ``buf``: the body, :func:`.lp_numbers.padded`."""
+    (the others go to the exact parser)."""
     nf = ln.c1 - ln.c0 + 1
     first = np.cumsum(nf) - nf  # each line's first field
     fline = np.repeat(np.arange(nf.shape[0]), nf)
@@ -196,14 +196,14 @@ def _read(
     ok &= (ln.key_end - ln.start <= MAX_WIDTH) & (~stamped | (slen <= _MAX_STAMP))
     if not ok.all():
         return ok
-    x, kinds, good, slow = values(buf, eqs + 1, vlen)
-    ts, ts_ok = integers(buf, ln.fields_end + 1, np.where(stamped, slen, 1))
+    x, kinds, good, slow = values(body, eqs + 1, vlen)
+    ts, ts_ok = integers(body, ln.fields_end + 1, np.where(stamped, slen, 1))
     ok[fline[~good]] = False
     ok &= ~stamped | ts_ok
     if not ok.all():
         return ok
-    keys, key_first = group(buf, ln.start, ln.key_end - ln.start)
-    fks, fk_first = group(buf, lo + 1, klen, int(nf[0]) if (nf == nf[0]).all() else 0)
+    keys, key_first = group(body, ln.start, ln.key_end - ln.start)
+    fks, fk_first = group(body, lo + 1, klen, int(nf[0]) if (nf == nf[0]).all() else 0)
     a, b = ln.start[key_first].tolist(), ln.key_end[key_first].tolist()
     prefixes = _names(namers[0], [data[i:j] for i, j in zip(a, b, strict=True)])
     a, b = (lo[fk_first] + 1).tolist(), eqs[fk_first].tolist()
