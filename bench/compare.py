@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import compare_grafana, data, report
+from bench import compare_grafana, compare_lp, data, report
 from bench.peers import SYSTEMS, System, dir_bytes
 
 HOUR = 3600
@@ -324,6 +324,8 @@ def bench_system(run: Run, cls: type[System]) -> None:
     finally:
         fresh.stop()
         shutil.rmtree(fresh.workdir, ignore_errors=True)
+    run.deadline.check("line protocol")
+    compare_lp.row(cls, run.workdir, res, lambda text: run.note(name, text))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -383,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     facts["load average at end (1/5/15 min)"] = "/".join(f"{x:.2f}" for x in os.getloadavg())
     stem = "quick" if a.quick else "latest"
     shape = f"{a.tags} tags x {a.points} points; concurrency {a.concurrency_seconds:.0f}s"
-    verdicts = [compare_grafana.verdict(run.results)]
+    verdicts = [compare_grafana.verdict(run.results), compare_lp.verdict(run.results)]
     report.emit(run.results, names, facts, run.notes, a.out, stem, shape, None, verdicts)
     return status
 

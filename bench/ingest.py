@@ -2,12 +2,16 @@
 
     .venv/bin/python -m bench.ingest             # 5 M CSV rows, 400 K line-protocol lines
     .venv/bin/python -m bench.ingest --quick     # 500 K rows, 100 K lines (< 1 min)
+    .venv/bin/python -m bench.ingest --parser    # line-protocol parsers alone, no server
 
 The server is a subprocess (``python -m xtsdb.server``, default durability
 fsync) with its InfluxDB endpoint on; the importer is this process, exactly
 what ``xtsdb import`` runs. Inputs are generated into a temporary directory
 before any timer starts. Baselines measured in the same run say where the
 time goes: parsing alone (no server) and writing pre-parsed columns alone.
+The line-protocol parser alone is timed both ways, the exact parser line by
+line (``parse_exact``) and the columnar path (``parse``), on the Telegraf-like
+bodies here and on bench/compare_lp.py's bodies (5 fields a line).
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ import numpy as np
 if __package__ in (None, ""):  # run as a file: make `bench` and the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import compare_lp
 from bench._util import Row, check, table
 from bench.server import server
 from xtsdb.client import connect
 from xtsdb.client.csv_chunks import parse_long
 from xtsdb.client.importexport import Importer
-from xtsdb.protocol.line_protocol import parse
+from xtsdb.protocol.line_protocol import parse, parse_exact
 from xtsdb.server.process import free_port
 
 TAGS = 100
@@ -122,6 +127,34 @@ def bench_csv(base: str, path: Path, rows: int, out: list[Row]) -> None:
     out.append(Row(what, rate(rows, write_s, "pts")))
 
 
+def parsers(what: str, bodies: list[bytes], precision: str, out: list[Row]) -> None:
+    """The exact parser against the columnar path on the same bodies, best of 3 rounds."""
+    lines = sum(b.count(b"\n") for b in bodies)
+    best = {}
+    for fn in (parse_exact, parse):
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for body in bodies:
+                fn(body, precision)
+            times.append(time.perf_counter() - t0)
+        best[fn.__name__] = min(times)
+    old, new = best["parse_exact"], best["parse"]
+    out.append(Row(f"line protocol parser alone, {what}", ""))
+    out.append(
+        Row("  exact parser, line by line (parse_exact)", f"{lines / old / 1e3:,.0f} K lines/s")
+    )
+    speed = f"{lines / new / 1e3:,.0f} K lines/s ({old / new:.2f}x the exact parser)"
+    out.append(Row("  columnar path (parse)", speed))
+
+
+def bench_parsers(lines: int, out: list[Row]) -> None:
+    parsers(f"Telegraf-like cpu bodies, {lines:,} lines x 4 fields", make_lp(lines), "ns", out)
+    five = compare_lp.bodies(lines // 2_000, 2_000)
+    n = sum(b.count(b"\n") for b in five)
+    parsers(f"bench/compare_lp.py bodies, {n:,} lines x 5 fields", five, "u", out)
+
+
 def bench_lp(base: str, lines: int, out: list[Row]) -> None:
     bodies = make_lp(lines)
     t0 = time.perf_counter()
@@ -156,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="500 K rows, 100 K lines")
     ap.add_argument("--dir", default="/tmp/xtsdb-bench", help="parent of the data dirs (real disk)")
+    ap.add_argument("--parser", action="store_true", help="only the line-protocol parsers")
     args = ap.parse_args(argv)
     rows, lines = (500_000, 100_000) if args.quick else (5_000_000, 400_000)
     os.makedirs(args.dir, exist_ok=True)
@@ -163,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"machine: {os.cpu_count()} cores; load average {load:.2f}; numpy {np.__version__}"
     print(f"{machine}; server: python -m xtsdb.server, durability fsync", flush=True)
     out: list[Row] = []
+    bench_parsers(lines, out)
+    if args.parser:
+        print("\n".join(["", *table(out)]))
+        return 0
     with tempfile.TemporaryDirectory(prefix="ingest-", dir=args.dir) as d:
         path = Path(d) / "long.csv"
         make_csv(path, rows)

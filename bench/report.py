@@ -65,6 +65,14 @@ METRICS = (
     # bench/compare_grafana.py: a panel's query over HTTP (InfluxQL / query_range).
     Metric("grafana", "Grafana panel, mean/1 min, 24 h x 10 tags (median)", "ms", False, _FAST),
     Metric("grafana_p95", "Grafana panel, mean/1 min, 24 h x 10 tags (p95)", "ms", False, _FAST),
+    # bench/compare_lp.py: 5,000-line bodies of 5 fields through each /write.
+    Metric(
+        "lp_lines",
+        "line protocol /write, 5,000 lines x 5 fields",
+        "lines/s",
+        True,
+        {"victoriametrics": 2.0},
+    ),
 )
 
 
@@ -77,7 +85,7 @@ def ratio(m: Metric, xtsdb: float | None, peer: float | None) -> float | None:
 def fmt_value(v: float | None, unit: str) -> str:
     if v is None:
         return "n/a"
-    if unit == "points/s":
+    if unit in ("points/s", "lines/s"):
         return f"{v:,.0f}"
     return f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
 
