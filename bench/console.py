@@ -1,6 +1,6 @@
 """Web console benchmark: open a trend of one year of 1 s data in a real browser.
 
-    python -m bench.console [--quick] [--reps 7] [--out bench/results/console.md]
+    python -m bench.console [--quick] [--reps 7] [--out bench/results/console.txt]
 
 A data directory is filled in process (one tag, a year of 1 s points ending
 now: 31.5 M points; ``--quick``: a twentieth of a year), sealed, and served by
@@ -139,6 +139,10 @@ def run(quick: bool, reps: int) -> list[str]:
             "browser: year trend drawn after request", statistics.median(drawn), "ms", 300, False
         ),
         check("browser: its plot request", statistics.median(request), "ms", 100, False),
+        Row(
+            "browser: response to chart drawn",
+            fmt([b - a for a, b in zip(request, drawn, strict=True)]),
+        ),
         Row("browser: drawn, each load", fmt(drawn)),
         Row("browser: request, each load", fmt(request)),
         Row("python: plot request, 1 year", fmt(year)),
