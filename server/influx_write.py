@@ -109,8 +109,13 @@ def prepare(engine: Engine, data: bytes, precision: str, now_us: int, first_line
     series, ts, values, point_lines = series[ok], ts[ok], values[ok], point_lines[ok]
     plain = ~np.isin(series, refused + strict)
     if plain.any():
-        batch = WriteBatch.build(ids[series[plain]], ts[plain], values[plain])
-        out.batches.append(Queued(batch, point_lines[plain]))
+        keep = np.flatnonzero(plain)
+        if len(parsed.names) <= 1 << 16:
+            # Grouped by series here, stably: numpy sorts 16-bit keys by radix, where
+            # WriteBatch.build would sort the lines' interleaved tag ids by comparison.
+            keep = keep[np.argsort(series[keep].astype(np.uint16), kind="stable")]
+        batch = WriteBatch.build(ids[series[keep]], ts[keep], values[keep])
+        out.batches.append(Queued(batch, point_lines[keep]))
     for i in strict:
         name = parsed.names[i]
         mine = np.flatnonzero(series == i)
