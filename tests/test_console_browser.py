@@ -381,8 +381,21 @@ def test_bad_input_gives_a_message_and_the_server_carries_on(page: Page) -> None
             page.until(lambda w=words: w in page.js(message), f"the message for {start}..{end}")
         seq = page.js("return xc.trend.drawnSeq")
         page.d.find_element(By.CSS_SELECTOR, "#presets button[data-last='15m']").click()
-        page.wait_drawn(seq)
-        assert page.js(message) == ""
+        shown = page.wait_drawn(seq)
+        assert page.js(message) == "" and shown["end"] - shown["start"] == 900 * SEC
+        # a good absolute range (UTC) is drawn as given
+        start_s = now_us() // SEC - 1800
+        iso = [time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) for t in (start_s, start_s + 600)]
+        page.js(
+            "document.getElementById('range-from').value = arguments[0];"
+            "document.getElementById('range-to').value = arguments[1];",
+            *iso,
+        )
+        seq = page.js("return xc.trend.drawnSeq")
+        page.d.find_element(By.ID, "range-apply").click()
+        shown = page.wait_drawn(seq)
+        assert (shown["start"], shown["end"]) == (start_s * SEC, (start_s + 600) * SEC)
+        page.check_chart_matches_api()
         assert page.errors(allowed=("/api/console/plot", "status of 400", "status of 404")) == []
 
 
