@@ -1,7 +1,9 @@
 """``AsyncClient``: the asyncio transport around :mod:`._core`.
 
-One connection; a reader task feeds received bytes to the session, which
-completes the waiting futures by request id, so any number of calls can be in
+One connection, a :class:`_Link` (an ``asyncio.BufferedProtocol``): the event
+loop reads straight into the session's buffers -- a large answer into the
+buffer its arrays will view -- and the session completes the waiting futures
+by request id, so any number of calls can be in
 flight at once (``asyncio.gather`` pipelines them). Every operation is a plan
 declared once (:mod:`._ops`, :mod:`.historian`) and run by
 :meth:`AsyncClient._drive`; this module only moves bytes, waits and
@@ -13,8 +15,8 @@ answered; other tasks wait in ``_reconnect`` until then.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -31,6 +33,79 @@ Sent = tuple[Request, Fut, Session[Fut]]
 READ_SIZE = 1 << 18
 
 
+class _Link(asyncio.BufferedProtocol):
+    """One connection: bytes in go to the session in place, frames out go to the transport."""
+
+    def __init__(
+        self, session: Session[Fut], url: str, lost: Callable[[Session[Fut], _Link, str], None]
+    ) -> None:
+        self.session, self.url, self._lost = session, url, lost
+        self.transport: asyncio.Transport | None = None
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drained: asyncio.Future[None] | None = None  # set while writing is paused
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.session.read_buffer(READ_SIZE)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            done = self.session.received(nbytes)
+        except Exception as exc:  # ProtocolError, an error the server sent without id
+            self._lost(self.session, self, f"connection to {self.url} lost: {exc}")
+            return
+        for _req, fut, resp in done:
+            if not fut.done():
+                fut.set_result(resp)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = "the server closed the connection"
+        if exc is not None:
+            reason = f"connection to {self.url} lost: {exc}"
+        self._lost(self.session, self, reason)
+        self.resume_writing()  # a drain waiting for a dead connection returns
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drained is not None:
+            if not self._drained.done():
+                self._drained.set_result(None)
+            self._drained = None
+
+    async def drain(self) -> None:
+        """Wait while the transport's buffer is over its high-water mark."""
+        if self._drained is not None:
+            await asyncio.shield(self._drained)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def get_extra_info(self, name: str) -> Any:
+        return None if self.transport is None else self.transport.get_extra_info(name)
+
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+
 class AsyncClient(AsyncDriver, AsyncPointBatching, Operations):
     """An xtsdb client for asyncio; ``async with await AsyncClient.connect(url) as c: ...``.
 
@@ -42,8 +117,7 @@ class AsyncClient(AsyncDriver, AsyncPointBatching, Operations):
 
     def _setup(self) -> None:
         self._session: Session[Fut] | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._writer: _Link | None = None
         self._connect_lock = asyncio.Lock()
         self._setup_points()
 
@@ -95,7 +169,7 @@ class AsyncClient(AsyncDriver, AsyncPointBatching, Operations):
         return self._send_on(session, writer, req)
 
     @staticmethod
-    def _send_on(session: Session[Fut], writer: asyncio.StreamWriter, req: Request) -> Sent:
+    def _send_on(session: Session[Fut], writer: _Link, req: Request) -> Sent:
         fut: Fut = asyncio.get_running_loop().create_future()
         session.track(req, fut)
         writer.write(req.frame)
@@ -108,8 +182,7 @@ class AsyncClient(AsyncDriver, AsyncPointBatching, Operations):
     async def _drain(self) -> None:
         # Backpressure for big writes; a lost connection is reported by the reader.
         if self._writer is not None:
-            with contextlib.suppress(OSError):
-                await self._writer.drain()
+            await self._writer.drain()
 
     async def _wait(self, sent: Sent, timeout: float | None) -> dict[str, Any]:
         req, fut, session = sent
@@ -148,18 +221,19 @@ class AsyncClient(AsyncDriver, AsyncPointBatching, Operations):
 
     async def _open(self) -> None:
         core = self._core
+        session: Session[Fut] = Session(buffers=core.buffers)
         try:
             tls: dict[str, Any] = {}
             if core.ssl_context is not None:  # the timeout below covers the handshake too
                 tls = {"ssl": core.ssl_context, "server_hostname": core.host}
-            conn = asyncio.open_connection(core.host, core.port, **tls)
-            reader, writer = await asyncio.wait_for(conn, self.timeout)
+            conn = asyncio.get_running_loop().create_connection(
+                lambda: _Link(session, self.url, self._drop), core.host, core.port, **tls
+            )
+            _transport, writer = await asyncio.wait_for(conn, self.timeout)
         except TimeoutError:
             raise XtsdbTimeout(f"connecting to {core.url} timed out") from None
         except OSError as exc:
             raise XtsdbConnectionError(f"cannot connect to {core.url}: {exc}") from exc
-        session: Session[Fut] = Session(buffers=core.buffers)
-        self._reader_task = asyncio.create_task(self._read_loop(reader, writer, session))
         try:
             hello = self._send_on(session, writer, core.hello())
             core.hello_done(await self._wait(hello, self.timeout))
@@ -170,21 +244,7 @@ class AsyncClient(AsyncDriver, AsyncPointBatching, Operations):
         # then, so their requests follow hello's answer (and use the server's max_frame).
         self._session, self._writer = session, writer
 
-    async def _read_loop(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: Session[Fut]
-    ) -> None:
-        reason = "the server closed the connection"
-        try:
-            while data := await reader.read(READ_SIZE):
-                for _req, fut, resp in session.feed(data):
-                    if not fut.done():
-                        fut.set_result(resp)
-        except Exception as exc:  # OSError, ProtocolError, an error the server sent without id
-            reason = f"connection to {self.url} lost: {exc}"
-        finally:  # also on cancellation by close()
-            self._drop(session, writer, reason)
-
-    def _drop(self, session: Session[Fut], writer: asyncio.StreamWriter, reason: str) -> None:
+    def _drop(self, session: Session[Fut], writer: _Link, reason: str) -> None:
         for req, fut in session.close():
             if not fut.done():
                 fut.set_exception(XtsdbConnectionError(f"{reason} (awaiting {req.op} #{req.id})"))
@@ -204,8 +264,4 @@ class AsyncClient(AsyncDriver, AsyncPointBatching, Operations):
             self._stop_timer()
             if self._session is not None and self._writer is not None:
                 self._drop(self._session, self._writer, "the client was closed")
-                with contextlib.suppress(OSError):
-                    await self._writer.wait_closed()
-            if self._reader_task is not None:
-                self._reader_task.cancel()
-                await asyncio.gather(self._reader_task, return_exceptions=True)
+                await self._writer.wait_closed()

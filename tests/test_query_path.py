@@ -8,6 +8,7 @@ frame in flight still refers to it (else an answer would change under its reader
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 from collections.abc import Iterator
@@ -19,10 +20,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xtsdb.client import AsyncClient, QueryResult, connect
 from xtsdb.protocol import QUERY, FrameDecoder, encode_frame, encode_frame_parts
 from xtsdb.protocol.buffers import ReusableBuffers
 from xtsdb.protocol.errors import ProtocolError
 from xtsdb.protocol.frames import BIN_INLINE_MAX, decode_body
+from xtsdb.server.app import ServerThread
 from xtsdb.server.engine import Engine
 from xtsdb.server.engine.config import EngineConfig
 
@@ -218,3 +221,54 @@ def test_view_decoding_refuses_hostile_bodies(body: bytes) -> None:
         decode_body(body)
     with pytest.raises(ProtocolError):
         decode_body(body, views=True)
+
+
+# -- both clients against a real server ------------------------------------------------
+
+M = 120_000  # answers of ~2 MB: received in buffers of their own
+
+
+def _points() -> tuple[np.ndarray, np.ndarray]:
+    ts = np.arange(M, dtype=np.int64) * 10
+    values = np.round(np.cos(np.arange(M) / 30.0), 3)
+    values[::1000] = -0.0
+    values[5::1000] = np.frombuffer(np.uint64(0x7FF8_0000_DEAD_BEEF).tobytes(), np.float64)[0]
+    return ts, values
+
+
+def _check(got: QueryResult, lo: int, values: np.ndarray) -> None:
+    want = values[lo : lo + len(got)]
+    assert len(got) > 50_000
+    assert np.array_equal(got.values.view(np.uint64), want.view(np.uint64))  # NaN payloads
+    assert not got.values.flags.owndata and not got.values.flags.writeable  # a view, safe
+
+
+def test_sync_client_answers_stay_intact_while_held(server: ServerThread) -> None:
+    ts, values = _points()
+    with connect(server.url) as db:
+        db.write(3, ts, values)
+        db.flush_server()
+        first = db.query(3, 0, M * 10)
+        second = db.query(3, 20_000 * 10, M * 10)  # first held: another buffer
+        _check(first, 0, values)
+        _check(second, 20_000, values)
+        buffers = db._core.buffers
+        allocated = buffers.allocated
+        del first
+        third = db.query(3, 10_000 * 10, M * 10)  # first's buffer is free again
+        assert buffers.allocated == allocated and buffers.reused >= 1
+        _check(second, 20_000, values)
+        _check(third, 10_000, values)
+
+
+async def test_async_client_receives_in_place_and_answers_stay_intact(
+    server: ServerThread,
+) -> None:
+    ts, values = _points()
+    async with await AsyncClient.connect(server.url) as db:
+        await db.write(4, ts, values)
+        await db.flush_server()
+        answers = await asyncio.gather(*(db.query(4, k * 10_000 * 10, M * 10) for k in range(4)))
+        for k, got in enumerate(answers):
+            _check(got, k * 10_000, values)
+        assert db._core.buffers.allocated >= 4  # all four held at once: four buffers
