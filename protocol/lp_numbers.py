@@ -78,6 +78,15 @@ class Body:
         rows *= np.arange(width) < lengths[:, None]
         return rows
 
+    def columns(self, starts: I64, lengths: I64, width: int) -> U8:
+        """:meth:`rows` transposed: row w holds the w-th byte of every string (0 past its end)."""
+        out = np.empty((width, starts.shape[0]), np.uint8)
+        at = starts + _FRONT
+        for w in range(width):
+            np.take(self._raw, at + w, out=out[w])
+            out[w] *= lengths > w
+        return out
+
     def words(self, at: I64) -> U64:
         """The 8 bytes at each position ``at`` (any, even unaligned), as little-endian words."""
         q = at + _FRONT
@@ -175,20 +184,20 @@ def values(body: Body, starts: I64, lengths: I64) -> tuple[npt.NDArray[np.float6
     value must still be read by ``float()`` (a mantissa above 2**53).
     """
     n = starts.shape[0]
-    width = max(8, -(-int(lengths.max()) // 8) * 8) if n else 8
-    rows = body.rows(starts, lengths, width)
-    cols = np.ascontiguousarray(rows.T)
-    last = rows[np.arange(n), lengths - 1]
+    cols = body.columns(starts, lengths, int(lengths.max()) if n else 0)
+    last = body.buf[starts + lengths - 1]
     is_i, is_u = last == 105, last == 117
     suffix = is_i | is_u
     neg = cols[0] == 45
-    mant = np.zeros(n, np.int64)
-    nd, ndot, frac = (np.zeros(n, np.int64) for _ in range(3))
+    mant, step = np.zeros(n, np.int64), np.empty(n, np.int64)
+    nd, ndot, frac = (np.zeros(n, np.uint8) for _ in range(3))  # small: cheap to add up
     seen = np.zeros(n, bool)
-    for c in cols:  # Horner, one column (the w-th byte of every value) at a time
+    for c in cols:  # Horner, the w-th byte of every value at a time
         d = c - np.uint8(48)
         digit = d < 10
-        mant = np.where(digit, mant * 10 + d, mant)  # wraps past 18 digits: see short
+        np.multiply(mant, 10, out=step)
+        step += d
+        np.copyto(mant, step, where=digit)  # wraps past 18 digits: see short
         nd += digit
         frac += digit & seen
         dot = c == 46
@@ -205,7 +214,7 @@ def values(body: Body, starts: I64, lengths: I64) -> tuple[npt.NDArray[np.float6
     slow = ok & ~suffix & (~short | (mant > _MAX_EXACT))
     maybe = np.flatnonzero(~ok & ~suffix & (lengths <= 5))
     if maybe.shape[0]:  # booleans (rare in bulk): their first 8 bytes as one word
-        word = rows[maybe, :8].copy().view("<u8")[:, 0]
+        word = body.rows(starts[maybe], lengths[maybe], 8).view("<u8")[:, 0]
         which = np.searchsorted(_BOOL_WORDS, word, sorter=_BOOL_ORDER)
         which = _BOOL_ORDER[np.minimum(which, _BOOL_WORDS.shape[0] - 1)]
         hit = _BOOL_WORDS[which] == word
