@@ -18,7 +18,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from xtsdb.protocol.errors import XtsdbConnectionError, XtsdbTimeout
 
@@ -45,8 +45,8 @@ class _Link(asyncio.BufferedProtocol):
         self._drained: asyncio.Future[None] | None = None  # set while writing is paused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.session.read_buffer(READ_SIZE)

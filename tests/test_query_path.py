@@ -17,6 +17,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
+import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -264,6 +265,16 @@ def test_sync_client_answers_stay_intact_while_held(server: ServerThread) -> Non
 async def test_async_client_receives_in_place_and_answers_stay_intact(
     server: ServerThread,
 ) -> None:
+    await _async_round(server)
+
+
+def test_async_client_on_uvloop(server: ServerThread) -> None:
+    # uvloop's transports are not asyncio.Transport subclasses and call the
+    # BufferedProtocol methods their own way: the benchmarks and the server run on it.
+    uvloop.run(asyncio.wait_for(_async_round(server), 10))
+
+
+async def _async_round(server: ServerThread) -> None:
     ts, values = _points()
     async with await AsyncClient.connect(server.url) as db:
         await db.write(4, ts, values)
