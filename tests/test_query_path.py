@@ -202,7 +202,8 @@ def test_view_decoding_agrees_with_msgpack_on_any_body(msg: dict[str, object], s
                 decode_body(damaged, views=True)
             continue
         got = decode_body(damaged, views=True)
-        assert {k: bytes(v) if isinstance(v, memoryview) else v for k, v in got.items()} == want
+        plain = {k: bytes(v) if isinstance(v, memoryview) else v for k, v in got.items()}
+        assert msgpack.packb(plain) == msgpack.packb(want)  # bytes: a NaN equals itself
 
 
 @pytest.mark.parametrize(
