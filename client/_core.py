@@ -197,6 +197,10 @@ class Session(Generic[W]):
         a large answer's own buffer, so its arrays view what the socket wrote."""
         return self._decoder.read_buffer(size)
 
+    def body_buffer(self) -> memoryview | None:
+        """The rest of a large answer being received, for ``recv_into``; None between them."""
+        return self._decoder.body_buffer()
+
     def received(self, n: int) -> list[tuple[Request, W, dict[str, Any]]]:
         """:meth:`feed` for ``n`` bytes written into the last :meth:`read_buffer`."""
         self._decoder.received(n)

@@ -189,11 +189,12 @@ class Client(SyncDriver, PointBatching, Operations):
     @staticmethod
     def _receive(sock: Sock, session: Session[Fut]) -> list[tuple[Request, Fut, Any]] | None:
         """The answers completed by the next bytes from ``sock``; None once it is closed."""
-        if isinstance(sock, TlsSocket):
+        if isinstance(sock, TlsSocket) or (into := session.body_buffer()) is None:
+            # TLS, or between large answers: bytes as they come.
             data = sock.recv(READ_SIZE)
             return session.feed(data) if data else None
-        # Straight into the session's buffer: a large answer lands where its arrays live.
-        n = sock.recv_into(session.read_buffer(READ_SIZE))
+        # The rest of a large answer, straight into the buffer its arrays will view.
+        n = sock.recv_into(into)
         return session.received(n) if n else None
 
     def _drop(self, session: Session[Fut], sock: Sock, reason: str) -> None:

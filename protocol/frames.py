@@ -54,6 +54,11 @@ BIN_INLINE_MAX = 64 * 1024
 larger ones are passed through as views (a copy costs more than another buffer then)."""
 
 
+VIEW_MIN = 512 * 1024
+"""Bodies from this size are received in place and unpacked into views (``views=True``):
+below it, walking the map in Python costs more than msgpack's copy of the arrays."""
+
+
 def _pack_default(obj: Any) -> Any:
     # numpy scalars leak easily into stats and counters. Arrays are sent as bin
     # only in a wire dtype: only the builder knows which one a field must have,
@@ -227,7 +232,7 @@ class FrameDecoder:
     copied once on the way in.
 
     With ``views`` (the client's side: it trusts its server's answers to be
-    worth keeping), a body of at least :data:`BIN_INLINE_MAX` bytes is received
+    worth keeping), a body of at least :data:`VIEW_MIN` bytes is received
     into a buffer of its own, exactly its size (from ``buffers`` when given:
     reused once no message refers to it), and its large ``bin`` values come
     out as views of that buffer, not copies. A transport that can read into
@@ -289,6 +294,11 @@ class FrameDecoder:
             self._scratch = bytearray(size)
         return memoryview(self._scratch)
 
+    def body_buffer(self) -> memoryview | None:
+        """The rest of a large body being received in place (for ``recv_into``), else None:
+        between large bodies, bytes are better read as they come and :meth:`feed`."""
+        return self.read_buffer() if self._big is not None else None
+
     def received(self, n: int) -> None:
         """``n`` bytes were put at the start of the last :meth:`read_buffer`."""
         if not self._lent_big:
@@ -323,7 +333,9 @@ class FrameDecoder:
             raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
         self._body_len = length
         self._prefix.clear()
-        if self._views and length >= BIN_INLINE_MAX:
+        # A large body not all here yet gets a buffer of its own, for the rest to be
+        # received in place; one already all here is copied out once, as any body.
+        if self._views and length >= VIEW_MIN and len(view) - take < length:
             buf = self._buffers.take(length) if self._buffers is not None else None
             self._big = buf[:length] if buf is not None else np.empty(length, np.uint8)
             self._filled = 0
@@ -338,7 +350,7 @@ class FrameDecoder:
     def _take_body(self, view: memoryview) -> memoryview:
         if self._big is not None:
             take = min(self._body_len - self._filled, len(view))
-            self._big[self._filled : self._filled + take] = view[:take]
+            self._big.data[self._filled : self._filled + take] = view[:take]  # a memcpy
             self._buffered += take
             self._filled += take
             self._finish_big()
@@ -369,7 +381,7 @@ class FrameDecoder:
         self._buffered -= PREFIX_SIZE + len(body)
         if isinstance(body, np.ndarray):
             return decode_body(body.data, self.max_frame, views=True)
-        return decode_body(body, self.max_frame)
+        return decode_body(body, self.max_frame, self._views and len(body) >= VIEW_MIN)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while (msg := self.next_message()) is not None:

@@ -128,7 +128,7 @@ def _recv_into(dec: FrameDecoder, stream: bytes, piece: int) -> list[dict[str, o
 @pytest.mark.parametrize("piece", [5, 4096, 1 << 18, 1 << 30])
 def test_received_in_place_equals_decoded_and_views_its_buffer(piece: int) -> None:
     small = encode_frame({"id": 1, "ok": True, "n": 5})
-    big, other = _answer(20_000), _answer(30_000, 1)
+    big, other = _answer(40_000), _answer(50_000, 1)  # bodies over VIEW_MIN
     stream = small + big + small + other
     dec = FrameDecoder(views=True)
     got = _recv_into(dec, stream, piece)
@@ -147,7 +147,7 @@ def test_received_in_place_equals_decoded_and_views_its_buffer(piece: int) -> No
 def test_received_answers_are_not_overwritten_by_the_next() -> None:
     buffers = ReusableBuffers(64 * 1024 * 1024)
     dec = FrameDecoder(views=True, buffers=buffers)
-    frames = [_answer(20_000, seed) for seed in range(4)]
+    frames = [_answer(40_000, seed) for seed in range(4)]
     kept = []
     for seed, frame in enumerate(frames):
         [msg] = _recv_into(dec, frame, 1 << 16)
