@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.server                   # full run, ~70 s
     .venv/bin/python -m bench.server --quick           # smoke run, < 30 s
     .venv/bin/python -m bench.server --out server.md   # also write the table as Markdown
+    .venv/bin/python -m bench.server --baseline-rev REV  # workload 3 with REV's code as well
 
 The server is a subprocess (``python -m xtsdb.server``, default durability fsync: every
 acknowledged write was fdatasync'ed); the client is this process, on uvloop. Client and
@@ -35,7 +36,7 @@ if __package__ in (None, ""):  # run as a file: make `bench` and the repo import
 
 import uvloop
 
-from bench import data
+from bench import data, query_e2e
 from bench._util import Row, check, run_parser, table, verdict
 from bench.ceiling import raw_send
 from xtsdb.client import AsyncClient, connect
@@ -59,14 +60,15 @@ class Sizes:
     wp_points: int  # workload 2
     q_points: int  # workload 3
     q_reps: int
+    q_rounds: int  # fresh servers per kind (sealed, memory): median of their medians
     last_tags: int  # workload 4
     last_reps: int
     small_writes: int  # workload 5b: writes per client (bounded by small_secs too)
     small_secs: float
 
 
-FULL = Sizes(1000, 10_000, 5, 8, 1_000_000, 1_000_000, 10, 10_000, 20, 1000, 10.0)
-QUICK = Sizes(300, 10_000, 1, 8, 200_000, 200_000, 5, 10_000, 10, 150, 2.0)
+FULL = Sizes(1000, 10_000, 5, 8, 1_000_000, 1_000_000, 15, 2, 10_000, 20, 1000, 10.0)
+QUICK = Sizes(300, 10_000, 1, 8, 200_000, 200_000, 5, 1, 10_000, 10, 150, 2.0)
 SMALL_CLIENTS = 8
 SMALL_POINTS = 100
 
@@ -258,28 +260,6 @@ def bench_write_point(url: str, sz: Sizes, rows: list[Row]) -> None:
     rows.append(Row("2. baseline: same loop calling a no-op Python method", f"{b:.3g} M pts/s"))
 
 
-def bench_query(url: str, sz: Sizes, rows: list[Row], label: str, flush: bool) -> None:
-    n, tag = sz.q_points, 400_000
-    ts, vals = data.timestamps(n), data.tag_values(tag, n)
-    with connect(url, timeout=60) as c:
-        c.write(tag, ts, vals)
-        if flush:
-            c.flush_server()
-        r = c.query(tag, int(ts[0]), int(ts[-1]) + 1)
-        if len(r) != n or not np.array_equal(r.values, vals):
-            raise AssertionError(f"query returned {len(r)} points, expected {n}, or bad values")
-        times = []
-        for _ in range(sz.q_reps):
-            t0 = perf_counter()
-            r = c.query(tag, int(ts[0]), int(ts[-1]) + 1)
-            times.append(perf_counter() - t0)
-    ms = statistics.median(times) * 1e3
-    disk, memory = r.stats.get("points_from_disk", 0), r.stats.get("points_from_memory", 0)
-    where = f"disk {disk:,}, memory {memory:,}"
-    what = f"3. query {n:,} pts of 1 tag, {label} ({where})"
-    rows.append(check(what, ms, "ms", 30, False) if flush else Row(what, f"{ms:.3g} ms"))
-
-
 def bench_last(url: str, sz: Sizes, rows: list[Row]) -> None:
     tags = np.arange(100_000, 100_000 + sz.last_tags, dtype=np.uint32)
     with connect(url, timeout=60) as c:
@@ -333,7 +313,9 @@ def bench_small(url: str, sz: Sizes, rows: list[Row]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = run_parser(__doc__).parse_args(argv)
+    ap = run_parser(__doc__)
+    ap.add_argument("--baseline-rev", help="also time the query workload with REV's code")
+    args = ap.parse_args(argv)
     sz = QUICK if args.quick else FULL
     os.makedirs(args.dir, exist_ok=True)
     t_start = perf_counter()
@@ -355,12 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     print("ingest done", flush=True)
     with server(args.dir) as (url, _pid):
         bench_write_point(url, sz, rows)
-        bench_query(url, sz, rows, "sealed blocks after flush_server()", flush=True)
         bench_last(url, sz, rows)
         bench_small(url, sz, rows)
-    # A block_points above the query size keeps every point in the MemBuffer: the contrast.
-    with server(args.dir, "--block-points", str(2 * sz.q_points)) as (url, _pid):
-        bench_query(url, sz, rows, f"all in memory (--block-points {2 * sz.q_points:,})", False)
+    # Sealed against all in memory (block_points above the query size), each on a fresh
+    # server, with the previous receive path and --baseline-rev's code as baselines.
+    rev = args.baseline_rev
+    figures = query_e2e.compare(args.dir, sz.q_points, sz.q_reps, rev, sz.q_rounds)
+    rows += query_e2e.rows(sz.q_points, figures, rev)
 
     rows.sort(key=lambda r: r.workload.split(".")[0])  # by workload number; stable
     load = f"load average at end {os.getloadavg()[0]:.2f}"
