@@ -31,6 +31,19 @@ def _block(kind: str, n: int, t0: int, rng: np.random.Generator) -> tuple[bytes,
     return encode_block(ts, v, q), n
 
 
+def _assert_batch_equals_per_block(bodies: list[bytes], counts: list[int]) -> None:
+    """Decoding all at once gives, bit for bit, what decoding block by block gives."""
+    total = sum(counts)
+    got = (np.empty(total, np.int64), np.empty(total), np.empty(total, np.uint8))
+    decode_blocks(bodies, counts, [CODEC_ZSTD_V1] * len(bodies), got)
+    want = [decode_block(b, n) for b, n in zip(bodies, counts, strict=True)]
+    assert np.array_equal(got[0], np.concatenate([w[0] for w in want]))
+    assert np.array_equal(
+        got[1].view(np.uint64), np.concatenate([w[1] for w in want]).view(np.uint64)
+    )
+    assert np.array_equal(got[2], np.concatenate([w[2] for w in want]))
+
+
 KINDS = ["walk", "wide", "const", "negzero", "jitter", "quality"]
 
 
@@ -47,15 +60,7 @@ def test_batch_decode_equals_per_block(spec: list[tuple[str, int]], seed: int) -
         bodies.append(body)
         counts.append(n)
         t0 += n * 1_000_000 + 5
-    total = sum(counts)
-    got = (np.empty(total, np.int64), np.empty(total), np.empty(total, np.uint8))
-    decode_blocks(bodies, counts, [CODEC_ZSTD_V1] * len(bodies), got)
-    want = [decode_block(b, n) for b, n in zip(bodies, counts, strict=True)]
-    assert np.array_equal(got[0], np.concatenate([w[0] for w in want]))
-    assert np.array_equal(
-        got[1].view(np.uint64), np.concatenate([w[1] for w in want]).view(np.uint64)
-    )
-    assert np.array_equal(got[2], np.concatenate([w[2] for w in want]))
+    _assert_batch_equals_per_block(bodies, counts)
 
 
 @settings(max_examples=40, deadline=None)
@@ -89,12 +94,4 @@ def test_blocks_on_one_grid_fill_as_one_ramp(
         bodies.append(encode_block(ts, v, np.full(n, quality, np.uint8)))
         counts.append(n)
         t0 = int(ts[-1]) + step
-    total = sum(counts)
-    got = (np.empty(total, np.int64), np.empty(total), np.empty(total, np.uint8))
-    decode_blocks(bodies, counts, [CODEC_ZSTD_V1] * len(bodies), got)
-    want = [decode_block(b, n) for b, n in zip(bodies, counts, strict=True)]
-    assert np.array_equal(got[0], np.concatenate([w[0] for w in want]))
-    assert np.array_equal(
-        got[1].view(np.uint64), np.concatenate([w[1] for w in want]).view(np.uint64)
-    )
-    assert np.array_equal(got[2], np.concatenate([w[2] for w in want]))
+    _assert_batch_equals_per_block(bodies, counts)
