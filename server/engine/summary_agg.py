@@ -191,7 +191,7 @@ def _combine(
     count = s.counts.astype(np.int64)
     np.add.at(count, k, cells["count"])
     empty = count == 0
-    total = np.full(nb, -0.0)  # -0.0: the identity of IEEE addition, keeps a lone -0.0
+    total = np.zeros(nb)  # 0.0 as in reductions.reduce_segments: a lone -0.0 sums to 0.0
     total[s.ne] = rsum
     np.add.at(total, k, cells["sum"])
     total[empty] = np.nan
