@@ -4,7 +4,8 @@
 container and chunk headers, chunk states, seal records, directories, block
 bodies, the SQLite files, the last-value file, the meta file); :data:`ROWS`
 names the campaign's rows (a kind of place and a damage); :func:`damage`
-applies one: a flipped byte, a zeroed 4 KiB page, or a changed index row.
+applies one: a flipped byte, a zeroed 4 KiB page, a changed index row or a changed
+block summary.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("first page active zero, no index", "first page active", "zero-noindex"),
     ("index flip", "index.sqlite3", "flip"),
     ("index row changed", "index.sqlite3", "row"),
+    ("summary row changed", "index.sqlite3", "summary"),
     ("index zero page", "index.sqlite3", "zero"),
     ("catalog flip", "catalog.sqlite3", "flip"),
     ("catalog zero page", "catalog.sqlite3", "zero"),
@@ -148,6 +150,35 @@ def _change_row(path: Path, rng: random.Random) -> str:
     return f"index row chunk {chunk} idx {idx}: {col} += {delta}"
 
 
+_SUMMARY_COLUMNS = ("seq", "body_crc", "grid", "all_good", "crc", "cells", "cells", "cells")
+
+
+def _change_summary(path: Path, rng: random.Random) -> str:
+    """Bit rot in a block summary: one column changed, or one byte of its cells flipped."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT chunk_id, idx, cells FROM summaries").fetchall()
+        chunk, idx, cells = rng.choice(rows)
+        col = rng.choice(_SUMMARY_COLUMNS)
+        if col == "cells":
+            pos = rng.randrange(len(cells))
+            flipped = bytearray(cells)
+            flipped[pos] ^= rng.randrange(1, 256)
+            value: object = bytes(flipped)
+            what = f"cells byte {pos} flipped"
+        else:
+            delta = rng.choice([1, -1, 2, 1000, 1 << 20])
+            value = db.execute(
+                f"SELECT {col} + ? FROM summaries WHERE chunk_id = ? AND idx = ?",
+                (delta, chunk, idx),
+            ).fetchone()[0]
+            what = f"{col} += {delta}"
+        db.execute(
+            f"UPDATE summaries SET {col} = ? WHERE chunk_id = ? AND idx = ?", (value, chunk, idx)
+        )
+        db.commit()
+    return f"summary of chunk {chunk} idx {idx}: {what}"
+
+
 def damage(target: Target, how: str, rng: random.Random, root: Path, copy: Path) -> str:
     """Apply one damage to the copy; returns a description."""
     path = copy / target.path.relative_to(root)
@@ -157,6 +188,8 @@ def damage(target: Target, how: str, rng: random.Random, root: Path, copy: Path)
         return damage(target, how.removesuffix("-noindex"), rng, root, copy) + ", index removed"
     if how == "row":
         return _change_row(path, rng)
+    if how == "summary":
+        return _change_summary(path, rng)
     pos = rng.randrange(target.start, target.end)
     with open(path, "r+b") as f:
         if how == "flip":
