@@ -140,13 +140,19 @@ def group(body: Body, starts: I64, lengths: I64, period: int = 0) -> tuple[I64, 
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     width = -(-int(lengths.max()) // 8) * 8
-    words = body.rows(starts, lengths, width).view("<u8")
+    cols = body.columns(starts, lengths, width)
     if 0 < period < n and n % period == 0:
-        head = words[:period]
-        if (words.reshape(n // period, period, -1) == head).all():
-            ids, first = _group_words(head, lengths[:period])
+        head = cols[:, :period]
+        if (cols.reshape(width, n // period, period) == head[:, None, :]).all():
+            ids, first = _group_words(_words(head), lengths[:period])
             return np.tile(ids, n // period), first
-    return _group_words(words, lengths)
+    return _group_words(_words(cols), lengths)
+
+
+def _words(cols: U8) -> U64:
+    """Columns of bytes (width a multiple of 8) -> one row of 8-byte words per string."""
+    out: U64 = np.ascontiguousarray(cols.T).view("<u8")
+    return out
 
 
 def _group_words(words: npt.NDArray[np.uint64], lengths: I64) -> tuple[I64, I64]:
