@@ -56,9 +56,12 @@ class ParsedBatch:
 
     def series_kinds(self) -> npt.NDArray[np.uint8]:
         """Each series' field type: that of its first point (a later point may differ)."""
-        first = np.unique(self.series, return_index=True)[1]
+        n = self.series.shape[0]
+        first = np.full(len(self.names), n, np.int64)  # each series' first point, no sort
+        np.minimum.at(first, self.series, np.arange(n))
         out = np.zeros(len(self.names), np.uint8)
-        out[self.series[first]] = self.kinds[first]
+        has = first < n
+        out[has] = self.kinds[first[has]]
         return out
 
 
