@@ -4,7 +4,9 @@
 bytes to send; :func:`encode_frame_parts` gives the same bytes as a list of
 pieces in which large arrays are views, not copies (for ``writelines``).
 :class:`FrameDecoder` is fed bytes as they arrive, in pieces of any size, and
-hands back decoded messages. None of them touches a socket.
+hands back decoded messages; on the client it can also lend the buffer a large
+answer is received into (``recv_into``) and give that answer's arrays as views
+of it. None of them touches a socket.
 
 A 1-D numpy array of a wire dtype (:data:`WIRE_DTYPES`) in a message is sent
 as a ``bin`` of its little-endian bytes; other arrays are refused.
@@ -185,6 +187,20 @@ class _Parts:
             self.small += packer.pack(obj)
 
 
+def _unpack(body: bytes | bytearray | memoryview, max_frame: int) -> Any:
+    """One msgpack object from untrusted bytes, every container and string bounded."""
+    return msgpack.unpackb(
+        body,
+        raw=False,
+        strict_map_key=True,
+        max_bin_len=max_frame,
+        max_str_len=min(MAX_STR_LEN, max_frame),
+        max_array_len=MAX_ARRAY_LEN,
+        max_map_len=MAX_MAP_LEN,
+        max_ext_len=0,
+    )
+
+
 def decode_body(
     body: bytes | bytearray | memoryview, max_frame: int = DEFAULT_MAX_FRAME, views: bool = False
 ) -> dict[str, Any]:
@@ -194,22 +210,13 @@ def decode_body(
     :data:`BIN_INLINE_MAX` bytes are read-only ``memoryview`` s of ``body``
     instead of copies (:mod:`.msgpack_views`): whoever keeps them keeps ``body``.
     """
-    unpack = functools.partial(
-        msgpack.unpackb,
-        raw=False,
-        strict_map_key=True,
-        max_bin_len=max_frame,
-        max_str_len=min(MAX_STR_LEN, max_frame),
-        max_array_len=MAX_ARRAY_LEN,
-        max_map_len=MAX_MAP_LEN,
-        max_ext_len=0,
-    )
     try:
         if views:
             view = memoryview(body).toreadonly()
+            unpack = functools.partial(_unpack, max_frame=max_frame)
             obj = unpack_map_views(view, unpack, BIN_INLINE_MAX, MAX_ARRAY_LEN, MAX_MAP_LEN)
         else:
-            obj = unpack(body)
+            obj = _unpack(body, max_frame)
     # Untrusted bytes: whatever the unpacker raises (ValueError and its msgpack
     # subclasses, UnicodeDecodeError, TypeError, OverflowError, RecursionError,
     # ...) means the frame is not a valid message, never that the server broke.
