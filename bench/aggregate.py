@@ -1,9 +1,12 @@
-"""Aggregate benchmark: 5-minute min/max/avg over a year of 1 s data, in process.
+"""Aggregate benchmark: 5-minute, 1-hour and 1-day buckets over a year of 1 s data, in process.
 
     python -m bench.aggregate [--quick] [--out FILE.md]
 
-Workloads (from the historian issue):
+Workloads (from the historian issue and issue 14):
 1. one tag, one year of 1 s data (31.5 M points), 5-minute min/max/avg: target < 100 ms;
+   the same year in 1-hour (min/max/avg) and 1-day (avg, target <= 10 ms) buckets,
+   answered from block summaries, beside the same query with every block decoded
+   (``summary_agg.mode(enabled=False)``, the same-run baseline);
 2. 100 tags x 1 day (8.64 M points), the same aggregates, tag after tag.
 Each is measured end to end through ``Engine.aggregate`` (decoding the blocks
 included) with the data sealed in blocks, and beside it the same-run baseline
@@ -21,11 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from bench._util import Row, check, median_s, table
-from xtsdb.server.engine import Engine, EngineConfig
+from xtsdb.server.engine import Engine, EngineConfig, summary_agg
 from xtsdb.server.engine.aggregate import bucket_aggregate
 
 SEC = 1_000_000
 FIVE_MIN = 300 * SEC
+HOUR, DAY = 3600 * SEC, 86_400 * SEC
 AGGS = ("min", "max", "avg")
 
 
@@ -48,6 +52,30 @@ def _fill(eng: Engine, tags: int, points: int) -> None:
             hi = min(points, lo + step)
             eng.write(tag, np.arange(lo, hi, dtype=np.int64) * SEC, v[lo:hi])
     eng.flush()
+
+
+def _summary_rows(eng: Engine, end: int, reps: int) -> list[Row]:
+    """1-hour and 1-day buckets: from block summaries, and with every block decoded."""
+    rows = []
+    for what, interval, aggs, target in (
+        ("1-hour min/max/avg", HOUR, AGGS, None),
+        ("1-day avg", DAY, ("avg",), 10.0),
+    ):
+        got = eng.aggregate(0, 0, end, interval, aggs)
+        used = _median_ms(lambda i=interval, a=aggs: eng.aggregate(0, 0, end, i, a), reps)
+        with summary_agg.mode(enabled=False):
+            base = _median_ms(lambda i=interval, a=aggs: eng.aggregate(0, 0, end, i, a), reps)
+        label = f"1 tag x {end // SEC / 1e6:.1f} M points (1 s), {what}, from summaries"
+        note = f"{got.blocks_summarised} blocks summarised, {got.stats.blocks_read} decoded"
+        if target is None:
+            rows.append(Row(label, f"{used:.2f} ms ({note})"))
+        else:
+            rows.append(check(label, used, "ms", target, higher=False))
+            rows.append(Row("   blocks", note))
+        rows.append(
+            Row("   same query, every block decoded", f"{base:.0f} ms ({base / used:.0f}x)")
+        )
+    return rows
 
 
 def run(quick: bool) -> list[Row]:
@@ -73,6 +101,7 @@ def run(quick: bool) -> list[Row]:
             rows.append(check(f"1. {label}", full, "ms", 100, higher=False))
             rows.append(Row("   of which: decoding the points (Engine.query)", f"{decode:.0f} ms"))
             rows.append(Row("   of which: aggregating decoded columns", f"{math:.0f} ms"))
+            rows.extend(_summary_rows(eng, end, reps))
         with Engine.open(Path(d) / "day", cfg) as eng:
             _fill(eng, day_tags, 86_400)
 

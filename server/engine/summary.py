@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -72,6 +72,12 @@ class Summary:
     grid: int
     all_good: bool
     cells: CellArray  # only cells with at least one valid point, in time order
+    # The cells as plain int64 words: concatenating structured arrays makes numpy
+    # promote their dtypes field by field, which costs more than a whole query.
+    words: Int64Array = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "words", self.cells.view(np.int64))
 
     def matches(self, e: BlockEntry) -> bool:
         return self.seq == e.seq and self.body_crc == e.body_crc
@@ -169,6 +175,18 @@ class SummaryTable:
     def get(self, e: BlockEntry) -> Summary | None:
         s = self._by_key.get((e.chunk_id, e.index))
         return s if s is not None and s.matches(e) else None
+
+    def get_many(self, entries: list[BlockEntry]) -> list[Summary | None]:
+        """:meth:`get` of each entry (the per-block step of a query: kept lean)."""
+        by_key = self._by_key
+        return [
+            s
+            if (s := by_key.get((e.chunk_id, e.index))) is not None
+            and s.seq == e.seq
+            and s.body_crc == e.body_crc
+            else None
+            for e in entries
+        ]
 
     def put(self, e: BlockEntry, s: Summary, write: bool = True) -> None:
         """Hold ``s`` for ``e``; ``write``: also write it with the next index transaction."""

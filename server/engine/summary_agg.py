@@ -139,7 +139,7 @@ def aggregate(
 def _summaries(reads: ReadPath, blocks: list[BlockEntry], stats: ReadStats) -> list[Summary | None]:
     """The summary of each block; missing ones recomputed by decoding (and kept)."""
     table = reads.store.index.summaries
-    sums = [table.get(b) if STORED else None for b in blocks]
+    sums: list[Summary | None] = table.get_many(blocks) if STORED else [None] * len(blocks)
     missing = [j for j, s in enumerate(sums) if s is None]
     if missing:
         todo = [blocks[j] for j in missing]
@@ -162,7 +162,7 @@ def _usable(
     # field on every concatenation, which costs more than the rest of a query.
     no_cells = np.zeros(0, np.int64)
     parts = [
-        s.cells.view(np.int64) if s is not None and good else no_cells
+        s.words if s is not None and good else no_cells
         for s, good in zip(sums, ok.tolist(), strict=True)
     ]
     lens = np.array([p.shape[0] for p in parts], np.int64) // WORDS
