@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -339,3 +342,48 @@ def test_summary_missing_in_memory_is_decoded_and_healed(tmp_path: Path) -> None
         assert again.stats.blocks_read == 0
         for name in AGGS:
             assert bits(got.values[name]) == bits(again.values[name]), name
+
+
+# ---------------------------------------------------------------- kill -9
+
+KILL_CFG = dict(chunk_size=64 * 1024, meta_extents=1, block_points=40, read_workers=0)
+CHILD = """
+import sys, numpy as np
+from xtsdb.server.engine import Engine, EngineConfig
+eng = Engine.open(sys.argv[1], EngineConfig(**eval(sys.argv[2])))
+print("open", flush=True)
+at = int(sys.argv[3])
+for i in range(100_000):
+    ts = (at + np.arange(i * 30, i * 30 + 30, dtype=np.int64)) * 1_000_000
+    eng.write(1, ts, np.sin(ts / 1e8))
+    if i % 2:
+        eng.flush()  # blocks and their index rows (with summaries) as fast as it can
+"""
+
+
+def test_kill_9_while_sealing_leaves_every_block_summarised(tmp_path: Path) -> None:
+    data = tmp_path / "db"
+    rng = np.random.default_rng(5)
+    for rnd in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(data), repr(KILL_CFG), str(rnd * 10**7)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "open"
+            time.sleep(float(rng.uniform(0.2, 0.8)))
+        finally:
+            proc.kill()  # SIGKILL, this child only
+            proc.wait(timeout=30)
+        with Engine.open(data, EngineConfig(**KILL_CFG)) as eng:  # type: ignore[arg-type]
+            blocks = eng._tags[1].blocks
+            assert len(blocks) > 0
+            table = eng._store.index.summaries
+            assert all(table.get(b) is not None for b in blocks)  # none missing
+            end = (rnd + 1) * 10**7 * SEC
+            got, rec, dec = three_ways(eng, 1, 0, end, 600 * SEC, AGGS)
+            check_same(got, rec, dec)
+            assert got.blocks_summarised > 0
