@@ -104,9 +104,7 @@ def aggregate(
         raise InvalidInput(f"aggregates must be some of {agg.AGGREGATES}, got {list(aggregates)}")
     with _invalid_input():
         agg.bucket_edges(start, end, interval, origin)  # validates before any reading
-        got = summary_agg.aggregate(
-            reads, tag_id, start, end, interval, aggregates, origin, good_only
-        )
+    got = summary_agg.aggregate(reads, tag_id, start, end, interval, aggregates, origin, good_only)
     if got is not None:
         return got
     pts = reads.query(tag_id, start, end, good_only=good_only)
