@@ -108,11 +108,8 @@ _REDUCER: dict[str, np.ufunc] = {"min": np.minimum, "max": np.maximum, "sum": np
 
 @dataclass
 class Buckets:
-    """Result of ``bucket_aggregate``: aligned bucket starts and one array per aggregate.
-
-    Through the engine, ``stats`` are the read statistics (``blocks_read``: blocks
-    decoded) and ``blocks_summarised`` the blocks answered from their summaries.
-    """
+    """Aligned bucket starts, one array per aggregate; through the engine, the blocks
+    decoded (``stats.blocks_read``) and those answered from summaries."""
 
     start: Int64Array
     values: dict[str, Float64Array | Int64Array]
