@@ -53,6 +53,10 @@ ENGINE_COUNTERS = {
     "blocks_written": ("xtsdb_blocks_flushed", "Blocks sealed from MemBuffers into containers."),
     "blocks_read": ("xtsdb_blocks_read", "Blocks read and decoded by queries."),
     "blocks_skipped": ("xtsdb_blocks_skipped", "Blocks of a queried tag skipped by time range."),
+    "blocks_summarised": (
+        "xtsdb_blocks_summarised",
+        "Blocks an aggregate answered from their summaries, without decoding them.",
+    ),
     "checkpoints": ("xtsdb_checkpoints", "Checkpoints written (WAL before them recyclable)."),
     "seal_errors": ("xtsdb_seal_errors", "Failed attempts to seal MemBuffers into blocks."),
 }

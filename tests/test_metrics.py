@@ -69,6 +69,7 @@ NAMED = [
     "xtsdb_blocks_flushed_total",
     "xtsdb_blocks_read_total",
     "xtsdb_blocks_skipped_total",
+    "xtsdb_blocks_summarised_total",
     "xtsdb_connections",
     "xtsdb_ready",
 ]
@@ -99,11 +100,14 @@ def test_metrics_name_the_figures_and_follow_the_work(
         client.write(7, ts[500:], ts[500:] * 0.5)
         client.flush_server()
         client.query(7, 0, 1000)
+        # One bucket over all three sealed blocks: answered from their summaries.
+        assert client.aggregate(7, 0, 1_000_000, 1_000_000, "count")["count"][0] == 2500
     after = scrape(server)
     assert value(after, "xtsdb_membuffer_points") == 0
     assert value(after, "xtsdb_blocks_flushed_total") >= 2  # block_points is 1000
     assert value(after, "xtsdb_blocks_read_total") >= 1
     assert value(after, "xtsdb_blocks_skipped_total") >= 1  # blocks after ts 1000
+    assert value(after, "xtsdb_blocks_summarised_total") >= 2
     assert value(after, "xtsdb_request_duration_seconds_count", op="query") == 1
     assert value(after, "xtsdb_requests_total", op="write") == 2
     assert value(after, "xtsdb_disk_bytes", area="containers") > 0
