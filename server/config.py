@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -46,6 +47,7 @@ DURABILITY_MODES = ("fsync", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _MiB = 1024 * 1024
 _ENGINE = EngineConfig()
+_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _meta(
@@ -249,6 +251,46 @@ class ServerConfig:
         ),
     )
 
+    # -- cluster mode (docs/cluster.md); without `cluster` none of these matter --
+    cluster: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "cluster mode: nats:// URLs of the NATS JetStream servers, comma-separated; "
+            "unset: a single node, NATS is never used"
+        )
+        | {"metavar": "URLS"},
+    )
+    node_id: str = field(
+        default="", metadata=_meta("this node's name in the cluster (letters, digits, - and _)")
+    )
+    replication: int = field(
+        default=2, metadata=_meta("xtsdb nodes materialising each shard", lo=1, hi=16)
+    )
+    shards: int = field(
+        default=64,
+        metadata=_meta("shards of the write log; fixed when the cluster is created", lo=1, hi=4096),
+    )
+    nats_creds: Path | None = field(
+        default=None, metadata=_meta("NATS credentials file (.creds) for the cluster connection")
+    )
+    nats_tls_ca: Path | None = field(
+        default=None, metadata=_meta("PEM CA bundle: connect to NATS over TLS verified by it")
+    )
+    stream_max_age: float = field(
+        default=86400.0,
+        metadata=_meta(
+            "seconds the write log keeps a frame; a node down longer must be rebuilt", lo=60
+        ),
+    )
+    heartbeat: float = field(
+        default=3.0,
+        metadata=_meta(
+            "seconds between membership heartbeats; a node silent for 3 of them is dead",
+            lo=0.2,
+            hi=60,
+        ),
+    )
+
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_MODES:
             raise ConfigError(
@@ -277,6 +319,13 @@ class ServerConfig:
                 "Configure tokens (--tokens / --token-file, XTSDB_TOKENS), or pass "
                 "--allow-remote (XTSDB_ALLOW_REMOTE=1) to accept anyone"
             )
+        if self.cluster and not _NODE_ID.fullmatch(self.node_id):
+            raise ConfigError(
+                "cluster mode needs --node-id (XTSDB_NODE_ID): 1-64 letters, digits, - or _"
+            )
+        bad = [u for u in self.cluster if not u.startswith(("nats://", "tls://"))]
+        if bad:
+            raise ConfigError(f"cluster URLs must start with nats:// or tls://, not {bad[0]!r}")
         try:
             self.engine_config()
         except ValueError as exc:

@@ -207,8 +207,10 @@ def build_parser(cls: type[Any]) -> argparse.ArgumentParser:
             p.add_argument(flag, action="store_true", help=help_text)
         elif kind == "list":
             # --token reads better when repeated; both spellings append to one list.
+            spellings = (flag, flag[:-1]) if flag.endswith("s") else (flag,)
+            metavar = f.metadata.get("metavar", "ROLE:SECRET")
             p.add_argument(
-                flag, flag[:-1], dest=f.name, action="append", metavar="ROLE:SECRET", help=help_text
+                *spellings, dest=f.name, action="append", metavar=metavar, help=help_text
             )
         else:
             choices = f.metadata.get("choices")

@@ -1,0 +1,58 @@
+"""Cluster options: flags, XTSDB_* variables and TOML keys, and their checks.
+
+Without ``cluster`` nothing of cluster mode runs: a plain server never imports nats.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xtsdb.server.config import ConfigError, ServerConfig
+
+
+def test_flags_environment_and_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "x.toml"
+    toml.write_text('cluster = ["nats://h1:4222", "nats://h2:4222"]\nnode_id = "a"\nshards = 16\n')
+    c = ServerConfig.load(["--config", str(toml), "--replication", "3"], {"XTSDB_NODE_ID": "b"})
+    assert c.cluster == ("nats://h1:4222", "nats://h2:4222")
+    assert (c.node_id, c.shards, c.replication) == ("b", 16, 3)
+    c = ServerConfig.load(
+        ["--cluster", "nats://h1:1,nats://h2:2", "--node-id", "n-1", "--stream-max-age", "3600"]
+    )
+    assert c.cluster == ("nats://h1:1", "nats://h2:2") and c.stream_max_age == 3600.0
+    c = ServerConfig.load([], {"XTSDB_CLUSTER": "nats://h:1", "XTSDB_NODE_ID": "x"})
+    assert c.cluster == ("nats://h:1",) and c.shards == 64 and c.replication == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--cluster", "nats://h:1"], "node-id"),
+        (["--cluster", "nats://h:1", "--node-id", "a b"], "node-id"),
+        (["--cluster", "http://h:1", "--node-id", "a"], "nats://"),
+        (["--cluster", "nats://h:1", "--node-id", "a", "--shards", "0"], "shards"),
+        (["--cluster", "nats://h:1", "--node-id", "a", "--replication", "0"], "replication"),
+    ],
+)
+def test_bad_cluster_options_refused(argv: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        ServerConfig.load(argv)
+
+
+def test_single_node_never_imports_nats(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from xtsdb.server.config import ServerConfig\n"
+        "from xtsdb.server.app import ServerThread\n"
+        f"with ServerThread(ServerConfig(port=0, data_dir={str(tmp_path)!r})):\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m == 'nats' or m.startswith('nats.')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
