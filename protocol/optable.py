@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .analytics import ANALYTICS_OPS
+from .cluster import CLUSTER_OPS
 from .declare import Op, Role
 from .errors import ProtocolError, UnknownOperation
 from .messages import INT64_MAX
@@ -19,7 +20,7 @@ from .ops import CORE_OPS
 from .tags import CATALOG_OPS
 
 OPERATIONS: dict[str, Op[Any, Any]] = {
-    op.name: op for op in (*CORE_OPS, *ANALYTICS_OPS, *CATALOG_OPS)
+    op.name: op for op in (*CORE_OPS, *ANALYTICS_OPS, *CATALOG_OPS, *CLUSTER_OPS)
 }
 """Op name -> its declaration, in the order docs/protocol.md lists them."""
 

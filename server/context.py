@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from xtsdb.server.backup import Backups
 from xtsdb.server.engine import Engine
 from xtsdb.server.engine.wal_records import WriteBatch
 from xtsdb.server.write_queue import WriteQueue
+
+if TYPE_CHECKING:  # cluster mode imports nats: never at run time in single-node mode
+    from xtsdb.server.cluster.api import Cluster
 
 T = TypeVar("T")
 Frame = bytes | list[bytes | memoryview]
@@ -49,6 +52,8 @@ class ServerContext:
     """Endpoints' own counters (connections, HTTP requests), reported by the stats op."""
     new_tags: dict[str, Any] = field(default_factory=dict)
     """Tag names whose auto-creation is under way, with the writes waiting for it."""
+    cluster: Cluster | None = None
+    """Cluster mode (docs/cluster.md): writes go through the replicated log; None: one node."""
 
     def tag_id(self, key: int | str) -> int:
         """The id of a tag given by id or by name (:class:`NotFound` for an unknown name)."""

@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from xtsdb.protocol import analytics, ops, tags
+from xtsdb.protocol import analytics, cluster, ops, tags
 from xtsdb.protocol.declare import Message, Op
 from xtsdb.server import historian, points_ops
+from xtsdb.server.cluster import handlers as cluster_ops
 from xtsdb.server.context import Frame as Frame
 from xtsdb.server.context import ServerContext
 
@@ -56,4 +57,5 @@ ROUTES = _table(
     Route(tags.TAG_UPDATE, historian.tag_update),
     Route(tags.TAG_RENAME, historian.tag_rename),
     Route(tags.TAG_REMOVE, historian.tag_remove),
+    Route(cluster.CLUSTER_STATUS, cluster_ops.cluster_status),
 )
