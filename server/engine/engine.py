@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike
 
 from xtsdb.protocol.errors import EngineClosed, InvalidInput, StorageError, XtsdbError
 
-from . import analytics, recovery
+from . import analytics, recovery, summary_plot
 from .aggregate import Buckets
 from .analytics import Interpolated
 from .catalog import Catalog, TagInfo
@@ -318,7 +318,9 @@ class Engine:
         self, tag_id: int, start_us: int, end_us: int, intervals: int, *, good_only: bool = False
     ) -> Points:
         """At most first/last/min/max points per pixel column, for drawing long ranges."""
-        return analytics.plot(self._reads, tag_id, start_us, end_us, intervals, good_only)
+        if not summary_plot.checked(start_us, end_us, intervals):  # its errors, empty ranges
+            return analytics.plot(self._reads, tag_id, start_us, end_us, intervals, good_only)
+        return summary_plot.plot(self._reads, tag_id, start_us, end_us, intervals, good_only)
 
     def stats(self) -> dict[str, Any]:
         """Engine counters and sizes (the keys of the server's ``stats`` op)."""

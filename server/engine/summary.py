@@ -55,14 +55,39 @@ CELL = np.dtype(
         ("sum", "<f8"),
         ("first", "<f8"),
         ("last", "<f8"),
+        # Plot mode (summary_plot) draws each cell's first, last, min and max *points*:
+        # the times and stored values of its first min and first max (``v == min``,
+        # so which of -0.0 and 0.0 was stored), and the qualities of the four.
+        ("min_t", "<i8"),
+        ("max_t", "<i8"),
+        ("min_v", "<f8"),
+        ("max_v", "<f8"),
+        ("q_first", "u1"),
+        ("q_last", "u1"),
+        ("q_min", "u1"),
+        ("q_max", "u1"),
+        ("pad", "V4"),
     ]
 )
+# The cells of format 1 (before the plot fields): rows in that layout are outdated,
+# not damaged, and recomputed at open like missing ones.
+_OLD_ITEMSIZE = 64
+FORMAT = 2
 CellArray = npt.NDArray[np.void]
 _HEAD = struct.Struct("<qqqqqqq")  # chunk_id, index, seq, body_crc, grid, all_good, n_cells
+_VERSION = struct.pack("<q", FORMAT)  # in the row CRC, so no older row passes as current
 
 
 class SummaryDamaged(Exception):
     """A stored summary row fails its CRC or is malformed: recompute it, never use it."""
+
+
+class SummaryOutdated(SummaryDamaged):
+    """A sound row of an older cell layout: recomputed (a cache upgrade, not damage)."""
+
+    def __init__(self, chunk_id: int, index: int) -> None:
+        super().__init__(f"summary of chunk {chunk_id} entry {index} has an older cell format")
+        self.key = (chunk_id, index)
 
 
 @dataclass(frozen=True)
@@ -98,7 +123,7 @@ def summarise(
     all_good = bool(q.shape[0] == 0 or int(q.min()) >= GOOD_QUALITY)
     keep = ~np.isnan(v)
     if not keep.all():
-        ts, v = ts[keep], v[keep]
+        ts, v, q = ts[keep], v[keep], q[keep]
     n = ts.shape[0]
     if n == 0:
         return Summary(seq, body_crc, GRIDS[-1], all_good, np.zeros(0, CELL))
@@ -114,7 +139,22 @@ def summarise(
         cells["max"] = np.maximum.reduceat(v, starts)
         cells["sum"] = np.add.reduceat(v, starts)
     cells["first"], cells["last"] = v[starts], v[ends]
+    cells["q_first"], cells["q_last"] = q[starts], q[ends]
+    counts = ends - starts + 1
+    for name, at in (
+        ("min", _first_equal(v, cells["min"], starts, counts)),
+        ("max", _first_equal(v, cells["max"], starts, counts)),
+    ):
+        cells[f"{name}_t"], cells[f"{name}_v"], cells[f"q_{name}"] = ts[at], v[at], q[at]
     return Summary(seq, body_crc, g, all_good, cells)
+
+
+def _first_equal(
+    v: Float64Array, ext: Float64Array, starts: Int64Array, counts: Int64Array
+) -> Int64Array:
+    """Index of the first point of each cell equal to the cell's ``ext`` (no NaN in ``v``)."""
+    hit = np.flatnonzero(v == np.repeat(ext, counts))
+    return hit[np.searchsorted(hit, starts)]
 
 
 def for_entry(s: Summary, e: BlockEntry) -> Summary:
@@ -131,7 +171,8 @@ Row = tuple[int, int, int, int, int, int, bytes, int]
 def pack(chunk_id: int, index: int, s: Summary) -> Row:
     cells = s.cells.astype(CELL, copy=False).tobytes()
     head = _HEAD.pack(chunk_id, index, s.seq, s.body_crc, s.grid, int(s.all_good), len(s.cells))
-    return (chunk_id, index, s.seq, s.body_crc, s.grid, int(s.all_good), cells, crc32(head + cells))
+    row_crc = crc32(_VERSION + head + cells)
+    return (chunk_id, index, s.seq, s.body_crc, s.grid, int(s.all_good), cells, row_crc)
 
 
 def unpack(row: tuple[object, ...]) -> tuple[int, int, Summary]:
@@ -139,14 +180,19 @@ def unpack(row: tuple[object, ...]) -> tuple[int, int, Summary]:
     # A flipped type byte in an SQLite record can make any column text, a float or a blob.
     ints = [x for x in (*row[:6], *row[7:]) if type(x) is int]
     cells = row[6] if len(row) == 8 else None
-    if len(ints) != 7 or not isinstance(cells, bytes) or len(cells) % CELL.itemsize:
+    if len(ints) != 7 or not isinstance(cells, bytes):
         raise SummaryDamaged("malformed summary row")
     chunk_id, index, seq, body_crc, grid, good, crc = ints
     try:
+        old = _HEAD.pack(chunk_id, index, seq, body_crc, grid, good, len(cells) // _OLD_ITEMSIZE)
         head = _HEAD.pack(chunk_id, index, seq, body_crc, grid, good, len(cells) // CELL.itemsize)
     except struct.error as exc:
         raise SummaryDamaged(f"summary row out of range ({exc})") from None
-    if crc32(head + cells) != crc or grid not in GRIDS:
+    if len(cells) % _OLD_ITEMSIZE == 0 and crc32(old + cells) == crc and grid in GRIDS:
+        raise SummaryOutdated(chunk_id, index)
+    if len(cells) % CELL.itemsize:
+        raise SummaryDamaged("malformed summary row")
+    if crc32(_VERSION + head + cells) != crc or grid not in GRIDS:
         raise SummaryDamaged(f"summary of chunk {chunk_id} entry {index} fails its CRC")
     arr = np.frombuffer(cells, CELL).copy()
     return chunk_id, index, Summary(seq, body_crc, grid, bool(good), arr)

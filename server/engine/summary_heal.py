@@ -18,7 +18,7 @@ from .container import BlockEntry
 from .index import MetaIndex
 from .reader import BlockReader
 from .store import BlockStore
-from .summary import Summary, SummaryDamaged, summarise, unpack
+from .summary import Summary, SummaryDamaged, SummaryOutdated, summarise, unpack
 
 log = logging.getLogger("xtsdb.engine")
 BATCH_POINTS = 4_000_000  # points decoded at once while computing summaries at open
@@ -63,6 +63,9 @@ def load_at_open(
     for row in index.summary_rows():
         try:
             chunk_id, idx, s = unpack(row)
+        except SummaryOutdated as old:  # an older cell layout: recomputed like a missing one
+            damaged.append(old.key)
+            continue
         except SummaryDamaged as exc:
             # Reported whatever it names: a damaged key may have named a live block.
             repairs.append(f"index: {exc}; recomputed from the blocks (never served)")
