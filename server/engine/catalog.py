@@ -26,6 +26,8 @@ from typing import Any
 
 from xtsdb.protocol.errors import CorruptionError, InvalidInput, NotFound
 
+from .name_index import NameIndex
+
 DUPLICATE_POLICIES = ("last", "first", "reject")
 VALUE_TYPES = ("float64", "int64", "bool", "enum")
 log = logging.getLogger("xtsdb.engine")
@@ -113,18 +115,17 @@ class Catalog:
             raise CorruptionError(damaged(self.path, str(exc))) from exc
         return [self._by_id[r[0]] for r in rows if r[0] in self._by_id]
 
+    _names: NameIndex[TagInfo] | None = None  # built by the first search
+
     def search(self, text: str, limit: int, after: str | None = None) -> tuple[list[TagInfo], bool]:
         """Up to ``limit`` tags, by name after ``after``, whose name or description holds
-        ``text`` (ignoring case); and whether more match."""
-        needle = text.casefold()
-        found = sorted(
-            (i for i in self._by_id.values() if after is None or i.name > after),
-            key=lambda i: i.name,
-        )
-        hits = [
-            i for i in found if needle in i.name.casefold() or needle in i.description.casefold()
-        ]
-        return hits[:limit], len(hits) > limit
+        ``text`` (ignoring case); and whether more match (see name_index)."""
+        with self._lock:
+            tags = list(self._by_id.values())
+        index = self._names
+        if index is None or not index.current(tags):
+            index = self._names = NameIndex(tags)
+        return index.search(text, limit, after)
 
     def all(self) -> list[TagInfo]:
         return list(self._by_id.values())
