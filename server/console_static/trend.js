@@ -1,11 +1,21 @@
 // The trend view: one chart of several tags, drawn from the server's plot mode (at
 // most 4 points per pixel column), re-requested on every range change; live mode
-// polls at most once a second; the table and the CSV hold exactly what is drawn.
+// polls at most once a second; the table and the CSV hold exactly what is drawn, or
+// min/max/avg/count per interval from the aggregate API over the same range.
 "use strict";
 
 xc.trend = {
   PRESETS: { "15m": 9e5, "1h": 36e5, "24h": 864e5, "7d": 6048e5, "30d": 2592e6, "1y": 31556952e3 },
   TABLE_ROWS: 500,
+  AGGREGATES: ["min", "max", "avg", "count"],
+  // Intervals (µs) "auto" picks from: the shortest giving at most AUTO_BUCKETS per tag.
+  NICE: [1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 10800, 21600, 43200, 86400, 604800,
+    2592000, 31536000].map((s) => s * 1e6),
+  AUTO_BUCKETS: 200,
+  tableMode: "points", // or "agg"
+  interval: "auto", // or a number of µs
+  shownAgg: null, // the aggregate answer the table shows (agg mode)
+  tableSeq: 0,
   tags: [],
   span: 36e5, // ms shown
   end: null, // ms of the right edge; null: now (follows the clock)
@@ -28,6 +38,14 @@ xc.trend = {
       this.refresh();
     });
     document.getElementById("csv").addEventListener("click", () => this.download());
+    document.getElementById("table-mode").addEventListener("change", (e) => {
+      this.tableMode = e.target.value === "agg" ? "agg" : "points";
+      this.refresh();
+    });
+    document.getElementById("table-interval").addEventListener("change", (e) => {
+      this.interval = e.target.value === "auto" ? "auto" : Number(e.target.value);
+      this.refresh();
+    });
   },
 
   // Open the view on some tags (from the tag browser).
@@ -50,6 +68,17 @@ xc.trend = {
     this.end = params.has("end") && Number.isFinite(end) ? end : null;
     this.live = params.get("live") === "1";
     document.getElementById("live").checked = this.live;
+    this.tableMode = params.get("table") === "agg" ? "agg" : "points";
+    const interval = Number(params.get("interval"));
+    this.interval = Number.isSafeInteger(interval) && interval > 0 ? interval : "auto";
+    document.getElementById("table-mode").value = this.tableMode;
+    const pick = document.getElementById("table-interval");
+    pick.value = String(this.interval);
+    if (pick.value !== String(this.interval)) { // a shared URL's own interval
+      const opt = new Option(this.interval + " µs", String(this.interval));
+      pick.add(opt);
+      pick.value = opt.value;
+    }
     this.refresh();
   },
 
@@ -62,6 +91,10 @@ xc.trend = {
     const p = { tags: JSON.stringify(this.tags), span: String(this.span) };
     if (this.end !== null) p.end = String(this.end);
     if (this.live) p.live = "1";
+    if (this.tableMode === "agg") {
+      p.table = "agg";
+      if (this.interval !== "auto") p.interval = String(this.interval);
+    }
     return p;
   },
 
@@ -161,14 +194,26 @@ xc.trend = {
     performance.measure("xtsdb-trend-drawn", { start: t0, end: t2 });
     this.shown = answer;
     this.drawnSeq = seq; // tests and the bench wait for a draw newer than one they saw
-    this.table(answer);
+    if (this.tableMode === "agg") {
+      try {
+        this.shownAgg = await this.aggregates(answer);
+      } catch (err) {
+        if (seq === this.seq) xc.fail(err);
+        this.shownAgg = null;
+      }
+      if (seq !== this.seq) return;
+    }
+    this.table();
+    this.tableSeq = seq;
     this.schedule(seq, t0);
   },
 
   // Live mode: the next request at least 1 s after the previous one began.
   schedule(seq, t0) {
     if (!this.live || this.end !== null || seq !== this.seq || xc.view !== "trend") return;
-    const wait = Math.max(0, 1000 - (performance.now() - t0));
+    // With the aggregate table a cycle makes two requests: one cycle per 2 s.
+    const period = this.tableMode === "agg" ? 2000 : 1000;
+    const wait = Math.max(0, period - (performance.now() - t0));
     this.timer = setTimeout(() => this.refresh(), wait);
   },
 
@@ -232,36 +277,76 @@ xc.trend = {
     }, 120);
   },
 
-  rows(answer) {
+  // The aggregate API over exactly the range the chart shows.
+  intervalFor(answer) {
+    if (this.interval !== "auto") return this.interval;
+    const span = answer.end - answer.start;
+    return this.NICE.find((i) => span / i <= this.AUTO_BUCKETS) || this.NICE[this.NICE.length - 1];
+  },
+
+  aggregates(answer) {
+    return xc.api("aggregate", {
+      tags: JSON.stringify(answer.series.map((s) => s.tag)),
+      start: String(answer.start),
+      end: String(answer.end),
+      interval: String(this.intervalFor(answer)),
+      aggregates: this.AGGREGATES.join(","),
+    });
+  },
+
+  // The table's rows and columns: the points drawn, or the aggregates per interval.
+  rows() {
     const out = [];
-    for (const s of answer.series) {
+    if (this.tableMode === "agg") {
+      for (const s of (this.shownAgg || { series: [] }).series) {
+        s.start.forEach((t, k) => out.push([s.tag, t, ...this.AGGREGATES.map((a) => s.values[a][k])]));
+      }
+      return out;
+    }
+    for (const s of (this.shown || { series: [] }).series) {
       for (let k = 0; k < s.ts.length; k++) out.push([s.tag, s.ts[k], s.values[k], s.q[k]]);
     }
     return out;
   },
 
-  table(answer) {
-    const rows = this.rows(answer);
+  table() {
+    const agg = this.tableMode === "agg";
+    const head = agg ? ["Tag", "Interval start (UTC)", "Min", "Max", "Avg", "Count"]
+      : ["Tag", "Time (UTC)", "Value", "Quality"];
+    const hr = document.querySelector("#points-table thead tr");
+    hr.replaceChildren();
+    for (const h of head) hr.append(Object.assign(document.createElement("th"), { textContent: h }));
+    const rows = this.rows();
     const body = document.querySelector("#points-table tbody");
     body.replaceChildren();
-    for (const [tag, ts, value, q] of rows.slice(0, this.TABLE_ROWS)) {
+    for (const [tag, ts, ...rest] of rows.slice(0, this.TABLE_ROWS)) {
       const tr = body.insertRow();
       xc.cell(tr, tag);
       xc.cell(tr, xc.iso(ts));
-      xc.cell(tr, value === null ? "" : String(value), "num");
-      xc.cell(tr, String(q), "q-" + xc.quality(q));
+      if (agg) {
+        for (const v of rest) xc.cell(tr, v === null ? "" : String(v), "num");
+      } else {
+        xc.cell(tr, rest[0] === null ? "" : String(rest[0]), "num");
+        xc.cell(tr, String(rest[1]), "q-" + xc.quality(rest[1]));
+      }
     }
     const n = rows.length;
-    document.getElementById("table-note").textContent = n > this.TABLE_ROWS
-      ? n + " points drawn; the table lists the first " + this.TABLE_ROWS + ", the CSV all of them"
+    const what = agg ? n + " intervals of " + (this.shownAgg ? this.shownAgg.interval / 1e6 : "?") + " s"
       : n + " points drawn";
+    document.getElementById("table-note").textContent = n > this.TABLE_ROWS
+      ? what + "; the table lists the first " + this.TABLE_ROWS + ", the CSV all of them"
+      : what;
   },
 
   csvText() {
     const quote = (s) => (/[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s);
-    const lines = ["tag,time_utc,timestamp_us,value,quality"];
-    for (const [tag, ts, value, q] of this.rows(this.shown || { series: [] })) {
-      lines.push([quote(tag), xc.iso(ts) + "Z", ts, value === null ? "" : value, q].join(","));
+    const agg = this.tableMode === "agg";
+    const lines = [agg ? "tag,interval_start_utc,interval_start_us,interval_us," + this.AGGREGATES.join(",")
+      : "tag,time_utc,timestamp_us,value,quality"];
+    const interval = agg && this.shownAgg ? this.shownAgg.interval : 0;
+    for (const [tag, ts, ...rest] of this.rows()) {
+      const cols = rest.map((v) => (v === null ? "" : v));
+      lines.push([quote(tag), xc.iso(ts) + "Z", ts, ...(agg ? [interval] : []), ...cols].join(","));
     }
     return lines.join("\r\n") + "\r\n";
   },
