@@ -37,7 +37,7 @@ from .points import Float64Array, Int64Array, Points, ReadStats
 from .query import ReadPath, run_query
 from .reductions import Segments
 from .state import TagSnapshot
-from .summary import CELL, Summary
+from .summary import CELL, MAX_CELLS, Summary
 from .summary_heal import decode_summaries
 
 SUMMARISABLE = frozenset(("count", "min", "max", "sum", "avg", "first", "last"))
@@ -45,6 +45,8 @@ ENABLED = True  # False: every block decodes (the same-run baseline of bench/agg
 STORED = True  # False: summaries are recomputed by decoding, as when one is missing (tests)
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 WORDS = CELL.itemsize // 8
+MIN_BLOCKS = 2  # fewer clean blocks than this in range: decode (tests/test_aggregate_fast.py)
+MIN_SHARE = 0.5  # of the range's block points summarised, else decode all (see _pays)
 
 
 @contextmanager
@@ -106,8 +108,11 @@ def aggregate(
     if nb == 0 or snap is None:
         return None
     cand = clean_blocks(snap, start, end)
-    if not cand.shape[0]:
-        return None
+    # A block spanning MAX_CELLS buckets or more has cells wider than a bucket unless
+    # its points are sparse: fetching its summary would almost always be wasted.
+    cand = cand[snap.lasts[cand] - snap.firsts[cand] < MAX_CELLS * interval]
+    if cand.shape[0] < MIN_BLOCKS:
+        return None  # a block or two decode faster than summaries are fetched and merged
     edges = np.empty(nb + 1, np.int64)
     edges[:nb], edges[0], edges[nb] = starts, start, end
     stats = ReadStats()
@@ -116,6 +121,8 @@ def aggregate(
     if not use.any():
         return None
     chosen = cand[use]
+    if not _pays(snap, chosen, start, end):
+        return None
     keep = np.ones(len(snap.blocks), bool)
     keep[chosen] = False
     rest = TagSnapshot(
@@ -134,6 +141,19 @@ def aggregate(
         reads.state.stats.add(stats)
         reads.state.counters["blocks_summarised"] += int(chosen.shape[0])
     return Buckets(starts, values, stats, int(chosen.shape[0]))
+
+
+def _pays(snap: TagSnapshot, chosen: Int64Array, start: int, end: int) -> bool:
+    """Whether the summarised blocks hold at least ``MIN_SHARE`` of the range's block points.
+
+    Merging cells into decoded buckets costs more per bucket than reducing decoded
+    points alone (bench/aggregate.py: 90 days in 5-min buckets, where only blocks
+    at hour edges fit, took 99 ms with summaries against 72 ms decoding all), so a
+    few summarised blocks among many decoded ones are not worth it.
+    """
+    counts = np.fromiter((b.count for b in snap.blocks), np.int64, len(snap.blocks))
+    inside = (snap.firsts < end) & (snap.lasts >= start)
+    return int(counts[chosen].sum()) >= MIN_SHARE * int(counts[inside].sum())
 
 
 def _summaries(reads: ReadPath, blocks: list[BlockEntry], stats: ReadStats) -> list[Summary | None]:
