@@ -177,6 +177,62 @@ def search_ms(work: Path, n_tags: int) -> tuple[list[float], list[float], float]
     return index, scan, build
 
 
+SHOT_TAGS = (
+    ("boiler.temp", "degC", 80.0),
+    ("boiler.pressure", "bar", 5.0),
+    ("feed.flow", "m3/h", 40.0),
+)
+
+
+def screenshot(out: Path) -> None:
+    """The trend view of three tags (three units: three y-axes) over a day, as a PNG."""
+    from selenium import webdriver
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    day = 86_400
+    end = time.time_ns() // 1000 // SEC * SEC
+    ts = end - np.arange(day, 0, -1, dtype=np.int64) * SEC
+    rng = np.random.default_rng(4)
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="xtsdb-shot-") as d:
+        work = Path(d)
+        with Engine.open(work / "data") as eng:
+            for k, (name, unit, base) in enumerate(SHOT_TAGS):
+                tag = eng.create_tag(name, unit=unit, description=f"{name} ({unit})").id
+                wave = np.sin(np.arange(day) / (3000.0 + 1500 * k)) * base * 0.05
+                v = np.round(base + wave + np.cumsum(rng.normal(0, base * 2e-4, day)), 3)
+                q = np.full(day, 192, np.uint8)
+                if k == 0:
+                    q[40_000:40_600] = 0  # ten minutes of Bad quality: red crosses
+                eng.write(tag, ts, v, q)
+            eng.flush()
+        http_port = free_port()
+        args = flags(port=0, http_port=http_port, data_dir=work / "data", host="127.0.0.1")
+        with ServerProcess(args, workdir=work) as srv:
+            srv.wait_ready(120)
+            opts = webdriver.ChromeOptions()
+            opts.binary_location = "/usr/bin/chromium"
+            for arg in (
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--window-size=1400,900",
+            ):
+                opts.add_argument(arg)
+            service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
+            driver = webdriver.Chrome(service=service, options=opts)
+            names = json.dumps([t[0] for t in SHOT_TAGS])
+            qs = urllib.parse.urlencode({"tags": names, "span": day * 1000, "table": "agg"})
+            try:
+                driver.get(f"http://127.0.0.1:{http_port}/#trend?{qs}")
+                WebDriverWait(driver, 60, 0.05).until(
+                    lambda d: d.execute_script("return xc.trend.tableSeq > 0")
+                )
+                driver.save_screenshot(str(out))
+            finally:
+                driver.quit()
+            srv.stop()
+
+
 def fmt(ms: list[float]) -> str:
     d = 1 if max(ms) < 20 else 0  # small times: a decimal, so before/after ratios show
     return f"median {statistics.median(ms):.{d}f} ms (min {min(ms):.{d}f}, max {max(ms):.{d}f})"
@@ -239,7 +295,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--tags", type=int, default=100_000, help="tags in the search catalog")
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    parser.add_argument("--screenshot", type=Path, help="only save the trend view as this PNG")
     ns = parser.parse_args()
+    if ns.screenshot is not None:
+        screenshot(ns.screenshot)
+        return
     lines = run(ns.quick, ns.reps, ns.tags)
     text = "\n".join(lines) + "\n"
     print(text)
