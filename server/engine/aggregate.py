@@ -86,7 +86,7 @@ from .interpolate import (
     valid,
 )
 from .points import GOOD_QUALITY, Float64Array, Int64Array, ReadStats, UInt8Array
-from .reductions import Segments, arg_extremes, sorted_unique
+from .reductions import Segments
 
 __all__ = [
     "AGGREGATES",
@@ -375,25 +375,11 @@ def plot(
         return np.zeros(0, np.int64)
     if end - start > _I64_MAX:
         raise ValueError("time range too large")
-    lo, hi = (int(i) for i in np.searchsorted(t, (start, end)))
-    tv, vv, qv = t[lo:hi], vals[lo:hi], qual[lo:hi]
+    from .summary_plot import plot_columns  # here: summary_plot imports this module
+
     # Column edges start + floor(k * span / intervals), exact without overflow:
     # k * span = k * (quot * intervals + rem).
     quot, rem = divmod(end - start, intervals)
     k = np.arange(intervals + 1, dtype=np.int64)
     edges = start + k * quot + (k * rem) // intervals
-    # As in bucket_aggregate: bad quality is ruled out up front by q.min(), a
-    # NaN value shows up afterwards in the piece minima of arg_extremes.
-    keep = None
-    if good_only and qv.shape[0] and int(qv.min()) < GOOD_QUALITY:
-        keep = np.flatnonzero(valid(vv, qv, True))
-    while True:
-        s = Segments(tv, vv, edges) if keep is None else Segments(tv[keep], vv[keep], edges)
-        if s.n == 0:
-            return np.zeros(0, np.int64)
-        ext = arg_extremes(s.v, s.seg)
-        if ext is not None:
-            break
-        keep = np.flatnonzero(valid(vv, qv, good_only))
-    idx = sorted_unique(np.concatenate((s.seg, s.lastp, *ext)))
-    return (idx if keep is None else keep[idx]) + lo
+    return plot_columns(t, vals, qual, edges, good_only)
