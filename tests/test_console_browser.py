@@ -293,18 +293,23 @@ def test_live_mode_picks_up_a_new_point(page: Page, srv: ServerThread) -> None:
         assert page.errors() == []
 
 
+def download_csv(page: Page, driver: WebDriver) -> list[list[str]]:
+    """Click "Download CSV"; the rows of the file the browser saved."""
+    folder = page.shots / "dl"
+    folder.mkdir()
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)}
+    )
+    page.d.find_element(By.ID, "csv").click()
+    done = folder / "xtsdb-trend.csv"
+    page.until(lambda: done.exists() and done.stat().st_size > 0, "the CSV downloaded")
+    return list(csv.reader(io.StringIO(done.read_text())))
+
+
 def test_csv_download_is_what_is_shown(page: Page, driver: WebDriver) -> None:
     with screenshot_on_failure(page):
         shown = open_trend(page, ["boiler.temp", "boiler.pressure"], span="3600000")
-        folder = page.shots / "dl"
-        folder.mkdir()
-        driver.execute_cdp_cmd(
-            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)}
-        )
-        page.d.find_element(By.ID, "csv").click()
-        done = folder / "xtsdb-trend.csv"
-        page.until(lambda: done.exists() and done.stat().st_size > 0, "the CSV downloaded")
-        rows = list(csv.reader(io.StringIO(done.read_text())))
+        rows = download_csv(page, driver)
         assert rows[0] == ["tag", "time_utc", "timestamp_us", "value", "quality"]
         want = [
             (s["tag"], ts, v, q)

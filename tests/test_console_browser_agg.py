@@ -10,8 +10,6 @@ the table is built from. Uses the server, browser and page of
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import urllib.parse
 import urllib.request
@@ -21,7 +19,7 @@ import test_console_browser as tcb
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
-from test_console_browser import Page, open_trend, screenshot_on_failure
+from test_console_browser import Page, download_csv, open_trend, screenshot_on_failure
 
 # That module's fixtures (one server and one browser for this module too).
 browser_paths, srv, driver, page = tcb.browser_paths, tcb.srv, tcb.driver, tcb.page
@@ -63,6 +61,15 @@ def table_cells(page: Page) -> list[list[str]]:
     return cells
 
 
+def agg_rows(agg: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """(tag, interval start, min, max, avg, count) per interval, as the table lists them."""
+    return [
+        (s["tag"], t, *(s["values"][a][k] for a in AGGS))
+        for s in agg["series"]
+        for k, t in enumerate(s["start"])
+    ]
+
+
 def test_aggregates_per_interval_table_and_csv(page: Page, driver: WebDriver) -> None:
     with screenshot_on_failure(page):
         shown = open_trend(page, ["boiler.temp", "boiler.pressure"], span="3600000")
@@ -75,11 +82,7 @@ def test_aggregates_per_interval_table_and_csv(page: Page, driver: WebDriver) ->
         assert agg == aggregate_api(page, shown, 30_000_000)
         cells = table_cells(page)
         assert cells[0] == ["Tag", "Interval start (UTC)", "Min", "Max", "Avg", "Count"]
-        want = [
-            (s["tag"], t, *(s["values"][a][k] for a in AGGS))
-            for s in agg["series"]
-            for k, t in enumerate(s["start"])
-        ]
+        want = agg_rows(agg)
         assert len(cells) - 1 == len(want) > 100
         for row, w in zip(cells[1:], want, strict=True):
             assert row[0] == w[0]
@@ -96,21 +99,9 @@ def test_aggregates_per_interval_table_and_csv(page: Page, driver: WebDriver) ->
         assert "table=agg" in url and "interval=300000000" in url
 
         # the CSV is what the table was built from
-        folder = page.shots / "dl"
-        folder.mkdir()
-        driver.execute_cdp_cmd(
-            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)}
-        )
-        page.d.find_element(By.ID, "csv").click()
-        done = folder / "xtsdb-trend.csv"
-        page.until(lambda: done.exists() and done.stat().st_size > 0, "the CSV downloaded")
-        rows = list(csv.reader(io.StringIO(done.read_text())))
+        rows = download_csv(page, driver)
         assert rows[0] == ["tag", "interval_start_utc", "interval_start_us", "interval_us", *AGGS]
-        want = [
-            (s["tag"], t, *(s["values"][a][k] for a in AGGS))
-            for s in agg["series"]
-            for k, t in enumerate(s["start"])
-        ]
+        want = agg_rows(agg)
         assert len(rows) - 1 == len(want) > 0
         for row, w in zip(rows[1:], want, strict=True):
             assert row[0] == w[0] and int(row[2]) == w[1] and row[3] == "300000000"
