@@ -160,6 +160,7 @@ def test_cell_points_are_the_first_extremes_with_their_qualities() -> None:
 
 
 def test_older_cell_format_is_recomputed_not_reported(tmp_path: Path) -> None:
+    from xtsdb.server.check import check
     from xtsdb.server.engine.container import crc32
     from xtsdb.server.engine.summary import _HEAD
 
@@ -179,6 +180,7 @@ def test_older_cell_format_is_recomputed_not_reported(tmp_path: Path) -> None:
                 "UPDATE summaries SET cells = ?, crc = ? WHERE chunk_id = ? AND idx = ?",
                 (body, crc32(head + body), c, i),
             )
+    assert not check(tmp_path / "db").damaged  # an upgrade, not damage
     with Engine.open(tmp_path / "db", CFG) as eng:
         assert not eng.repairs
         assert as_lists(eng.plot(1, 0, 200 * 60 * SEC, 7)) == want

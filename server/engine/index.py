@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .container import BlockEntry, ChunkScan
 from .summary import Row as SummaryRow
-from .summary import SummaryDamaged, SummaryTable, unpack
+from .summary import SummaryDamaged, SummaryOutdated, SummaryTable, unpack
 
 SCHEMA_VERSION = 2
 
@@ -231,6 +231,8 @@ class MetaIndex:
         for row in self.summary_rows():
             try:
                 unpack(row)
+            except SummaryOutdated:  # an older cell layout is not damage; a start recomputes it
+                continue
             except SummaryDamaged as exc:
                 out.append(f"{exc}; a start recomputes it from its block")
         return out
