@@ -78,6 +78,24 @@ def _summary_rows(eng: Engine, end: int, reps: int) -> list[Row]:
     return rows
 
 
+def day_avg(quick: bool) -> tuple[float, int, int, int]:
+    """1-day avg over a year of 1 s data of one tag (a twentieth with ``quick``), for compare.py.
+
+    Returns (median ms, blocks summarised, blocks decoded, points).
+    """
+    year = 365 * 86_400 // (20 if quick else 1)
+    cfg = EngineConfig(read_workers=0, max_memory_points=64_000_000)
+    with (
+        tempfile.TemporaryDirectory(dir="/tmp", prefix="xtsdb-agg-") as d,
+        Engine.open(Path(d) / "year", cfg) as eng,
+    ):
+        _fill(eng, 1, year)
+        end = year * SEC
+        got = eng.aggregate(0, 0, end, DAY, ("avg",))
+        ms = _median_ms(lambda: eng.aggregate(0, 0, end, DAY, ("avg",)), 7)
+        return ms, got.blocks_summarised, got.stats.blocks_read, year
+
+
 def run(quick: bool) -> list[Row]:
     year = 365 * 86_400 // (20 if quick else 1)
     day_tags = 10 if quick else 100

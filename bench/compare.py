@@ -14,6 +14,7 @@ starts. See bench/README.md for the workloads and how to read the report.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import shutil
@@ -29,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from bench import compare_grafana, compare_lp, data, report
+from bench import compare_extra, compare_grafana, compare_lp, compare_targets, data, report
+from bench.compare_conc import concurrency
 from bench.peers import SYSTEMS, System, dir_bytes
 
 HOUR = 3600
@@ -59,6 +61,7 @@ class Run:
     conc_seconds: float
     deadline: Deadline
     workdir: Path
+    long_days: int = 90
     results: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
     _payloads: dict[str, list[tuple[Any, int]]] = field(default_factory=dict)
@@ -127,6 +130,7 @@ def ingest(run: Run, sys: System, nclients: int) -> float:
         return go
 
     try:
+        meter = compare_extra.CpuMeter(sys)
         t0 = time.perf_counter()
         if nclients == 1:
             writer(clients[0], batches)()
@@ -136,6 +140,7 @@ def ingest(run: Run, sys: System, nclients: int) -> float:
             if errors:
                 raise errors[0]
         elapsed = time.perf_counter() - t0
+        run.results.setdefault(sys.name, {})[f"cpu_{nclients}"] = meter.rate()
     finally:
         for c in clients:
             c.close()
@@ -214,81 +219,6 @@ def queries(run: Run, sys: System, res: dict[str, float]) -> None:
         c.close()
 
 
-def concurrency(run: Run, sys: System, est_rate: float) -> tuple[float, float, int]:
-    """8 writers appending new time to their own tags + 4 readers; (points/s, p99 ms, queries)."""
-    n_writers, n_readers = 8, 4
-    writer_tags = [list(range(w, run.tags, n_writers)) for w in range(n_writers)]
-    slab = max(1, 10_000 // max(len(t) for t in writer_tags))  # ~10,000 points per request
-    # Pre-built pool: 3x what the system ingested alone in the time given (parallel
-    # writers can beat one client), capped for memory, so no formatting happens while
-    # timed; a writer that exhausts its pool stops early and that is noted.
-    cap = (64e6 if sys.name == "xtsdb" else 32e6) if run.tags * run.points > 1e6 else 4e6
-    budget = min(est_rate * run.conc_seconds * 3, cap)
-    slabs = max(1, math.ceil(budget / n_writers / (slab * len(writer_tags[0]))))
-    t0 = time.perf_counter()
-    pools = [
-        (data.slab_frames if sys.name == "xtsdb" else data.slab_lines)(
-            tags, slabs * slab, slab, run.points
-        )
-        for tags in writer_tags
-    ]
-    print(f"  built concurrency pool ({slabs} slabs/writer) in {time.perf_counter() - t0:.1f}s")
-    stop = threading.Event()
-    done_at = [0.0] * n_writers
-    written = [0] * n_writers
-    latencies: list[list[float]] = [[] for _ in range(n_readers)]
-    exhausted: list[int] = []
-
-    def writer(w: int) -> Callable[[], None]:
-        def go() -> None:
-            c = sys.client()
-            try:
-                for payload in pools[w]:
-                    if stop.is_set():
-                        break
-                    c.write(payload)
-                    written[w] += slab * len(writer_tags[w])
-                else:
-                    exhausted.append(w)
-            finally:
-                done_at[w] = time.perf_counter()
-                c.close()
-
-        return go
-
-    def reader(r: int) -> Callable[[], None]:
-        def go() -> None:
-            c = sys.client()
-            try:
-                for t, s, e in hour_windows(run, 100_000, seed=100 + r):  # bounded count
-                    if stop.is_set():
-                        break
-                    q0 = time.perf_counter()
-                    c.query_range(t, s, e)
-                    latencies[r].append((time.perf_counter() - q0) * 1000)
-            finally:
-                c.close()
-
-        return go
-
-    timer = threading.Timer(run.conc_seconds, stop.set)
-    start = time.perf_counter()
-    timer.start()
-    try:
-        jobs = [writer(w) for w in range(n_writers)] + [reader(r) for r in range(n_readers)]
-        errors = _threads(jobs, join_timeout=run.conc_seconds + 120)
-    finally:
-        timer.cancel()
-        stop.set()
-    if errors:
-        raise errors[0]
-    if exhausted:
-        run.note(sys.name, f"concurrency: {len(exhausted)} writer(s) used their whole pool early")
-    elapsed = max(done_at) - start
-    lat = np.concatenate([np.asarray(x) for x in latencies]) if any(latencies) else np.zeros(1)
-    return sum(written) / elapsed, float(np.percentile(lat, 99)), int(lat.size)
-
-
 def bench_system(run: Run, cls: type[System]) -> None:
     name = cls.name
     res = run.results.setdefault(name, {})
@@ -324,6 +254,15 @@ def bench_system(run: Run, cls: type[System]) -> None:
     finally:
         fresh.stop()
         shutil.rmtree(fresh.workdir, ignore_errors=True)
+    note = functools.partial(run.note, name)
+    cpu = "/".join(f"{res[k]:.2f}" for k in ("cpu_1", "cpu_4") if k in res)
+    note(f"server CPU-s per wall s during ingest (1 / 4 clients, with children): {cpu}")
+    if name == "xtsdb":
+        run.deadline.check("ack workload")
+        compare_extra.ack_workload(cls, run.workdir, res, note)
+    if name in ("xtsdb", "victoriametrics"):
+        run.deadline.check("90-day aggregate")
+        compare_extra.long_range(cls, run.workdir, res, note, run.long_days, run.reps)
     run.deadline.check("line protocol")
     compare_lp.row(cls, run.workdir, res, lambda text: run.note(name, text))
 
@@ -364,8 +303,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     facts = report.machine_facts(workdir, versions)
     print("machine:", "; ".join(f"{k}: {v}" for k, v in facts.items()))
     print(f"data: {a.tags} tags x {a.points} points, concurrency {a.concurrency_seconds:.0f}s")
+    run.long_days = 9 if a.quick else 90
     status = 0
     try:
+        if "xtsdb" in versions:  # in process / own servers: before the peers load the machine
+            note = functools.partial(run.note, "xtsdb")
+            res = run.results.setdefault("xtsdb", {})
+            compare_extra.year_day_avg(res, note, a.quick)
+            compare_extra.query_1m(workdir, res, note, a.quick)
+            compare_extra.rewrite_blocks(res, note, a.quick)
         for cls in runnable:
             try:
                 bench_system(run, cls)
@@ -386,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = "quick" if a.quick else "latest"
     shape = f"{a.tags} tags x {a.points} points; concurrency {a.concurrency_seconds:.0f}s"
     verdicts = [compare_grafana.verdict(run.results), compare_lp.verdict(run.results)]
+    verdicts.append(compare_targets.table(run.results))
     report.emit(run.results, names, facts, run.notes, a.out, stem, shape, None, verdicts)
     return status
 

@@ -183,6 +183,12 @@ class System:
             self.proc.stop()
             self.proc = None
 
+    def pid(self) -> int:
+        """The server process's pid (its CPU time is read from /proc/<pid>/stat)."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self.proc.proc.pid
+
 
 class InfluxDB(System):
     name = "influxdb"
@@ -298,8 +304,17 @@ class Xtsdb(System):
             self.server.stop(20)
             self.server = None
 
+    def pid(self) -> int:
+        if self.server is None:
+            raise RuntimeError("xtsdb is not running")
+        return self.server.pid
+
+    @property
+    def url(self) -> str:
+        return f"xtsdb://{HOST}:{self.port}"
+
     def client(self) -> clients.XtsdbClient:
-        return clients.XtsdbClient(f"xtsdb://{HOST}:{self.port}")
+        return clients.XtsdbClient(self.url)
 
     def stored_bytes(self) -> int:
         # Containers are preallocated (fallocate) in large steps, so du counts free
