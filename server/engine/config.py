@@ -44,6 +44,11 @@ class EngineConfig:
     # bigger machines.
     parallel_min_points: int = 8_000_000
 
+    # -- worker processes (workers.py): block encoding at seal time, large reads --
+    workers: int = -1  # -1: one per core this process may use; 0: everything inline
+    arena_max_bytes: int = 128 * 1024 * 1024  # cap of each of a worker's 2 arenas
+    seal_pool_min_points: int = 65_536  # seal rounds with fewer points encode inline
+
     def __post_init__(self) -> None:
         if self.chunk_size % EXTENT or self.chunk_size < 4 * EXTENT:
             raise ValueError(f"chunk_size must be a multiple of {EXTENT} and >= 4 extents")
@@ -53,3 +58,5 @@ class EngineConfig:
             raise ValueError("chunks_per_container must be >= 1")
         if self.block_points < 1:
             raise ValueError("block_points must be >= 1")
+        if self.workers < -1:
+            raise ValueError("workers must be >= 0 (or -1: one per core)")

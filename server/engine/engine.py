@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike
 
 from xtsdb.protocol.errors import EngineClosed, InvalidInput, StorageError, XtsdbError
 
-from . import analytics, recovery, summary_plot
+from . import analytics, recovery, summary_plot, workers
 from .aggregate import Buckets
 from .analytics import Interpolated
 from .catalog import Catalog, TagInfo
@@ -56,6 +56,8 @@ class Engine:
         self._wal = parts.wal
         self._store = parts.store
         self._reader = parts.reader
+        self._procs = workers.pool_for(config)  # encode seals, decode large reads
+        self._reader.attach(self._procs)
         self.repairs: list[str] = parts.repairs
         self._write_lock = threading.Lock()
         self._state = state = EngineState(parts.checkpoint_lsn)
@@ -78,6 +80,7 @@ class Engine:
             state,
             parts.checkpoint_lsn,
             self.apply_retention,
+            self._procs,
         )
         self._retention = Retention(
             state,
@@ -383,6 +386,8 @@ class Engine:
             self._sealer.join(timeout=30)
             self.catalog.close()
             recovery.close_parts(self._parts)
+            if self._procs is not None:
+                self._procs.close()
 
 
 __all__ = ["Engine"]

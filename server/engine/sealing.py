@@ -12,21 +12,22 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from xtsdb.protocol.errors import DiskFull, StorageError, XtsdbError
 
 from . import recovery
-from .block_codec import CODEC_ZSTD_V1, encode_block
+from .block_codec import CODEC_ZSTD_V1
 from .config import EngineConfig
 from .container import BLOCK_SORTED, BlockEntry
-from .membuffer import MemBuffer, consolidate
+from .membuffer import Columns, MemBuffer, consolidate
+from .points import Float64Array, Int64Array, UInt8Array
 from .state import EngineState
 from .store import BlockStore
-from .summary import summarise
 from .tagstate import TagState
 from .wal import Wal
+from .workers import WorkerPool, encode_many
 
 log = logging.getLogger("xtsdb.engine")
 
@@ -46,6 +47,7 @@ class Sealer:
         state: EngineState,
         checkpoint_lsn: int,
         retention: Callable[[], int],
+        procs: WorkerPool | None = None,
     ) -> None:
         self.config = config
         self.path = path
@@ -55,6 +57,7 @@ class Sealer:
         self.checkpoint_lsn = checkpoint_lsn
         self.lock = threading.Lock()  # the engine's seal lock
         self._retention = retention
+        self.procs = procs  # worker processes that encode large seal rounds (None: inline)
 
     def _wanted(self) -> bool:
         """Seal all now: the WAL or memory has grown past what a checkpoint should cover."""
@@ -101,14 +104,14 @@ class Sealer:
                         t.active = MemBuffer()
                     if t.sealing:  # includes leftovers of a failed earlier round
                         work.append((tag_id, t, list(t.sealing)))
-            for tag_id, t, bufs in work:
-                entries = self._write_blocks(tag_id, t, bufs)
-                with state.lock:
-                    t.blocks.extend(entries)
-                    state.totals.add(entries)
-                    del t.sealing[: len(bufs)]
-                    state.mem_points -= sum(b.count for b in bufs)
-                    state.lock.notify_all()
+            for batch in _batches(work, SEAL_BATCH_POINTS):
+                for _, t, bufs, entries in self._write_batch(batch):
+                    with state.lock:
+                        t.blocks.extend(entries)
+                        state.totals.add(entries)
+                        del t.sealing[: len(bufs)]
+                        state.mem_points -= sum(b.count for b in bufs)
+                        state.lock.notify_all()
             self.store.commit_index()
             self._write_healed()
             if force_all:
@@ -121,25 +124,41 @@ class Sealer:
         except sqlite3.Error as exc:  # a cache: they stay in memory and are retried
             log.warning("writing block summaries to the index failed (%s)", exc)
 
-    def _write_blocks(self, tag_id: int, t: TagState, bufs: list[MemBuffer]) -> list[BlockEntry]:
-        ts, vals, qual = consolidate([p for b in bufs for p in b.parts], t.policy == "first")
-        max_lsn = max(b.last_lsn for b in bufs)
+    def _write_batch(self, batch: list[Work]) -> Iterator[Written]:
+        """Encode every block of ``batch`` (in the workers when it pays), then write them.
+
+        The encoding is the CPU-heavy part and moves to the worker processes in
+        one job per worker; the container appends and index rows stay here.
+        Each tag is yielded once written, so the caller publishes it before the
+        next is appended (a failed append leaves no written block unpublished).
+        """
         # Worst case a point costs ~18 bytes encoded; keep every body inside one chunk.
         per_block = max(1, min(self.config.block_points, (self.store.max_body - 256) // 18))
-        out = []
-        for lo in range(0, ts.shape[0], per_block):
-            sl = slice(lo, lo + per_block)
-            body = encode_block(ts[sl], vals[sl], qual[sl], self.config.zstd_level)
-            first, last, n = int(ts[sl][0]), int(ts[sl][-1]), int(ts[sl].shape[0])
-            summary = summarise(ts[sl], vals[sl], qual[sl])
-            entry = self.store.append(
-                tag_id, CODEC_ZSTD_V1, BLOCK_SORTED, body, first, last, n, max_lsn
-            )
-            # Written with the block's index row, in the same transaction (index.add_blocks).
-            self.store.index.summaries.put(entry, summary)
-            out.append(entry)
-        self.state.counters["blocks_written"] += len(out)
-        return out
+        plans = []
+        segments: list[Columns] = []
+        for tag_id, t, bufs in batch:
+            ts, vals, qual = consolidate([p for b in bufs for p in b.parts], t.policy == "first")
+            lows = range(0, ts.shape[0], per_block)
+            segments.extend(_part(ts, vals, qual, lo, per_block) for lo in lows)
+            plans.append((tag_id, t, bufs, len(lows)))
+        big = sum(s[0].shape[0] for s in segments) >= self.config.seal_pool_min_points
+        encoded = iter(encode_many(self.procs if big else None, segments, self.config.zstd_level))
+        parts = iter(segments)
+        for tag_id, t, bufs, count in plans:
+            max_lsn = max(b.last_lsn for b in bufs)
+            entries = []
+            for _ in range(count):
+                ts = next(parts)[0]
+                body, summary = next(encoded)
+                first, last, n = int(ts[0]), int(ts[-1]), int(ts.shape[0])
+                entry = self.store.append(
+                    tag_id, CODEC_ZSTD_V1, BLOCK_SORTED, body, first, last, n, max_lsn
+                )
+                # Written with the block's index row, in the same transaction (index.add_blocks).
+                self.store.index.summaries.put(entry, summary)
+                entries.append(entry)
+            self.state.counters["blocks_written"] += len(entries)
+            yield tag_id, t, bufs, entries
 
     def _checkpoint(self) -> None:
         # The checkpoint may only cover points whose blocks are already written:
@@ -165,3 +184,26 @@ def _storage_error(exc: OSError, what: str) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(f"no space left on device while {what}")
     return StorageError(f"{what} failed: {exc}")
+
+
+Work = tuple[int, TagState, list[MemBuffer]]
+Written = tuple[int, TagState, list[MemBuffer], list[BlockEntry]]
+SEAL_BATCH_POINTS = 2_000_000  # points encoded per round trip to the workers (bounds arenas)
+
+
+def _batches(work: list[Work], most: int) -> list[list[Work]]:
+    """Consecutive groups of ``work`` of at most ``most`` points (a bigger tag alone)."""
+    out: list[list[Work]] = [[]]
+    filled = 0
+    for w in work:
+        n = sum(b.count for b in w[2])
+        if out[-1] and filled + n > most:
+            out.append([])
+            filled = 0
+        out[-1].append(w)
+        filled += n
+    return [g for g in out if g]
+
+
+def _part(ts: Int64Array, v: Float64Array, q: UInt8Array, lo: int, n: int) -> Columns:
+    return ts[lo : lo + n], v[lo : lo + n], q[lo : lo + n]
