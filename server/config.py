@@ -224,7 +224,12 @@ class ServerConfig:
         metadata=_meta("16 KiB extents of directory per chunk; fixed at creation"),
     )
     read_workers: int = field(
-        default=_ENGINE.read_workers, metadata=_meta("processes decoding large queries", lo=1)
+        default=_ENGINE.read_workers,
+        metadata=_meta(
+            "deprecated (see workers): 0 decodes every query inline; any other value lets "
+            "large queries use the worker processes",
+            lo=0,
+        ),
     )
     wal_segment_bytes: int = _byte_count(
         _ENGINE.wal_segment_bytes, "WAL segment size before rotation"
@@ -291,6 +296,20 @@ class ServerConfig:
         ),
     )
 
+    # -- worker processes (docs/configuration.md, Workers) --
+    workers: int = field(
+        default=_ENGINE.workers,
+        metadata=_meta(
+            "processes that encode blocks when buffers are sealed and decode large queries; "
+            "-1: one per core this process may use; 0: all of it inline in the server",
+            lo=-1,
+        ),
+    )
+    arena_max_bytes: int = _byte_count(
+        _ENGINE.arena_max_bytes,
+        "cap of each of a worker's two shared-memory arenas; bigger jobs run inline",
+    )
+
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_MODES:
             raise ConfigError(
@@ -342,6 +361,8 @@ class ServerConfig:
             meta_extents=self.meta_extents,
             block_points=self.block_points,
             read_workers=self.read_workers,
+            workers=self.workers,
+            arena_max_bytes=self.arena_max_bytes,
             fsync=self.sync,
             wal_segment_bytes=self.wal_segment_bytes,
             wal_checkpoint_bytes=self.wal_checkpoint_bytes,
