@@ -22,13 +22,11 @@
 from __future__ import annotations
 
 import itertools
-import re
 import ssl
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-from urllib.parse import unquote, urlsplit
 
 from xtsdb.protocol import (
     DEFAULT_MAX_FRAME,
@@ -49,10 +47,15 @@ from xtsdb.protocol.declare import Empty
 from xtsdb.protocol.errors import InvalidInput, ProtocolError, XtsdbConnectionError
 
 from ._convert import write_columns
+from ._hosts import DEFAULT_PORT as DEFAULT_PORT  # the URL rules moved there; re-exported
+from ._hosts import Hosts, parse_targets
+from ._hosts import Target as Target
+from ._hosts import parse_target as parse_target
+from ._hosts import parse_url as parse_url
+from ._hosts import redact as redact
 from ._tls import PathLike, client_context
 from .point_buffer import Columns
 
-DEFAULT_PORT = 7878
 DEFAULT_URL = f"xtsdb://127.0.0.1:{DEFAULT_PORT}"
 CLIENT_NAME = "xtsdb-python"
 MAX_POINTS_PER_FRAME = 1_000_000
@@ -66,54 +69,6 @@ FRAME_OVERHEAD = 1024  # msgpack map, keys, bin headers, op and id: a few hundre
 T = TypeVar("T")
 Resp = TypeVar("Resp", bound=Message)
 W = TypeVar("W")
-
-
-_USERINFO = re.compile(r"(?<=://)[^@/?#]*@")
-
-
-def redact(url: str) -> str:
-    """``url`` with any ``user:token@`` part replaced by ``***@``: safe to print."""
-    return _USERINFO.sub("***@", url)
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where and how to connect: what a URL says."""
-
-    host: str
-    port: int
-    tls: bool
-    url: str  # redacted
-    token: str | None = field(default=None, repr=False)
-
-
-def parse_target(url: str) -> Target:
-    """``xtsdb://[:TOKEN@]host[:port]`` (``xtsdbs://`` for TLS); :class:`InvalidInput` otherwise."""
-    shown = redact(url)  # never echo a token, not even in an error about the URL
-    parts = urlsplit(url)
-    if parts.scheme not in ("xtsdb", "xtsdbs"):
-        raise InvalidInput(f"{shown!r}: the URL must look like xtsdb[s]://host:port")
-    token = None
-    if parts.username or parts.password is not None:
-        if parts.username:
-            raise InvalidInput(f"{shown!r}: put the token after a colon: xtsdb://:TOKEN@host:port")
-        token = unquote(parts.password or "") or None
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise InvalidInput(f"{shown!r}: an xtsdb URL has no path, query or fragment")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidInput(f"{shown!r}: {exc}") from None
-    if not parts.hostname:
-        raise InvalidInput(f"{shown!r}: no host")
-    port = DEFAULT_PORT if port is None else port
-    return Target(parts.hostname, port, parts.scheme == "xtsdbs", shown, token)
-
-
-def parse_url(url: str) -> tuple[str, int]:
-    """``(host, port)`` of an xtsdb URL (see :func:`parse_target`)."""
-    target = parse_target(url)
-    return target.host, target.port
 
 
 @dataclass(eq=False)
@@ -239,7 +194,7 @@ def needs_replacing(current: Session[Any] | None, broken: Session[Any] | None, a
 class ClientCore:
     """Connection-independent client state: settings, ids, server limits, plans."""
 
-    url: str
+    urls: str | Sequence[str]  # one URL, several hosts in one URL, or a list of URLs
     token: str | None = field(default=None, repr=False)
     retry_writes: bool = False
     max_in_flight: int = 8
@@ -248,9 +203,10 @@ class ClientCore:
     ca: PathLike | None = None
     cert: PathLike | None = None
     key: PathLike | None = field(default=None, repr=False)
+    shuffle_hosts: bool = False
+    hosts: Hosts = field(init=False, repr=False)
+    url: str = field(init=False, default="")  # the server in use, redacted: for messages
     ssl_context: ssl.SSLContext | None = field(init=False, default=None, repr=False)
-    host: str = field(init=False)
-    port: int = field(init=False)
     server: str = field(init=False, default="")
     max_frame: int = field(init=False, default=DEFAULT_MAX_FRAME)
     _ids: Iterator[int] = field(init=False, default_factory=lambda: itertools.count(1))
@@ -259,15 +215,29 @@ class ClientCore:
     )
 
     def __post_init__(self) -> None:
-        target = parse_target(self.url)
+        self.hosts = Hosts(parse_targets(self.urls), self.shuffle_hosts)
+        target = self.hosts.target
         if None not in (target.token, self.token) and target.token != self.token:
             raise InvalidInput("a token is given both in the URL and as token=; pass it once")
         self.token = self.token if self.token is not None else target.token
-        self.url = target.url  # from here on, the URL is only for messages
-        self.host, self.port = target.host, target.port
+        self.url = target.url
+        self.urls = [t.url for t in self.hosts.targets]  # redacted: a repr shows no token
         self.ssl_context = client_context(self.tls, target.tls, self.ca, self.cert, self.key)
         if self.max_in_flight < 1 or self.max_points_per_frame < 1:
             raise InvalidInput("max_in_flight and max_points_per_frame must be >= 1")
+
+    @property
+    def host(self) -> str:
+        return self.hosts.target.host
+
+    @property
+    def port(self) -> int:
+        return self.hosts.target.port
+
+    def use(self, index: int) -> None:
+        """The transport connected to server ``index`` of :attr:`hosts`."""
+        self.hosts.use(index)
+        self.url = self.hosts.target.url
 
     # -- requests ------------------------------------------------------------
 

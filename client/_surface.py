@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from types import MethodType
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
@@ -41,12 +41,15 @@ class ClientBase:
     """Settings -> core and ``write_point`` state; ``_setup`` is the transport's part.
 
     ``timeout`` is the default for every call (seconds, ``None`` = wait
-    forever); each method also takes ``timeout=``.
+    forever); each method also takes ``timeout=``. ``url`` may name several
+    servers (``xtsdb://h1:7878,h2:7878`` or a list of URLs): the client connects
+    to the first that answers (in a random order with ``shuffle_hosts``) and,
+    when its connection is lost, to another (:mod:`._hosts`).
     """
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | Sequence[str] = DEFAULT_URL,
         *,
         timeout: float | None = 10.0,
         token: str | None = None,
@@ -59,10 +62,12 @@ class ClientBase:
         ca: str | Path | None = None,
         cert: str | Path | None = None,
         key: str | Path | None = None,
+        shuffle_hosts: bool = False,
     ) -> None:
         self._points = PointBatches[Any](batch_size, flush_interval)  # checks first
         self._core = ClientCore(
-            url, token, retry_writes, max_in_flight, max_points_per_frame, tls, ca, cert, key
+            url, token, retry_writes, max_in_flight, max_points_per_frame, tls, ca, cert, key,
+            shuffle_hosts,
         )
         self.timeout = timeout
         self.reconnects = 0
@@ -78,6 +83,7 @@ class ClientBase:
 
     @property
     def url(self) -> str:
+        """The server in use (of those given), token redacted."""
         return self._core.url
 
     @property

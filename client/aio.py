@@ -220,20 +220,32 @@ class AsyncClient(AsyncDriver, AsyncPointBatching, Operations):
             await self._open()
 
     async def _open(self) -> None:
+        """Connect to the first server that answers, in the order of :class:`~._hosts.Hosts`."""
+        order = self._core.hosts.order()
+        for k, index in enumerate(order):
+            try:
+                await self._open_one(index)
+                return
+            except (XtsdbConnectionError, XtsdbTimeout):
+                if k == len(order) - 1:
+                    raise  # the last one's error; each was tried once
+
+    async def _open_one(self, index: int) -> None:
         core = self._core
+        target = core.hosts.targets[index]
         session: Session[Fut] = Session(buffers=core.buffers)
         try:
             tls: dict[str, Any] = {}
             if core.ssl_context is not None:  # the timeout below covers the handshake too
-                tls = {"ssl": core.ssl_context, "server_hostname": core.host}
+                tls = {"ssl": core.ssl_context, "server_hostname": target.host}
             conn = asyncio.get_running_loop().create_connection(
-                lambda: _Link(session, self.url, self._drop), core.host, core.port, **tls
+                lambda: _Link(session, target.url, self._drop), target.host, target.port, **tls
             )
             _transport, writer = await asyncio.wait_for(conn, self.timeout)
         except TimeoutError:
-            raise XtsdbTimeout(f"connecting to {core.url} timed out") from None
+            raise XtsdbTimeout(f"connecting to {target.url} timed out") from None
         except OSError as exc:
-            raise XtsdbConnectionError(f"cannot connect to {core.url}: {exc}") from exc
+            raise XtsdbConnectionError(f"cannot connect to {target.url}: {exc}") from exc
         try:
             hello = self._send_on(session, writer, core.hello())
             core.hello_done(await self._wait(hello, self.timeout))
@@ -242,6 +254,7 @@ class AsyncClient(AsyncDriver, AsyncPointBatching, Operations):
             raise
         # Published only once hello is answered: other tasks wait in _reconnect until
         # then, so their requests follow hello's answer (and use the server's max_frame).
+        core.use(index)
         self._session, self._writer = session, writer
 
     def _drop(self, session: Session[Fut], writer: _Link, reason: str) -> None:

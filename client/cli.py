@@ -9,9 +9,9 @@
     xtsdb tag list | aggregate | delete ...      # the historian: see cli_historian.py
     xtsdb import data.csv | export --tags 'FIC*' out.csv   # files: see cli_ingest.py
 
-``--url`` (or ``XTSDB_URL``) picks the server, ``--token`` (or ``XTSDB_TOKEN``)
-authenticates, ``--ca``/``--cert``/``--key`` set up TLS (as does an ``xtsdbs://``
-URL). Errors are one line on stderr and a non-zero exit status.
+``--url`` (or ``XTSDB_URL``) picks the server (or several, to fail over),
+``--token`` (or ``XTSDB_TOKEN``) authenticates, ``--ca``/``--cert``/``--key`` set up
+TLS (as does an ``xtsdbs://`` URL). Errors are one line on stderr and a non-zero exit status.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--url",
         default=os.environ.get("XTSDB_URL", DEFAULT_URL),
         # Not %(default)s: $XTSDB_URL may hold a token, and --help must not print it.
-        help=f"server URL, xtsdb[s]://[:TOKEN@]host:port (default: $XTSDB_URL or {DEFAULT_URL})",
+        help="server URL, xtsdb[s]://[:TOKEN@]host:port[,host2:port2...] (several: fail over)"
+        f" (default: $XTSDB_URL or {DEFAULT_URL})",
     )
     parser.add_argument(
         "--token",

@@ -142,17 +142,30 @@ class Client(SyncDriver, PointBatching, Operations):
             self._open()
 
     def _open(self) -> None:
+        """Connect to the first server that answers, in the order of :class:`~._hosts.Hosts`."""
         core = self._core
+        order = core.hosts.order()
+        for k, index in enumerate(order):
+            try:
+                self._open_one(index)
+                return
+            except (XtsdbConnectionError, XtsdbTimeout):
+                if k == len(order) - 1:
+                    raise  # the last one's error; each was tried once
+
+    def _open_one(self, index: int) -> None:
+        core = self._core
+        target = core.hosts.targets[index]
         try:
-            raw = socket.create_connection((core.host, core.port), self.timeout)
+            raw = socket.create_connection((target.host, target.port), self.timeout)
         except TimeoutError:
-            raise XtsdbTimeout(f"connecting to {core.url} timed out") from None
+            raise XtsdbTimeout(f"connecting to {target.url} timed out") from None
         except OSError as exc:
-            raise XtsdbConnectionError(f"cannot connect to {core.url}: {exc}") from exc
+            raise XtsdbConnectionError(f"cannot connect to {target.url}: {exc}") from exc
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small requests go now
         session: Session[Fut] = Session(buffers=core.buffers)
         ctx = core.ssl_context
-        sock: Sock = raw if ctx is None else TlsSocket.connect(raw, ctx, core.host, core.url)
+        sock: Sock = raw if ctx is None else TlsSocket.connect(raw, ctx, target.host, target.url)
         reader = threading.Thread(
             target=self._read_loop, args=(sock, session), name="xtsdb-read", daemon=True
         )
@@ -165,6 +178,7 @@ class Client(SyncDriver, PointBatching, Operations):
             self._drop(session, sock, "hello failed")
             raise
         with self._send_lock:
+            core.use(index)
             self._session, self._sock = session, sock
 
     def _read_loop(self, sock: Sock, session: Session[Fut]) -> None:
