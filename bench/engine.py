@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a file: make `bench` and the repo import
 
 import zstandard
 
-from bench import data
+from bench import data, engine_workers
 from bench._util import Row, check, fresh_dir, run_parser, table
 from bench.engine_query import bench_queries, sweep_report
 from xtsdb.server.engine import Engine, EngineConfig, WriteBatch
@@ -210,7 +210,16 @@ def bench_write_point(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = run_parser(__doc__).parse_args(argv)
+    ap = run_parser(__doc__)
+    ap.add_argument("--workers", action="store_true", help="only section 7: worker processes")
+    args = ap.parse_args(argv)
+    if args.workers:  # section 7 alone (bench/engine_workers.py)
+        os.makedirs(args.dir, exist_ok=True)
+        lines = engine_workers.main(args.dir, args.quick)
+        print("\n".join(lines))
+        if args.out:
+            args.out.write_text("\n".join(lines) + "\n")
+        return 0
     sz = QUICK if args.quick else FULL
     os.makedirs(args.dir, exist_ok=True)
     cfg = EngineConfig()

@@ -128,6 +128,25 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_s(pid: int) -> float:
+    """``cpu_s`` of ``pid`` and every live descendant (the worker processes are grandchildren)."""
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:  # gone meanwhile
+                continue
+            kids.setdefault(ppid, []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            total += cpu_s(p)
+        todo += kids.get(p, [])
+    return total
+
+
 @dataclass
 class Runs:
     """Ingest runs of one kind: wall seconds, ack latencies, CPU seconds (server, client)."""
@@ -159,12 +178,12 @@ def ingest_run(
 ) -> None:
     """One ingest on a fresh server: ``sdk`` (AsyncClient), ``raw`` frames, or the ``ceiling``."""
     with server(base, *flags, ceiling=mode == "ceiling") as (url, pid):
-        srv0, cli0 = cpu_s(pid), time.process_time()
+        srv0, cli0 = tree_cpu_s(pid), time.process_time()
         if mode == "sdk":
             secs, lat, runs.stats = uvloop.run(sdk_ingest(url, cols, window))
         else:
             secs, lat = uvloop.run(raw_send(int(url.rsplit(":", 1)[1]), frames, window))
-        runs.cpu.append((cpu_s(pid) - srv0, time.process_time() - cli0))
+        runs.cpu.append((tree_cpu_s(pid) - srv0, time.process_time() - cli0))
     runs.secs.append(secs)
     runs.lat.append(lat)
 
@@ -229,6 +248,31 @@ def bench_ingest(base: str, sz: Sizes, rows: list[Row]) -> None:
         ),
     ]
     rows += [Row(workload, result) for workload, result in info]  # sorted by number later
+
+
+def bench_workers(base: str, sz: Sizes, rows: list[Row]) -> None:
+    """Workload 1 with ``--workers 0`` (all inline) against the default pool, interleaved."""
+    ts = data.timestamps(sz.points)
+    q = np.full(sz.points, data.QUALITY_GOOD, np.uint8)
+    cols: list[Cols] = [(t, ts, data.tag_values(t, sz.points), q) for t in range(sz.tags)]
+    n, w = sz.tags * sz.points, sz.window
+    kinds = {"--workers 0 (inline)": ("--workers", "0"), "default workers": ()}
+    runs = {k: Runs() for k in kinds}
+    for _ in range(sz.reps):
+        for kind, flags in kinds.items():
+            ingest_run(base, cols, [], w, runs[kind], *flags)
+    for kind, r in runs.items():
+        srv = statistics.median(c[0] / s for c, s in zip(r.cpu, r.secs, strict=True))
+        cli = statistics.median(c[1] / s for c, s in zip(r.cpu, r.secs, strict=True))
+        rows.append(
+            Row(
+                f"1w. ingest {sz.tags:,} tags x {sz.points:,} pts, {kind}",
+                f"{r.rate(n):.3g} M pts/s; server+workers {srv:.2f}, client {cli:.2f} "
+                f"CPU-s per wall s; ack {r.lat_text()}",
+                "server CPU > 1.6, p99 <= 10 ms",
+                verdict(srv, 1.6, True) + "/" + verdict(r.p(99), 10, False),
+            )
+        )
 
 
 class _NoOp:
@@ -315,9 +359,16 @@ def bench_small(url: str, sz: Sizes, rows: list[Row]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = run_parser(__doc__)
     ap.add_argument("--baseline-rev", help="also time the query workload with REV's code")
+    ap.add_argument("--workers-only", action="store_true", help="only --workers 0 vs default")
     args = ap.parse_args(argv)
     sz = QUICK if args.quick else FULL
     os.makedirs(args.dir, exist_ok=True)
+    if args.workers_only:
+        load0, wrows = os.getloadavg()[0], []
+        bench_workers(args.dir, sz, wrows)
+        load = f"load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end"
+        print("\n".join(["", *table(wrows), "", load]))
+        return 0
     t_start = perf_counter()
     facts = [
         f"machine: nproc={os.cpu_count()} (usable {len(os.sched_getaffinity(0))}), "

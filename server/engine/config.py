@@ -47,7 +47,7 @@ class EngineConfig:
     # -- worker processes (workers.py): block encoding at seal time, large reads --
     workers: int = -1  # -1: one per core this process may use; 0: everything inline
     arena_max_bytes: int = 128 * 1024 * 1024  # cap of each of a worker's 2 arenas
-    seal_pool_min_points: int = 65_536  # seal rounds with fewer points encode inline
+    seal_pool_min_points: int = 65_536  # rounds with fewer encode inline (bench.engine --workers)
 
     def __post_init__(self) -> None:
         if self.chunk_size % EXTENT or self.chunk_size < 4 * EXTENT:
