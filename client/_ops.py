@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from xtsdb.protocol import DEFAULT_MAX_FRAME, FLUSH, PING, QUERY, STATS, int_field
+from xtsdb.protocol.cluster import CLUSTER_STATUS
 from xtsdb.protocol.declare import Empty
 from xtsdb.protocol.ops import BACKUP, LAST, Backup, Last, Query
 
@@ -208,6 +209,15 @@ def query_df(
     return dataframes.results_frame(labels, results, layout)
 
 
+@operation
+def cluster_status(core: ClientCore, /, *, timeout: float | None = None) -> Plan[dict[str, Any]]:
+    """What the node sees of its cluster: ``node``, ``members``, ``shards``, ``replication``,
+    ``stream_last_seq``, ``owners`` (shard -> node ids) and ``replicas`` (node id -> shard ->
+    ``{applied_seq, lag}``); :class:`InvalidInput` from a server not in cluster mode."""
+    answer = yield from core.ask(CLUSTER_STATUS, Empty())
+    return answer.status
+
+
 def gather(plans: list[Plan[T]]) -> Plan[list[T]]:
     """Run ``plans`` side by side, their requests pipelined: one round trip a step
     for all of them. Each step of each plan must wait for all it sends (a query's
@@ -261,3 +271,4 @@ class Operations(HistorianOperations):
     backup = backup
     write_df = write_df
     query_df = query_df
+    cluster_status = cluster_status

@@ -8,6 +8,7 @@
     xtsdb backup nightly-2024-05-01              # a copy on the server, under its backup_dir
     xtsdb tag list | aggregate | delete ...      # the historian: see cli_historian.py
     xtsdb import data.csv | export --tags 'FIC*' out.csv   # files: see cli_ingest.py
+    xtsdb cluster status                         # cluster mode: see cli_cluster.py
 
 ``--url`` (or ``XTSDB_URL``) picks the server (or several, to fail over),
 ``--token`` (or ``XTSDB_TOKEN``) authenticates, ``--ca``/``--cert``/``--key`` set up
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from xtsdb.protocol.errors import InvalidInput, XtsdbError
 
-from . import cli_historian, cli_ingest
+from . import cli_cluster, cli_historian, cli_ingest
 from ._convert import format_us, parse_time
 from ._core import DEFAULT_URL
 from .csv_chunks import float_column, read_value, value_cells
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_backup)
     cli_historian.add_commands(sub)
     cli_ingest.add_commands(sub)
+    cli_cluster.add_commands(sub)
     return parser
 
 
