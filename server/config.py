@@ -309,6 +309,14 @@ class ServerConfig:
         _ENGINE.arena_max_bytes,
         "cap of each of a worker's two shared-memory arenas; bigger jobs run inline",
     )
+    seal_pool_min_points: int = field(
+        default=_ENGINE.seal_pool_min_points,
+        metadata=_meta(
+            "seal rounds of fewer points encode inline (the pool's round trip costs more); "
+            "measured by python -m bench.engine --workers",
+            lo=0,
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_MODES:
@@ -363,6 +371,7 @@ class ServerConfig:
             read_workers=self.read_workers,
             workers=self.workers,
             arena_max_bytes=self.arena_max_bytes,
+            seal_pool_min_points=self.seal_pool_min_points,
             fsync=self.sync,
             wal_segment_bytes=self.wal_segment_bytes,
             wal_checkpoint_bytes=self.wal_checkpoint_bytes,
