@@ -1,0 +1,295 @@
+"""Cluster mode on this machine: ingest and query rates of 3 NATS + 3 xtsdb nodes
+against one single node in the same run, replica lag under load, and where the
+time goes.
+
+Phases, each on fresh processes, all on 127.0.0.1:
+
+1. ``nats``: the JetStream publish rate alone (nats-py, a 3-replica stream on the
+   same 3-server NATS cluster the xtsdb nodes use), frames as large as the
+   write batches: the ceiling of the cluster's ingest on this machine.
+2. ``single``: one ``xtsdb-server``, the same writes and queries.
+3. ``cluster``: 3 ``xtsdb-server --cluster`` nodes; writes spread over the nodes
+   (one client each), ``cluster_status`` polled during the load for the
+   largest replica lag, then the time until every replica has applied all.
+
+For every phase, the CPU seconds of each process (``/proc/PID/stat``: utime +
+stime of every nats-server and xtsdb node, and of this process, the clients),
+so the table shows CPU per million points by role. Results are appended to
+``bench/results/cluster.txt`` with the load average seen.
+
+    .venv/bin/python -m bench.cluster --quick        # smoke: 200 K points
+    .venv/bin/python -m bench.cluster                # 2 M points, 20 tags
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # `bench` and the NATS harness of the tests
+from nats_harness import NatsCluster  # noqa: E402
+
+from xtsdb.client import Client  # noqa: E402
+from xtsdb.server.process import ServerProcess, flags  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+SIZES = {"chunk_size": "4MiB", "block_points": 10_000}
+RESULTS = ROOT / "bench" / "results" / "cluster.txt"
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` so far (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+@dataclass
+class Phase:
+    name: str
+    points: int = 0
+    seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # role -> CPU seconds
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.points / self.seconds if self.seconds else 0.0
+
+
+@contextmanager
+def measured(phase: Phase, procs: dict[str, list[int]]) -> Iterator[None]:
+    """Wall time of the block into ``phase.seconds``; CPU per role into ``phase.cpu``."""
+    pids = {**procs, "clients (this process)": [os.getpid()]}
+    before = {role: sum(map(cpu_seconds, ps)) for role, ps in pids.items()}
+    t0 = time.perf_counter()
+    yield
+    phase.seconds = time.perf_counter() - t0
+    for role, ps in pids.items():
+        phase.cpu[role] = sum(map(cpu_seconds, ps)) - before[role]
+
+
+def batches(tags: int, points: int, batch: int) -> list[tuple[int, Any, Any, None]]:
+    """``points`` per tag (1 s apart), in write items of ``batch`` points, tags interleaved."""
+    items = []
+    for lo in range(0, points, batch):
+        ts = (np.arange(lo, min(points, lo + batch), dtype=np.int64) + 1_700_000_000) * 1_000_000
+        items += [(tag, ts, np.sin(ts / 1e9) + tag, None) for tag in range(1, tags + 1)]
+    return items
+
+
+def ingest(urls: list[str], items: list[tuple[int, Any, Any, None]]) -> int:
+    """Write ``items`` over one client per URL, in parallel threads; points acknowledged."""
+    parts = [items[i :: len(urls)] for i in range(len(urls))]
+    done = [0] * len(urls)
+
+    def run(i: int) -> None:
+        with Client(urls[i], timeout=120, max_in_flight=8) as c:
+            done[i] = c.write_many(parts[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(urls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done)
+
+
+def query_all(url: str, tags: int, reps: int) -> int:
+    """Every tag's whole range, ``reps`` times; points received."""
+    got = 0
+    with Client(url, timeout=120) as c:
+        for _ in range(reps):
+            for tag in range(1, tags + 1):
+                got += len(c.query(tag, 0, 1 << 62))
+    return got
+
+
+async def publish_rate(urls: list[str], frames: int, size: int, window: int) -> tuple[int, float]:
+    """JetStream alone: ``frames`` of ``size`` bytes to a 3-replica stream, at most
+    ``window`` unacknowledged; (frames acked, seconds)."""
+    import nats
+    from nats.js.api import StreamConfig
+
+    nc = await nats.connect(urls)
+    try:
+        js = nc.jetstream(timeout=30)
+        await js.add_stream(StreamConfig(name="BENCH", subjects=["bench.>"], num_replicas=3))
+        payload = os.urandom(size)
+        acked = 0
+        t0 = time.perf_counter()
+        for lo in range(0, frames, window):
+            n = min(window, frames - lo)
+            subjects = [f"bench.{(lo + k) % 64}" for k in range(n)]  # one per shard, as xtsdb
+            acks = await asyncio.gather(*(js.publish(s, payload) for s in subjects))
+            acked += len(acks)
+        return acked, time.perf_counter() - t0
+    finally:
+        await nc.close()
+
+
+def start_node(work: Path, name: str, *extra: str) -> ServerProcess:
+    args = flags(port=0, http_port=0, data_dir=work / name, **SIZES)
+    srv = ServerProcess([*args, *extra], workdir=work, name=name)
+    srv.wait_ready(120)
+    return srv
+
+
+def max_lag(status: dict[str, Any]) -> int:
+    lags = [
+        int(entry.get("lag", 0))
+        for shards in (status.get("replicas") or {}).values()
+        for entry in shards.values()
+        if isinstance(entry, dict)
+    ]
+    return max(lags, default=0)
+
+
+def poll_lag(url: str, stop: threading.Event, seen: list[int]) -> None:
+    """The largest replica lag every 0.2 s until ``stop``."""
+    with Client(url, timeout=30) as c:
+        while not stop.wait(0.2):
+            seen.append(max_lag(c.cluster_status()))
+
+
+def wait_caught_up(url: str, timeout: float) -> float:
+    """Seconds until every replica has applied the whole log (lag 0 everywhere)."""
+    t0 = time.perf_counter()
+    with Client(url, timeout=30) as c:
+        while max_lag(c.cluster_status()) > 0:
+            if time.perf_counter() - t0 > timeout:
+                return float("inf")
+            time.sleep(0.1)
+    return time.perf_counter() - t0
+
+
+def phase_nats(work: Path, args: argparse.Namespace) -> Phase:
+    phase = Phase("nats publish (R3)")
+    nats = NatsCluster(work / "nats-baseline")
+    try:
+        frames = args.tags * args.points // args.batch
+        with measured(phase, {"nats-server x3": nats.pids()}):
+            acked, _ = asyncio.run(publish_rate(nats.urls, frames, args.batch * 17 + 64, 64))
+        phase.points = acked * args.batch
+        phase.notes.append(f"{acked:,} frames of {args.batch * 17 + 64:,} B, 64 in flight")
+    finally:
+        nats.close()
+    return phase
+
+
+def phase_single(work: Path, args: argparse.Namespace, items: list[Any]) -> list[Phase]:
+    write, read = Phase("single node: ingest"), Phase("single node: query")
+    srv = start_node(work, "single")
+    try:
+        roles = {"xtsdb node": [srv.pid]}
+        with measured(write, roles):
+            write.points = ingest([srv.url], items)
+        with measured(read, roles):
+            read.points = query_all(srv.url, args.tags, args.reps)
+    finally:
+        srv.close()
+    return [write, read]
+
+
+def phase_cluster(work: Path, args: argparse.Namespace, items: list[Any]) -> list[Phase]:
+    write, read = Phase("cluster: ingest (3 clients, one per node)"), Phase("cluster: query")
+    nats = NatsCluster(work / "nats")
+    nodes: list[ServerProcess] = []
+    try:
+        for i in range(3):
+            extra = ["--cluster", nats.url_arg, "--node-id", f"x{i}", "--replication", "2"]
+            nodes.append(start_node(work, f"x{i}", *extra))
+        urls = [n.url for n in nodes]
+        roles = {"nats-server x3": nats.pids(), "xtsdb node x3": [n.pid for n in nodes]}
+        stop, lags = threading.Event(), [0]
+        poller = threading.Thread(target=poll_lag, args=(urls[0], stop, lags))
+        poller.start()
+        with measured(write, roles):
+            write.points = ingest(urls, items)
+        stop.set()
+        poller.join()
+        caught_up = wait_caught_up(urls[0], 300)
+        write.notes.append(f"largest replica lag during the load: {max(lags):,} frames")
+        write.notes.append(f"every replica caught up {caught_up:.2f} s after the last ack")
+        with measured(read, roles):  # from one node: its own shards and forwarded ones
+            read.points = query_all(urls[0], args.tags, args.reps)
+    finally:
+        for n in nodes:
+            n.close()
+        nats.close()
+    return [write, read]
+
+
+def report(phases: list[Phase], header: str) -> list[str]:
+    lines = [header, ""]
+    head = ("phase", "points", "seconds", "points/s", "CPU s per M points, by process")
+    rows = [head]
+    for p in phases:
+        per_m = ", ".join(
+            f"{role} {cpu / (p.points / 1e6):.2f}" for role, cpu in p.cpu.items() if p.points
+        )
+        rows.append((p.name, f"{p.points:,}", f"{p.seconds:.2f}", f"{p.rate:,.0f}", per_m))
+    w = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines += ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    for p in phases:
+        lines += [f"  {p.name}: {note}" for note in p.notes]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="200 K points (smoke run)")
+    ap.add_argument("--tags", type=int, default=20)
+    ap.add_argument("--points", type=int, default=100_000, help="per tag")
+    ap.add_argument("--batch", type=int, default=10_000, help="points per write item")
+    ap.add_argument("--reps", type=int, default=3, help="query passes over every tag")
+    ap.add_argument("--phases", default="nats,single,cluster")
+    ap.add_argument("--no-save", action="store_true", help=f"do not append to {RESULTS}")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.tags, args.points, args.reps = 10, 20_000, 1
+    items = batches(args.tags, args.points, args.batch)
+    run: dict[str, Callable[[Path], list[Phase]]] = {
+        "nats": lambda w: [phase_nats(w, args)],
+        "single": lambda w: phase_single(w, args, items),
+        "cluster": lambda w: phase_cluster(w, args, items),
+    }
+    phases: list[Phase] = []
+    load = [os.getloadavg()]
+    with tempfile.TemporaryDirectory(prefix="xtsdb-cluster-bench-") as tmp:
+        for name in args.phases.split(","):
+            (Path(tmp) / name).mkdir()
+            phases += run[name](Path(tmp) / name)
+            load.append(os.getloadavg())
+    header = (
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.tags} tags x "
+        f"{args.points:,} points, batches of {args.batch:,}; load average (1 min) "
+        + " -> ".join(f"{x[0]:.2f}" for x in load)
+        + f"; {os.cpu_count()} CPUs"
+    )
+    lines = report(phases, header)
+    print("\n".join(lines))
+    if not args.no_save and not args.quick:
+        with RESULTS.open("a") as f:
+            f.write("\n".join(lines) + "\n\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
