@@ -86,7 +86,8 @@ def test_killed_workers_cost_no_acknowledged_point(tmp_path: Path) -> None:
         srv.wait(10)
         log = srv.log()
     assert len(kills) >= MIN_KILLS, "no worker was running to be killed"
-    assert "a new one replaces it" in log  # the pool saw deaths and replaced the workers
+    # The pool saw deaths (at a job's send or answer, or a start) and went on inline.
+    assert "died" in log or "is gone" in log
     with start(tmp_path, data, "--workers", "2", name="revived") as srv2:
         conn = Conn(srv2.wait_ready(), timeout=30)
         for tag, parts in acked.items():

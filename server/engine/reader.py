@@ -106,9 +106,12 @@ class BlockReader:
             parallel = self.workers > 0 and total >= self.parallel_min_points and len(refs) > 1
         out = self.pool.columns(total + extra)
         if parallel and self.procs is not None and len(refs) > 1:
-            self._read_parallel(self.procs, refs, out)
-        else:
-            self._read_inline(refs, out)
+            try:
+                self._read_parallel(self.procs, refs, out)
+                return out
+            except WorkerDied as exc:  # no worker could be started: inline
+                log.warning("%s; decoding inline", exc)
+        self._read_inline(refs, out)
         return out
 
     def _read_inline(self, refs: list[BlockRef], out: Columns, at: int = 0) -> None:

@@ -204,8 +204,8 @@ class WorkerPool:
                 with self._cond:
                     self._alive -= to_start - i
                     self._cond.notify_all()
-                if not got:
-                    raise StorageError(f"could not start a worker process: {exc}") from exc
+                if not got:  # the caller does the job inline
+                    raise WorkerDied(f"could not start a worker process: {exc}") from exc
                 log.error("could not start a worker process: %s", exc)
                 break
         return got
@@ -281,32 +281,41 @@ def encode_many(pool: WorkerPool | None, segments: list[Columns], level: int) ->
     """
     if pool is None or not segments:
         return encode_inline(segments, level)
-    sizes = [s[0].shape[0] for s in segments]
     result: list[Encoded | None] = [None] * len(segments)
-    with pool.take(len(segments)) as ws:
-        parts = split_even(sizes, len(ws))
-        sent: list[tuple[Worker, range]] = []
-        for w, part in zip(ws, parts, strict=False):
-            try:
-                if _send_encode(w, [segments[i] for i in part], level):
-                    sent.append((w, part))
-            except WorkerDied as exc:
-                log.warning("%s; encoding inline", exc)
-        for w, part in sent:
-            try:
-                answer = w.answer()
-            except Exception as exc:  # inline raises the same error if the input is bad
-                log.warning("worker encoding failed (%s); encoding inline", exc)
-                continue
-            out = w.arenas["out"].view()
-            for i, (where, length, summary) in zip(part, answer, strict=True):
-                body = where if isinstance(where, bytes) else bytes(out[where : where + length])
-                result[i] = (body, summary)
-            del out
+    try:
+        with pool.take(len(segments)) as ws:
+            _encode_in(ws, segments, level, result)
+    except WorkerDied as exc:  # no worker could be started: all of it inline
+        log.warning("%s; encoding inline", exc)
     for i, r in enumerate(result):
         if r is None:
             result[i] = encode_inline([segments[i]], level)[0]
     return [r for r in result if r is not None]
+
+
+def _encode_in(
+    ws: list[Worker], segments: list[Columns], level: int, result: list[Encoded | None]
+) -> None:
+    """One job per worker in ``ws``; parts that fail stay None in ``result``."""
+    parts = split_even([s[0].shape[0] for s in segments], len(ws))
+    sent: list[tuple[Worker, range]] = []
+    for w, part in zip(ws, parts, strict=False):
+        try:
+            if _send_encode(w, [segments[i] for i in part], level):
+                sent.append((w, part))
+        except WorkerDied as exc:
+            log.warning("%s; encoding inline", exc)
+    for w, part in sent:
+        try:
+            answer = w.answer()
+        except Exception as exc:  # inline raises the same error if the input is bad
+            log.warning("worker encoding failed (%s); encoding inline", exc)
+            continue
+        out = w.arenas["out"].view()
+        for i, (where, length, summary) in zip(part, answer, strict=True):
+            body = where if isinstance(where, bytes) else bytes(out[where : where + length])
+            result[i] = (body, summary)
+        del out
 
 
 def _send_encode(w: Worker, segs: list[Columns], level: int) -> bool:
