@@ -36,13 +36,14 @@ class EngineConfig:
     retention_grace_s: float = 60.0  # a retired chunk is reused only after this long
 
     # -- read path --
-    read_workers: int = 2  # size of the process pool that decodes blocks for large queries
-    # Queries touching fewer disk points decode inline. On the 2-core reference
-    # machine the pool lost to inline decoding at every size bench/engine.py
-    # measures (figures in the README), mostly from faulting in fresh /dev/shm
-    # pages, so the default keeps all but very large reads inline; lower it on
-    # bigger machines.
-    parallel_min_points: int = 8_000_000
+    read_workers: int = 2  # deprecated: 0 keeps every read inline; the pool size is `workers`
+    # Queries touching fewer disk points decode inline. Measured by
+    # `python -m bench.engine --workers` (bench/results/workers.txt): on the
+    # 2-core reference machine, shared with other jobs (load ~8), the caller +
+    # 2 workers beat inline decoding at every size from 4 M points in one run and
+    # from 0.5 M in the other; the larger figure is the default. Below ~250 K
+    # points the pool's round trips always lose. Lower it on bigger machines.
+    parallel_min_points: int = 4_000_000
 
     # -- worker processes (workers.py): block encoding at seal time, large reads --
     workers: int = -1  # -1: one per core this process may use; 0: everything inline
