@@ -34,6 +34,7 @@ from xtsdb.server.process import free_port
 
 HOST = "127.0.0.1"
 CLUSTER_NAME = "xtsdb-test"
+START_ATTEMPTS = 3
 
 
 @dataclass
@@ -54,18 +55,27 @@ class NatsCluster:
     def __init__(self, root: Path, size: int = 3, program: str = "nats-server") -> None:
         self.program = program
         self.servers: list[_Server] = []
-        for i in range(size):
-            d = root / f"nats{i}"
-            d.mkdir(parents=True, exist_ok=True)
-            ports = (free_port(HOST), free_port(HOST), free_port(HOST))
-            self.servers.append(_Server(f"n{i}", *ports, d / "js", d / "log"))
-        try:
+        # Free ports are picked before nats-server binds them, so another process on
+        # the machine may take one in between: then start again on other ports.
+        for attempt in range(START_ATTEMPTS):
+            self.servers = []
             for i in range(size):
-                self._spawn(i)
-            self.wait_ready()
-        except BaseException:
-            self.close()
-            raise
+                d = root / f"try{attempt}" / f"nats{i}"
+                d.mkdir(parents=True, exist_ok=True)
+                ports = (free_port(HOST), free_port(HOST), free_port(HOST))
+                self.servers.append(_Server(f"n{i}", *ports, d / "js", d / "log"))
+            try:
+                for i in range(size):
+                    self._spawn(i)
+                self.wait_ready()
+                return
+            except RuntimeError as exc:
+                self.close()
+                if "address already in use" not in str(exc) or attempt == START_ATTEMPTS - 1:
+                    raise
+            except BaseException:
+                self.close()
+                raise
 
     # -- addresses -----------------------------------------------------------------
     @property
