@@ -51,13 +51,23 @@ RESULTS = ROOT / "bench" / "results" / "cluster.txt"
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` so far (0 once it is gone)."""
+    """CPU seconds of ``pid`` so far with its children: its own utime + stime, that of
+    children it reaped (cutime + cstime), and each live descendant's (the server's
+    worker processes); 0 once it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return 0.0
     fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / TICK
+    total = sum(int(x) for x in fields[11:15]) / TICK
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        total += sum(cpu_seconds(int(child)) for child in children)
+    return total
 
 
 @dataclass
@@ -75,14 +85,15 @@ class Phase:
 
 @contextmanager
 def measured(phase: Phase, procs: dict[str, list[int]]) -> Iterator[None]:
-    """Wall time of the block into ``phase.seconds``; CPU per role into ``phase.cpu``."""
-    pids = {**procs, "clients (this process)": [os.getpid()]}
-    before = {role: sum(map(cpu_seconds, ps)) for role, ps in pids.items()}
-    t0 = time.perf_counter()
+    """Wall time of the block into ``phase.seconds``; CPU per role into ``phase.cpu``
+    (the clients: this process alone, whose children are the servers)."""
+    before = {role: sum(map(cpu_seconds, ps)) for role, ps in procs.items()}
+    own, t0 = time.process_time(), time.perf_counter()
     yield
     phase.seconds = time.perf_counter() - t0
-    for role, ps in pids.items():
+    for role, ps in procs.items():
         phase.cpu[role] = sum(map(cpu_seconds, ps)) - before[role]
+    phase.cpu["clients (this process)"] = time.process_time() - own
 
 
 def batches(tags: int, points: int, batch: int) -> list[tuple[int, Any, Any, None]]:
