@@ -50,6 +50,11 @@ class EngineConfig:
     arena_max_bytes: int = 128 * 1024 * 1024  # cap of each of a worker's 2 arenas
     seal_pool_min_points: int = 65_536  # rounds with fewer encode inline (bench.engine --workers)
 
+    # -- compaction (compaction.py) --
+    compaction: bool = True  # merge overlapping/small blocks and apply deletes in the background
+    compaction_interval_s: float = 10.0  # how often the compactor looks for tags to merge
+    compaction_rate: int = 2_000_000  # points rewritten per second at most (0: no pause)
+
     def __post_init__(self) -> None:
         if self.chunk_size % EXTENT or self.chunk_size < 4 * EXTENT:
             raise ValueError(f"chunk_size must be a multiple of {EXTENT} and >= 4 extents")
