@@ -137,3 +137,26 @@ def test_corrupt_block_is_reported_through_the_pool(tmp_path: Path) -> None:
         with pytest.raises(CorruptionError):
             eng.query(1, 0, 1 << 60)
         assert eng._procs is not None and eng._procs.replaced == 0
+
+
+def test_reads_beyond_the_arena_cap_decode_inline(tmp_path: Path) -> None:
+    cap = 256 * 1024  # 15 K points of columns: each worker's part of the query is bigger
+    cfg = EngineConfig(**SMALL, workers=2, parallel_min_points=1, arena_max_bytes=cap)
+    with Engine.open(tmp_path / "d", cfg) as eng:
+        ts, v = _write(eng, 100_000)
+        eng._reader.warm_up()
+        assert eng._procs is not None
+        before = _jobs(eng._procs)
+        got = eng.query(1, 0, 1 << 60)  # parts of ~33 K points: over the cap, inline
+        assert np.array_equal(got.timestamps, ts) and np.array_equal(got.values, v)
+        assert _jobs(eng._procs) == before
+        small = eng.query(1, 0, 20_000 * 1000)  # 20 K points: parts of ~7 K fit
+        assert np.array_equal(small.values, v[:20_000])
+        assert _jobs(eng._procs) > before  # that one went through the workers
+        with eng._procs.take(2) as ws:
+            assert all(a.size <= cap for w in ws for a in w.arenas.values())
+
+
+def _jobs(pool: WorkerPool) -> int:
+    with pool.take(pool.size) as ws:
+        return sum(w.jobs for w in ws)
