@@ -132,7 +132,9 @@ def query_all(url: str, tags: int, reps: int) -> int:
     return got
 
 
-async def publish_rate(urls: list[str], frames: int, size: int, window: int) -> tuple[int, float]:
+async def publish_rate(
+    urls: list[str], frames: int, size: int, window: int, stream: str
+) -> tuple[int, float]:
     """JetStream alone: ``frames`` of ``size`` bytes to a 3-replica stream, at most
     ``window`` unacknowledged; (frames acked, seconds)."""
     import nats
@@ -141,13 +143,14 @@ async def publish_rate(urls: list[str], frames: int, size: int, window: int) -> 
     nc = await nats.connect(urls)
     try:
         js = nc.jetstream(timeout=30)
-        await js.add_stream(StreamConfig(name="BENCH", subjects=["bench.>"], num_replicas=3))
+        subject = f"bench.{stream}"
+        await js.add_stream(StreamConfig(name=stream, subjects=[f"{subject}.>"], num_replicas=3))
         payload = os.urandom(size)
         acked = 0
         t0 = time.perf_counter()
         for lo in range(0, frames, window):
             n = min(window, frames - lo)
-            subjects = [f"bench.{(lo + k) % 64}" for k in range(n)]  # one per shard, as xtsdb
+            subjects = [f"{subject}.{(lo + k) % 64}" for k in range(n)]  # one per shard
             acks = await asyncio.gather(*(js.publish(s, payload) for s in subjects))
             acked += len(acks)
         return acked, time.perf_counter() - t0
@@ -190,18 +193,23 @@ def wait_caught_up(url: str, timeout: float) -> float:
     return time.perf_counter() - t0
 
 
-def phase_nats(work: Path, args: argparse.Namespace) -> Phase:
-    phase = Phase("nats publish (R3)")
+def phase_nats(work: Path, args: argparse.Namespace) -> list[Phase]:
+    """The publish rate with frames of a write batch, and of a tenth of one (the
+    cost per frame against the cost per byte)."""
+    phases = []
     nats = NatsCluster(work / "nats-baseline")
     try:
-        frames = args.tags * args.points // args.batch
-        with measured(phase, {"nats-server x3": nats.pids()}):
-            acked, _ = asyncio.run(publish_rate(nats.urls, frames, args.batch * 17 + 64, 64))
-        phase.points = acked * args.batch
-        phase.notes.append(f"{acked:,} frames of {args.batch * 17 + 64:,} B, 64 in flight")
+        for batch in (args.batch, max(1, args.batch // 10)):
+            phase = Phase(f"nats publish (R3), {batch:,}-point frames")
+            frames, size = args.tags * args.points // batch, batch * 17 + 64
+            with measured(phase, {"nats-server x3": nats.pids()}):
+                acked, _ = asyncio.run(publish_rate(nats.urls, frames, size, 64, f"B{batch}"))
+            phase.points = acked * batch
+            phase.notes.append(f"{acked:,} frames of {size:,} B, 64 in flight")
+            phases.append(phase)
     finally:
         nats.close()
-    return phase
+    return phases
 
 
 def phase_single(work: Path, args: argparse.Namespace, items: list[Any]) -> list[Phase]:
@@ -277,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         args.tags, args.points, args.reps = 10, 20_000, 1
     items = batches(args.tags, args.points, args.batch)
     run: dict[str, Callable[[Path], list[Phase]]] = {
-        "nats": lambda w: [phase_nats(w, args)],
+        "nats": lambda w: phase_nats(w, args),
         "single": lambda w: phase_single(w, args, items),
         "cluster": lambda w: phase_cluster(w, args, items),
     }
