@@ -33,6 +33,7 @@ from .aggregate import Buckets
 from .analytics import Interpolated
 from .catalog import Catalog, TagInfo
 from .catalog_ops import TagPolicies
+from .compaction import Compactor
 from .config import EngineConfig
 from .lastvalues import NAME as LAST_VALUES_FILE
 from .points import GOOD_QUALITY, TS_LIMIT, LastPoints, Points
@@ -104,6 +105,9 @@ class Engine:
         self.repairs.extend(self._wal.repairs)
         self._sealer = threading.Thread(target=self._seals.run, name="xtsdb-sealer", daemon=True)
         self._sealer.start()
+        lock = self._seals.lock
+        self._compactor = Compactor(config, state, parts.store, parts.reader, lock, self._procs)
+        self._compacting = self._compactor.start() if config.compaction else None
 
     @classmethod
     def open(cls, data_dir: str | Path, config: EngineConfig | None = None) -> Engine:
@@ -355,6 +359,10 @@ class Engine:
             self._store.commit_index()
             recovery.rebuild_index(self._store)
 
+    def compact(self) -> int:
+        """Run one compaction pass now (see compaction.py); returns the tags compacted."""
+        return self._compactor.run_once()
+
     # -- lifecycle -----------------------------------------------------------
 
     def close(self) -> None:
@@ -363,6 +371,7 @@ class Engine:
         with state.lock:
             if state.closed:
                 return
+        self._compactor.halt(self._compacting)
         try:
             if self._failed is None:
                 self.flush()

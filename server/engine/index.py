@@ -241,6 +241,13 @@ class MetaIndex:
         with _txn(self.conn):
             self.conn.executemany("DELETE FROM summaries WHERE chunk_id = ? AND idx = ?", keys)
 
+    def forget_summaries(self, entries: list[BlockEntry]) -> None:
+        """Drop the stored summaries of blocks compaction superseded (their rows stay:
+        the chunk's seal check covers them, and the retire rule hides them)."""
+        keys = [(e.chunk_id, e.index) for e in entries]
+        if keys:
+            self.delete_summaries(keys)
+
     def _bump_tags(self, entries: list[BlockEntry]) -> None:
         self.conn.executemany(
             "INSERT INTO tags VALUES (?, ?, ?, ?) ON CONFLICT(tag_id) DO UPDATE SET"

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .catalog import Catalog
+from .compaction_rules import is_retire
 from .container import BlockEntry
 from .points import TS_LIMIT
 from .state import EngineState
@@ -69,7 +70,7 @@ class Retention:
                     for tag_id, t in state.tags.items():
                         blocks = [b for b in t.blocks if b.chunk_id not in victims]
                         tombs = [x for x in t.tombstones if x.chunk_id not in victims]
-                        tombs += [x for x in carried if x.tag_id == tag_id]
+                        tombs += [x for x in carried if x.tag_id == tag_id and not is_retire(x)]
                         if len(blocks) != len(t.blocks) or tombs != t.tombstones:
                             state.totals.add((b for b in t.blocks if b.chunk_id in victims), -1)
                             t.replace_blocks(blocks, tombs)

@@ -27,6 +27,14 @@ from pathlib import Path
 
 from xtsdb.protocol.errors import StorageError
 
+from .compaction_rules import (
+    BLOCK_RETIRE,
+    RETIRE_FIRST_TS,
+    RETIRE_LAST_TS,
+    is_merged,
+    is_retire,
+    resolve,
+)
 from .config import EXTENT
 from .container import (
     BLOCK_TOMBSTONE,
@@ -88,6 +96,12 @@ class BlockStore:
         self._pending: list[BlockEntry] = []
         self.chunk_max_ts: dict[int, int] = {}
         self.chunk_tombstones: dict[int, list[BlockEntry]] = {}
+        # Compaction (compaction_rules.py): each tag's newest retire record, the chunks
+        # still holding entries it supersedes (retention carries the record forward
+        # while any of them lives), and every entry the rule dropped at open.
+        self.retires: dict[int, BlockEntry] = {}
+        self.dead_chunks: dict[int, set[int]] = {}
+        self.superseded: list[BlockEntry] = []
         self.retired: list[tuple[int, float]] = []  # DEPRECATED, not yet FREE: (chunk, when)
         self._use_rows = True  # False while the index is being rebuilt: it has no rows yet
         # Chunks whose blocks came partly from the index (damaged on disk): an index
@@ -145,9 +159,14 @@ class BlockStore:
             live.extend(self._recover_unsealed(scan, checkpoint_lsn, len(unsealed) > 1))
         if full_rebuild or stale:
             self.index.recompute_tags()
+        # Superseded entries still count for seq: a new seq must never repeat one on disk.
         self.next_seq = max((e.seq for e in live), default=0) + 1
         for e in live:
             self._track(e)
+        rule = resolve(live)
+        self.superseded = rule.dead + rule.orphans
+        self.note_superseded(self.superseded)
+        live = rule.live
         if self.active is not None:
             self.chunk_max_ts.setdefault(self.active.chunk_id, -(1 << 63))
         self.sync()
@@ -162,7 +181,11 @@ class BlockStore:
     def _track(self, e: BlockEntry) -> None:
         """Keep per-chunk facts retention needs: newest data timestamp, tombstones."""
         top = self.chunk_max_ts.get(e.chunk_id, -(1 << 63))
-        if e.is_tombstone:
+        if is_retire(e):
+            have = self.retires.get(e.tag_id)
+            if have is None or e.seq > have.seq:
+                self.retires[e.tag_id] = e
+        elif e.is_tombstone:
             self.chunk_tombstones.setdefault(e.chunk_id, []).append(e)
         else:
             top = max(top, e.last_ts)
@@ -194,7 +217,9 @@ class BlockStore:
         entries = scan.entries or []
         keep = len(entries)
         for i, e in enumerate(entries):
-            if e.max_lsn > checkpoint_lsn:
+            # A merged block's points are older than the checkpoint: its body is checked
+            # too, and a torn one is cut with everything after it (its retire record too).
+            if e.max_lsn > checkpoint_lsn or is_merged(e):
                 body = cf.read_body_unchecked(scan.slot, e)
                 if crc32(body) != e.body_crc:
                     keep = i
@@ -294,6 +319,19 @@ class BlockStore:
         mask = self.next_seq if mask_seq is None else mask_seq
         return self.append(tag_id, CODEC_NONE, BLOCK_TOMBSTONE, b"", start, end - 1, 0, lsn, mask)
 
+    def append_retire(self, tag_id: int, mask_seq: int, lsn: int) -> BlockEntry:
+        """A retire record: every entry of ``tag_id`` with ``seq < mask_seq`` is superseded."""
+        flags = BLOCK_TOMBSTONE | BLOCK_RETIRE
+        first, last = RETIRE_FIRST_TS, RETIRE_LAST_TS
+        return self.append(tag_id, CODEC_NONE, flags, b"", first, last, 0, lsn, mask_seq)
+
+    def note_superseded(self, entries: list[BlockEntry]) -> None:
+        """Entries a retire record just superseded: they still sit in their chunks."""
+        for e in entries:
+            self.dead_chunks.setdefault(e.tag_id, set()).add(e.chunk_id)
+            if e.is_tombstone and e in self.chunk_tombstones.get(e.chunk_id, ()):
+                self.chunk_tombstones[e.chunk_id].remove(e)
+
     def retire_before(
         self, cutoff: int, keep_tombstone: Callable[[BlockEntry, set[int]], bool]
     ) -> tuple[set[int], list[BlockEntry]]:
@@ -315,6 +353,10 @@ class BlockStore:
             for t in self.chunk_tombstones.get(c, [])
             if keep_tombstone(t, victims)
         ]
+        # A retire record moves forward while a chunk it supersedes entries in survives.
+        for tag, r in sorted(self.retires.items()):
+            if r.chunk_id in victims and self.dead_chunks.get(tag, set()) - victims:
+                carried.append(self.append_retire(tag, r.mask_seq, r.max_lsn))
         self.commit_index()
         self.sync()  # the copies are durable before the originals are retired
         n = self.geometry.n_chunks
@@ -328,6 +370,8 @@ class BlockStore:
             del self.chunk_max_ts[c]
             self.chunk_tombstones.pop(c, None)
             self.retired.append((c, now))
+        for tag in list(self.dead_chunks):
+            self.dead_chunks[tag] -= victims
         return victims, carried
 
     def free_retired(self, grace_s: float) -> int:
