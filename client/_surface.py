@@ -65,10 +65,8 @@ class ClientBase:
         shuffle_hosts: bool = False,
     ) -> None:
         self._points = PointBatches[Any](batch_size, flush_interval)  # checks first
-        self._core = ClientCore(
-            url, token, retry_writes, max_in_flight, max_points_per_frame, tls, ca, cert, key,
-            shuffle_hosts,
-        )
+        core = (url, token, retry_writes, max_in_flight, max_points_per_frame, tls, ca, cert, key)
+        self._core = ClientCore(*core, shuffle_hosts)
         self.timeout = timeout
         self.reconnects = 0
         """How many times a broken connection was replaced."""
