@@ -318,6 +318,18 @@ class ServerConfig:
         ),
     )
 
+    # -- compaction (docs/storage-format.md, Compaction) --
+    no_compaction: bool = field(
+        default=not _ENGINE.compaction,
+        metadata=_meta(
+            "do not merge overlapping or small blocks, nor apply deletes, in the background"
+        ),
+    )
+    compaction_rate: int = field(
+        default=_ENGINE.compaction_rate,
+        metadata=_meta("points compaction rewrites per second at most (0: no pause)", lo=0),
+    )
+
     def __post_init__(self) -> None:
         if self.durability not in DURABILITY_MODES:
             raise ConfigError(
@@ -377,6 +389,8 @@ class ServerConfig:
             wal_checkpoint_bytes=self.wal_checkpoint_bytes,
             retention_us=self.retention_us,
             max_memory_points=self.max_memory_points,
+            compaction=not self.no_compaction,
+            compaction_rate=self.compaction_rate,
         )
 
     def replace(self, **changes: Any) -> ServerConfig:

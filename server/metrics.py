@@ -59,6 +59,11 @@ ENGINE_COUNTERS = {
     ),
     "checkpoints": ("xtsdb_checkpoints", "Checkpoints written (WAL before them recyclable)."),
     "seal_errors": ("xtsdb_seal_errors", "Failed attempts to seal MemBuffers into blocks."),
+    "blocks_merged": ("xtsdb_blocks_compacted", "Merged blocks written by compaction."),
+    "blocks_compacted": (
+        "xtsdb_blocks_retired_by_compaction",
+        "Blocks and tombstones compaction superseded (read, merged and retired).",
+    ),
 }
 ENGINE_GAUGES = {
     "memory_points": ("xtsdb_membuffer_points", "Points in MemBuffers, not yet in blocks."),
