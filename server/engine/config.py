@@ -39,11 +39,11 @@ class EngineConfig:
     read_workers: int = 2  # deprecated: 0 keeps every read inline; the pool size is `workers`
     # Queries touching fewer disk points decode inline. Measured by
     # `python -m bench.engine --workers` (bench/results/workers.txt): on the
-    # 2-core reference machine, shared with other jobs (load ~8), the caller +
-    # 2 workers beat inline decoding at every size from 4 M points in one run and
-    # from 0.5 M in the other; the larger figure is the default. Below ~250 K
-    # points the pool's round trips always lose. Lower it on bigger machines.
-    parallel_min_points: int = 4_000_000
+    # 2-core reference machine at load ~2, the caller + 2 workers lose to inline
+    # decoding up to 4 M points (1.1-2.5x) and win at 8 M (0.75x); under load ~8
+    # from other jobs the crossover moved to 0.5-4 M, scheduling noise. The quiet
+    # run's figure is the default. Lower it on machines with more cores.
+    parallel_min_points: int = 8_000_000
 
     # -- worker processes (workers.py): block encoding at seal time, large reads --
     workers: int = -1  # -1: one per core this process may use; 0: everything inline
