@@ -39,6 +39,7 @@ import uvloop
 from bench import data, query_e2e
 from bench._util import Row, check, run_parser, table, verdict
 from bench.ceiling import raw_send
+from bench.server_workers import bench_workers, tree_cpu_s
 from xtsdb.client import AsyncClient, connect
 from xtsdb.protocol import WRITE, encode_frame
 from xtsdb.server.config import ServerConfig
@@ -120,31 +121,6 @@ async def sdk_ingest(url: str, cols: list[Cols], window: int) -> tuple[float, li
 
 
 # -- workloads -----------------------------------------------------------------------------
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_s(pid: int) -> float:
-    """``cpu_s`` of ``pid`` and every live descendant (the worker processes are grandchildren)."""
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:  # gone meanwhile
-                continue
-            kids.setdefault(ppid, []).append(int(entry))
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        with contextlib.suppress(OSError):
-            total += cpu_s(p)
-        todo += kids.get(p, [])
-    return total
 
 
 @dataclass
@@ -248,31 +224,6 @@ def bench_ingest(base: str, sz: Sizes, rows: list[Row]) -> None:
         ),
     ]
     rows += [Row(workload, result) for workload, result in info]  # sorted by number later
-
-
-def bench_workers(base: str, sz: Sizes, rows: list[Row]) -> None:
-    """Workload 1 with ``--workers 0`` (all inline) against the default pool, interleaved."""
-    ts = data.timestamps(sz.points)
-    q = np.full(sz.points, data.QUALITY_GOOD, np.uint8)
-    cols: list[Cols] = [(t, ts, data.tag_values(t, sz.points), q) for t in range(sz.tags)]
-    n, w = sz.tags * sz.points, sz.window
-    kinds = {"--workers 0 (inline)": ("--workers", "0"), "default workers": ()}
-    runs = {k: Runs() for k in kinds}
-    for _ in range(sz.reps):
-        for kind, flags in kinds.items():
-            ingest_run(base, cols, [], w, runs[kind], *flags)
-    for kind, r in runs.items():
-        srv = statistics.median(c[0] / s for c, s in zip(r.cpu, r.secs, strict=True))
-        cli = statistics.median(c[1] / s for c, s in zip(r.cpu, r.secs, strict=True))
-        rows.append(
-            Row(
-                f"1w. ingest {sz.tags:,} tags x {sz.points:,} pts, {kind}",
-                f"{r.rate(n):.3g} M pts/s; server+workers {srv:.2f}, client {cli:.2f} "
-                f"CPU-s per wall s; ack {r.lat_text()}",
-                "server CPU > 1.6, p99 <= 10 ms",
-                verdict(srv, 1.6, True) + "/" + verdict(r.p(99), 10, False),
-            )
-        )
 
 
 class _NoOp:
