@@ -125,13 +125,14 @@ class Compactor:
         floor = time.time_ns() // 1000 - keep // 2 if keep > 0 else -TS_LIMIT
         with self.state.lock:
             todo = [
-                tag_id
+                (len(t.blocks) + len(t.tombstones), tag_id)
                 for tag_id, t in self.state.tags.items()
                 if needs_compaction(t.blocks, t.tombstones, bp)
                 and all(b.first_ts >= floor for b in t.blocks)
             ]
+        todo.sort(reverse=True)  # the tags whose queries read the most entries first
         done = 0
-        for tag_id in todo:
+        for _, tag_id in todo:
             if self.stop.is_set() or self.state.closed:
                 break
             points = self.compact_tag(tag_id)
