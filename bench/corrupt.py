@@ -132,6 +132,10 @@ def build(path: Path) -> Reference:
         delete(TAGS[0], 100_000, 200_000)
         write(TAGS[0], slice(150, 170), 1)  # later writes inside a deleted range stay
         eng.flush()
+        # A compacted tag: merged blocks and a retire record among the entries.
+        write(TAGS[2], slice(1000, 1400), 2)
+        eng.flush()
+        eng.compact()
     for name, m in model.items():
         keys = np.array(sorted(m), dtype=np.int64)
         ref.expect[name] = (keys, np.array([m[k] for k in keys.tolist()]))

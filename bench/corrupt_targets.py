@@ -18,6 +18,7 @@ from pathlib import Path
 
 from xtsdb.server.engine import EngineConfig
 from xtsdb.server.engine import container as ct
+from xtsdb.server.engine.compaction_rules import BLOCK_RETIRE as RETIRE
 from xtsdb.server.engine.datadir import load_or_create_meta
 
 PAGE = 4096
@@ -78,6 +79,9 @@ def regions(path: Path, config: EngineConfig) -> dict[str, list[Target]]:
         for e in entries:
             if e.body_len:
                 add("body", p, base + e.body_off, base + e.body_off + e.body_len)
+            if e.flags & RETIRE:  # compaction's retire record (compaction_rules.py)
+                at = base + ct.DIR_OFFSET + e.index * ct.ENTRY_SIZE
+                add("retire record", p, at, at + ct.ENTRY_SIZE)
     for name in ("index.sqlite3", "catalog.sqlite3", "last-values.bin", "xtsdb.meta"):
         if (path / name).exists():
             add(name, path / name, 0, (path / name).stat().st_size)
@@ -103,6 +107,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("body zero page", "body", "zero"),
     ("dir sealed flip, no index", "dir sealed", "flip-noindex"),
     ("dir active flip, no index", "dir active", "flip-noindex"),
+    ("retire record flip", "retire record", "flip"),
     ("state flip, no index", "state", "flip-noindex"),
     ("first page sealed zero, no index", "first page sealed", "zero-noindex"),
     ("first page active zero, no index", "first page active", "zero-noindex"),
