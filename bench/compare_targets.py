@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.report import fmt_value as _fmt
+
 Results = dict[str, dict[str, float]]
 VM, INFLUX = "victoriametrics", "influxdb"
 
@@ -15,14 +17,6 @@ VM, INFLUX = "victoriametrics", "influxdb"
 def _get(res: Results, sys: str, key: str) -> float | None:
     v = res.get(sys, {}).get(key)
     return None if v is None else float(v)
-
-
-def _fmt(v: float | None, unit: str) -> str:
-    if v is None:
-        return "n/a"
-    if unit in ("points/s", "lines/s"):
-        return f"{v:,.0f}"
-    return f"{v:.3g}" if v < 100 else f"{v:,.0f}"
 
 
 def _status(ok: bool | None, miss: str = "") -> str:
