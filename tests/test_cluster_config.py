@@ -56,3 +56,13 @@ def test_single_node_never_imports_nats(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_cluster_flag_refused_until_the_write_path_exists(tmp_path: Path) -> None:
+    """A server asked for cluster mode must not quietly run as a single node."""
+    argv = [sys.executable, "-m", "xtsdb.server", "--data-dir", str(tmp_path / "d")]
+    argv += ["--port", "0", "--cluster", "nats://127.0.0.1:4222", "--node-id", "a"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "cluster mode is not available" in done.stderr
+    assert not (tmp_path / "d").exists()
