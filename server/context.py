@@ -63,6 +63,17 @@ class ServerContext:
         """``fn(*args)`` in the query pool: engine calls block, the event loop must not."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
+    def submit(self, batch: WriteBatch) -> asyncio.Future[int]:
+        """Queue a validated write; the future resolves once it is durable.
+
+        One node: the group commit (its WAL LSN). Cluster mode: the replicated
+        log (the highest stream sequence of its frames, once JetStream acked
+        them all). Not a coroutine: writes keep their arrival order.
+        """
+        if self.cluster is not None:
+            return self.cluster.submit(batch)
+        return self.writes.submit(batch)
+
     async def after_queued_writes(self) -> None:
         """Return once every write queued before this call is committed."""
         # An empty batch goes through the group commit like any write: once it is

@@ -80,7 +80,7 @@ class PromRoutes:
             batch = await ctx.run(self._batch, ctx.engine, req.body)
             if batch.n_points:
                 await self.gate.room(ctx)
-                await ctx.writes.submit(batch)  # resolves once committed
+                await ctx.submit(batch)  # resolves once committed
         except XtsdbError as exc:
             return _reply(error_response(exc))
         self.samples_written += batch.n_points

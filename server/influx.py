@@ -120,7 +120,7 @@ class InfluxRoutes:
                 refused = refused or prep.refused > 0
                 for q in prep.batches:
                     await self.gate.room(ctx)
-                    queued.append((q, ctx.writes.submit(q.batch)))
+                    queued.append((q, ctx.submit(q.batch)))
             # 204 only once every slice is committed: acknowledged means durable.
             done = await asyncio.gather(*(f for _, f in queued), return_exceptions=True)
             for (q, _), result in zip(queued, done, strict=True):

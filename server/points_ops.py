@@ -51,7 +51,7 @@ def write(ctx: ServerContext, req: Write) -> Awaitable[Written]:
             return _after_new_tag(n, target.queue((req.ts, req.values, req.q)))
         tags = target
     batch = WriteBatch.build(tags, req.ts, req.values, req.q)
-    return _written(batch.n_points, ctx.writes.submit(batch))
+    return _written(batch.n_points, ctx.submit(batch))
 
 
 async def _written(n: int, fut: asyncio.Future[int]) -> Written:
@@ -83,7 +83,7 @@ class NewTag:
             try:
                 if error is not None:
                     raise error
-                result: asyncio.Future[int] | BaseException = ctx.writes.submit(
+                result: asyncio.Future[int] | BaseException = ctx.submit(
                     WriteBatch.build(created.result(), *cols)
                 )
             except Exception as exc:  # the creation failed, or the queue is stopping

@@ -6,10 +6,18 @@ server has ``ctx.cluster is None`` and never loads that module.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import asyncio
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from xtsdb.server.engine.wal_records import WriteBatch
 
 
 class Cluster(Protocol):
     async def status(self) -> dict[str, Any]:
         """What ``cluster_status`` answers (see :mod:`xtsdb.protocol.cluster`)."""
+        ...
+
+    def submit(self, batch: WriteBatch) -> asyncio.Future[int]:
+        """Publish a validated write to the replicated log; resolves to its sequence."""
         ...
