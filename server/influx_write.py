@@ -1,8 +1,9 @@
 """A ``/write`` body turned into write batches, and the InfluxDB-style answer to bad lines.
 
 :func:`prepare` runs in the query thread pool (parsing and the SQLite catalog
-block): it parses one slice of a body, names (creates) its tags and cuts its
-points into batches for the write queue. Points of a tag whose duplicate
+block): it parses one slice of a body (a large one in the worker processes,
+:mod:`.influx_parse`), names (creates) its tags here, in the server process,
+and cuts its points into batches for the write queue. Points of a tag whose duplicate
 policy is ``reject`` go in a batch of their own per tag, after the points
 that would be refused (a timestamp already stored, or repeated in the body)
 are set aside as errors of their lines. The check here is only a filter: the
@@ -34,10 +35,11 @@ import numpy as np
 import numpy.typing as npt
 
 from xtsdb.protocol.errors import InvalidInput
-from xtsdb.protocol.line_protocol import KINDS, parse
+from xtsdb.protocol.line_protocol import KINDS
 from xtsdb.server.engine import Engine
 from xtsdb.server.engine.catalog import TagInfo
 from xtsdb.server.engine.wal_records import WriteBatch
+from xtsdb.server.influx_parse import PARSE_IN_WORKERS_BYTES, parse_body
 from xtsdb.server.influxql_names import split_name
 
 MAX_LISTED_ERRORS = 100  # bad lines named in one response
@@ -75,9 +77,21 @@ class Prepared:
     refused: int = 0  # points set aside for a 'reject' tag
 
 
-def prepare(engine: Engine, data: bytes, precision: str, now_us: int, first_line: int) -> Prepared:
-    """Parse a slice, name its tags, and cut it into batches (see the module docstring)."""
-    parsed = parse(data, precision, now_us)
+def prepare(
+    engine: Engine,
+    data: bytes,
+    precision: str,
+    now_us: int,
+    first_line: int,
+    parse_min_bytes: int = PARSE_IN_WORKERS_BYTES,
+) -> Prepared:
+    """Parse a slice, name its tags, and cut it into batches (see the module docstring).
+
+    A slice of ``parse_min_bytes`` or more is parsed in the engine's worker
+    processes, if it has some (-1: never).
+    """
+    # The engine's pool: the one process pool of the server (workers.pool_for).
+    parsed = parse_body(engine._procs, data, precision, now_us, parse_min_bytes)
     out = Prepared(errors=[(first_line + no, msg) for no, msg in parsed.errors])
     out.lines = parsed.lines
     ids = np.zeros(len(parsed.names), dtype=np.uint32)

@@ -13,6 +13,11 @@ parent wrote for the job, "out": what the job leaves for the parent):
   (a body that does not fit travels in the answer instead: rare, never lost);
 * ``("decode", refs, total)``: blocks read from the container files and
   decoded into "out", laid out as ``total`` points' columns;
+* ``("parse", n, precision, now_us)``: the first n bytes of "in" are a body of
+  line protocol, parsed by :func:`xtsdb.protocol.line_protocol.parse`; its
+  columns go into "out" (:func:`parsed_layout`), the answer carries the point
+  count, the names, the errors and the line count (columns that do not fit
+  travel in the answer instead);
 * ``("pid",)``: the process id (tests and the torture run kill workers).
 
 A job that raises answers ``("raise", exc)``: a corrupt block is the
@@ -27,10 +32,12 @@ import pickle
 import signal
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle
+from typing import Any
 
 import numpy as np
 
 from xtsdb.protocol.errors import StorageError
+from xtsdb.protocol.line_protocol import ParsedBatch, parse
 
 from .arena import map_fd
 from .block_codec import encode_block
@@ -93,6 +100,45 @@ def decode_refs(buf_out: mmap.mmap, refs: list[BlockRef], total: int) -> int:
     return total
 
 
+# A parsed body's columns in "out", in this order, each 8-aligned for the next:
+# (field, dtype) of ParsedBatch; n points take sum(itemsize) * n bytes.
+PARSED_COLUMNS: tuple[tuple[str, np.dtype[Any]], ...] = (
+    ("ts", np.dtype(np.int64)),
+    ("values", np.dtype(np.float64)),
+    ("point_lines", np.dtype(np.int64)),
+    ("series", np.dtype(np.uint32)),
+    ("kinds", np.dtype(np.uint8)),
+)
+PARSED_POINT_BYTES = 29
+
+
+def parsed_layout(n: int) -> list[tuple[str, np.dtype[Any], int]]:
+    """(field, dtype, offset) of each column of ``n`` parsed points in "out"."""
+    out, at = [], 0
+    for name, dtype in PARSED_COLUMNS:
+        out.append((name, dtype, at))
+        at += -(-dtype.itemsize * n // 8) * 8
+    return out
+
+
+Parsed = tuple[int, dict[str, np.ndarray] | None, list[str], list[tuple[int, str]], int]
+
+
+def parse_body(
+    buf_in: mmap.mmap, buf_out: mmap.mmap, n: int, precision: str, now_us: int
+) -> Parsed:
+    batch: ParsedBatch = parse(buf_in[:n], precision, now_us)
+    k = len(batch)
+    layout = parsed_layout(k)
+    inline: dict[str, np.ndarray] | None = None
+    if PARSED_POINT_BYTES * k + 8 * len(layout) <= len(buf_out):
+        for name, dtype, off in layout:
+            np.frombuffer(buf_out, dtype, k, off)[:] = getattr(batch, name)
+    else:  # more points than the parent made room for: rare, never lost
+        inline = {name: getattr(batch, name) for name, _ in PARSED_COLUMNS}
+    return k, inline, batch.names, batch.errors, batch.lines
+
+
 def main(conn: Connection) -> None:
     """The worker's loop; it ends when the parent closes the socket (or dies)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
@@ -120,6 +166,8 @@ def main(conn: Connection) -> None:
                 reply = ("ok", encode_segments(arenas["in"], arenas["out"], msg[1], msg[2]))
             elif kind == "decode":
                 reply = ("ok", decode_refs(arenas["out"], msg[1], msg[2]))
+            elif kind == "parse":
+                reply = ("ok", parse_body(arenas["in"], arenas["out"], *msg[1:]))
             elif kind == "pid":
                 reply = ("ok", os.getpid())
             else:
