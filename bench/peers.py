@@ -271,6 +271,7 @@ class Xtsdb(System):
     name = "xtsdb"
     durability = "fsync before ack (server default --durability fsync)"
     server: ServerProcess | None = None
+    extra_args: tuple[str, ...] = ()  # more server flags (bench/lp_workers.py: --workers 0)
 
     def missing(self) -> str | None:
         for mod in ("xtsdb.client", "xtsdb.server.main"):
@@ -290,7 +291,7 @@ class Xtsdb(System):
         # The ready file names only the binary port, so the HTTP port is chosen here.
         self.http_port = free_port()
         args = ["--host", HOST, "--port", "0", "--data-dir", str(self.data_dir)]
-        args += ["--http-port", str(self.http_port)]
+        args += ["--http-port", str(self.http_port), *self.extra_args]
         self.server = ServerProcess(args, workdir=self.workdir, name=self.name, new_session=True)
         atexit.register(self.server.close)  # a no-op once it was stopped
         self.port = self.server.wait_ready(60)[1]

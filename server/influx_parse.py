@@ -40,7 +40,7 @@ from xtsdb.server.engine.workers import Worker, WorkerDied, WorkerPool
 
 log = logging.getLogger("xtsdb.server")
 
-PARSE_IN_WORKERS_BYTES = 256 * 1024
+PARSE_IN_WORKERS_BYTES = 1024 * 1024
 """Bodies from this size on are parsed in the workers (bench/lp_workers.py)."""
 MIN_PART_BYTES = 64 * 1024  # a part smaller than this is not worth a worker's round trip
 OUT_SLACK = 64 * 1024
