@@ -40,8 +40,11 @@ from xtsdb.server.engine.workers import Worker, WorkerDied, WorkerPool
 
 log = logging.getLogger("xtsdb.server")
 
-PARSE_IN_WORKERS_BYTES = 1024 * 1024
-"""Bodies from this size on are parsed in the workers (bench/lp_workers.py)."""
+PARSE_IN_WORKERS_BYTES = 2 * 1024 * 1024
+"""Bodies from this size on are parsed in the workers: bench/lp_workers.py, two runs on
+the 2-core machine (bench/results/lp_workers.txt), found the workers faster at every
+size from 2 MB on in both (from 1 MB in one): below it the round trip and a core shared
+with the server cost more than the parse. A /write slice is at most 4 MB."""
 MIN_PART_BYTES = 64 * 1024  # a part smaller than this is not worth a worker's round trip
 OUT_SLACK = 64 * 1024
 # Room made in a worker's output arena per body byte: a point's columns take 29
