@@ -40,6 +40,7 @@ from xtsdb.server import historian, points_ops
 from xtsdb.server.context import ServerContext
 from xtsdb.server.http_endpoint import HttpReply
 from xtsdb.server.http_request import HttpRequest
+from xtsdb.server.inline_calls import answered
 
 JSON = "application/json"
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -179,7 +180,7 @@ async def tags(ctx: ServerContext, req: HttpRequest) -> dict[str, Any]:
     found = page.tags
     latest: dict[int, tuple[int, float | None, int]] = {}
     if found:
-        got = await points_ops.last(ctx, LAST.parse({"tags": [t["id"] for t in found]}))
+        got = await answered(points_ops.last(ctx, LAST.parse({"tags": [t["id"] for t in found]})))
         values = floats(got.values)
         for i, tag_id in enumerate(np.asarray(got.tags).tolist()):
             latest[tag_id] = (int(got.ts[i]), values[i], int(got.q[i]))
@@ -227,8 +228,8 @@ async def query(ctx: ServerContext, req: HttpRequest) -> dict[str, Any]:
 
     async def one(name: str) -> dict[str, Any]:
         msg = {"tag": name, "start": start, "end": end, "limit": limit}
-        pts = await points_ops.query(
-            ctx, QUERY.parse({**msg, "descending": desc, "good_only": good})
+        pts = await answered(
+            points_ops.query(ctx, QUERY.parse({**msg, "descending": desc, "good_only": good}))
         )
         return {**series(name, pts), "more": bool(pts.more)}
 
@@ -247,7 +248,7 @@ async def aggregate(ctx: ServerContext, req: HttpRequest) -> dict[str, Any]:
     wanted = [a for a in req.param("aggregates", "min,max,avg").split(",") if a]
     msg = {"start": start, "end": end, "interval": interval, "aggregates": wanted}
     parsed = AGGREGATE.parse({**msg, "tags": names, "good_only": flag(req, "good_only")})
-    answer = await historian.aggregate(ctx, parsed)
+    answer = await answered(historian.aggregate(ctx, parsed))
     results = answer.result if isinstance(answer.result, list) else [answer.result]
     out = []
     for name, b in zip(names, results, strict=True):
@@ -262,7 +263,7 @@ async def last(ctx: ServerContext, req: HttpRequest) -> dict[str, Any]:
     """Each tag's latest point (null for a tag with none)."""
     names = tags_param(req)
     ids = [ctx.tag_id(n) for n in names]
-    got = await points_ops.last(ctx, LAST.parse({"tags": ids}))
+    got = await answered(points_ops.last(ctx, LAST.parse({"tags": ids})))
     values = floats(got.values)
     by_id = {
         tag_id: {"ts": int(got.ts[i]), "value": values[i], "q": int(got.q[i])}

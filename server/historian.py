@@ -2,7 +2,8 @@
 
 Each parses nothing itself (its op's declaration did, on the event loop, so a
 bad field is refused before any work), resolves tag names through the catalog
-(:meth:`ServerContext.tag_id`), and runs the engine call in the query pool.
+(:meth:`ServerContext.tag_id`), and runs the engine call in the query pool,
+or on the loop when :mod:`.inline_calls` knows it is small (aggregates).
 
 Deletes and ``tag_remove`` first wait for every write already queued for the
 group commit, so a delete covers each write the server received before it,
@@ -10,6 +11,8 @@ pipelined or not.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
 
 from xtsdb.protocol.analytics import (
     Aggregate,
@@ -38,6 +41,7 @@ from xtsdb.protocol.tags import (
 from xtsdb.server.context import ServerContext
 from xtsdb.server.engine.aggregate import regular_times
 from xtsdb.server.engine.catalog import TagInfo
+from xtsdb.server.inline_calls import CALLS
 
 _BYTES_PER_TIME = 17  # an interpolated value on the wire: int64 time, float64 value, u1 status
 
@@ -52,7 +56,7 @@ def _too_large(what: str, size: int, max_frame: int) -> FrameTooLarge:
 # -- analytics --------------------------------------------------------------------
 
 
-async def aggregate(ctx: ServerContext, req: Aggregate) -> AggregateAnswer:
+def aggregate(ctx: ServerContext, req: Aggregate) -> AggregateAnswer | Awaitable[AggregateAnswer]:
     many = isinstance(req.tags, list)
     ids = [ctx.tag_id(t) for t in (req.tags if isinstance(req.tags, list) else [req.tags])]
     if req.end > req.start:  # refuse an answer that cannot be sent before computing it
@@ -61,7 +65,7 @@ async def aggregate(ctx: ServerContext, req: Aggregate) -> AggregateAnswer:
         if size > ctx.max_frame:
             raise _too_large(f"{buckets:,} buckets x {len(ids)} tags", size, ctx.max_frame)
 
-    def run() -> list[Buckets]:
+    def run() -> AggregateAnswer:
         out = []
         for tag in ids:  # one engine call per tag: each is columnar over its points
             b = ctx.engine.aggregate(
@@ -74,10 +78,12 @@ async def aggregate(ctx: ServerContext, req: Aggregate) -> AggregateAnswer:
                 good_only=req.good_only,
             )
             out.append(Buckets(b.start, b.values))
-        return out
+        return AggregateAnswer(result=out if many else out[0])
 
-    results = await ctx.run(run)
-    return AggregateAnswer(result=results if many else results[0])
+    way = CALLS.aggregate(ctx.engine, ids, req.start, req.end, req.aggregates)
+    if way.inline:  # small and in memory: answered on the loop (inline_calls)
+        return run()
+    return ctx.run(way.pooled(run))
 
 
 async def interpolate(ctx: ServerContext, req: Interpolate) -> Interpolated:

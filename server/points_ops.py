@@ -2,7 +2,9 @@
 
 Each takes the server's context and a request parsed by its op's declaration
 (:mod:`xtsdb.protocol.ops`), and returns the response message or an awaitable
-of it. Engine calls run in the query pool (:meth:`ServerContext.run`).
+of it. Engine calls run in the query pool (:meth:`ServerContext.run`), except
+a query or ``last`` that :mod:`.inline_calls` knows to be small: answered on
+the loop, without the two thread hand-offs.
 
 A write is submitted to the group commit when it is dispatched, not when its
 coroutine first runs: pipelined writes on a connection are committed in the
@@ -32,6 +34,7 @@ from xtsdb.protocol.ops import (
 )
 from xtsdb.server.context import ServerContext
 from xtsdb.server.engine.wal_records import WriteBatch
+from xtsdb.server.inline_calls import CALLS
 
 Columns = tuple[Any, Any, Any]
 
@@ -127,29 +130,44 @@ def _write_target(ctx: ServerContext, name: str) -> int | NewTag:
     return new
 
 
-async def query(ctx: ServerContext, req: Query) -> Points:
+def query(ctx: ServerContext, req: Query) -> Points | Awaitable[Points]:
     tag = ctx.tag_id(req.tag)
-    pts = await ctx.run(
-        lambda: ctx.engine.query(
+
+    def run() -> Points:
+        pts = ctx.engine.query(
             tag, req.start, req.end, req.limit, descending=req.descending, good_only=req.good_only
         )
-    )
-    return Points(
-        ts=pts.timestamps,
-        values=pts.values,
-        q=pts.qualities,
-        stats=pts.stats.as_dict(),
-        more=pts.more,
-    )
+        return Points(
+            ts=pts.timestamps,
+            values=pts.values,
+            q=pts.qualities,
+            stats=pts.stats.as_dict(),
+            more=pts.more,
+        )
+
+    way = CALLS.read(ctx.engine, tag, req.start, req.end)
+    if way.inline:  # small and in memory: answered on the loop (inline_calls)
+        return run()
+    return ctx.run(way.pooled(run))
 
 
-async def last(ctx: ServerContext, req: Last) -> Latest:
+def last(ctx: ServerContext, req: Last) -> Latest | Awaitable[Latest]:
     tags = req.tags
     ids = np.asarray([ctx.tag_id(t) for t in tags] if isinstance(tags, list) else tags, np.uint32)
-    got = await ctx.run(ctx.engine.last, ids)
-    return Latest(
-        tags=got.tag_ids, ts=got.timestamps, values=got.values, q=got.qualities, errors=got.errors
-    )
+
+    def run() -> Latest:
+        got = ctx.engine.last(ids)
+        return Latest(
+            tags=got.tag_ids,
+            ts=got.timestamps,
+            values=got.values,
+            q=got.qualities,
+            errors=got.errors,
+        )
+
+    if CALLS.last(ctx.engine, ids.tolist()).inline:  # every value cached (inline_calls)
+        return run()
+    return ctx.run(run)
 
 
 async def flush(ctx: ServerContext, req: Empty) -> Empty:
