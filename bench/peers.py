@@ -272,6 +272,7 @@ class Xtsdb(System):
     durability = "fsync before ack (server default --durability fsync)"
     server: ServerProcess | None = None
     extra_args: tuple[str, ...] = ()  # more server flags (bench/lp_workers.py: --workers 0)
+    command: tuple[str, ...] = ()  # another server command line (bench/inline_calls.py)
 
     def missing(self) -> str | None:
         for mod in ("xtsdb.client", "xtsdb.server.main"):
@@ -285,14 +286,18 @@ class Xtsdb(System):
         return version("xtsdb")
 
     def start(self) -> None:
-        from xtsdb.server.process import ServerProcess  # here: missing() reports its absence
+        # Imported here: missing() reports its absence.
+        from xtsdb.server.process import SERVER, ServerProcess
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # The ready file names only the binary port, so the HTTP port is chosen here.
         self.http_port = free_port()
         args = ["--host", HOST, "--port", "0", "--data-dir", str(self.data_dir)]
         args += ["--http-port", str(self.http_port), *self.extra_args]
-        self.server = ServerProcess(args, workdir=self.workdir, name=self.name, new_session=True)
+        cmd = self.command or SERVER
+        self.server = ServerProcess(
+            args, workdir=self.workdir, name=self.name, new_session=True, command=cmd
+        )
         atexit.register(self.server.close)  # a no-op once it was stopped
         self.port = self.server.wait_ready(60)[1]
         # The ready file is written just before the HTTP routes are attached to the
