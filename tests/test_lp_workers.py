@@ -11,12 +11,14 @@ mid-parse must cost an inline parse of its part, never a wrong answer.
 
 from __future__ import annotations
 
+import http.client
+import logging
 import os
 import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +28,12 @@ from hypothesis import strategies as st
 from lp_corpus import ADVERSARIAL, random_line
 from test_lp_columnar import _PIECES, _PLAIN
 
+from xtsdb.client import connect
 from xtsdb.protocol.line_protocol import PRECISIONS, ParsedBatch, parse
+from xtsdb.server.app import ServerThread
 from xtsdb.server.engine import Engine, EngineConfig
 from xtsdb.server.engine.workers import WorkerPool
-from xtsdb.server.influx_parse import cut, merge, parse_body
+from xtsdb.server.influx_parse import PARSE_IN_WORKERS_BYTES, cut, merge, parse_body
 from xtsdb.server.influx_write import prepare
 
 
@@ -204,3 +208,61 @@ def test_prepare_with_workers_stores_what_inline_stores(tmp_path: Path) -> None:
     for n in a[3]:
         assert np.array_equal(a[4][n].timestamps, b[4][n].timestamps)
         assert a[4][n].values.tobytes() == b[4][n].values.tobytes()
+
+
+def _grandchildren() -> list[int]:
+    """This process's workers: children of the forkserver, itself a child of this process."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    me = os.getpid()
+    return [p for p, pp in parents.items() if parents.get(pp) == me]
+
+
+def test_write_survives_workers_killed_mid_parse(
+    server_factory: Callable[..., ServerThread], caplog: pytest.LogCaptureFixture
+) -> None:
+    """kill -9 of every worker while /write parses a 3 MB body: 204, every point stored."""
+    srv = server_factory(http_port=0, workers=2)
+    body = telegraf(40_000, hosts=40)
+    assert len(body) > PARSE_IN_WORKERS_BYTES
+    conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=60)
+
+    def post(data: bytes) -> int:
+        conn.request("POST", "/write?precision=s", data)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+
+    caplog.set_level(logging.WARNING, "xtsdb.server")
+    try:
+        assert post(body) == 204  # the workers start and parse it
+        with connect(srv.url) as db:
+            db.flush_server()  # its blocks sealed (encoded in the workers too) before the kill
+        pids = _grandchildren()
+        assert len(pids) == 2
+        ticks = {p: _cpu_ticks(p) for p in pids}
+        status: list[int] = []
+        t = threading.Thread(target=lambda: status.append(post(body.replace(b" 17", b" 27"))))
+        t.start()
+        deadline = time.monotonic() + 20
+        while all(_cpu_ticks(p) == ticks[p] for p in pids):
+            assert time.monotonic() < deadline, "no worker started parsing"
+            time.sleep(0.001)
+        for p in pids:
+            os.kill(p, signal.SIGKILL)
+        t.join(60)
+        assert status == [204]
+        # The workers died during the job (not after it): their parts were parsed again.
+        assert any("parsing inline" in r.getMessage() for r in caplog.records)
+    finally:
+        conn.close()
+    with connect(srv.url) as db:
+        assert db.stats()["server"]["points_written"] == 2 * 3 * 40_000
+        got = db.query("cpu,dc=eu,host=h0.user", 0, 1 << 62)
+        assert len(got) == 2 * 1000 and got.values[:2].tolist() == [0.0, 20.0]
