@@ -21,7 +21,8 @@ Credentials and the 503 answers while the server starts or stops come from
 :mod:`xtsdb.server.http_gate`: the same rules as every data route (a ``read``
 token may query, not write). Parsing runs in the query thread pool, a slice
 of the body at a time, so a large body neither stalls the event loop nor
-holds its parsed form all at once.
+holds its parsed form all at once; a slice of 2 MB or more is parsed in the
+worker processes (:mod:`.influx_parse`), its tags named here.
 """
 
 from __future__ import annotations
