@@ -47,7 +47,7 @@ class Ledger:
     tried: dict[int, list[np.ndarray]] = field(default_factory=dict)
     ok: int = 0
     failed: int = 0
-    errors: list[str] = field(default_factory=list)  # the first few, for messages
+    errors: list[str] = field(default_factory=list)  # the last few, for messages
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, tag: int, ts: np.ndarray, error: Exception | None) -> None:
@@ -58,8 +58,7 @@ class Ledger:
                 self.ok += 1
             else:
                 self.failed += 1
-                if len(self.errors) < 5:
-                    self.errors.append(f"{type(error).__name__}: {error}")
+                self.errors[:] = [*self.errors[-4:], f"{type(error).__name__}: {error}"]
 
     def points(self, tag: int, acked: bool = True) -> np.ndarray:
         with self.lock:
@@ -74,7 +73,8 @@ class Ledger:
 
 class Writers:
     """One thread per URL writing ``batch``-point writes to ``tags`` in turn (distinct
-    timestamps per writer), until :meth:`stop`, ``max_writes`` each or ``seconds``.
+    timestamps per writer), one each ``pace`` s, until :meth:`stop`, ``max_writes``
+    each or ``seconds``.
     A write that raises is counted failed (it may or may not be stored) and the
     client fails over on the next one; nothing is retried."""
 
@@ -89,11 +89,13 @@ class Writers:
         timeout: float = 5.0,
         ledger: Ledger | None = None,
         first_k: int = 0,
+        pace: float = 0.01,
     ) -> None:
         self.urls, self.tags, self.batch = list(urls), list(tags), batch
         self.max_writes, self.seconds, self.timeout = max_writes, seconds, timeout
         self.ledger = ledger or Ledger()
         self.first_k = first_k  # a later round goes on after an earlier one's timestamps
+        self.pace = pace  # seconds between a writer's writes: the load lasts until stopped
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._run, args=(w,), daemon=True)
@@ -124,7 +126,7 @@ class Writers:
         client: Client | None = None
         try:
             for k in range(self.first_k, self.first_k + self.max_writes):
-                if self._stop.is_set() or time.monotonic() > deadline:
+                if self._stop.wait(self.pace) or time.monotonic() > deadline:
                     return
                 tag = self.tags[(w + k) % len(self.tags)]
                 ts = BASE_US + w * WRITER_STRIDE + k * self.batch + np.arange(self.batch)

@@ -10,19 +10,17 @@ node's own pid: :meth:`kill9`, :meth:`restart`, :meth:`pause` (SIGSTOP),
 :meth:`wait_settled` waits until ``cluster_status`` shows every shard owned by
 live nodes only, each owner with lag 0; :meth:`compare_replicas` stops every
 node and compares, shard by shard, the replicas that applied the most, bit for
-bit, by opening their data directories in this process. Every wait is bounded
-and every failure message ends with the nodes' log tails.
-
-:meth:`wait_readable` checks through one node what the writers of
-:mod:`cluster_load` recorded as acknowledged. Tests get
-a started cluster through the ``cluster_nodes`` fixture (import
-``cluster_nodes_fixture`` next to ``nats_cluster_fixture``); a bench script can
-use the class directly.
+bit, opening their data directories in this process; :meth:`wait_readable`
+reads through one node what :mod:`cluster_load`'s writers had acknowledged.
+Every wait is bounded; every failure message ends with the nodes' log tails.
+Tests use the ``cluster_nodes`` fixture (import ``cluster_nodes_fixture`` next
+to ``nats_cluster_fixture``); bench scripts use the class.
 """
 
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -206,17 +204,25 @@ class ClusterNodes:
 
     def stop_all(self, timeout: float = 30.0) -> dict[str, int]:
         """SIGTERM every running node at once (no shard moves to a node about to stop),
-        then wait for each: node id -> exit code."""
-        running = [i for i, n in enumerate(self.nodes) if n.proc and n.proc.running()]
-        for i in running:
-            if self.nodes[i].paused:
-                self.resume(i)
-            proc = self.nodes[i].proc
-            assert proc is not None
-            proc.send_signal(signal.SIGTERM)
+        then wait for each: node id -> exit code (a node still running after
+        ``timeout`` is killed: -9)."""
+        running = [n for n in self.nodes if n.proc is not None and n.proc.running()]
+        for n in running:
+            assert n.proc is not None
+            if n.paused:
+                n.proc.send_signal(signal.SIGCONT)
+                n.paused = False
+            n.proc.send_signal(signal.SIGTERM)  # once: a second one may land after the
+            # loop removed its handler, and end the exiting process with -15
         codes = {}
-        for i in running:
-            codes[self.nodes[i].node_id] = self.stop(i, timeout)
+        deadline = time.monotonic() + timeout
+        for n in running:
+            assert n.proc is not None
+            try:
+                codes[n.node_id] = n.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                n.proc.close()
+                codes[n.node_id] = n.proc.wait()
         return codes
 
     def close(self) -> None:
@@ -262,10 +268,12 @@ class ClusterNodes:
         with self.client(i, timeout=timeout) as c:
             return c.cluster_status()
 
-    def check_settled(self, status: dict[str, Any], live: Sequence[str]) -> Settled | str:
+    def check_settled(
+        self, status: dict[str, Any], live: Sequence[str], lag: bool = True
+    ) -> Settled | str:
         """A :class:`Settled` if ``status`` shows exactly the ``live`` members, each shard
-        owned by ``min(replication, len(live))`` of them and every owner at lag 0;
-        else why not."""
+        owned by ``min(replication, len(live))`` of them and (with ``lag``) every owner
+        at lag 0 with the same applied sequence; else why not."""
         members = sorted(status.get("members") or {})
         if members != sorted(live):
             return f"members {members}, expected {sorted(live)}"
@@ -280,6 +288,9 @@ class ClusterNodes:
             own = owners.get(shard, [])
             if len(own) != want or not set(own) <= set(live):
                 return f"shard {shard} owned by {own}"
+            got.owners[shard] = own
+            if not lag:
+                continue
             seqs = set()
             for node in own:
                 entry = replicas.get(node, {}).get(shard)
@@ -288,19 +299,22 @@ class ClusterNodes:
                 seqs.add(int(entry["applied_seq"]))
             if len(seqs) != 1:
                 return f"shard {shard}: owners applied {seqs}"
-            got.owners[shard], got.applied[shard] = own, seqs.pop()
+            got.applied[shard] = seqs.pop()
         return got
 
-    def wait_settled(self, via: int | None = None, timeout: float = 30.0) -> Settled:
+    def wait_settled(
+        self, via: int | None = None, timeout: float = 30.0, lag: bool = True
+    ) -> Settled:
         """Until node ``via`` (default: the first live one) shows the live nodes as the
-        members, every shard owned by live nodes at lag 0, the same in two views one
-        heartbeat apart (a stale report of lag 0 would change)."""
+        members, every shard owned by live nodes (with ``lag``: at lag 0; writes must
+        have stopped), the same in two views one heartbeat apart (a stale report of
+        lag 0 would change)."""
         live = [self.nodes[i].node_id for i in self.live()]
         node = self.live()[0] if via is None else via
         previous: list[Settled] = []
 
         def settled() -> Settled | None:
-            got = self.check_settled(self.status(node), live)
+            got = self.check_settled(self.status(node), live, lag)
             if isinstance(got, str):
                 previous.clear()
                 raise ValueError(got)
@@ -364,6 +378,20 @@ class ClusterNodes:
         finally:
             for eng in engines.values():
                 eng.close()
+
+
+def stream_leader(nats: NatsCluster, stream: str = "XTSDB_LOG") -> int:
+    """The index of the running NATS server leading ``stream`` (0 if none says)."""
+    names = [s.name for s in nats.servers]
+    for i, srv in enumerate(nats.servers):
+        if srv.proc is None:
+            continue
+        for acc in nats.monitor(i, "/jsz?streams=true").get("account_details") or []:
+            for info in acc.get("stream_detail") or []:
+                leader = (info.get("cluster") or {}).get("leader")
+                if info.get("name") == stream and leader in names:
+                    return names.index(leader)
+    return 0
 
 
 def _compare_shard(check: ShardCheck, engines: list[Any], shards: int) -> None:
