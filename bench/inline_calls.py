@@ -16,7 +16,6 @@ the engine alone, in this process: the row's aggregate, and an aggregate over
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 
 from bench import data
 from bench._util import grid, run_parser
+from bench.lp_workers import emit, load
 from bench.peers import System, VictoriaMetrics, Xtsdb
 from xtsdb.server.engine import Engine
 from xtsdb.server.inline_calls import INLINE_MAX_POINTS
@@ -58,7 +58,7 @@ def median_ms(fn: Callable[[], Any], reps: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def load(sys_: System) -> None:
+def ingest(sys_: System) -> None:
     c = sys_.client()
     try:
         if sys_.name == "xtsdb":
@@ -79,7 +79,7 @@ def measure(cls: type[System], workdir: Path, reps: int) -> dict[str, float]:
     tag, end = TAGS // 2, data.START_US + POINTS * data.INTERVAL_US
     try:
         sys_.start()
-        load(sys_)
+        ingest(sys_)
         c = sys_.client()
         try:
             want = -(-POINTS * data.INTERVAL_US // BUCKET_US)
@@ -136,8 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if VictoriaMetrics(Path(a.dir)).missing() is None:
         kinds.append(("victoriametrics", VictoriaMetrics))
     for run in range(1, a.runs + 1):
-        load_avg = "/".join(f"{x:.2f}" for x in os.getloadavg())
-        report.append(f"\n=== run {run} (load {load_avg} at start) ===")
+        report.append(f"\n=== run {run} (load {load()} at start) ===")
         with tempfile.TemporaryDirectory(prefix="xtsdb-inl-", dir=a.dir) as wd:
             res = {name: measure(cls, Path(wd), reps) for name, cls in kinds}
             alone = engine_alone(Path(wd), reps)
@@ -162,14 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"engine alone: the row's aggregate {alone['row']:.3f} ms; "
             f"{INLINE_MAX_POINTS:,} points (the inline bound) {alone['bound']:.3f} ms"
         )
-        load_avg = "/".join(f"{x:.2f}" for x in os.getloadavg())
-        report.append(f"load at end: {load_avg}")
+        report.append(f"load at end: {load()}")
         print("\n".join(report[-4:]), flush=True)
-    text = "\n".join(report) + "\n"
-    print("\n" + text)
-    if a.out:
-        Path(a.out).write_text(text)
-    return 0
+    return emit(report, a.out)
 
 
 if __name__ == "__main__":

@@ -156,10 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if at
         else "\nworkers not faster at every larger size in every run"
     )
+    return emit(report, a.out)
+
+
+def emit(report: list[str], out: Path | None) -> int:
+    """Print the whole report, and write it to ``out`` if given."""
     text = "\n".join(report) + "\n"
     print("\n" + text)
-    if a.out:
-        Path(a.out).write_text(text)
+    if out:
+        Path(out).write_text(text)
     return 0
 
 
