@@ -68,7 +68,11 @@ def parse_body(
     splittable = 34 not in data and 92 not in data
     most = max(1, min(pool.size, len(data) // max(1, min_part))) if splittable else 1
     try:
-        with pool.take(most) as ws:
+        # Without waiting: workers busy sealing or decoding would hold the request
+        # longer than parsing it here.
+        with pool.take(most, wait=False) as ws:
+            if not ws:
+                return parse(data, precision, now_us)
             parts = cut(data, len(ws))
             got = _in_workers(ws, parts, precision, now_us)
     except WorkerDied as exc:  # no worker could be started

@@ -144,6 +144,17 @@ def test_small_bodies_stay_inline(pool: WorkerPool) -> None:
     assert jobs(pool) == before
 
 
+def test_busy_workers_mean_an_inline_parse_without_waiting(pool: WorkerPool) -> None:
+    body = telegraf(3000)
+    before = jobs(pool)
+    with pool.take(pool.size) as held:  # as the sealer holds them for a round
+        assert len(held) == pool.size
+        t0 = time.monotonic()
+        assert_same(parse_body(pool, body, "s", 1, min_bytes=0), parse(body, "s", 1))
+        assert time.monotonic() - t0 < 5  # not stuck until the holder gives them back
+    assert jobs(pool) == before
+
+
 def test_a_body_beyond_the_arena_cap_is_parsed_inline() -> None:
     small = WorkerPool(1, 64 * 1024)
     try:

@@ -174,16 +174,17 @@ class WorkerPool:
         return Worker(self._ctx, self.arena_cap)
 
     @contextmanager
-    def take(self, most: int) -> Iterator[list[Worker]]:
-        """Between 1 and ``most`` workers for this caller alone (waits for the first)."""
-        got = self._acquire(max(1, min(most, self.size)))
+    def take(self, most: int, wait: bool = True) -> Iterator[list[Worker]]:
+        """Between 1 and ``most`` workers for this caller alone (waits for the first);
+        with ``wait`` False, none when all are busy (the caller works inline)."""
+        got = self._acquire(max(1, min(most, self.size)), wait)
         try:
             yield got
         finally:
             dead = [w for w in got if w.broken or w.pending or not w.proc.is_alive()]
             self._release([w for w in got if w not in dead], dead)
 
-    def _acquire(self, most: int) -> list[Worker]:
+    def _acquire(self, most: int, wait: bool = True) -> list[Worker]:
         to_start = 0
         with self._cond:
             while True:
@@ -194,7 +195,7 @@ class WorkerPool:
                 if len(got) < most and self._alive < self.size:
                     to_start = min(most - len(got), self.size - self._alive)
                     self._alive += to_start
-                if got or to_start:
+                if got or to_start or not wait:
                     break
                 self._cond.wait()
         for i in range(to_start):
