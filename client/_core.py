@@ -204,6 +204,10 @@ class ClientCore:
     cert: PathLike | None = None
     key: PathLike | None = field(default=None, repr=False)
     shuffle_hosts: bool = False
+    read_your_writes: bool = False
+    last_seq: int = field(init=False, default=0)
+    """The highest sequence a write acknowledged to this client carried (cluster mode:
+    a stream sequence; one node: a WAL LSN)."""
     hosts: Hosts = field(init=False, repr=False)
     url: str = field(init=False, default="")  # the server in use, redacted: for messages
     ssl_context: ssl.SSLContext | None = field(init=False, default=None, repr=False)
@@ -253,6 +257,9 @@ class ClientCore:
         # The ops declared idempotent are safe to send twice. (hello is not retried: it
         # is part of connecting, which is what a retry would redo.)
         retryable = op in IDEMPOTENT_OPS or (op == WRITE.name and self.retry_writes)
+        if self.read_your_writes and self.last_seq and op in DATA_READS:
+            # Cluster mode: the answering replica waits until it has applied this far.
+            msg = {**msg, "min_seq": self.last_seq}
         frame = encode_frame(msg, self.max_frame)
         return Request(msg["id"], op, frame, retryable, points)
 
@@ -325,9 +332,19 @@ class ClientCore:
                 wait = 1 if outstanding >= self.max_in_flight else 0
                 resps = yield Step([self.request(msg, len(ts[lo:hi]))], wait)
                 outstanding += 1 - wait
-                written += sum(map(write_ack, resps))
-        written += sum(map(write_ack, (yield Step([], outstanding))))
+                written += sum(map(self.write_ack, resps))
+        written += sum(map(self.write_ack, (yield Step([], outstanding))))
         return written
+
+    def write_ack(self, resp: dict[str, Any]) -> int:
+        """:func:`write_ack`, remembering the write's sequence for ``read_your_writes``."""
+        ack = WRITE.parse_answer(resp)
+        self.last_seq = max(self.last_seq, ack.lsn)
+        return ack.n
+
+
+DATA_READS = frozenset({"query", "aggregate", "last", "interpolate", "plot"})
+"""The reads that carry ``min_seq`` with ``read_your_writes`` (docs/cluster.md)."""
 
 
 def write_ack(resp: dict[str, Any]) -> int:

@@ -45,6 +45,11 @@ class ClientBase:
     servers (``xtsdb://h1:7878,h2:7878`` or a list of URLs): the client connects
     to the first that answers (in a random order with ``shuffle_hosts``) and,
     when its connection is lost, to another (:mod:`._hosts`).
+
+    ``read_your_writes`` (cluster mode, docs/cluster.md): each read (query,
+    aggregate, last, interpolate, plot) carries the sequence of the latest
+    write acknowledged to this client by ``write``/``write_many``, and the
+    replica answering waits until it has applied that far.
     """
 
     def __init__(
@@ -63,10 +68,11 @@ class ClientBase:
         cert: str | Path | None = None,
         key: str | Path | None = None,
         shuffle_hosts: bool = False,
+        read_your_writes: bool = False,
     ) -> None:
         self._points = PointBatches[Any](batch_size, flush_interval)  # checks first
         core = (url, token, retry_writes, max_in_flight, max_points_per_frame, tls, ca, cert, key)
-        self._core = ClientCore(*core, shuffle_hosts)
+        self._core = ClientCore(*core, shuffle_hosts, read_your_writes)
         self.timeout = timeout
         self.reconnects = 0
         """How many times a broken connection was replaced."""

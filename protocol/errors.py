@@ -96,6 +96,15 @@ class ShuttingDown(XtsdbError):
     name = "shutting_down"
 
 
+class Unavailable(XtsdbError):
+    """Cluster mode: the write log or the replicas a request needs cannot be reached now.
+
+    A write answered with it was not acknowledged: it may or may not be stored."""
+
+    code = 42
+    name = "unavailable"
+
+
 class StorageError(XtsdbError):
     """The storage engine could not do what was asked."""
 

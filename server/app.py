@@ -139,6 +139,11 @@ async def _run(
         on_pressure=registry.set_paused,
     )
     http = front.http
+    cluster = None
+    if config.cluster:  # imports nats: never loaded by a single node
+        from xtsdb.server.cluster.node import ClusterNode
+
+        cluster = ClusterNode(config, engine, writes, pool)
     ctx = ServerContext(
         engine,
         writes,
@@ -149,6 +154,7 @@ async def _run(
         auto_create_tags=config.auto_create_tags,
         observe=front.metrics.observer(config.slow_query_ms),
         gauges=[registry.stats] if http is None else [registry.stats, http.stats],
+        cluster=cluster,
     )
     service = Service(ctx)
     terms = memory_bound(config)
@@ -186,6 +192,8 @@ async def _run(
     flush_task = loop.create_task(writes.run(), name="xtsdb-flush")
     try:
         host, port = listener.sockets[0].getsockname()[:2]
+        if cluster is not None:  # joins before it says it is ready (appliers use the queue)
+            await cluster.start(host, port)
         if config.ready_file is not None:
             _write_ready_file(config.ready_file, host, port)
         log.info(
@@ -246,6 +254,8 @@ async def _stop(
             )
             for task in late:
                 task.cancel()
+    if ctx.cluster is not None:  # stops publishing and applying before the queue stops
+        await ctx.cluster.close()
     # Everything already queued is committed before the engine closes; the
     # flush task refuses new writes from here on.
     writes.stop()

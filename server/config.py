@@ -295,6 +295,14 @@ class ServerConfig:
             hi=60,
         ),
     )
+    peer_token: str = field(
+        default="",
+        repr=False,
+        metadata=_meta(
+            "cluster mode with tokens: a token the other nodes accept (read role), used for "
+            "the reads this node forwards to them"
+        ),
+    )
 
     # -- worker processes (docs/configuration.md, Workers) --
     workers: int = field(

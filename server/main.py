@@ -38,16 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # argparse: --help, or a malformed flag (already reported)
         return exc.code if isinstance(exc.code, int) else 2
-    if config.cluster:
-        # The options parse (deploy files are checked against them), but the
-        # replicated write path is not built yet: refusing is honest, serving
-        # as a single node under a cluster flag would not be.
-        print(
-            "xtsdb-server: error: cluster mode is not available in this build yet "
-            "(docs/cluster.md); start without --cluster for a single node",
-            file=sys.stderr,
-        )
-        return 2
     logs.configure(config.log_level, config.log_format)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:

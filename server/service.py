@@ -86,7 +86,11 @@ class Service:
             if name == HELLO.name:  # the one op that changes the connection's state
                 return self._timed(name, msg, started, self._hello(req_id, msg, peer))
             route = ROUTES[name]
-            result = route.handler(ctx, route.op.parse(msg))
+            req = route.op.parse(msg)
+            if ctx.cluster is None:
+                result = route.handler(ctx, req)
+            else:  # reads may be answered by another node, deletes go through the log
+                result = ctx.cluster.dispatch(ctx, route.op, route.handler, req, msg)
         except Exception as exc:
             return self.error(req_id, exc)
         if inspect.isawaitable(result):

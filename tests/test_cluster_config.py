@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from xtsdb.server.config import ConfigError, ServerConfig
+from xtsdb.server.process import free_port
 
 
 def test_flags_environment_and_toml(tmp_path: Path) -> None:
@@ -58,11 +59,12 @@ def test_single_node_never_imports_nats(tmp_path: Path) -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_cluster_flag_refused_until_the_write_path_exists(tmp_path: Path) -> None:
-    """A server asked for cluster mode must not quietly run as a single node."""
+def test_cluster_node_without_nats_fails_to_start(tmp_path: Path) -> None:
+    """A node that cannot reach NATS exits with a clear error, never runs as a single node."""
     argv = [sys.executable, "-m", "xtsdb.server", "--data-dir", str(tmp_path / "d")]
-    argv += ["--port", "0", "--cluster", "nats://127.0.0.1:4222", "--node-id", "a"]
+    argv += ["--port", "0", "--http-port", "-1", "--heartbeat", "0.2"]
+    argv += ["--cluster", f"nats://127.0.0.1:{free_port()}", "--node-id", "a"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "cluster mode is not available" in done.stderr
-    assert not (tmp_path / "d").exists()
+    assert done.returncode == 1
+    assert "no NATS server of nats://127.0.0.1:" in done.stderr
+    assert "xtsdb listening" not in done.stderr

@@ -7,9 +7,12 @@ server has ``ctx.cluster is None`` and never loads that module.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from xtsdb.protocol.declare import Message, Op
+    from xtsdb.server.context import ServerContext
     from xtsdb.server.engine.wal_records import WriteBatch
 
 
@@ -20,4 +23,19 @@ class Cluster(Protocol):
 
     def submit(self, batch: WriteBatch) -> asyncio.Future[int]:
         """Publish a validated write to the replicated log; resolves to its sequence."""
+        ...
+
+    def dispatch(
+        self,
+        ctx: ServerContext,
+        op: Op[Any, Any],
+        handler: Callable[..., Any],
+        req: Message,
+        msg: Mapping[str, Any],
+    ) -> Any:
+        """The handler's result, or a coroutine answering it elsewhere (see ``router``)."""
+        ...
+
+    async def close(self) -> None:
+        """Leave the cluster: what was queued is published, appliers and heartbeat stop."""
         ...

@@ -71,8 +71,20 @@ class TagInfo:
         return asdict(self)
 
 
+IdAllocator = Callable[
+    [Sequence[tuple[str, dict[str, Any]]]], list["tuple[int, dict[str, Any], bool] | InvalidInput"]
+]
+"""Cluster mode: ids for new names from the catalog every node shares. Per ``(name,
+settings)``: ``(id, the settings the shared entry has, whether this call made it)``, or the
+:class:`InvalidInput` that refused it. It may block (a network round trip): never called
+with the catalog's lock held."""
+
+
 class Catalog:
     """Thread-safe; reads come from an in-memory copy, writes go to SQLite first."""
+
+    allocator: IdAllocator | None = None
+    """Set in cluster mode (docs/cluster.md): new names get their ids from it, not locally."""
 
     def __init__(self, path: Path, max_used_id: Callable[[], int]) -> None:
         self._lock = threading.Lock()
@@ -135,6 +147,8 @@ class Catalog:
     def create(self, name: str, **meta: Any) -> TagInfo:
         _check_name(name)
         fields = _check_meta(meta)
+        if self.allocator is not None:
+            return self._create_shared(name, fields)
         with self._lock:
             if name in self._by_name:
                 raise InvalidInput(
@@ -169,6 +183,7 @@ class Catalog:
                 checked.append(_check_meta(meta))
             except InvalidInput as exc:
                 checked.append(exc)
+        shared = self._allocate_shared(items, checked)
         with self._lock:
             tag_id = max(max(self._by_id, default=-1), self._max_used_id())
             new: dict[str, TagInfo] = {}
@@ -178,6 +193,12 @@ class Catalog:
                     out.append(fields)
                     continue
                 info = self._by_name.get(name) or new.get(name)
+                if info is None and name in shared:
+                    got = shared[name]
+                    if isinstance(got, InvalidInput) or got[0] in self._by_id:
+                        out.append(got if isinstance(got, InvalidInput) else _clash(name, got[0]))
+                        continue
+                    info = new[name] = TagInfo(got[0], name, created_us=now, **got[1])
                 if info is None:
                     tag_id += 1
                     if tag_id > 0xFFFFFFFF:
@@ -200,6 +221,55 @@ class Catalog:
                 for info in new.values():
                     self._put(info)
         return out
+
+    def adopt(self, name: str, tag_id: int, meta: dict[str, Any]) -> TagInfo:
+        """Mirror an entry of the shared catalog (cluster mode): the tag ``name`` with id
+        ``tag_id``, inserted unless it is here already; a name or id held otherwise is refused."""
+        _check_name(name)
+        fields = _check_meta(meta)
+        with self._lock:
+            old = self._by_name.get(name)
+            if old is not None and old.id == tag_id:
+                return old
+            if old is not None or tag_id in self._by_id:
+                raise _clash(name, tag_id)
+            info = TagInfo(tag_id, name, created_us=time.time_ns() // 1000, **fields)
+            self._db.execute(
+                f"INSERT INTO tags ({_COLUMNS}, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*_values(info), _row_crc(info)),
+            )
+            self._put(info)
+            return info
+
+    def _create_shared(self, name: str, fields: dict[str, Any]) -> TagInfo:
+        if name in self._by_name:
+            raise InvalidInput(f"a tag named {name!r} exists already (id {self._by_name[name].id})")
+        assert self.allocator is not None
+        [got] = self.allocator([(name, fields)])
+        if isinstance(got, InvalidInput):
+            raise got
+        tag_id, shared_fields, made = got
+        info = self.adopt(name, tag_id, shared_fields)
+        if not made:
+            raise InvalidInput(f"a tag named {name!r} exists already (id {tag_id})")
+        return info
+
+    def _allocate_shared(
+        self,
+        items: Sequence[tuple[str, dict[str, Any]]],
+        checked: Sequence[dict[str, Any] | InvalidInput],
+    ) -> dict[str, tuple[int, dict[str, Any], bool] | InvalidInput]:
+        """Cluster mode: the shared catalog's answer for each valid name not here yet."""
+        if self.allocator is None:
+            return {}
+        wanted: dict[str, dict[str, Any]] = {}
+        for (name, _), fields in zip(items, checked, strict=True):
+            if not isinstance(fields, InvalidInput) and name not in self._by_name:
+                wanted.setdefault(name, fields)
+        if not wanted:
+            return {}
+        answers = self.allocator(list(wanted.items()))
+        return dict(zip(wanted, answers, strict=True))
 
     def update(self, key: int | str, **meta: Any) -> TagInfo:
         fields = _check_meta(meta)
@@ -246,6 +316,13 @@ class Catalog:
     def _put(self, info: TagInfo) -> None:
         self._by_id[info.id] = info
         self._by_name[info.name] = info
+
+
+def _clash(name: str, tag_id: int) -> InvalidInput:
+    return InvalidInput(
+        f"the shared catalog gives {name!r} id {tag_id}, which this node's catalog holds "
+        "otherwise: this data directory did not start empty in this cluster (docs/cluster.md)"
+    )
 
 
 def damaged(path: Path, detail: str) -> str:

@@ -66,6 +66,11 @@ class TagPolicies:
         self._set_policy(info)
         return info
 
+    def adopt(self, name: str, tag_id: int, meta: dict[str, Any]) -> TagInfo:
+        info = self.catalog.adopt(name, tag_id, meta)
+        self._set_policy(info)
+        return info
+
     def create_many(
         self, items: Sequence[tuple[str, dict[str, Any]]]
     ) -> list[TagInfo | InvalidInput]:

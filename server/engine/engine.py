@@ -253,6 +253,10 @@ class Engine:
         item's tag (made now or before) or the InvalidInput that refused it alone."""
         return self._policies.create_many(items)
 
+    def adopt_tag(self, name: str, tag_id: int, meta: dict[str, Any]) -> TagInfo:
+        """Cluster mode: mirror the shared catalog's tag ``name`` = ``tag_id`` (idempotent)."""
+        return self._policies.adopt(name, tag_id, meta)
+
     def get_or_create_tag(self, name: str) -> int:
         """The id of the tag named ``name``, creating it (default settings) if absent.
 

@@ -1,0 +1,148 @@
+"""Connecting to NATS and creating (or joining) the cluster's stream and buckets.
+
+Every node runs :func:`bootstrap` at start; it is idempotent. The first node
+creates the write-log stream and the key-value buckets; the others find them
+and verify them. The number of shards, the replication and the heartbeat are fixed when the
+cluster is created: the first node stores them in the ``config`` bucket with
+``create`` (which fails if the key exists), and every node, first or not,
+reads them back and refuses to start if its own disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from xtsdb.protocol.errors import InvalidInput, Unavailable
+from xtsdb.server.config import ServerConfig
+
+log = logging.getLogger("xtsdb.cluster")
+
+STREAM = "XTSDB_LOG"
+SUBJECT_PREFIX = "xtsdb.shard."
+MAX_IN_FLIGHT = 4096  # frames published and not yet acknowledged (then publishing waits)
+MEMBERS, CATALOG, SETTINGS = "xtsdb_members", "xtsdb_catalog", "xtsdb_config"
+
+
+def subject(shard: int) -> str:
+    return f"{SUBJECT_PREFIX}{shard}"
+
+
+@dataclass
+class Handles:
+    nc: NATS
+    js: JetStreamContext
+    members: KeyValue
+    catalog: KeyValue
+    settings: KeyValue
+    replicas: int  # of the stream: min(3, NATS servers)
+
+
+async def connect(config: ServerConfig, **callbacks: Any) -> NATS:
+    """A NATS connection that reconnects forever once made; the first one must succeed
+    within ``join_timeout(config)`` (NATS may start after the node, not never)."""
+    tls = None
+    if config.nats_tls_ca is not None:
+        tls = ssl.create_default_context(cafile=str(config.nats_tls_ca))
+    creds = str(config.nats_creds) if config.nats_creds is not None else None
+    timeout = join_timeout(config)
+    try:
+        nc: NATS = await asyncio.wait_for(
+            nats.connect(
+                servers=list(config.cluster),
+                name=f"xtsdb-{config.node_id}",
+                user_credentials=creds,
+                tls=tls,
+                max_reconnect_attempts=-1,  # a NATS server restarting must not end the node
+                reconnect_time_wait=0.25,
+                connect_timeout=min(5.0, timeout),
+                **callbacks,
+            ),
+            timeout,
+        )
+    except TimeoutError:
+        raise Unavailable(
+            f"no NATS server of {', '.join(config.cluster)} answered within {timeout:.0f} s"
+        ) from None
+    return nc
+
+
+def join_timeout(config: ServerConfig) -> float:
+    return 10 * config.heartbeat
+
+
+async def bootstrap(nc: NATS, config: ServerConfig) -> Handles:
+    js = nc.jetstream(timeout=5.0, publish_async_max_pending=MAX_IN_FLIGHT)
+    # One replica per NATS server up to 3 (JetStream's usual maximum); the servers
+    # the client discovered count too, so naming one URL of a cluster is enough.
+    known = max(len(set(config.cluster)), len({u.netloc for u in nc.servers}))
+    replicas = max(1, min(3, known))
+    stream = StreamConfig(
+        name=STREAM,
+        subjects=[SUBJECT_PREFIX + "*"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=config.stream_max_age,
+        num_replicas=replicas,
+    )
+    try:
+        info = await js.stream_info(STREAM)
+        replicas = info.config.num_replicas or 1
+        if info.config.max_age != config.stream_max_age:
+            log.warning(
+                "the write log keeps frames %.0f s, this node asks %.0f s: the stream's "
+                "setting applies",
+                info.config.max_age or 0,
+                config.stream_max_age,
+            )
+    except NotFoundError:
+        await js.add_stream(stream)
+        log.info("created the write log %s (%d replicas)", STREAM, replicas)
+    members = await _bucket(js, MEMBERS, replicas, ttl=3 * config.heartbeat)
+    catalog = await _bucket(js, CATALOG, replicas)
+    settings = await _bucket(js, SETTINGS, replicas)
+    await _check_settings(settings, config)
+    return Handles(nc, js, members, catalog, settings, replicas)
+
+
+async def _bucket(js: JetStreamContext, name: str, replicas: int, ttl: float = 0) -> KeyValue:
+    try:
+        return await js.key_value(name)
+    except BucketNotFoundError:
+        pass
+    cfg = KeyValueConfig(bucket=name, history=1, replicas=replicas, ttl=ttl or None)
+    try:
+        return await js.create_key_value(cfg)
+    except Exception:  # another node created it between the two calls: join it
+        return await js.key_value(name)
+
+
+async def _check_settings(settings: KeyValue, config: ServerConfig) -> None:
+    """The settings every node must share, fixed by the first node: refuse to join otherwise."""
+    for key, mine, why in (
+        ("shards", config.shards, "tag ids would map to other shards"),
+        ("replication", config.replication, "nodes would disagree on shard owners"),
+        ("heartbeat", config.heartbeat, "the members bucket expires entries after 3 of them"),
+    ):
+        try:
+            await settings.create(key, json.dumps(mine).encode())
+            log.info("created the cluster with %s %s", key, mine)
+        except KeyWrongLastSequenceError:
+            pass
+        fixed = json.loads((await settings.get(key)).value or b"0")
+        if fixed != mine:
+            raise InvalidInput(
+                f"the cluster was created with {key} {fixed}, this node has --{key} {mine}: "
+                f"every node must agree ({why})"
+            )

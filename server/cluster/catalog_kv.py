@@ -1,0 +1,178 @@
+"""The tag catalog every node shares: names to ids in a JetStream key-value bucket.
+
+A name's entry is made with ``kv.create`` (compare-and-set: it fails if the
+key exists), so when two nodes name the same tag at once exactly one id wins
+and both use it. Ids come from a counter key advanced with ``kv.update``
+against its last revision, a block of ids per request; an id reserved by a
+creation that then lost the race stays unused (ids need not be dense). Named
+tags get ids from 2**31 up, leaving the ids below to clients writing raw ids.
+
+Each node's engine catalog asks this one for ids (``Catalog.allocator``, from
+the query pool threads: it blocks on a round trip) and mirrors every entry of
+the bucket with the same id (a watcher), so names resolve locally everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from xtsdb.protocol.errors import InternalError, InvalidInput, Unavailable
+from xtsdb.server.engine import Engine
+
+log = logging.getLogger("xtsdb.cluster")
+
+NAMED_BASE = 1 << 31
+ALLOCATE_TIMEOUT = 10.0
+_NEXT = "next_id"
+_PREFIX = "t."
+
+Allocated = tuple[int, dict[str, Any], bool] | InvalidInput
+
+
+def key_of(name: str) -> str:
+    # KV keys allow [-/_=.a-zA-Z0-9] only; a tag name may hold anything.
+    return _PREFIX + base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+
+
+def name_of(key: str) -> str:
+    body = key[len(_PREFIX) :]
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+
+
+def _entry(value: bytes | None) -> tuple[int, dict[str, Any]]:
+    doc = json.loads(value or b"{}")
+    return int(doc["id"]), dict(doc.get("meta") or {})
+
+
+class SharedCatalog:
+    def __init__(self, kv: KeyValue, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        self.kv = kv
+        self.engine = engine
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._watch: asyncio.Task[None] | None = None
+        self.synced = asyncio.Event()  # the mirror has seen every entry there was at start
+        self.mirrored = 0
+
+    async def start(self, timeout: float = 30.0) -> None:
+        self._watch = asyncio.create_task(self._mirror(), name="xtsdb-catalog-mirror")
+        await asyncio.wait_for(self.synced.wait(), timeout)
+        self.engine.catalog.allocator = self.allocate
+
+    async def close(self) -> None:
+        self.engine.catalog.allocator = None
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+
+    # -- allocation (called by the engine's catalog, in a pool thread) -----------
+
+    def allocate(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[Allocated]:
+        if threading.get_ident() == self._loop_thread:
+            raise InternalError("a tag was created on the event loop thread in cluster mode")
+        fut = asyncio.run_coroutine_threadsafe(self._allocate(list(items)), self._loop)
+        try:
+            return fut.result(ALLOCATE_TIMEOUT)
+        except TimeoutError:
+            fut.cancel()
+            raise Unavailable(
+                f"the shared tag catalog did not answer within {ALLOCATE_TIMEOUT:.0f} s"
+            ) from None
+
+    async def _allocate(self, items: list[tuple[str, dict[str, Any]]]) -> list[Allocated]:
+        try:
+            return await self._allocate_all(items)
+        except (InvalidInput, Unavailable):
+            raise
+        except Exception as exc:  # NATS down, no quorum, timeout
+            raise Unavailable(f"the shared tag catalog is unreachable: {exc!r}") from None
+
+    async def _allocate_all(self, items: list[tuple[str, dict[str, Any]]]) -> list[Allocated]:
+        out: list[Allocated | None] = [None] * len(items)
+        missing: list[int] = []
+        for i, (name, fields) in enumerate(items):
+            if fields.get("duplicates") == "reject":
+                # A replica applies writes after the fact: it cannot refuse one.
+                out[i] = InvalidInput("duplicate policy 'reject' is not available in cluster mode")
+                continue
+            try:
+                tag_id, meta = _entry((await self.kv.get(key_of(name))).value)
+                out[i] = (tag_id, meta, False)
+            except KeyNotFoundError:
+                missing.append(i)
+        if missing:
+            first = await self._reserve(len(missing))
+            made = await asyncio.gather(
+                *(self._create(*items[i], first + k) for k, i in enumerate(missing))
+            )
+            for i, got in zip(missing, made, strict=True):
+                out[i] = got
+        return [x for x in out if x is not None]
+
+    async def _reserve(self, n: int) -> int:
+        """The first of ``n`` fresh ids (the counter moved past them)."""
+        while True:
+            try:
+                entry = await self.kv.get(_NEXT)
+            except KeyNotFoundError:
+                try:
+                    await self.kv.create(_NEXT, str(NAMED_BASE + n).encode())
+                    return NAMED_BASE
+                except KeyWrongLastSequenceError:
+                    continue  # another node made the counter first
+            first = int(entry.value or b"0")
+            if first + n > 0xFFFFFFFF:
+                raise InvalidInput("no tag ids left")
+            try:
+                await self.kv.update(_NEXT, str(first + n).encode(), last=entry.revision)
+                return first
+            except KeyWrongLastSequenceError:
+                continue  # another node took these ids: take the next ones
+
+    async def _create(self, name: str, fields: dict[str, Any], tag_id: int) -> Allocated:
+        value = json.dumps({"id": tag_id, "meta": fields}).encode()
+        try:
+            await self.kv.create(key_of(name), value)
+            return (tag_id, fields, True)
+        except KeyWrongLastSequenceError:  # named meanwhile by another node: use its id
+            got_id, meta = _entry((await self.kv.get(key_of(name))).value)
+            return (got_id, meta, False)
+
+    # -- the mirror ---------------------------------------------------------------
+
+    async def _mirror(self) -> None:
+        while True:
+            try:
+                watcher = await self.kv.watchall()
+                async for entry in watcher:
+                    if entry is None:  # every entry present at start has been seen
+                        self.synced.set()
+                        continue
+                    if entry.key.startswith(_PREFIX) and entry.value:
+                        await self._adopt(entry.key, entry.value)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS went away: watch again once it is back
+                log.warning("catalog watch interrupted (%r); watching again", exc)
+                await asyncio.sleep(1.0)
+
+    async def _adopt(self, key: str, value: bytes) -> None:
+        name = name_of(key)
+        tag_id, meta = _entry(value)
+        info = self.engine.catalog.get(name)
+        if info is not None and info.id == tag_id:
+            return  # made through this node, or seen before
+        try:
+            await self._loop.run_in_executor(None, self.engine.adopt_tag, name, tag_id, meta)
+            self.mirrored += 1
+        except InvalidInput as exc:
+            log.error("shared catalog entry %r not mirrored: %s", name, exc)

@@ -1,0 +1,214 @@
+"""Cluster mode in one process: three nodes (ServerThreads) on a real 3-server NATS cluster.
+
+What routing and replication must give whatever node a client talks to: one
+catalog, every acknowledged write readable everywhere (read your writes),
+multi-tag answers merged in request order, deletes in log order, and
+replaying the log again changing nothing. Killing processes is in
+``test_cluster_nodes.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from nats_harness import (
+    NatsCluster,
+    nats_cluster_fixture,  # noqa: F401
+)
+
+from xtsdb.client import Client
+from xtsdb.protocol.errors import InvalidInput
+from xtsdb.server.app import ServerThread
+from xtsdb.server.cluster.applied import FILE_NAME, read_applied
+from xtsdb.server.config import ServerConfig
+from xtsdb.server.engine import Engine
+
+SHARDS = 6
+
+
+def node_config(
+    nats: NatsCluster, root: Path, name: str, replication: int = 2, **extra: Any
+) -> ServerConfig:
+    return ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        http_port=-1,
+        data_dir=root / name,
+        cluster=tuple(nats.urls),
+        node_id=name,
+        shards=SHARDS,
+        replication=replication,
+        heartbeat=0.5,
+        auto_create_tags=True,
+        **extra,
+    )
+
+
+@pytest.fixture
+def nodes(
+    nats_cluster: NatsCluster, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[list[ServerThread]]:
+    replication = getattr(request, "param", 2)
+    started: list[ServerThread] = []
+    try:
+        for name in ("a", "b", "c"):
+            config = node_config(nats_cluster, tmp_path, name, replication)
+            started.append(ServerThread(config).start())
+        wait_placed(started, replication)
+        yield started
+    finally:
+        for srv in reversed(started):
+            srv.stop()
+
+
+def wait_placed(nodes: list[ServerThread], replication: int = 2, timeout: float = 30.0) -> None:
+    """Until every node sees every member and owners, and has caught up on its own shards
+    (each asked itself: another node's view of it is a heartbeat old)."""
+    deadline = time.monotonic() + timeout
+    names = {srv.config.node_id for srv in nodes}
+    while True:
+        settled = True
+        for srv in nodes:
+            with Client(srv.url) as c:
+                st = c.cluster_status()
+            me = srv.config.node_id
+            mine = [s for s, owners in st["owners"].items() if me in owners]
+            ready = all(st["replicas"][me].get(s, {}).get("ready") for s in mine)
+            full = all(len(o) == replication for o in st["owners"].values())
+            settled = settled and set(st["members"]) == names and ready and full
+        if settled:
+            return
+        assert time.monotonic() < deadline, f"cluster not placed in {timeout} s: {st}"
+        time.sleep(0.1)
+
+
+def test_one_catalog_and_every_write_readable_from_every_node(
+    nodes: list[ServerThread],
+) -> None:
+    # Names created at once through the three nodes get one id each, the same everywhere.
+    ids: dict[str, list[int]] = {}
+    lock = threading.Lock()
+
+    def create(srv: ServerThread) -> None:
+        with Client(srv.url) as c:
+            for k in range(12):
+                name = f"line{k}.temp"
+                c.write(name, np.array([k], np.int64), np.array([float(k)]))
+                got = c.tag(name).id
+                with lock:
+                    ids.setdefault(name, []).append(got)
+
+    threads = [threading.Thread(target=create, args=(srv,)) for srv in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(ids) == 12 and all(len(set(v)) == 1 and len(v) == 3 for v in ids.values())
+    assert len({v[0] for v in ids.values()}) == 12
+    for srv in nodes:
+        with Client(srv.url) as c:
+            assert {n: c.tag(n).id for n in ids} == {n: v[0] for n, v in ids.items()}
+            with pytest.raises(InvalidInput, match="exists already"):
+                c.create_tag("line0.temp")
+            with pytest.raises(InvalidInput, match="reject"):
+                c.create_tag("strict", duplicates="reject")
+
+    # Writes through each node, read right away through the others (read your writes).
+    rng = np.random.default_rng(7)
+    for i, writer in enumerate(nodes):
+        with Client(writer.url, read_your_writes=True) as w:
+            for k in range(12):
+                ts = np.sort(rng.choice(10**9, 500, replace=False)).astype(np.int64) + i * 10**9
+                vals = rng.standard_normal(500)
+                w.write(f"line{k}.temp", ts, vals)
+                for reader in nodes:
+                    with Client(reader.url) as r:
+                        r._core.read_your_writes, r._core.last_seq = True, w._core.last_seq
+                        got = r.query(f"line{k}.temp", ts[0], ts[-1] + 1)
+                        assert got.timestamps.tobytes() == ts.tobytes()
+                        assert got.values.tobytes() == vals.tobytes()
+
+
+def test_multi_tag_answers_merge_in_request_order(nodes: list[ServerThread]) -> None:
+    names = [f"m{k}" for k in range(20)]  # spread over every shard
+    ts = np.arange(0, 3_600_000_000, 60_000_000, dtype=np.int64)
+    with Client(nodes[0].url, read_your_writes=True) as c:
+        for k, name in enumerate(names):
+            c.write(name, ts, np.full(ts.shape, float(k)) + np.arange(ts.shape[0]))
+        c.create_tag("line.empty")
+        seq = c._core.last_seq
+    order = [*names[::-1], "m3"]
+    for srv in nodes:
+        with Client(srv.url) as c:
+            c._core.read_your_writes, c._core.last_seq = True, seq
+            agg = c.aggregate(order[:-1], 0, 3_600_000_000, 600_000_000, ["max", "count"])
+            assert list(agg) == order[:-1]
+            for name, got in agg.items():
+                k = int(str(name)[1:])
+                assert got["count"].tolist() == [10.0] * 6
+                assert got["max"].tolist() == [k + 9.0 + 10 * j for j in range(6)]
+            # In request order, as one node answers: a repeated tag twice, one with no data
+            # left out.
+            last = c.last([*order, "line.empty"])
+            ids = [c.tag(n).id for n in order]
+            assert last.tags.tolist() == ids
+            assert last.values.tolist() == [k + 59.0 for k in range(19, -1, -1)] + [62.0]
+
+
+@pytest.mark.parametrize("nodes", [3], indirect=True)  # every node applies every shard
+def test_deletes_in_log_order_and_replay_changes_nothing(
+    nodes: list[ServerThread], nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    ts = np.arange(100, dtype=np.int64) * 1000
+    with Client(nodes[1].url, read_your_writes=True) as c:
+        for k in range(8):
+            c.write(f"d{k}", ts, np.arange(100.0) + k)
+        c.delete("d1", 10_000, 20_000)
+        c.write("d1", np.array([15_000], np.int64), np.array([-1.0]))  # after the delete: kept
+        c.delete_tag("d2")
+        with pytest.raises(InvalidInput, match="not available in cluster mode"):
+            c.rename_tag("d3", "d3b")
+        seq = c._core.last_seq
+    expected_d1 = np.concatenate([ts[:10], [15_000], ts[20:]])
+    for srv in nodes:
+        with Client(srv.url) as c:
+            c._core.read_your_writes, c._core.last_seq = True, seq
+            assert c.query("d1", 0, 10**6).timestamps.tolist() == expected_d1.tolist()
+            assert c.query("d2", 0, 10**6).timestamps.size == 0
+    ids = {}
+    with Client(nodes[0].url) as c:
+        ids = {f"d{k}": c.tag(f"d{k}").id for k in range(8)}
+
+    # Node c forgets how far it applied and replays the whole log over its data.
+    victim = nodes[2]
+    victim.stop()
+    saved = read_applied(victim.data_dir)
+    assert saved and max(saved.values()) > 0
+    (victim.data_dir / FILE_NAME).unlink()
+    before = snapshot(victim.data_dir, ids)
+    nodes[2] = ServerThread(node_config(nats_cluster, tmp_path, "c", 3)).start()
+    wait_placed(nodes, 3)
+    nodes[2].stop()
+    after = snapshot(nodes[2].data_dir, ids)
+    assert read_applied(nodes[2].data_dir) == saved
+    assert after == before
+    nodes[2] = ServerThread(node_config(nats_cluster, tmp_path, "c", 3)).start()
+
+
+def snapshot(data_dir: Path, ids: dict[str, int]) -> dict[str, bytes]:
+    """Every point of ``ids`` held in ``data_dir`` (a stopped node's), as bytes."""
+    engine = Engine.open(data_dir)
+    try:
+        out = {}
+        for name, tag in ids.items():
+            pts = engine.query(tag, -(2**62), 2**62)
+            out[name] = pts.timestamps.tobytes() + pts.values.tobytes() + pts.qualities.tobytes()
+        return out
+    finally:
+        engine.close()
