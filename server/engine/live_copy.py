@@ -77,7 +77,11 @@ WAL_COPY_ATTEMPTS = 10
 CONTAINER_PASSES = 10
 _SEGMENT = re.compile(r"^wal-(\d{20})\.log$")
 _CONTAINER = re.compile(r"^c-\d{6}\.xtc$")
-_COPIED = {"LOCK", META_NAME, INDEX_NAME, "wal", "containers"}  # LOCK: never copied
+BEFORE_WAL = ("cluster-applied",)
+"""Files that record how far the data got (cluster mode: the stream sequence applied per
+shard, docs/cluster.md): copied before the WAL, so the copy's is never ahead of its data."""
+# Copied by their own steps (LOCK: never copied).
+_COPIED = {"LOCK", META_NAME, INDEX_NAME, "wal", "containers", *BEFORE_WAL}
 _NOT_COPIED = ("-wal", "-shm", "-journal", ".tmp")  # SQLite's side files, temp files
 
 StopCheck = Callable[[], bool]
@@ -108,6 +112,9 @@ def backup(engine: BackupSource, dest: Path, stop: StopCheck = lambda: False) ->
             copy = _Copier(stop, wal)
             copy.sqlite(src / INDEX_NAME, dest / INDEX_NAME)
             copy.file(src / META_NAME, dest / META_NAME)
+            for name in BEFORE_WAL:
+                if (src / name).exists():
+                    copy.file(src / name, dest / name)
             meta = load_or_create_meta(dest, EngineConfig())  # exists: only read
             (dest / "wal").mkdir()
             write_checkpoint(dest / "wal", checkpoint)
