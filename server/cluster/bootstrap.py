@@ -21,7 +21,13 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
 from xtsdb.protocol.errors import InvalidInput, Unavailable
@@ -83,6 +89,22 @@ def join_timeout(config: ServerConfig) -> float:
 
 
 async def bootstrap(nc: NATS, config: ServerConfig) -> Handles:
+    """Create or join; nodes started together retry until ``join_timeout`` (a stream
+    another node just created answers nothing until its replicas elected a leader)."""
+    deadline = asyncio.get_running_loop().time() + join_timeout(config)
+    while True:
+        try:
+            return await _bootstrap(nc, config)
+        except (NoStreamResponseError, ServiceUnavailableError, TimeoutError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise Unavailable(
+                    f"could not create or join the cluster's streams: {exc!r}"
+                ) from None
+            log.info("the cluster's streams are not ready yet (%r); trying again", exc)
+            await asyncio.sleep(0.2)
+
+
+async def _bootstrap(nc: NATS, config: ServerConfig) -> Handles:
     js = nc.jetstream(timeout=5.0, publish_async_max_pending=MAX_IN_FLIGHT)
     # One replica per NATS server up to 3 (JetStream's usual maximum); the servers
     # the client discovered count too, so naming one URL of a cluster is enough.
@@ -112,8 +134,20 @@ async def bootstrap(nc: NATS, config: ServerConfig) -> Handles:
     members = await _bucket(js, MEMBERS, replicas, ttl=3 * config.heartbeat)
     catalog = await _bucket(js, CATALOG, replicas)
     settings = await _bucket(js, SETTINGS, replicas)
+    for name in (STREAM, *(f"KV_{b}" for b in (MEMBERS, CATALOG, SETTINGS))):
+        await _wait_leader(js, name)
     await _check_settings(settings, config)
     return Handles(nc, js, members, catalog, settings, replicas)
+
+
+async def _wait_leader(js: JetStreamContext, stream: str) -> None:
+    """Until ``stream`` has a leader (raises TimeoutError after a while: bootstrap retries)."""
+    for _ in range(50):
+        info = await js.stream_info(stream)
+        if info.cluster is None or info.cluster.leader:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"stream {stream} has no leader")
 
 
 async def _bucket(js: JetStreamContext, name: str, replicas: int, ttl: float = 0) -> KeyValue:
