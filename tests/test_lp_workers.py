@@ -136,6 +136,23 @@ def test_property_random_bytes(pool: WorkerPool, body: bytes) -> None:
     both(pool, body)
 
 
+def test_columns_larger_than_the_output_arena_come_back_in_the_answer(
+    pool: WorkerPool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 5 body bytes a point, 29 bytes of columns each: 150 K points overflow the
+    # workers' 4 MiB output arenas, which the parent grows by 4 bytes a body byte.
+    keys = [f"{a}{b}" for a in "abcdefgh" for b in "abcdefgh"]
+    line = "m " + ",".join(f"{k}=1" for k in keys) + " 5\n"
+    body = (line * 2350).encode()
+    before = jobs(pool)
+    caplog.set_level(logging.WARNING, "xtsdb.server")
+    got = parse_body(pool, body, "s", 1, min_bytes=0, min_part=len(body))
+    assert jobs(pool) - before == 1 and not caplog.records  # one worker did it, no retry
+    with pool.take(pool.size) as ws:
+        assert 29 * len(got) > max(w.arenas["out"].size for w in ws)
+    assert_same(got, parse(body, "s", 1))
+
+
 def test_small_bodies_stay_inline(pool: WorkerPool) -> None:
     body = telegraf(10)
     before = jobs(pool)
