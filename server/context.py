@@ -59,6 +59,11 @@ class ServerContext:
         """The id of a tag given by id or by name (:class:`NotFound` for an unknown name)."""
         return key if isinstance(key, int) else self.engine.catalog.resolve(key)
 
+    def read_engine(self) -> Engine:
+        """The engine the HTTP reads (InfluxQL, remote read) query: in cluster mode, one
+        whose ``query`` reaches tags of every shard, not only this node's."""
+        return self.engine if self.cluster is None else self.cluster.read_engine
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the query pool: engine calls block, the event loop must not."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)

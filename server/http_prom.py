@@ -88,7 +88,7 @@ class PromRoutes:
 
     async def _read(self, ctx: ServerContext, req: HttpRequest) -> HttpReply:
         self.reads += 1
-        return _reply(await ctx.run(handle_read, ctx.engine, req.body, req.headers))
+        return _reply(await ctx.run(handle_read, ctx.read_engine(), req.body, req.headers))
 
 
 def _reply(response: Response) -> HttpReply:

@@ -24,5 +24,5 @@ JSON = "application/json"
 async def answer(ctx: ServerContext, req: HttpRequest, *, may_write: bool) -> HttpReply:
     """The answer to ``GET|POST /query`` (see :func:`influxql_exec.execute`)."""
     params = {name: req.param(name) for name in PARAMS if req.param(name)}
-    status, body = await ctx.run(partial(execute, ctx.engine, params, may_write=may_write))
+    status, body = await ctx.run(partial(execute, ctx.read_engine(), params, may_write=may_write))
     return HttpReply(status, body, content_type=JSON)

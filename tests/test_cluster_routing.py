@@ -9,8 +9,11 @@ replaying the log again changing nothing. Killing processes is in
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,10 +38,10 @@ SHARDS = 6
 def node_config(
     nats: NatsCluster, root: Path, name: str, replication: int = 2, **extra: Any
 ) -> ServerConfig:
+    settings: dict[str, Any] = {"http_port": -1, **extra}
     return ServerConfig(
         host="127.0.0.1",
         port=0,
-        http_port=-1,
         data_dir=root / name,
         cluster=tuple(nats.urls),
         node_id=name,
@@ -46,7 +49,7 @@ def node_config(
         replication=replication,
         heartbeat=0.5,
         auto_create_tags=True,
-        **extra,
+        **settings,
     )
 
 
@@ -54,11 +57,13 @@ def node_config(
 def nodes(
     nats_cluster: NatsCluster, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[list[ServerThread]]:
-    replication = getattr(request, "param", 2)
+    param = getattr(request, "param", {})
+    replication = param.get("replication", 2)
+    extra = {"http_port": 0} if param.get("http") else {}
     started: list[ServerThread] = []
     try:
         for name in ("a", "b", "c"):
-            config = node_config(nats_cluster, tmp_path, name, replication)
+            config = node_config(nats_cluster, tmp_path, name, replication, **extra)
             started.append(ServerThread(config).start())
         wait_placed(started, replication)
         yield started
@@ -161,7 +166,8 @@ def test_multi_tag_answers_merge_in_request_order(nodes: list[ServerThread]) -> 
             assert last.values.tolist() == [k + 59.0 for k in range(19, -1, -1)] + [62.0]
 
 
-@pytest.mark.parametrize("nodes", [3], indirect=True)  # every node applies every shard
+# Replication 3: every node applies every shard.
+@pytest.mark.parametrize("nodes", [{"replication": 3}], indirect=True)
 def test_deletes_in_log_order_and_replay_changes_nothing(
     nodes: list[ServerThread], nats_cluster: NatsCluster, tmp_path: Path
 ) -> None:
@@ -212,3 +218,41 @@ def snapshot(data_dir: Path, ids: dict[str, int]) -> dict[str, bytes]:
         return out
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("nodes", [{"http": True}], indirect=True)
+def test_http_reads_reach_every_shard(nodes: list[ServerThread]) -> None:
+    """InfluxQL through any node answers over every shard, not only the node's own."""
+    hosts = [f"h{k}" for k in range(16)]  # 16 series over 6 shards: each node lacks some
+    lines = [
+        f"cpu,host={h} v={k}.5 {10**9 * (60 + j)}" for k, h in enumerate(hosts) for j in (0, 1)
+    ]
+    body = "\n".join(lines).encode()
+    req = urllib.request.Request(http_url(nodes[0], "/write?precision=ns"), data=body)
+    assert urllib.request.urlopen(req, timeout=30).status == 204
+    query = urllib.parse.urlencode({"q": "SELECT v FROM cpu GROUP BY host", "epoch": "s"})
+    deadline = time.monotonic() + 30
+    while True:
+        answers = []
+        for srv in nodes:
+            with urllib.request.urlopen(http_url(srv, f"/query?{query}"), timeout=30) as got:
+                answers.append(json.loads(got.read()))
+        series = answers[0]["results"][0].get("series", [])
+        complete = sum(len(s["values"]) for s in series) == len(lines)
+        if complete and all(a == answers[0] for a in answers):
+            break
+        assert time.monotonic() < deadline, f"answers differ or are missing points: {answers}"
+        time.sleep(0.2)
+    assert sorted(s["tags"]["host"] for s in series) == sorted(hosts)
+    for s in series:
+        k = hosts.index(s["tags"]["host"])
+        assert s["values"] == [[60, k + 0.5], [61, k + 0.5]]
+    # Each shard has 2 owners of 3: some node lacks some of these shards and answered for all.
+    with Client(nodes[0].url) as c:
+        st = c.cluster_status()
+        shards = {c.tag(f"cpu,host={h}.v").id % SHARDS for h in hosts}
+    assert any(srv.config.node_id not in st["owners"][str(s)] for srv in nodes for s in shards)
+
+
+def http_url(srv: ServerThread, path: str) -> str:
+    return f"http://127.0.0.1:{srv.http_port}{path}"

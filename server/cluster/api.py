@@ -13,10 +13,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from xtsdb.protocol.declare import Message, Op
     from xtsdb.server.context import ServerContext
+    from xtsdb.server.engine import Engine
     from xtsdb.server.engine.wal_records import WriteBatch
 
 
 class Cluster(Protocol):
+    @property
+    def read_engine(self) -> Engine:
+        """The engine for HTTP reads, whose ``query`` reaches every shard."""
+        ...
+
     async def status(self) -> dict[str, Any]:
         """What ``cluster_status`` answers (see :mod:`xtsdb.protocol.cluster`)."""
         ...

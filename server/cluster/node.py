@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from xtsdb.server.cluster.catalog_kv import SharedCatalog
 from xtsdb.server.cluster.forwarder import Forwarder
 from xtsdb.server.cluster.membership import Membership
 from xtsdb.server.cluster.publisher import ACK_TIMEOUT, Publisher
+from xtsdb.server.cluster.routed_reads import RoutedEngine
 from xtsdb.server.cluster.router import Router
 from xtsdb.server.config import ServerConfig
 from xtsdb.server.engine import Engine
@@ -86,6 +87,15 @@ class ClusterNode:
         self.forwarder = Forwarder(config.peer_token or None)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._saver: asyncio.Task[None] | None = None
+        self._routed: RoutedEngine | None = None
+
+    @property
+    def read_engine(self) -> Engine:
+        """What the HTTP reads query: the engine, with ``query`` of any tag routed."""
+        if self._routed is None:
+            return self.engine
+        # Duck-typed: every attribute but ``query`` is the engine's (routed_reads.py).
+        return cast(Engine, self._routed)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -99,6 +109,7 @@ class ClusterNode:
         self._applied = AppliedSeqs(Path(self.config.data_dir), self.shards)
         self._catalog = SharedCatalog(h.catalog, self.engine, asyncio.get_running_loop())
         await self._catalog.start()
+        self._routed = RoutedEngine(self, self.engine, asyncio.get_running_loop())
         self._publisher = Publisher(h.js, self.shards, nc.max_payload)
         self._publisher.start()
         self._saver = asyncio.create_task(self._save_loop(), name="xtsdb-applied-save")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -91,7 +91,7 @@ class Router:
     ) -> Message:
         shards = self.node.shards
         tag_shards = [ctx.tag_id(k) % shards for k in keys]
-        targets = {s: self._targets(s, forwarded) for s in set(tag_shards)}
+        targets = {s: self.targets(s, forwarded) for s in set(tag_shards)}
         first = {s: t[0] for s, t in targets.items()}
         if len(set(first.values())) == 1:  # one node answers all of it
             return await self._ask(
@@ -117,7 +117,7 @@ class Router:
         )
         return _merge(op.name, [ctx.tag_id(k) for k in keys], list(groups.values()), parts)
 
-    def _targets(self, shard: int, forwarded: bool) -> list[str]:
+    def targets(self, shard: int, forwarded: bool) -> list[str]:
         """Who may answer for ``shard``, best first: ``LOCAL`` or peers' node ids."""
         node = self.node
         owners = node.owners(shard)
@@ -150,14 +150,28 @@ class Router:
         min_seq: int,
         shards: set[int],
     ) -> Message:
+        async def local() -> Message:
+            result = handler(ctx, req)
+            answer: Message = await result if inspect.isawaitable(result) else result
+            return answer
+
+        return await self.ask(op, req, targets, min_seq, shards, local)
+
+    async def ask(
+        self,
+        op: Op[Any, Any],
+        req: Any,
+        targets: Sequence[str],
+        min_seq: int,
+        shards: set[int],
+        local: Callable[[], Awaitable[Message]],
+    ) -> Message:
         """The answer of the first target that gives one (a peer may have just gone)."""
         error: XtsdbError | None = None
         for target in targets:
             if target == LOCAL:
                 await self._local_ready(shards, min_seq)
-                result = handler(ctx, req)
-                answer: Message = await result if inspect.isawaitable(result) else result
-                return answer
+                return await local()
             address = self.node.peer(target).get("address")
             if not address:
                 continue
