@@ -37,13 +37,29 @@ from xtsdb.server.influx_parse import PARSE_IN_WORKERS_BYTES, cut, merge, parse_
 from xtsdb.server.influx_write import prepare
 
 
+class Retries(logging.Handler):
+    """Counts the warnings of parts parsed again inline (a worker failed or died)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "parsing inline" in record.getMessage()
+
+
+RETRIES = Retries()
+
+
 @pytest.fixture(scope="module")
 def pool() -> Iterator[WorkerPool]:
     p = WorkerPool(2, 64 * 1024 * 1024)
     p.start_all()
+    logging.getLogger("xtsdb.server").addHandler(RETRIES)
     try:
         yield p
     finally:
+        logging.getLogger("xtsdb.server").removeHandler(RETRIES)
         p.close()
 
 
@@ -63,8 +79,11 @@ def assert_same(a: ParsedBatch, b: ParsedBatch) -> None:
 
 
 def both(pool: WorkerPool, body: bytes, precision: str = "ns") -> ParsedBatch:
-    """Parse in the workers (parts of any size) and inline; fail on any difference."""
+    """Parse in the workers (parts of any size) and inline; fail on any difference,
+    or if a worker failed and its part was parsed again inline."""
+    retries = RETRIES.count
     got = parse_body(pool, body, precision, 123, min_bytes=0, min_part=1)
+    assert RETRIES.count == retries
     assert_same(got, parse(body, precision, 123))
     return got
 
