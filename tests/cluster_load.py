@@ -107,6 +107,13 @@ class Writers:
             t.start()
         return self
 
+    def join(self) -> Ledger:
+        """Wait until every writer is done by itself (``max_writes`` or ``seconds``)."""
+        for t in self._threads:
+            t.join(self.seconds + 4 * self.timeout)
+            assert not t.is_alive(), "a writer did not end"
+        return self.ledger
+
     def stop(self) -> Ledger:
         self._stop.set()
         for t in self._threads:

@@ -17,11 +17,12 @@ import time
 
 import numpy as np
 import pytest
-from cluster_load import BASE_US, WRITER_STRIDE, Ledger, Writers, expected
+from cluster_load import BASE_US, WRITER_STRIDE, ClusterError, Ledger, Writers, expected
 from cluster_nodes import ClusterNodes, cluster_nodes_fixture, stream_leader  # noqa: F401
 from nats_harness import NatsCluster, nats_cluster_fixture  # noqa: F401
 
 from xtsdb.protocol.errors import XtsdbError
+from xtsdb.server.engine import Engine, EngineConfig
 
 TAGS = 8  # about one per shard (8 shards; ids are allocated in order)
 
@@ -70,13 +71,21 @@ def test_writes_through_each_node_readable_from_every_node(cluster_nodes: Cluste
     tags = named_tags(nodes, ledger)
     assert len({t % nodes.shards for t in tags}) > nodes.shards // 2, tags  # spread over shards
     writers = Writers(nodes.urls, tags, batch=50, max_writes=40, seconds=30, ledger=ledger)
-    writers.start()
-    assert writers.stop().failed == 0, ledger.errors
+    assert writers.start().join().failed == 0, ledger.errors
+    assert ledger.ok == 3 * 40 + 3 * len(tags)
     for i in range(3):
         assert nodes.wait_readable(i, ledger, tags) == ledger.acked_points
     nodes.wait_settled()
     checks = nodes.compare_replicas()
     assert sum(c.points for c in checks) == ledger.acked_points
+    # The comparison sees one value changed offline in one replica of a shard.
+    shard = next(c for c in checks if c.points)
+    tag = next(t for t in tags if t % nodes.shards == shard.shard)
+    victim = next(n for n in nodes.nodes if n.node_id == shard.nodes[-1])
+    with Engine.open(victim.data_dir, EngineConfig(workers=0, compaction=False)) as eng:
+        eng.write(tag, ledger.points(tag)[:1], [0.5], [192])
+    with pytest.raises(ClusterError, match=f"tag {tag}: values differ"):
+        nodes.compare_replicas()
 
 
 def test_kill9_node_under_writers(cluster_nodes: ClusterNodes) -> None:
