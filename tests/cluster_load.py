@@ -7,6 +7,8 @@ stored). :func:`check_points` reads tags back through one client: every
 acknowledged point there, nothing that was never written, every value and
 quality bit for bit (:func:`expected`). :class:`cluster_nodes.ClusterNodes`
 polls it until replicas have applied; bench/cluster_torture.py uses both.
+:func:`compare_shard` compares a shard's replicas opened offline;
+:func:`stream_leader` names the NATS server to kill for a leader election.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xtsdb.client import Client
+
+if TYPE_CHECKING:
+    from nats_harness import NatsCluster
 
 NO_TIME = (0, 1 << 62)  # every timestamp a test writes
 
@@ -171,3 +177,49 @@ def check_points(client: Client, ledger: Ledger, tags: Sequence[int]) -> int:
             raise ClusterError(f"tag {tag}: qualities differ from those written")
         seen += ts.size
     return seen
+
+
+@dataclass
+class ShardCheck:
+    """What :meth:`ClusterNodes.compare_replicas` compared for one shard."""
+
+    shard: int
+    applied: int
+    nodes: list[str]
+    tags: int = 0
+    points: int = 0
+
+
+def stream_leader(nats: NatsCluster, stream: str = "XTSDB_LOG") -> int:
+    """The index of the running NATS server leading ``stream`` (0 if none says)."""
+    names = [s.name for s in nats.servers]
+    for i, srv in enumerate(nats.servers):
+        if srv.proc is None:
+            continue
+        for acc in nats.monitor(i, "/jsz?streams=true").get("account_details") or []:
+            for info in acc.get("stream_detail") or []:
+                leader = (info.get("cluster") or {}).get("leader")
+                if info.get("name") == stream and leader in names:
+                    return names.index(leader)
+    return 0
+
+
+def compare_shard(check: ShardCheck, engines: list[Any], shards: int) -> None:
+    """Every tag of ``check.shard`` (in any of the engines' catalogs) identical in all."""
+    ids = sorted({t.id for e in engines for t in e.catalog.all() if t.id % shards == check.shard})
+    for tag in ids:
+        first = engines[0].query(tag, *NO_TIME)
+        for eng, name in zip(engines[1:], check.nodes[1:], strict=True):
+            other = eng.query(tag, *NO_TIME)
+            for col in ("timestamps", "values", "qualities"):
+                a, b = getattr(first, col), getattr(other, col)
+                same = a.shape == b.shape and bool(
+                    np.array_equal(a.view(np.uint8), b.view(np.uint8))
+                )
+                if not same:
+                    raise ClusterError(
+                        f"shard {check.shard} tag {tag}: {col} differ between "
+                        f"{check.nodes[0]} ({a.shape[0]} points) and {name} ({b.shape[0]})"
+                    )
+        check.tags += 1
+        check.points += int(first.timestamps.shape[0])

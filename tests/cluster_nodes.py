@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from cluster_load import NO_TIME, ClusterError, Ledger, check_points
+from cluster_load import ClusterError, Ledger, ShardCheck, check_points, compare_shard
 from nats_harness import NatsCluster
 
 from xtsdb.client import Client
@@ -55,17 +54,6 @@ class Node:
     def live(self) -> bool:
         """Running and not SIGSTOPped: what the cluster should count as a member."""
         return self.proc is not None and self.proc.running() and not self.paused
-
-
-@dataclass
-class ShardCheck:
-    """What :meth:`ClusterNodes.compare_replicas` compared for one shard."""
-
-    shard: int
-    applied: int
-    nodes: list[str]
-    tags: int = 0
-    points: int = 0
 
 
 @dataclass
@@ -372,47 +360,12 @@ class ClusterNodes:
                 if len(nodes) < need:
                     raise self.fail(f"shard {shard}: only {nodes} applied up to {top}: {applied}")
                 check = ShardCheck(shard, top, nodes)
-                _compare_shard(check, [engines[n] for n in nodes], self.shards)
+                compare_shard(check, [engines[n] for n in nodes], self.shards)
                 checks.append(check)
             return checks
         finally:
             for eng in engines.values():
                 eng.close()
-
-
-def stream_leader(nats: NatsCluster, stream: str = "XTSDB_LOG") -> int:
-    """The index of the running NATS server leading ``stream`` (0 if none says)."""
-    names = [s.name for s in nats.servers]
-    for i, srv in enumerate(nats.servers):
-        if srv.proc is None:
-            continue
-        for acc in nats.monitor(i, "/jsz?streams=true").get("account_details") or []:
-            for info in acc.get("stream_detail") or []:
-                leader = (info.get("cluster") or {}).get("leader")
-                if info.get("name") == stream and leader in names:
-                    return names.index(leader)
-    return 0
-
-
-def _compare_shard(check: ShardCheck, engines: list[Any], shards: int) -> None:
-    """Every tag of ``check.shard`` (in any of the engines' catalogs) identical in all."""
-    ids = sorted({t.id for e in engines for t in e.catalog.all() if t.id % shards == check.shard})
-    for tag in ids:
-        first = engines[0].query(tag, *NO_TIME)
-        for eng, name in zip(engines[1:], check.nodes[1:], strict=True):
-            other = eng.query(tag, *NO_TIME)
-            for col in ("timestamps", "values", "qualities"):
-                a, b = getattr(first, col), getattr(other, col)
-                same = a.shape == b.shape and bool(
-                    np.array_equal(a.view(np.uint8), b.view(np.uint8))
-                )
-                if not same:
-                    raise ClusterError(
-                        f"shard {check.shard} tag {tag}: {col} differ between "
-                        f"{check.nodes[0]} ({a.shape[0]} points) and {name} ({b.shape[0]})"
-                    )
-        check.tags += 1
-        check.points += int(first.timestamps.shape[0])
 
 
 @pytest.fixture(name="cluster_nodes")

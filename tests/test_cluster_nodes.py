@@ -17,8 +17,16 @@ import time
 
 import numpy as np
 import pytest
-from cluster_load import BASE_US, WRITER_STRIDE, ClusterError, Ledger, Writers, expected
-from cluster_nodes import ClusterNodes, cluster_nodes_fixture, stream_leader  # noqa: F401
+from cluster_load import (
+    BASE_US,
+    WRITER_STRIDE,
+    ClusterError,
+    Ledger,
+    Writers,
+    expected,
+    stream_leader,
+)
+from cluster_nodes import ClusterNodes, cluster_nodes_fixture  # noqa: F401
 from nats_harness import NatsCluster, nats_cluster_fixture  # noqa: F401
 
 from xtsdb.protocol.errors import XtsdbError
