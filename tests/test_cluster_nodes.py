@@ -74,6 +74,22 @@ def named_tags(nodes: ClusterNodes, ledger: Ledger, count: int = TAGS) -> list[i
     return ids
 
 
+def multi_tag_reads(nodes: ClusterNodes, i: int, ledger: Ledger, tags: list[int]) -> None:
+    """``last`` and ``aggregate`` over every tag through node ``i`` (split by owner and
+    merged in request order): each tag's newest point and its count and maximum."""
+    with nodes.client(i) as c:
+        latest = c.last(tags)
+        agg = c.aggregate(tags, 0, 1 << 62, 1 << 61, ["count", "max"])
+    assert latest.tags.tolist() == tags, nodes.fail(f"last via node {i}: {latest.tags}")
+    for k, tag in enumerate(tags):
+        ts = ledger.points(tag)
+        values, q = expected(ts)
+        assert latest.timestamps[k] == ts[-1], f"last of tag {tag} via node {i}"
+        assert latest.values[k] == values[-1] and latest.qualities[k] == q[-1]
+        assert int(agg[tag]["count"].sum()) == ts.size, f"count of tag {tag} via node {i}"
+        assert np.nanmax(agg[tag]["max"]) == values.max(), f"max of tag {tag} via node {i}"
+
+
 def test_writes_through_each_node_readable_from_every_node(cluster_nodes: ClusterNodes) -> None:
     nodes, ledger = cluster_nodes, Ledger()
     tags = named_tags(nodes, ledger)
@@ -83,6 +99,7 @@ def test_writes_through_each_node_readable_from_every_node(cluster_nodes: Cluste
     assert ledger.ok == 3 * 40 + 3 * len(tags)
     for i in range(3):
         assert nodes.wait_readable(i, ledger, tags) == ledger.acked_points
+        multi_tag_reads(nodes, i, ledger, tags)
     nodes.wait_settled()
     checks = nodes.compare_replicas()
     assert sum(c.points for c in checks) == ledger.acked_points
