@@ -124,6 +124,22 @@ def test_one_catalog_and_every_write_readable_from_every_node(
             with pytest.raises(InvalidInput, match="reject"):
                 c.create_tag("strict", duplicates="reject")
 
+    # A settings change through one node reaches every node; a bad one changes nothing.
+    with Client(nodes[1].url) as c:
+        assert c.update_tag("line1.temp", unit="degC").unit == "degC"
+        with pytest.raises(InvalidInput, match="reject"):
+            c.update_tag("line1.temp", duplicates="reject")
+        with pytest.raises(InvalidInput, match="unknown tag fields"):
+            c.update_tag("line1.temp", colour="red")
+    with Client(nodes[2].url) as c:
+        c.update_tag("line1.temp", description="kiln 1")
+    deadline = time.monotonic() + 10
+    for srv in nodes:
+        with Client(srv.url) as c:
+            while (info := c.tag("line1.temp")).description != "kiln 1" or info.unit != "degC":
+                assert time.monotonic() < deadline, f"{srv.config.node_id}: {info}"
+                time.sleep(0.05)
+
     # Writes through each node, read right away through the others (read your writes).
     rng = np.random.default_rng(7)
     for i, writer in enumerate(nodes):
@@ -180,6 +196,8 @@ def test_deletes_in_log_order_and_replay_changes_nothing(
         c.delete_tag("d2")
         with pytest.raises(InvalidInput, match="not available in cluster mode"):
             c.rename_tag("d3", "d3b")
+        with pytest.raises(InvalidInput, match="not available in cluster mode"):
+            c.remove_tag("d3")
         seq = c._core.last_seq
     expected_d1 = np.concatenate([ts[:10], [15_000], ts[20:]])
     for srv in nodes:

@@ -25,8 +25,9 @@ from typing import Any
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from xtsdb.protocol.errors import InternalError, InvalidInput, Unavailable
+from xtsdb.protocol.errors import InternalError, InvalidInput, NotFound, Unavailable
 from xtsdb.server.engine import Engine
+from xtsdb.server.engine.catalog import TagInfo, check_meta
 
 log = logging.getLogger("xtsdb.cluster")
 
@@ -147,6 +148,34 @@ class SharedCatalog:
             got_id, meta = _entry((await self.kv.get(key_of(name))).value)
             return (got_id, meta, False)
 
+    # -- settings changes -----------------------------------------------------------
+
+    async def update(self, key: int | str, meta: dict[str, Any]) -> TagInfo:
+        """Change a tag's settings for every node: the shared entry first (compare-and-set
+        on its revision), then this node's catalog; the others follow through the mirror."""
+        fields = check_meta(meta)
+        if fields.get("duplicates") == "reject":
+            raise InvalidInput("duplicate policy 'reject' is not available in cluster mode")
+        info = self.engine.catalog.get(key)
+        if info is None:
+            raise NotFound(f"no tag {key!r} in the catalog")
+        while True:
+            try:
+                entry = await self.kv.get(key_of(info.name))
+            except KeyNotFoundError:
+                raise NotFound(f"no tag {info.name!r} in the shared catalog") from None
+            tag_id, old = _entry(entry.value)
+            if tag_id != info.id:
+                raise InvalidInput(f"the shared catalog gives {info.name!r} id {tag_id}")
+            new = {**old, **fields}
+            value = json.dumps({"id": tag_id, "meta": new}).encode()
+            try:
+                await self.kv.update(key_of(info.name), value, last=entry.revision)
+                break
+            except KeyWrongLastSequenceError:
+                continue  # changed meanwhile by another node: apply ours over theirs
+        return await self._loop.run_in_executor(None, lambda: self.engine.update_tag(tag_id, **new))
+
     # -- the mirror ---------------------------------------------------------------
 
     async def _mirror(self) -> None:
@@ -169,10 +198,16 @@ class SharedCatalog:
         name = name_of(key)
         tag_id, meta = _entry(value)
         info = self.engine.catalog.get(name)
-        if info is not None and info.id == tag_id:
-            return  # made through this node, or seen before
         try:
-            await self._loop.run_in_executor(None, self.engine.adopt_tag, name, tag_id, meta)
+            if info is not None and info.id == tag_id:
+                if all(getattr(info, k, v) == v for k, v in meta.items()):
+                    return  # made or changed through this node, or seen before
+                # Settings changed through another node.
+                await self._loop.run_in_executor(
+                    None, lambda: self.engine.update_tag(tag_id, **meta)
+                )
+            else:
+                await self._loop.run_in_executor(None, self.engine.adopt_tag, name, tag_id, meta)
             self.mirrored += 1
         except InvalidInput as exc:
             log.error("shared catalog entry %r not mirrored: %s", name, exc)

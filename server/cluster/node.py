@@ -172,6 +172,12 @@ class ClusterNode:
     # -- shards -----------------------------------------------------------------------
 
     @property
+    def catalog(self) -> SharedCatalog:
+        if self._catalog is None:
+            raise Unavailable(f"node {self.node_id} has not joined its cluster")
+        return self._catalog
+
+    @property
     def members(self) -> dict[str, dict[str, Any]]:
         """Live members (node id -> its last report), as of this node's last heartbeat."""
         return self._membership.members if self._membership is not None else {}

@@ -28,7 +28,7 @@ from xtsdb.protocol.declare import Message, Op
 from xtsdb.protocol.errors import InvalidInput, NotFound, Unavailable, XtsdbError
 from xtsdb.protocol.messages import int_field
 from xtsdb.protocol.ops import Latest
-from xtsdb.protocol.tags import Deleted
+from xtsdb.protocol.tags import Deleted, TagAnswer
 from xtsdb.server.engine.points import TS_LIMIT
 from xtsdb.server.engine.wal_records import DeleteRecord
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 READY_WAIT = 10.0  # seconds a read waits for a replica to catch up before giving up
 SINGLE_TAG = ("query", "interpolate", "plot")
 MANY_TAGS = ("aggregate", "last")
-NOT_REPLICATED = ("tag_update", "tag_rename", "tag_remove")
+NOT_REPLICATED = ("tag_rename", "tag_remove")
 LOCAL = "local"
 
 
@@ -58,10 +58,12 @@ class Router:
         name = op.name
         if name in ("delete", "delete_tag"):
             return self._delete(ctx, req, name == "delete_tag")
+        if name == "tag_update":
+            return self._update(req)
         if name in NOT_REPLICATED:
             raise InvalidInput(
-                f"{name} is not available in cluster mode yet: catalog changes other than "
-                "creating a tag are not replicated (docs/cluster.md, Limits)"
+                f"{name} is not available in cluster mode yet: renaming and removing tags "
+                "are not replicated (docs/cluster.md, Limits)"
             )
         if name not in SINGLE_TAG and name not in MANY_TAGS:
             return handler(ctx, req)
@@ -76,6 +78,10 @@ class Router:
         start, end = (-TS_LIMIT, TS_LIMIT) if whole else (req.start, req.end)
         DeleteRecord.build(tag, start, end)  # refuses a bad range before it is logged
         return Deleted(lsn=await self.node.delete(tag, start, end))
+
+    async def _update(self, req: Any) -> TagAnswer:
+        info = await self.node.catalog.update(req.tag, req.meta)
+        return TagAnswer(tag=info.as_dict())
 
     # -- reads ----------------------------------------------------------------------
 

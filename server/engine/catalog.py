@@ -424,3 +424,8 @@ def _check_meta(meta: dict[str, Any]) -> dict[str, Any]:
     if isinstance(r, bool) or not isinstance(r, int) or r < 0:
         raise InvalidInput("retention_us must be an integer >= 0")
     return dict(meta)
+
+
+check_meta = _check_meta
+"""A tag's settings checked (unknown fields, types, ranges) as every catalog change checks
+them; the shared catalog of cluster mode checks an update before publishing it."""
