@@ -154,6 +154,42 @@ def test_kill9_nats_server_under_writers(
     assert sum(c.points for c in checks) >= ledger.acked_points
 
 
+def test_no_nats_quorum_writes_fail_until_a_server_returns(
+    cluster_nodes: ClusterNodes, nats_cluster: NatsCluster
+) -> None:
+    nodes, ledger = cluster_nodes, Ledger()
+    tags = named_tags(nodes, ledger)
+    nodes.wait_settled()
+    nats_cluster.kill(1)
+    nats_cluster.kill(2)  # 1 of 3: the stream cannot store anything
+    for i in range(3):
+        ts = BASE_US + 6 * WRITER_STRIDE + 10 * i + np.arange(10)
+        with nodes.client(i, timeout=15) as c, pytest.raises(XtsdbError):
+            c.write(tags[i], ts, *expected(ts))
+        ledger.record(tags[i], ts, XtsdbError("refused"))
+    nats_cluster.restart(1, wait=False)  # writes are the test of its return
+
+    def write_each(k: int) -> bool:
+        for i in range(3):
+            ts = BASE_US + 7 * WRITER_STRIDE + 100 * k + 10 * i + np.arange(10)
+            with nodes.client(i, timeout=5) as c:
+                c.write(tags[i], ts, *expected(ts))
+            ledger.record(tags[i], ts, None)
+        return True
+
+    tries = iter(range(1000))
+    nodes.poll(
+        "writes through every node after a NATS server returned",
+        lambda: write_each(next(tries)),
+        30,
+    )
+    for i in range(3):
+        nodes.wait_readable(i, ledger, tags)
+    nodes.wait_settled()  # with 2 of 3 NATS servers
+    checks = nodes.compare_replicas()
+    assert sum(c.points for c in checks) >= ledger.acked_points
+
+
 def test_sigstop_node_loses_its_shards_and_catches_up(cluster_nodes: ClusterNodes) -> None:
     nodes, ledger = cluster_nodes, Ledger()
     tags = named_tags(nodes, ledger)
