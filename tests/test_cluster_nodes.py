@@ -26,7 +26,7 @@ from cluster_load import (
     expected,
     stream_leader,
 )
-from cluster_nodes import ClusterNodes, cluster_nodes_fixture  # noqa: F401
+from cluster_nodes import ClusterNodes, Settled, cluster_nodes_fixture  # noqa: F401
 from nats_harness import NatsCluster, nats_cluster_fixture  # noqa: F401
 
 from xtsdb.protocol.errors import XtsdbError
@@ -74,6 +74,19 @@ def named_tags(nodes: ClusterNodes, ledger: Ledger, count: int = TAGS) -> list[i
     return ids
 
 
+def begin(nodes: ClusterNodes) -> tuple[Ledger, list[int], Settled]:
+    """A ledger, the named tags (recorded in it) and the settled placement."""
+    ledger = Ledger()
+    tags = named_tags(nodes, ledger)
+    return ledger, tags, nodes.wait_settled()
+
+
+def replicas_identical(nodes: ClusterNodes, ledger: Ledger) -> None:
+    """Stop every node; each shard's replicas identical, holding every acked point."""
+    checks = nodes.compare_replicas()
+    assert sum(c.points for c in checks) >= ledger.acked_points
+
+
 def multi_tag_reads(nodes: ClusterNodes, i: int, ledger: Ledger, tags: list[int]) -> None:
     """``last`` and ``aggregate`` over every tag through node ``i`` (split by owner and
     merged in request order): each tag's newest point and its count and maximum."""
@@ -114,9 +127,8 @@ def test_writes_through_each_node_readable_from_every_node(cluster_nodes: Cluste
 
 
 def test_kill9_node_under_writers(cluster_nodes: ClusterNodes) -> None:
-    nodes, ledger = cluster_nodes, Ledger()
-    tags = named_tags(nodes, ledger)
-    nodes.wait_settled()
+    nodes = cluster_nodes
+    ledger, tags, _ = begin(nodes)
     urls = [nodes.multi_url(w) for w in range(3)]  # writer w starts on node w
     writers = Writers(urls, tags, max_writes=3_000, seconds=30, ledger=ledger).start()
     assert writers.wait_acks(30, 15), ledger.errors
@@ -129,16 +141,14 @@ def test_kill9_node_under_writers(cluster_nodes: ClusterNodes) -> None:
     nodes.restart(2)
     nodes.wait_settled(via=2)
     nodes.wait_readable(2, ledger, tags)
-    checks = nodes.compare_replicas()
-    assert sum(c.points for c in checks) >= ledger.acked_points
+    replicas_identical(nodes, ledger)
 
 
 def test_kill9_nats_server_under_writers(
     cluster_nodes: ClusterNodes, nats_cluster: NatsCluster
 ) -> None:
-    nodes, ledger = cluster_nodes, Ledger()
-    tags = named_tags(nodes, ledger)
-    nodes.wait_settled()
+    nodes = cluster_nodes
+    ledger, tags, _ = begin(nodes)
     victim = stream_leader(nats_cluster)  # the stream must elect another leader
     writers = Writers(nodes.urls, tags, max_writes=4_000, seconds=40, ledger=ledger).start()
     assert writers.wait_acks(30, 15), ledger.errors
@@ -150,16 +160,14 @@ def test_kill9_nats_server_under_writers(
         nodes.wait_readable(i, ledger, tags)
     nats_cluster.restart(victim)
     nodes.wait_settled()
-    checks = nodes.compare_replicas()
-    assert sum(c.points for c in checks) >= ledger.acked_points
+    replicas_identical(nodes, ledger)
 
 
 def test_no_nats_quorum_writes_fail_until_a_server_returns(
     cluster_nodes: ClusterNodes, nats_cluster: NatsCluster
 ) -> None:
-    nodes, ledger = cluster_nodes, Ledger()
-    tags = named_tags(nodes, ledger)
-    nodes.wait_settled()
+    nodes = cluster_nodes
+    ledger, tags, _ = begin(nodes)
     nats_cluster.kill(1)
     nats_cluster.kill(2)  # 1 of 3: the stream cannot store anything
     for i in range(3):
@@ -186,14 +194,12 @@ def test_no_nats_quorum_writes_fail_until_a_server_returns(
     for i in range(3):
         nodes.wait_readable(i, ledger, tags)
     nodes.wait_settled()  # with 2 of 3 NATS servers
-    checks = nodes.compare_replicas()
-    assert sum(c.points for c in checks) >= ledger.acked_points
+    replicas_identical(nodes, ledger)
 
 
 def test_sigstop_node_loses_its_shards_and_catches_up(cluster_nodes: ClusterNodes) -> None:
-    nodes, ledger = cluster_nodes, Ledger()
-    tags = named_tags(nodes, ledger)
-    before = nodes.wait_settled()
+    nodes = cluster_nodes
+    ledger, tags, before = begin(nodes)
     assert any("n3" in own for own in before.owners.values()), before.owners
     stuck = nodes.client(2, timeout=2)  # connected before the stop
     nodes.pause(2)
@@ -223,17 +229,16 @@ def test_sigstop_node_loses_its_shards_and_catches_up(cluster_nodes: ClusterNode
     nodes.wait_readable(2, ledger, tags)
     nodes.wait_readable(0, ledger, tags)
     nodes.wait_settled()
-    checks = nodes.compare_replicas()
-    assert sum(c.points for c in checks) >= ledger.acked_points
+    replicas_identical(nodes, ledger)
 
 
 def test_read_your_writes(cluster_nodes: ClusterNodes) -> None:
     """50 times: a write, then at once a read of it by the same client, which carries
     the write's sequence; half through the one node that does not own the tag's
     shard (the read is forwarded to an owner), half through an owner."""
-    nodes, ledger = cluster_nodes, Ledger()
-    tags = named_tags(nodes, ledger)
-    owners = nodes.wait_settled().owners
+    nodes = cluster_nodes
+    _, tags, settled = begin(nodes)
+    owners = settled.owners
     clients = [nodes.client(i, read_your_writes=True) for i in range(3)]
     ids = [n.node_id for n in nodes.nodes]
     try:
