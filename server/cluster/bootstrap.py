@@ -37,6 +37,7 @@ log = logging.getLogger("xtsdb.cluster")
 
 STREAM = "XTSDB_LOG"
 SUBJECT_PREFIX = "xtsdb.shard."
+BOOTSTRAP_TIMEOUT = 60.0  # seconds to create or join the streams once NATS answers
 MAX_IN_FLIGHT = 4096  # frames published and not yet acknowledged (then publishing waits)
 MEMBERS, CATALOG, SETTINGS = "xtsdb_members", "xtsdb_catalog", "xtsdb_config"
 
@@ -85,13 +86,16 @@ async def connect(config: ServerConfig, **callbacks: Any) -> NATS:
 
 
 def join_timeout(config: ServerConfig) -> float:
+    """How long the first connection to NATS may take: NATS may start after the node."""
     return 10 * config.heartbeat
 
 
 async def bootstrap(nc: NATS, config: ServerConfig) -> Handles:
     """Create or join; nodes started together retry until ``join_timeout`` (a stream
     another node just created answers nothing until its replicas elected a leader)."""
-    deadline = asyncio.get_running_loop().time() + join_timeout(config)
+    # Reachable NATS servers electing leaders under load may take a while (measured:
+    # over 5 s with the test suite running on 2 cores): not only a few heartbeats.
+    deadline = asyncio.get_running_loop().time() + max(BOOTSTRAP_TIMEOUT, join_timeout(config))
     while True:
         try:
             return await _bootstrap(nc, config)
