@@ -38,7 +38,7 @@ log = logging.getLogger("xtsdb.cluster")
 BATCH = 512  # frames per recorded sequence
 RESUBSCRIBE_WAIT = 0.5
 IDLE = 0.5  # seconds without a frame before asking the consumer how far behind it is
-PENDING_BYTES = 32 << 20  # frames received and not applied yet, per shard
+PENDING_BYTES = 8 << 20  # frames received and not applied yet, per shard (then redelivered)
 
 
 class ShardApplier:
