@@ -26,7 +26,7 @@ from nats_harness import (
 )
 
 from xtsdb.client import Client
-from xtsdb.protocol.errors import InvalidInput
+from xtsdb.protocol.errors import InvalidInput, NotFound
 from xtsdb.server.app import ServerThread
 from xtsdb.server.cluster.applied import FILE_NAME, read_applied
 from xtsdb.server.config import ServerConfig
@@ -196,8 +196,9 @@ def test_deletes_in_log_order_and_replay_changes_nothing(
         c.delete_tag("d2")
         with pytest.raises(InvalidInput, match="not available in cluster mode"):
             c.rename_tag("d3", "d3b")
-        with pytest.raises(InvalidInput, match="not available in cluster mode"):
-            c.remove_tag("d3")
+        d3 = c.tag("d3").id
+        assert c.remove_tag("d3").id == d3  # its points through the log, then its name
+        c.write("d4", np.array([1], np.int64), np.array([1.0]))  # moves last_seq past it
         seq = c._core.last_seq
     expected_d1 = np.concatenate([ts[:10], [15_000], ts[20:]])
     for srv in nodes:
@@ -205,9 +206,18 @@ def test_deletes_in_log_order_and_replay_changes_nothing(
             c._core.read_your_writes, c._core.last_seq = True, seq
             assert c.query("d1", 0, 10**6).timestamps.tolist() == expected_d1.tolist()
             assert c.query("d2", 0, 10**6).timestamps.size == 0
-    ids = {}
+            assert c.query(d3, 0, 10**6).timestamps.size == 0  # by id: the points are gone
+            deadline = time.monotonic() + 10
+            while True:  # the name goes through the catalog watcher
+                try:
+                    c.tag("d3")
+                except NotFound:
+                    break
+                assert time.monotonic() < deadline, f"{srv.config.node_id} still names d3"
+                time.sleep(0.05)
     with Client(nodes[0].url) as c:
-        ids = {f"d{k}": c.tag(f"d{k}").id for k in range(8)}
+        ids = {f"d{k}": c.tag(f"d{k}").id for k in range(8) if k != 3}
+        assert c.create_tag("d3").id > max(ids.values())  # a new id, never the old one
 
     # Node c forgets how far it applied and replays the whole log over its data.
     victim = nodes[2]

@@ -176,6 +176,25 @@ class SharedCatalog:
                 continue  # changed meanwhile by another node: apply ours over theirs
         return await self._loop.run_in_executor(None, lambda: self.engine.update_tag(tag_id, **new))
 
+    async def remove(self, key: int | str) -> TagInfo:
+        """Remove a tag's name for every node (its points are deleted through the write log
+        first, by the caller): the shared entry, if it is still the one this node knows."""
+        info = self.engine.catalog.get(key)
+        if info is None:
+            raise NotFound(f"no tag {key!r} in the catalog")
+        try:
+            entry = await self.kv.get(key_of(info.name))
+            if _entry(entry.value)[0] == info.id:
+                await self.kv.delete(key_of(info.name), last=entry.revision)
+        except KeyNotFoundError:
+            pass  # removed meanwhile through another node
+        except KeyWrongLastSequenceError:
+            raise InvalidInput(
+                f"tag {info.name!r} changed through another node meanwhile; try again"
+            ) from None
+        await self._loop.run_in_executor(None, self.engine.forget_tag, info.name)
+        return info
+
     # -- the mirror ---------------------------------------------------------------
 
     async def _mirror(self) -> None:
@@ -186,13 +205,22 @@ class SharedCatalog:
                     if entry is None:  # every entry present at start has been seen
                         self.synced.set()
                         continue
-                    if entry.key.startswith(_PREFIX) and entry.value:
+                    if not entry.key.startswith(_PREFIX):
+                        continue
+                    if entry.operation in ("DEL", "PURGE"):  # removed through another node
+                        await self._forget(entry.key)
+                    elif entry.value:
                         await self._adopt(entry.key, entry.value)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NATS went away: watch again once it is back
                 log.warning("catalog watch interrupted (%r); watching again", exc)
                 await asyncio.sleep(1.0)
+
+    async def _forget(self, key: str) -> None:
+        name = name_of(key)
+        if self.engine.catalog.get(name) is not None:
+            await self._loop.run_in_executor(None, self.engine.forget_tag, name)
 
     async def _adopt(self, key: str, value: bytes) -> None:
         name = name_of(key)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 READY_WAIT = 10.0  # seconds a read waits for a replica to catch up before giving up
 SINGLE_TAG = ("query", "interpolate", "plot")
 MANY_TAGS = ("aggregate", "last")
-NOT_REPLICATED = ("tag_rename", "tag_remove")
+NOT_REPLICATED = ("tag_rename",)
 LOCAL = "local"
 
 
@@ -60,10 +60,12 @@ class Router:
             return self._delete(ctx, req, name == "delete_tag")
         if name == "tag_update":
             return self._update(req)
+        if name == "tag_remove":
+            return self._remove(ctx, req)
         if name in NOT_REPLICATED:
             raise InvalidInput(
-                f"{name} is not available in cluster mode yet: renaming and removing tags "
-                "are not replicated (docs/cluster.md, Limits)"
+                f"{name} is not available in cluster mode yet: renaming tags is not "
+                "replicated (docs/cluster.md, Limits)"
             )
         if name not in SINGLE_TAG and name not in MANY_TAGS:
             return handler(ctx, req)
@@ -82,6 +84,15 @@ class Router:
     async def _update(self, req: Any) -> TagAnswer:
         info = await self.node.catalog.update(req.tag, req.meta)
         return TagAnswer(tag=info.as_dict())
+
+    async def _remove(self, ctx: ServerContext, req: Any) -> TagAnswer:
+        """The points through the log (every replica deletes them in order), then the name."""
+        info = ctx.engine.catalog.get(req.tag)
+        if info is None:
+            raise NotFound(f"no tag {req.tag!r} in the catalog")
+        await self.node.delete(info.id, -TS_LIMIT, TS_LIMIT)
+        removed = await self.node.catalog.remove(info.id)
+        return TagAnswer(tag=removed.as_dict())
 
     # -- reads ----------------------------------------------------------------------
 

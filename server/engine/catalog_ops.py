@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from xtsdb.protocol.errors import InvalidInput
+from xtsdb.protocol.errors import InvalidInput, NotFound
 
 from .catalog import Catalog, TagInfo
 from .query import ReadPath
@@ -105,6 +105,21 @@ class TagPolicies:
         with self.state.lock:
             self.state.tag(tag_id).policy = "last"
             self.state.reject_tags.discard(tag_id)
+        return info
+
+    def forget(self, name: str) -> TagInfo | None:
+        """Only the catalog entry of ``name`` removed (cluster mode: its points were deleted
+        through the write log); None if there is none."""
+        info = self.catalog.get(name)
+        if info is None:
+            return None
+        try:
+            self.catalog.remove(info.id)
+        except NotFound:  # forgotten meanwhile by another thread (the catalog watcher)
+            return None
+        with self.state.lock:
+            self.state.tag(info.id).policy = "last"
+            self.state.reject_tags.discard(info.id)
         return info
 
     def _set_policy(self, info: TagInfo) -> None:

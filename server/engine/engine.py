@@ -257,6 +257,10 @@ class Engine:
         """Cluster mode: mirror the shared catalog's tag ``name`` = ``tag_id`` (idempotent)."""
         return self._policies.adopt(name, tag_id, meta)
 
+    def forget_tag(self, name: str) -> TagInfo | None:
+        """Cluster mode: drop the catalog entry of ``name`` only (its points went by the log)."""
+        return self._policies.forget(name)
+
     def get_or_create_tag(self, name: str) -> int:
         """The id of the tag named ``name``, creating it (default settings) if absent.
 
