@@ -148,6 +148,21 @@ class SharedCatalog:
             got_id, meta = _entry((await self.kv.get(key_of(name))).value)
             return (got_id, meta, False)
 
+    async def lookup(self, name: str) -> int:
+        """The id of ``name`` from the shared catalog, mirrored here at once (a name created
+        through another node that this node's watcher has not delivered yet)."""
+        try:
+            value = (await self.kv.get(key_of(name))).value
+        except KeyNotFoundError:
+            raise NotFound(f"no tag named {name!r} in the catalog") from None
+        except Exception as exc:
+            raise Unavailable(f"the shared tag catalog is unreachable: {exc!r}") from None
+        await self._adopt(key_of(name), value or b"")
+        info = self.engine.catalog.get(name)
+        if info is None:
+            raise NotFound(f"no tag named {name!r} in the catalog")
+        return info.id
+
     # -- settings changes -----------------------------------------------------------
 
     async def update(self, key: int | str, meta: dict[str, Any]) -> TagInfo:

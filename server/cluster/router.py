@@ -9,8 +9,12 @@
 - ``min_seq`` in a read's envelope: the answering replica first waits until it
   has applied the tag's shard up to that stream sequence (read your writes).
 - Deletes go through the write log, like writes, so every replica applies them
-  in the same order; catalog changes other than creation are refused (not
-  replicated yet); everything else is local to this node.
+  in the same order; tag settings changes and removals go through the shared
+  catalog (:mod:`.catalog_kv`); renames are refused (not replicated yet);
+  everything else is local to this node.
+- A tag name this node's catalog does not know yet (created through another
+  node a moment ago, not mirrored here yet) is looked up in the shared
+  catalog before the request is refused as not found.
 """
 
 from __future__ import annotations
@@ -75,8 +79,16 @@ class Router:
 
     # -- deletes --------------------------------------------------------------------
 
+    async def _tag_id(self, ctx: ServerContext, key: int | str) -> int:
+        try:
+            return ctx.tag_id(key)
+        except NotFound:
+            if isinstance(key, int):
+                raise
+            return await self.node.catalog.lookup(key)
+
     async def _delete(self, ctx: ServerContext, req: Any, whole: bool) -> Deleted:
-        tag = ctx.tag_id(req.tag)
+        tag = await self._tag_id(ctx, req.tag)
         start, end = (-TS_LIMIT, TS_LIMIT) if whole else (req.start, req.end)
         DeleteRecord.build(tag, start, end)  # refuses a bad range before it is logged
         return Deleted(lsn=await self.node.delete(tag, start, end))
@@ -107,7 +119,8 @@ class Router:
         min_seq: int,
     ) -> Message:
         shards = self.node.shards
-        tag_shards = [ctx.tag_id(k) % shards for k in keys]
+        ids = [await self._tag_id(ctx, k) for k in keys]
+        tag_shards = [i % shards for i in ids]
         targets = {s: self.targets(s, forwarded) for s in set(tag_shards)}
         first = {s: t[0] for s, t in targets.items()}
         if len(set(first.values())) == 1:  # one node answers all of it
@@ -132,7 +145,7 @@ class Router:
                 for idx in groups.values()
             )
         )
-        return _merge(op.name, [ctx.tag_id(k) for k in keys], list(groups.values()), parts)
+        return _merge(op.name, ids, list(groups.values()), parts)
 
     def targets(self, shard: int, forwarded: bool) -> list[str]:
         """Who may answer for ``shard``, best first: ``LOCAL`` or peers' node ids."""
