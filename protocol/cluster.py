@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from .declare import Empty, Message, Op, Role, message
-from .errors import InvalidInput
-from .wire import Map, arg
+from .errors import InvalidInput, Unavailable
+from .messages import TAGS_DTYPE
+from .wire import Array, Int, Map, arg
 
 
 @message
@@ -36,4 +37,33 @@ CLUSTER_STATUS = Op(
     "Members, shard owners and each replica's applied sequence and lag (cluster mode only).",
 )
 
-CLUSTER_OPS = (CLUSTER_STATUS,)
+
+@message
+class ShardAsk(Message):
+    shard: int = arg(Int(0), "the shard")
+    shards: int = arg(Int(1), "the cluster's number of shards (checked against the node's)")
+
+
+@message
+class ShardContents(Message):
+    applied_seq: int = arg(
+        Int(0), "the stream sequence the node had applied of that shard when it answered"
+    )
+    tags: Any = arg(
+        Array(TAGS_DTYPE, "m", defines=True),
+        "every tag id of that shard the node holds points or a name for",
+    )
+
+
+CLUSTER_SHARD_TAGS = Op(
+    "cluster_shard_tags",
+    ShardAsk,
+    ShardContents,
+    Role.READ,
+    True,
+    (InvalidInput, Unavailable),
+    "A node's tags of one shard and how far it applied it: what a replica that lost frames "
+    "of the write log copies from a peer (cluster mode only).",
+)
+
+CLUSTER_OPS = (CLUSTER_STATUS, CLUSTER_SHARD_TAGS)

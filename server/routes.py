@@ -58,4 +58,5 @@ ROUTES = _table(
     Route(tags.TAG_RENAME, historian.tag_rename),
     Route(tags.TAG_REMOVE, historian.tag_remove),
     Route(cluster.CLUSTER_STATUS, cluster_ops.cluster_status),
+    Route(cluster.CLUSTER_SHARD_TAGS, cluster_ops.cluster_shard_tags),
 )

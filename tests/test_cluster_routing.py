@@ -9,6 +9,7 @@ replaying the log again changing nothing. Killing processes is in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nats as nats_client
 import numpy as np
 import pytest
 from nats_harness import (
@@ -29,6 +31,7 @@ from xtsdb.client import Client
 from xtsdb.protocol.errors import InvalidInput, NotFound
 from xtsdb.server.app import ServerThread
 from xtsdb.server.cluster.applied import FILE_NAME, read_applied
+from xtsdb.server.cluster.bootstrap import STREAM
 from xtsdb.server.config import ServerConfig
 from xtsdb.server.engine import Engine
 
@@ -315,3 +318,49 @@ def watched_node(srv: ServerThread) -> Any:
     ]
     assert len(found) == 1
     return found[0]
+
+
+@pytest.mark.parametrize("nodes", [{"replication": 3}], indirect=True)
+def test_a_replica_behind_the_log_copies_its_shards_from_a_peer(
+    nodes: list[ServerThread], nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """Node c misses writes and deletes, then the log loses them (purged here, as aging
+    would): on restart c copies each shard from a peer instead of serving a hole."""
+    ts = np.arange(50, dtype=np.int64) * 1000
+    with Client(nodes[0].url, read_your_writes=True) as c:
+        for k in range(10):
+            c.write(f"k{k}", ts, np.arange(50.0) + k)
+        ids = {f"k{k}": c.tag(f"k{k}").id for k in range(10)}
+    nodes[2].stop()
+    with Client(nodes[0].url, read_your_writes=True) as c:
+        c.delete("k1", 10_000, 30_000)  # frames node c never sees in the log
+        c.write("k2", ts, np.full(50, -7.0))
+        c.delete_tag("k3")
+        c.write("k11", ts, np.full(50, 11.0))
+        ids["k11"] = c.tag("k11").id
+        seq = c._core.last_seq
+    asyncio.run(purge_log(nats_cluster, seq + 1))
+    nodes[2] = ServerThread(node_config(nats_cluster, tmp_path, "c", 3)).start()
+    wait_placed(nodes, 3)
+    with Client(nodes[0].url, read_your_writes=True) as c:
+        c.write("k4", np.array([10**6], np.int64), np.array([4.5]))  # after the copy: applied
+        seq = c._core.last_seq
+    with Client(nodes[2].url) as c:
+        c._core.read_your_writes, c._core.last_seq = True, seq
+        assert c.query("k4", 10**6, 10**6 + 1).values.tolist() == [4.5]
+    for srv in nodes:
+        srv.stop()
+    want = snapshot(nodes[0].data_dir, ids)
+    assert snapshot(nodes[2].data_dir, ids) == want
+    assert want["k3"] == b"" and len(want["k1"]) == 30 * 17 and want["k11"]
+
+
+async def purge_log(nats: NatsCluster, keep_from: int) -> None:
+    """Drop every frame of the write log before ``keep_from``, as --stream-max-age would."""
+    conn = await nats_client.connect(servers=nats.urls)
+    try:
+        await conn.jetstream().purge_stream(STREAM, seq=keep_from)
+        info = await conn.jetstream().stream_info(STREAM)
+        assert info.state.first_seq == keep_from
+    finally:
+        await conn.close()

@@ -135,7 +135,7 @@ def test_every_op_has_a_round_trip_below() -> None:
     historian = {"aggregate", "interpolate", "plot", "delete", "delete_tag"}
     catalog = {"tag_create", "tag_get", "tag_list", "tag_search", "tag_update", "tag_rename"}
     catalog |= {"tag_remove"}
-    cluster = {"cluster_status"}  # its round trip: tests/test_cluster_protocol.py
+    cluster = {"cluster_status", "cluster_shard_tags"}  # round trips: test_cluster_protocol.py
     assert core | historian | catalog | cluster == OPS
 
 

@@ -28,4 +28,4 @@ def test_roles_come_from_the_declarations() -> None:
     assert {"hello", "ping"} == OPEN_OPS
     reads = {"query", "last", "stats", "aggregate", "interpolate", "plot", "tag_get", "tag_list"}
     # what read tokens could do before the declarations, and the tag search added since
-    assert reads | {"tag_search", "cluster_status"} == READ_OPS
+    assert reads | {"tag_search", "cluster_status", "cluster_shard_tags"} == READ_OPS

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from xtsdb.protocol.cluster import ShardContents
     from xtsdb.protocol.declare import Message, Op
     from xtsdb.server.context import ServerContext
     from xtsdb.server.engine import Engine
@@ -44,4 +45,8 @@ class Cluster(Protocol):
 
     async def close(self) -> None:
         """Leave the cluster: what was queued is published, appliers and heartbeat stop."""
+        ...
+
+    async def shard_contents(self, shard: int, shards: int) -> ShardContents:
+        """This node's tags of ``shard`` and how far it applied it (a peer copies them)."""
         ...

@@ -49,12 +49,14 @@ class ShardApplier:
         applied: AppliedSeqs,
         commit: Callable[[WriteBatch], Awaitable[int]],
         delete: Callable[[int, int, int], Awaitable[Any]],
+        copy: Callable[[int], Awaitable[int | None]],
     ) -> None:
         self.shard = shard
         self.js = js
         self.applied = applied
         self._commit = commit
         self._delete = delete
+        self._copy = copy
         self.lag = -1  # frames of this shard in the log after the applied one; -1: not known
         self.ready = False  # caught up with the log at least once since this task started
         self.complete = True  # False: frames it needed had aged out of the log
@@ -108,6 +110,12 @@ class ShardApplier:
 
     async def _consume(self) -> None:
         start = self.seq + 1
+        if await self._aged_out(start):
+            copied = await self._copy(self.shard)  # from a peer: docs/cluster.md
+            if copied is not None:
+                self.applied.record(self.shard, copied)
+                self.complete = True
+                start = copied + 1
         cfg = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
         sub = await self.js.subscribe(
             subject(self.shard),
@@ -118,7 +126,6 @@ class ShardApplier:
             pending_bytes_limit=PENDING_BYTES,
         )
         try:
-            await self._check_start(start)
             while True:
                 try:
                     first = await sub.next_msg(timeout=IDLE)
@@ -141,18 +148,21 @@ class ShardApplier:
         self.ready = True
         self._progress.set()
 
-    async def _check_start(self, start: int) -> None:
+    async def _aged_out(self, start: int) -> bool:
+        """Whether frames this replica needs (from ``start``) have left the log."""
         first = (await self.js.stream_info(STREAM)).state.first_seq
         if first > start and (start > 1 or first > 1):
             self.complete = False
             log.error(
                 "shard %d: this replica has applied up to %d but the write log starts at %d: "
-                "frames in between aged out (stream_max_age); its reads go to other replicas "
-                "(docs/cluster.md, Operations: replacing a node)",
+                "frames in between aged out (stream_max_age); copying the shard from a peer, "
+                "reads go to other replicas meanwhile (docs/cluster.md)",
                 self.shard,
                 start - 1,
                 first,
             )
+            return True
+        return False
 
     async def _apply(self, msgs: list[Any]) -> None:
         writes: list[Awaitable[int]] = []

@@ -159,7 +159,10 @@ async def _bucket(js: JetStreamContext, name: str, replicas: int, ttl: float = 0
         return await js.key_value(name)
     except BucketNotFoundError:
         pass
-    cfg = KeyValueConfig(bucket=name, history=1, replicas=replicas, ttl=ttl or None)
+    # direct=False: every get goes to the bucket's leader. Direct gets may be answered by
+    # any replica, and a node starting was seen reading peers' first heartbeats, seconds
+    # old, through them.
+    cfg = KeyValueConfig(bucket=name, history=1, replicas=replicas, ttl=ttl or None, direct=False)
     try:
         return await js.create_key_value(cfg)
     except Exception:  # another node created it between the two calls: join it

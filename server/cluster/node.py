@@ -16,13 +16,15 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 
+from xtsdb.protocol.cluster import ShardContents
 from xtsdb.protocol.declare import Message, Op
-from xtsdb.protocol.errors import Unavailable
+from xtsdb.protocol.errors import InvalidInput, Unavailable
 from xtsdb.server.cluster import placement
 from xtsdb.server.cluster.applied import AppliedSeqs
 from xtsdb.server.cluster.applier import ShardApplier
@@ -33,6 +35,7 @@ from xtsdb.server.cluster.membership import Membership
 from xtsdb.server.cluster.publisher import ACK_TIMEOUT, Publisher
 from xtsdb.server.cluster.routed_reads import RoutedEngine
 from xtsdb.server.cluster.router import Router
+from xtsdb.server.cluster.shard_copy import copy_shard
 from xtsdb.server.config import ServerConfig
 from xtsdb.server.engine import Engine
 from xtsdb.server.engine.wal_records import WriteBatch
@@ -200,7 +203,12 @@ class ClusterNode:
             self._spawn(applier.stop())
         for shard in sorted(mine - set(self.appliers)):
             applier = ShardApplier(
-                shard, self._h.js, self._applied, self.writes.submit, self._delete_local
+                shard,
+                self._h.js,
+                self._applied,
+                self.writes.submit,
+                self._delete_local,
+                partial(copy_shard, self),
             )
             self.appliers[shard] = applier
             applier.start()
@@ -223,6 +231,17 @@ class ClusterNode:
                     await self.run(applied.save)
                 except OSError as exc:
                     log.error("could not save the applied sequences: %r", exc)
+
+    async def shard_contents(self, shard: int, shards: int) -> ShardContents:
+        if shards != self.shards or not 0 <= shard < shards:
+            raise InvalidInput(f"shard {shard} of {shards}: this cluster has {self.shards}")
+        applier = self.appliers.get(shard)
+        if applier is None or not (applier.ready and applier.complete):
+            raise Unavailable(f"node {self.node_id} does not hold shard {shard} caught up")
+        seq = applier.seq  # before the ids: the data read next holds at least this much
+        ids = {t for t in await self.run(self.engine.tag_ids) if t % shards == shard}
+        ids |= {t.id for t in self.engine.catalog.all() if t.id % shards == shard}
+        return ShardContents(applied_seq=seq, tags=np.array(sorted(ids), np.uint32))
 
     # -- what others see of this node ---------------------------------------------------
 

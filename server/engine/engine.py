@@ -257,6 +257,11 @@ class Engine:
         """Cluster mode: mirror the shared catalog's tag ``name`` = ``tag_id`` (idempotent)."""
         return self._policies.adopt(name, tag_id, meta)
 
+    def tag_ids(self) -> list[int]:
+        """Every tag id this engine holds points (or tombstones) for, sorted."""
+        with self._state.lock:
+            return sorted(self._state.tags)
+
     def forget_tag(self, name: str) -> TagInfo | None:
         """Cluster mode: drop the catalog entry of ``name`` only (its points went by the log)."""
         return self._policies.forget(name)
