@@ -194,11 +194,17 @@ def test_deletes_in_log_order_and_replay_changes_nothing(
     with Client(nodes[1].url, read_your_writes=True) as c:
         for k in range(8):
             c.write(f"d{k}", ts, np.arange(100.0) + k)
+        ids_before = {f"d{k}": c.tag(f"d{k}").id for k in range(8)}
         c.delete("d1", 10_000, 20_000)
         c.write("d1", np.array([15_000], np.int64), np.array([-1.0]))  # after the delete: kept
         c.delete_tag("d2")
-        with pytest.raises(InvalidInput, match="not available in cluster mode"):
-            c.rename_tag("d3", "d3b")
+        # Renames: seen by every node; the old name is free again; no name taken twice.
+        d5 = c.tag("d5").id
+        assert c.rename_tag("d5", "d5.renamed").id == d5
+        with pytest.raises(InvalidInput, match="exists already"):
+            c.rename_tag("d6", "d5.renamed")
+        assert c.create_tag("d5").id != d5
+        assert c.rename_tag("d6", "d6.b").id == c.rename_tag("d6.b", "d6").id  # and back
         d3 = c.tag("d3").id
         assert c.remove_tag("d3").id == d3  # its points through the log, then its name
         c.write("d4", np.array([1], np.int64), np.array([1.0]))  # moves last_seq past it
@@ -210,16 +216,21 @@ def test_deletes_in_log_order_and_replay_changes_nothing(
             assert c.query("d1", 0, 10**6).timestamps.tolist() == expected_d1.tolist()
             assert c.query("d2", 0, 10**6).timestamps.size == 0
             assert c.query(d3, 0, 10**6).timestamps.size == 0  # by id: the points are gone
+            assert (
+                c.query("d5.renamed", 0, 10**6).values.tolist() == (np.arange(100.0) + 5).tolist()
+            )
             deadline = time.monotonic() + 10
-            while True:  # the name goes through the catalog watcher
+            while True:  # names go through the catalog watcher
                 try:
                     c.tag("d3")
                 except NotFound:
-                    break
-                assert time.monotonic() < deadline, f"{srv.config.node_id} still names d3"
+                    if c.tag("d5").id != d5 and c.tag("d6").id == ids_before["d6"]:
+                        break
+                assert time.monotonic() < deadline, f"{srv.config.node_id}: names not seen"
                 time.sleep(0.05)
     with Client(nodes[0].url) as c:
-        ids = {f"d{k}": c.tag(f"d{k}").id for k in range(8) if k != 3}
+        ids = {f"d{k}": c.tag(f"d{k}").id for k in range(8) if k not in (3, 5)}
+        ids["d5.renamed"] = c.tag("d5.renamed").id
         assert c.create_tag("d3").id > max(ids.values())  # a new id, never the old one
 
     # Node c forgets how far it applied and replays the whole log over its data.
@@ -338,6 +349,7 @@ def test_a_replica_behind_the_log_copies_its_shards_from_a_peer(
         c.delete_tag("k3")
         c.write("k11", ts, np.full(50, 11.0))
         ids["k11"] = c.tag("k11").id
+        c.rename_tag("k5", "k5.moved")  # node c learns it from the catalog on restart
         seq = c._core.last_seq
     asyncio.run(purge_log(nats_cluster, seq + 1))
     nodes[2] = ServerThread(node_config(nats_cluster, tmp_path, "c", 3)).start()
@@ -348,6 +360,9 @@ def test_a_replica_behind_the_log_copies_its_shards_from_a_peer(
     with Client(nodes[2].url) as c:
         c._core.read_your_writes, c._core.last_seq = True, seq
         assert c.query("k4", 10**6, 10**6 + 1).values.tolist() == [4.5]
+        assert c.tag("k5.moved").id == ids["k5"]
+        with pytest.raises(NotFound):
+            c.tag("k5")
     for srv in nodes:
         srv.stop()
     want = snapshot(nodes[0].data_dir, ids)

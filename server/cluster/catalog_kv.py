@@ -16,20 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from xtsdb.protocol.errors import InternalError, InvalidInput, NotFound, Unavailable
 from xtsdb.server.engine import Engine
-from xtsdb.server.engine.catalog import TagInfo, check_meta
+from xtsdb.server.engine.catalog import TagInfo, check_meta, check_name
 
 log = logging.getLogger("xtsdb.cluster")
+T = TypeVar("T")
 
 NAMED_BASE = 1 << 31
 ALLOCATE_TIMEOUT = 10.0
@@ -49,9 +51,10 @@ def name_of(key: str) -> str:
     return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
 
 
-def _entry(value: bytes | None) -> tuple[int, dict[str, Any]]:
+def _entry(value: bytes | None) -> tuple[int, dict[str, Any], str | None]:
+    """(id, settings, the name it moved to: a rename's marker, or None)."""
     doc = json.loads(value or b"{}")
-    return int(doc["id"]), dict(doc.get("meta") or {})
+    return int(doc["id"]), dict(doc.get("meta") or {}), doc.get("moved_to")
 
 
 class SharedCatalog:
@@ -106,9 +109,12 @@ class SharedCatalog:
                 out[i] = InvalidInput("duplicate policy 'reject' is not available in cluster mode")
                 continue
             try:
-                tag_id, meta = _entry((await self.kv.get(key_of(name))).value)
-                out[i] = (tag_id, meta, False)
+                tag_id, meta, moved = _entry((await self.kv.get(key_of(name))).value)
             except KeyNotFoundError:
+                moved = "-"
+            if moved is None:
+                out[i] = (tag_id, meta, False)
+            else:  # absent, or left by a rename: free
                 missing.append(i)
         if missing:
             first = await self._reserve(len(missing))
@@ -141,12 +147,24 @@ class SharedCatalog:
 
     async def _create(self, name: str, fields: dict[str, Any], tag_id: int) -> Allocated:
         value = json.dumps({"id": tag_id, "meta": fields}).encode()
-        try:
-            await self.kv.create(key_of(name), value)
-            return (tag_id, fields, True)
-        except KeyWrongLastSequenceError:  # named meanwhile by another node: use its id
-            got_id, meta = _entry((await self.kv.get(key_of(name))).value)
-            return (got_id, meta, False)
+        while True:
+            try:
+                await self.kv.create(key_of(name), value)
+                return (tag_id, fields, True)
+            except KeyWrongLastSequenceError:
+                pass
+            try:
+                entry = await self.kv.get(key_of(name))
+            except KeyNotFoundError:
+                continue  # removed meanwhile: create again
+            got_id, meta, moved = _entry(entry.value)
+            if moved is None:  # named meanwhile by another node: use its id
+                return (got_id, meta, False)
+            try:  # a name a rename left behind: take it over
+                await self.kv.update(key_of(name), value, last=entry.revision)
+                return (tag_id, fields, True)
+            except KeyWrongLastSequenceError:
+                continue
 
     async def lookup(self, name: str) -> int:
         """The id of ``name`` from the shared catalog, mirrored here at once (a name created
@@ -157,6 +175,8 @@ class SharedCatalog:
             raise NotFound(f"no tag named {name!r} in the catalog") from None
         except Exception as exc:
             raise Unavailable(f"the shared tag catalog is unreachable: {exc!r}") from None
+        if _entry(value)[2] is not None:
+            raise NotFound(f"no tag named {name!r} in the catalog (renamed)")
         await self._adopt(key_of(name), value or b"")
         info = self.engine.catalog.get(name)
         if info is None:
@@ -179,8 +199,8 @@ class SharedCatalog:
                 entry = await self.kv.get(key_of(info.name))
             except KeyNotFoundError:
                 raise NotFound(f"no tag {info.name!r} in the shared catalog") from None
-            tag_id, old = _entry(entry.value)
-            if tag_id != info.id:
+            tag_id, old, moved = _entry(entry.value)
+            if tag_id != info.id or moved is not None:
                 raise InvalidInput(f"the shared catalog gives {info.name!r} id {tag_id}")
             new = {**old, **fields}
             value = json.dumps({"id": tag_id, "meta": new}).encode()
@@ -199,7 +219,8 @@ class SharedCatalog:
             raise NotFound(f"no tag {key!r} in the catalog")
         try:
             entry = await self.kv.get(key_of(info.name))
-            if _entry(entry.value)[0] == info.id:
+            tag_id, _, moved = _entry(entry.value)
+            if tag_id == info.id and moved is None:
                 await self.kv.delete(key_of(info.name), last=entry.revision)
         except KeyNotFoundError:
             pass  # removed meanwhile through another node
@@ -209,6 +230,59 @@ class SharedCatalog:
             ) from None
         await self._loop.run_in_executor(None, self.engine.forget_tag, info.name)
         return info
+
+    async def rename(self, key: int | str, new_name: str) -> TagInfo:
+        """Rename a tag for every node: reserve the new name (``kv.create``), then turn the
+        old name's entry into a marker naming the new one (compare-and-set); every node's
+        watcher renames when it sees the marker. Retrying a rename that stopped half-way
+        finds its own reservation and goes on."""
+        check_name(new_name)
+        info = self.engine.catalog.get(key)
+        if info is None:
+            raise NotFound(f"no tag {key!r} in the catalog")
+        if new_name == info.name:
+            return info
+        old_key, new_key = key_of(info.name), key_of(new_name)
+        try:
+            old = await self.kv.get(old_key)
+        except KeyNotFoundError:
+            raise NotFound(f"no tag {info.name!r} in the shared catalog") from None
+        tag_id, meta, moved = _entry(old.value)
+        if tag_id != info.id or moved is not None:
+            raise InvalidInput(f"tag {info.name!r} changed through another node; try again")
+        value = json.dumps({"id": tag_id, "meta": meta}).encode()
+        reserved = await self._reserve_name(new_key, new_name, tag_id, value)
+        marker = json.dumps({"id": tag_id, "moved_to": new_name}).encode()
+        try:
+            await self.kv.update(old_key, marker, last=old.revision)
+        except KeyWrongLastSequenceError:
+            with contextlib.suppress(Exception):  # give the new name back
+                await self.kv.delete(new_key, last=reserved)
+            raise InvalidInput(
+                f"tag {info.name!r} changed through another node meanwhile; try again"
+            ) from None
+        return await self._run(self.engine.catalog.rename, tag_id, new_name)
+
+    async def _reserve_name(self, key: str, name: str, tag_id: int, value: bytes) -> int:
+        """``name`` taken for ``tag_id``; the entry's revision."""
+        while True:
+            try:
+                return int(await self.kv.create(key, value))
+            except KeyWrongLastSequenceError:
+                pass
+            try:
+                entry = await self.kv.get(key)
+            except KeyNotFoundError:
+                continue
+            got_id, _, moved = _entry(entry.value)
+            if moved is None and got_id == tag_id:
+                return int(entry.revision or 0)  # a retried rename's own reservation
+            if moved is None:
+                raise InvalidInput(f"a tag named {name!r} exists already")
+            try:  # a name a rename left behind: free
+                return int(await self.kv.update(key, value, last=entry.revision))
+            except KeyWrongLastSequenceError:
+                continue
 
     # -- the mirror ---------------------------------------------------------------
 
@@ -239,18 +313,24 @@ class SharedCatalog:
 
     async def _adopt(self, key: str, value: bytes) -> None:
         name = name_of(key)
-        tag_id, meta = _entry(value)
-        info = self.engine.catalog.get(name)
+        tag_id, meta, moved = _entry(value)
+        catalog = self.engine.catalog
+        info, holder = catalog.get(name), catalog.get(tag_id)
         try:
-            if info is not None and info.id == tag_id:
+            if moved is not None:  # a rename: the tag leaves this name for ``moved``
+                if info is not None and info.id == tag_id:
+                    await self._run(catalog.rename, tag_id, moved)
+            elif info is not None and info.id == tag_id:
                 if all(getattr(info, k, v) == v for k, v in meta.items()):
                     return  # made or changed through this node, or seen before
-                # Settings changed through another node.
-                await self._loop.run_in_executor(
-                    None, lambda: self.engine.update_tag(tag_id, **meta)
-                )
+                await self._run(lambda: self.engine.update_tag(tag_id, **meta))
+            elif holder is not None:
+                return  # a rename's new name: the tag moves when the old name's marker comes
             else:
-                await self._loop.run_in_executor(None, self.engine.adopt_tag, name, tag_id, meta)
+                await self._run(self.engine.adopt_tag, name, tag_id, meta)
             self.mirrored += 1
         except InvalidInput as exc:
             log.error("shared catalog entry %r not mirrored: %s", name, exc)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._loop.run_in_executor(None, fn, *args)

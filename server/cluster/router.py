@@ -10,8 +10,8 @@
   has applied the tag's shard up to that stream sequence (read your writes).
 - Deletes go through the write log, like writes, so every replica applies them
   in the same order; tag settings changes and removals go through the shared
-  catalog (:mod:`.catalog_kv`); renames are refused (not replicated yet);
-  everything else is local to this node.
+  catalog (:mod:`.catalog_kv`), like creations and renames; everything
+  else is local to this node.
 - A tag name this node's catalog does not know yet (created through another
   node a moment ago, not mirrored here yet) is looked up in the shared
   catalog before the request is refused as not found.
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 READY_WAIT = 10.0  # seconds a read waits for a replica to catch up before giving up
 SINGLE_TAG = ("query", "interpolate", "plot")
 MANY_TAGS = ("aggregate", "last")
-NOT_REPLICATED = ("tag_rename",)
 LOCAL = "local"
 
 
@@ -66,11 +65,8 @@ class Router:
             return self._update(req)
         if name == "tag_remove":
             return self._remove(ctx, req)
-        if name in NOT_REPLICATED:
-            raise InvalidInput(
-                f"{name} is not available in cluster mode yet: renaming tags is not "
-                "replicated (docs/cluster.md, Limits)"
-            )
+        if name == "tag_rename":
+            return self._rename(req)
         if name not in SINGLE_TAG and name not in MANY_TAGS:
             return handler(ctx, req)
         keys = _tag_keys(name, req)
@@ -95,6 +91,10 @@ class Router:
 
     async def _update(self, req: Any) -> TagAnswer:
         info = await self.node.catalog.update(req.tag, req.meta)
+        return TagAnswer(tag=info.as_dict())
+
+    async def _rename(self, req: Any) -> TagAnswer:
+        info = await self.node.catalog.rename(req.tag, req.name)
         return TagAnswer(tag=info.as_dict())
 
     async def _remove(self, ctx: ServerContext, req: Any) -> TagAnswer:

@@ -429,3 +429,6 @@ def _check_meta(meta: dict[str, Any]) -> dict[str, Any]:
 check_meta = _check_meta
 """A tag's settings checked (unknown fields, types, ranges) as every catalog change checks
 them; the shared catalog of cluster mode checks an update before publishing it."""
+
+check_name = _check_name
+"""A tag name checked as the catalog checks it (cluster mode: before a rename is published)."""
