@@ -331,10 +331,33 @@ class ClusterNodes:
             with self.client(i) as c:
                 return check_points(c, ledger, tags) or 1  # 0 points read is still done
 
-        got: int = self.poll(
-            f"acked points readable via {self.nodes[i].node_id}", readable, timeout
-        )
+        try:
+            got: int = self.poll(
+                f"acked points readable via {self.nodes[i].node_id}", readable, timeout
+            )
+        except ClusterError as exc:
+            raise ClusterError(f"{exc}\n--- status:\n{self.describe()}") from None
         return got
+
+    def describe(self) -> str:
+        """Each live node's view: members, and per shard its owners with applied/lag."""
+        lines = []
+        for i in self.live():
+            try:
+                st = self.status(i)
+            except Exception as exc:
+                lines.append(f"{self.nodes[i].node_id}: no status ({exc!r})")
+                continue
+            reps = st.get("replicas") or {}
+            shards = [
+                f"{s}: " + ", ".join(_replica(reps, n, s) for n in own)
+                for s, own in sorted((int(k), v) for k, v in (st.get("owners") or {}).items())
+            ]
+            lines.append(
+                f"{st.get('node')}: members {sorted(st.get('members') or {})}, stream last "
+                f"{st.get('stream_last_seq')}; " + "; ".join(shards)
+            )
+        return "\n".join(lines)
 
     # -- replicas compared offline ---------------------------------------------------
     def compare_replicas(self, min_replicas: int | None = None) -> list[ShardCheck]:
@@ -366,6 +389,11 @@ class ClusterNodes:
         finally:
             for eng in engines.values():
                 eng.close()
+
+
+def _replica(replicas: dict[str, Any], node: str, shard: int) -> str:
+    e = (replicas.get(node) or {}).get(str(shard)) or {}
+    return f"{node}@{e.get('applied_seq', '?')}/lag {e.get('lag', '?')}"
 
 
 @pytest.fixture(name="cluster_nodes")
