@@ -179,8 +179,9 @@ def do(w: World, srv: ServerThread, op: tuple[Any, ...]) -> Any:
 def read(w: World, srv: ServerThread, op: tuple[Any, ...]) -> Any:
     c = w.client(srv)
     kind, name, *a = op
-    if kind == "query":
-        got = c.query(name, *a[:3], descending=a[3], good_only=a[4])
+    if kind == "query":  # by id, when asked: ids differ, each side looks its own up
+        key = c.tag(name).id if a[5:] == [True] else name
+        got = c.query(key, *a[:3], descending=a[3], good_only=a[4])
         return arrays(got.timestamps, got.values, got.qualities)
     if kind == "interpolate":
         r = c.interpolate(name, np.array(a[0]), method=a[1], max_gap=a[2], good_only=a[3])
@@ -254,13 +255,13 @@ def random_op(w: World, rng: random.Random) -> tuple[Any, ...]:
     if kind == "ids":  # interleaved tags, one per point
         return (kind, [rng.choice(w.tags[:3]) for _ in range(30)], *points(rng, 30)[:2], [192] * 30)
     if kind == "delete":
-        lo = rng.randrange(-10_000, 2_200_000)
+        lo = rng.randrange(-10_000, 2_200_000) if rng.random() < 0.95 else -(1 << 63)
         return (kind, name, lo, lo + rng.randrange(1, 800_000) if rng.random() < 0.9 else EDGE + 1)
     if kind == "delete_tag":
         return (kind, name)
     if kind == "unit":
         return (kind, name, rng.choice(("degC", "bar", "", "kPa")))
-    if kind == "dups":  # a policy change must fall between the same writes on every replica
+    if kind == "dups":  # refused in cluster mode: see apply()
         return (kind, name, rng.choice(("first", "last")))
     if kind == "read":  # right after the writes, through any node (read your writes)
         lo = rng.randrange(-10_000, 2_200_000)
@@ -282,6 +283,21 @@ def apply(w: World, rng: random.Random, op: tuple[Any, ...]) -> None:
     if op[0] == "flush":  # sealed blocks or memory: the same answers
         w.log.append(f"flush_server {op[1].config.node_id or 'one node'}")
         w.client(op[1]).flush_server()
+    elif op[0] == "dups" and outcome(lambda: w.client(w.ref).tag(op[1]).duplicates) in (
+        op[2],
+        Failed("NotFound", ""),
+    ):
+        both(w, rng, op)  # no change, or no such tag: the same answer
+    elif op[0] == "dups":
+        # A limit (docs/cluster.md, Limits, tag settings): `duplicates` is fixed when a tag
+        # is created in cluster mode, since replicas seal at different moments and a change
+        # would re-decide their buffered points apart (on one node too, where it depends on
+        # whether a flush came between: bugs file, B3). So not on the one node; the cluster
+        # must refuse it and keep the setting.
+        node = rng.choice(w.nodes)
+        w.log.append(f"{op!r} -> {node.config.node_id} only")
+        got = outcome(do, w, node, op)
+        assert isinstance(got, Failed) and got.kind == "InvalidInput", got
     else:
         both(w, rng, op, read if op[0] == "query" else do)
 
@@ -300,7 +316,7 @@ def reads(w: World, rng: random.Random) -> list[tuple[Any, ...]]:
         out += [
             ("query", name, *ALL, None, False, False),
             ("query", name, *SPAN, None, True, False),
-            ("query", name, *ALL, 7, True, False),
+            ("query", name, *ALL, 7, True, False, True),
             ("query", name, *SPAN, rng.randrange(1, 50), False, True),
             ("query", name, -(1 << 63), (1 << 63) - 1, 3, False, False),
         ]
@@ -397,22 +413,20 @@ def f64(*x: float) -> bytes:
 
 AGG = {"start": 0, "end": 10**6, "interval": 1000, "aggregates": ["max"]}
 # Bad input, and a few odd requests a node answers (an unknown id reads as empty on one node).
+# Mostly what the cluster handles on its own path (routing, the write log), not the checks
+# every request's declaration makes before it is dispatched.
 ODD: list[tuple[str, dict[str, Any]]] = [
     ("write", {"tag": "e.x", "ts": [float("nan")], "values": f64(1)}),  # NaN timestamp
     ("write", {"tag": "e.x", "ts": i64(1, 2), "values": f64(1)}),  # lengths differ
-    ("write", {"tag": "e.x", "ts": i64(1), "values": f64(1), "q": bytes(2)}),
     ("write", {"tags": np.array([1, 2], np.uint32).tobytes(), "ts": i64(1), "values": f64(1)}),
     ("write", {"tag": "e.x", "ts": i64(1 << 60), "values": f64(1)}),  # |ts| >= 2**60
     ("write", {"tag": "e.x", "ts": i64(1, -(1 << 60)), "values": f64(1, 2)}),
-    ("write", {"tag": "e.x", "ts": i64(-(1 << 63)), "values": f64(1)}),
     ("write", {"tag": "", "ts": i64(1), "values": f64(1)}),
     ("write", {"tag": 1 << 32, "ts": i64(1), "values": f64(1)}),
     ("frame", {"tag": "e.x", "ts": i64(*range(70_000)), "values": f64(*range(70_000))}),
     ("query", {"tag": "e.nope", "start": 0, "end": 10}),
     ("query", {"tag": 12345, "start": 0, "end": 10}),
     ("query", {"tag": "e.y", "start": 10, "end": 0}),
-    ("query", {"tag": "e.y", "start": 0, "end": 10, "limit": -1}),
-    ("delete", {"tag": "e.y", "start": 10, "end": 10}),
     ("delete", {"tag": "e.y", "start": 10, "end": 5}),
     ("delete", {"tag": "e.nope", "start": 0, "end": 5}),
     ("delete", {"tag": 12345, "start": 0, "end": 5}),
@@ -424,17 +438,13 @@ ODD: list[tuple[str, dict[str, Any]]] = [
     ("aggregate", {"tags": [], **AGG}),
     ("aggregate", {"tags": ["e.y", "e.nope"], **AGG}),
     ("aggregate", {"tags": ["e.y"], **AGG, "aggregates": ["median"]}),
-    ("aggregate", {"tags": "e.y", **AGG, "interval": 0}),
     ("interpolate", {"tag": "e.y", "times": i64(5), "method": "cubic"}),
     ("interpolate", {"tag": "e.nope", "times": i64(5)}),
-    ("plot", {"tag": "e.y", "start": 0, "end": 10, "intervals": 0}),
     ("plot", {"tag": "e.nope", "start": 0, "end": 10, "intervals": 3}),
     ("tag_create", {"name": "e.y"}),
     ("tag_create", {"name": "e.z", "duplicates": "sometimes"}),
-    ("tag_create", {"name": "e.z", "retention_us": -1}),
     ("tag_update", {"tag": "e.nope", "unit": "m"}),
     ("tag_update", {"tag": "e.y", "duplicates": "sometimes"}),
-    ("tag_update", {"tag": "e.y", "unit": 5}),
     ("tag_get", {"tag": "e.nope"}),
 ]
 
