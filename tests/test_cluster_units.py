@@ -159,3 +159,51 @@ def test_backup_copies_the_applied_sequences(tmp_path: Path) -> None:
     finally:
         engine.close()
     assert read_applied(tmp_path / "copy") == {0: 0, 1: 0, 2: 77}
+
+
+def test_catalog_frames_give_every_node_the_same_catalog(tmp_path: Path) -> None:
+    """The catalog log's frames, applied in order, decide alike on every node; applying a
+    suffix again (a node that crashed before saving its sequence) changes nothing."""
+    from xtsdb.server.cluster.catalog_log import NAMED_BASE, apply_frame
+
+    log = [
+        {"op": "create", "name": "a", "meta": {"unit": "m"}},
+        {"op": "create", "name": "b", "meta": {}},
+        {"op": "create", "name": "a", "meta": {"unit": "s"}},  # a second creation: loses
+        {"op": "rename", "id": NAMED_BASE + 1, "name": "c"},
+        {"op": "rename", "id": NAMED_BASE + 2, "name": "c"},  # taken at that point: nothing
+        {"op": "update", "id": NAMED_BASE + 2, "meta": {"unit": "V"}},
+        {"op": "create", "name": "a", "meta": {}},  # the name is free again
+        {"op": "remove", "id": NAMED_BASE + 2},
+        {"op": "remove", "id": NAMED_BASE + 99},  # unknown: nothing
+    ]
+
+    def catalog_of(engine: Engine) -> set[Any]:
+        return {(t.id, t.name, t.unit) for t in engine.catalog.all()}
+
+    once = Engine.open(tmp_path / "once")
+    try:
+        for seq, frame in enumerate(log, start=1):
+            apply_frame(once, seq, frame)
+        want = catalog_of(once)
+    finally:
+        once.close()
+    assert want == {(NAMED_BASE + 1, "c", "m"), (NAMED_BASE + 7, "a", "")}
+    # A node stopped after any frame, to which the log then delivers from any earlier
+    # frame again (its consumer restarted before it saw its own position): the same.
+    for cut in range(len(log) + 1):
+        for back in range(cut + 1):
+            engine = Engine.open(tmp_path / f"r{cut}-{back}")
+            try:
+                for seq, frame in enumerate(log[:cut], start=1):
+                    apply_frame(engine, seq, frame)
+            finally:
+                engine.close()
+            engine = Engine.open(tmp_path / f"r{cut}-{back}")
+            try:
+                assert engine.catalog.log_seq() == cut
+                for seq, frame in enumerate(log[back:], start=back + 1):
+                    apply_frame(engine, seq, frame)
+                assert catalog_of(engine) == want, (cut, back)
+            finally:
+                engine.close()

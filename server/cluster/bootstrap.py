@@ -39,7 +39,8 @@ STREAM = "XTSDB_LOG"
 SUBJECT_PREFIX = "xtsdb.shard."
 BOOTSTRAP_TIMEOUT = 60.0  # seconds to create or join the streams once NATS answers
 MAX_IN_FLIGHT = 4096  # frames published and not yet acknowledged (then publishing waits)
-MEMBERS, CATALOG, SETTINGS = "xtsdb_members", "xtsdb_catalog", "xtsdb_config"
+MEMBERS, SETTINGS = "xtsdb_members", "xtsdb_config"
+CATALOG_STREAM, CATALOG_SUBJECT = "XTSDB_CATALOG", "xtsdb.catalog"
 
 
 def subject(shard: int) -> str:
@@ -51,7 +52,6 @@ class Handles:
     nc: NATS
     js: JetStreamContext
     members: KeyValue
-    catalog: KeyValue
     settings: KeyValue
     replicas: int  # of the stream: min(3, NATS servers)
 
@@ -136,12 +136,12 @@ async def _bootstrap(nc: NATS, config: ServerConfig) -> Handles:
         await js.add_stream(stream)
         log.info("created the write log %s (%d replicas)", STREAM, replicas)
     members = await _bucket(js, MEMBERS, replicas, ttl=3 * config.heartbeat)
-    catalog = await _bucket(js, CATALOG, replicas)
+    await _stream(js, CATALOG_STREAM, [CATALOG_SUBJECT], replicas, max_age=None)
     settings = await _bucket(js, SETTINGS, replicas)
-    for name in (STREAM, *(f"KV_{b}" for b in (MEMBERS, CATALOG, SETTINGS))):
+    for name in (STREAM, CATALOG_STREAM, *(f"KV_{b}" for b in (MEMBERS, SETTINGS))):
         await _wait_leader(js, name)
     await _check_settings(settings, config)
-    return Handles(nc, js, members, catalog, settings, replicas)
+    return Handles(nc, js, members, settings, replicas)
 
 
 async def _wait_leader(js: JetStreamContext, stream: str) -> None:
@@ -152,6 +152,29 @@ async def _wait_leader(js: JetStreamContext, stream: str) -> None:
             return
         await asyncio.sleep(0.1)
     raise TimeoutError(f"stream {stream} has no leader")
+
+
+async def _stream(
+    js: JetStreamContext, name: str, subjects: list[str], replicas: int, max_age: float | None
+) -> None:
+    """Create the stream ``name`` unless it exists (another node may create it at once)."""
+    try:
+        await js.stream_info(name)
+        return
+    except NotFoundError:
+        pass
+    cfg = StreamConfig(
+        name=name,
+        subjects=subjects,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=max_age,
+        num_replicas=replicas,
+    )
+    try:
+        await js.add_stream(cfg)
+    except Exception:  # made by another node between the two calls
+        await js.stream_info(name)
 
 
 async def _bucket(js: JetStreamContext, name: str, replicas: int, ttl: float = 0) -> KeyValue:

@@ -1,7 +1,7 @@
 """One xtsdb node of a cluster: the write log, the shards it applies, membership.
 
 :meth:`ClusterNode.start` connects to NATS, creates or joins the stream and the
-key-value buckets (:mod:`.bootstrap`), mirrors the shared tag catalog, starts
+key-value buckets (:mod:`.bootstrap`), applies the catalog log, starts
 publishing and registers the node; from then on every membership change
 recomputes which shards this node applies (:mod:`.placement`) and starts or
 stops their appliers. Writes go to the log (:mod:`.publisher`); requests are
@@ -29,7 +29,7 @@ from xtsdb.server.cluster import placement
 from xtsdb.server.cluster.applied import AppliedSeqs
 from xtsdb.server.cluster.applier import ShardApplier
 from xtsdb.server.cluster.bootstrap import STREAM, Handles, bootstrap, connect
-from xtsdb.server.cluster.catalog_kv import SharedCatalog
+from xtsdb.server.cluster.catalog_log import LogCatalog
 from xtsdb.server.cluster.forwarder import Forwarder
 from xtsdb.server.cluster.membership import Membership
 from xtsdb.server.cluster.publisher import ACK_TIMEOUT, Publisher
@@ -84,7 +84,7 @@ class ClusterNode:
         self.router = Router(self)
         self._h: Handles | None = None
         self._applied: AppliedSeqs | None = None
-        self._catalog: SharedCatalog | None = None
+        self._catalog: LogCatalog | None = None
         self._publisher: Publisher | None = None
         self._membership: Membership | None = None
         self.forwarder = Forwarder(config.peer_token or None)
@@ -110,7 +110,8 @@ class ClusterNode:
         nc = await connect(self.config)
         self._h = h = await bootstrap(nc, self.config)
         self._applied = AppliedSeqs(Path(self.config.data_dir), self.shards)
-        self._catalog = SharedCatalog(h.catalog, self.engine, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        self._catalog = LogCatalog(h.js, self.engine, loop)
         await self._catalog.start()
         self._routed = RoutedEngine(self, self.engine, asyncio.get_running_loop())
         self._publisher = Publisher(h.js, self.shards, nc.max_payload)
@@ -148,7 +149,7 @@ class ClusterNode:
             self._saver.cancel()
             await asyncio.gather(self._saver, return_exceptions=True)
         if self._catalog is not None:
-            await _bounded(self._catalog.close(), 3.0, "the catalog mirror")
+            await _bounded(self._catalog.close(), 3.0, "the catalog applier")
         await _bounded(self.forwarder.close(), 3.0, "closing forwarding connections")
         if self._applied is not None:
             await self.after_commits()  # what the appliers recorded is in the WAL: save it
@@ -175,7 +176,7 @@ class ClusterNode:
     # -- shards -----------------------------------------------------------------------
 
     @property
-    def catalog(self) -> SharedCatalog:
+    def catalog(self) -> LogCatalog:
         if self._catalog is None:
             raise Unavailable(f"node {self.node_id} has not joined its cluster")
         return self._catalog

@@ -10,11 +10,11 @@
   has applied the tag's shard up to that stream sequence (read your writes).
 - Deletes go through the write log, like writes, so every replica applies them
   in the same order; tag settings changes and removals go through the shared
-  catalog (:mod:`.catalog_kv`), like creations and renames; everything
-  else is local to this node.
+  catalog's log (:mod:`.catalog_log`), like creations and renames;
+  everything else is local to this node.
 - A tag name this node's catalog does not know yet (created through another
-  node a moment ago, not mirrored here yet) is looked up in the shared
-  catalog before the request is refused as not found.
+  node a moment ago, not applied here yet) is looked up again once this node
+  applied the whole catalog log, before the request is refused as not found.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ class Router:
         if name not in SINGLE_TAG and name not in MANY_TAGS:
             return handler(ctx, req)
         keys = _tag_keys(name, req)
+        if not keys:  # nothing to route: the handler gives the empty answer (or the error)
+            return handler(ctx, req)
         min_seq = int_field(msg.get("min_seq", 0), "min_seq", 0)
         return self._read(ctx, op, handler, req, keys, bool(msg.get("fwd")), min_seq)
 

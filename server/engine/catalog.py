@@ -12,6 +12,7 @@ captures someone else's points.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -19,7 +20,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,33 @@ class Catalog:
             raise
         self._by_id = {r.id: r for r in rows}
         self._by_name = {t.name: t for t in self._by_id.values()}
+
+    # -- cluster mode: the catalog log's position, committed with each change ------------
+
+    def log_seq(self) -> int:
+        """The sequence of the last catalog-log frame applied (cluster mode; 0: none)."""
+        with self._lock:
+            self._db.execute(_LOG_SEQ_TABLE)
+            row = self._db.execute("SELECT seq FROM log_seq WHERE k = 0").fetchone()
+        return int(row[0]) if row else 0
+
+    @contextlib.contextmanager
+    def logged(self, seq: int) -> Iterator[bool]:
+        """One transaction for the changes made in the block and ``seq`` as the log's
+        position: yields whether ``seq`` is new (False: applied before, change nothing).
+        So a frame is applied exactly once (cluster mode has one writer: its applier)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(_LOG_SEQ_TABLE)
+            row = self._db.execute("SELECT seq FROM log_seq WHERE k = 0").fetchone()
+            fresh = seq > (int(row[0]) if row else 0)
+            yield fresh
+            if fresh:
+                self._db.execute("INSERT OR REPLACE INTO log_seq (k, seq) VALUES (0, ?)", (seq,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -316,6 +344,9 @@ class Catalog:
     def _put(self, info: TagInfo) -> None:
         self._by_id[info.id] = info
         self._by_name[info.name] = info
+
+
+_LOG_SEQ_TABLE = "CREATE TABLE IF NOT EXISTS log_seq (k INTEGER PRIMARY KEY, seq INTEGER)"
 
 
 def _clash(name: str, tag_id: int) -> InvalidInput:
