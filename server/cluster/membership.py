@@ -71,6 +71,11 @@ class Membership:
         )
         self.alive = True
         seen = await asyncio.wait_for(self.read(), self.heartbeat)
+        if self.node_id not in seen:
+            # Just put, so not a view of the cluster (nats-py's keys() may answer "no
+            # keys" before its watcher delivered any): keep the last one.
+            log.info("a member read without this node's own entry (%d): ignored", len(seen))
+            return
         if set(seen) != set(self.members):
             log.info("members: %s", sorted(seen))
             self.members = seen
