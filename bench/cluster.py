@@ -8,14 +8,19 @@ Phases, each on fresh processes, all on 127.0.0.1:
    same 3-server NATS cluster the xtsdb nodes use), frames as large as the
    write batches: the ceiling of the cluster's ingest on this machine.
 2. ``single``: one ``xtsdb-server``, the same writes and queries.
-3. ``cluster``: 3 ``xtsdb-server --cluster`` nodes; writes spread over the nodes
-   (one client each), ``cluster_status`` polled during the load for the
-   largest replica lag, then the time until every replica has applied all.
+3. ``cluster``: 3 ``xtsdb-server --cluster`` nodes (64 shards, replication 2,
+   tests/cluster_nodes.py) on a 3-server NATS cluster: the same writes through
+   one node (one client), then as many again through all 3 (one client each);
+   during each, ``cluster_status`` is polled for the largest replica lag, and
+   after it the time until every replica has applied all is measured; then the
+   same queries through one node (its own shards and forwarded ones).
 
 For every phase, the CPU seconds of each process (``/proc/PID/stat``: utime +
-stime of every nats-server and xtsdb node, and of this process, the clients),
-so the table shows CPU per million points by role. Results are appended to
-``bench/results/cluster.txt`` with the load average seen.
+stime of every nats-server and xtsdb node with its workers, and of this
+process, the clients), so the table shows CPU per million points by role; a
+cluster ingest's CPU runs until every replica has applied (a single node's
+ends with its last WAL commit too), and its notes give each process's share.
+Results are appended to ``bench/results/cluster.txt`` with the load average.
 
     .venv/bin/python -m bench.cluster --quick        # smoke: 200 K points
     .venv/bin/python -m bench.cluster                # 2 M points, 20 tags
@@ -40,6 +45,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # `bench` and the NATS harness of the tests
+from cluster_nodes import ClusterNodes  # noqa: E402
 from nats_harness import NatsCluster  # noqa: E402
 
 from xtsdb.client import Client  # noqa: E402
@@ -96,13 +102,28 @@ def measured(phase: Phase, procs: dict[str, list[int]]) -> Iterator[None]:
     phase.cpu["clients (this process)"] = time.process_time() - own
 
 
-def batches(tags: int, points: int, batch: int) -> list[tuple[int, Any, Any, None]]:
-    """``points`` per tag (1 s apart), in write items of ``batch`` points, tags interleaved."""
+Items = list[tuple[int, Any, Any, None]]
+
+
+def batches(tags: list[int], points: int, batch: int, start: int = 0) -> Items:
+    """``points`` per tag (1 s apart, from ``start`` s after 1.7e9 s), in write items of
+    ``batch`` points, tags interleaved."""
     items = []
-    for lo in range(0, points, batch):
-        ts = (np.arange(lo, min(points, lo + batch), dtype=np.int64) + 1_700_000_000) * 1_000_000
-        items += [(tag, ts, np.sin(ts / 1e9) + tag, None) for tag in range(1, tags + 1)]
+    for lo in range(start, start + points, batch):
+        s = np.arange(lo, min(start + points, lo + batch), dtype=np.int64) + 1_700_000_000
+        ts = s * 1_000_000
+        items += [(tag, ts, np.sin(ts / 1e9) + tag, None) for tag in tags]
     return items
+
+
+def create_tags(url: str, count: int) -> list[int]:
+    """Tags ``b0..`` made by a first write each (a cluster's catalog is shared); their ids."""
+    ids = []
+    with Client(url, timeout=60) as c:
+        for k in range(count):
+            c.write(f"b{k}", [0], [0.0])  # at 1970: outside every range the phases query
+            ids.append(c.tag(f"b{k}").id)
+    return ids
 
 
 def ingest(urls: list[str], items: list[tuple[int, Any, Any, None]]) -> int:
@@ -122,13 +143,13 @@ def ingest(urls: list[str], items: list[tuple[int, Any, Any, None]]) -> int:
     return sum(done)
 
 
-def query_all(url: str, tags: int, reps: int) -> int:
-    """Every tag's whole range, ``reps`` times; points received."""
-    got = 0
+def query_all(url: str, tags: list[int], reps: int, points: int) -> int:
+    """The first ``points`` of every tag's writes, ``reps`` times; points received."""
+    got, end = 0, (1_700_000_000 + points) * 1_000_000
     with Client(url, timeout=120) as c:
         for _ in range(reps):
-            for tag in range(1, tags + 1):
-                got += len(c.query(tag, 0, 1 << 62))
+            for tag in tags:
+                got += len(c.query(tag, 1, end))
     return got
 
 
@@ -160,33 +181,33 @@ async def publish_rate(
 
 def start_node(work: Path, name: str, *extra: str) -> ServerProcess:
     args = flags(port=0, http_port=0, data_dir=work / name, **SIZES)
-    srv = ServerProcess([*args, *extra], workdir=work, name=name)
+    srv = ServerProcess([*args, "--auto-create-tags", *extra], workdir=work, name=name)
     srv.wait_ready(120)
     return srv
 
 
-def max_lag(status: dict[str, Any]) -> int:
-    lags = [
+def lags(status: dict[str, Any]) -> list[int]:
+    """Every replica's lag in frames as ``status`` reports it (-1: not known yet)."""
+    return [
         int(entry.get("lag", 0))
         for shards in (status.get("replicas") or {}).values()
         for entry in shards.values()
         if isinstance(entry, dict)
     ]
-    return max(lags, default=0)
 
 
 def poll_lag(url: str, stop: threading.Event, seen: list[int]) -> None:
     """The largest replica lag every 0.2 s until ``stop``."""
     with Client(url, timeout=30) as c:
         while not stop.wait(0.2):
-            seen.append(max_lag(c.cluster_status()))
+            seen.append(max(lags(c.cluster_status()), default=0))
 
 
 def wait_caught_up(url: str, timeout: float) -> float:
     """Seconds until every replica has applied the whole log (lag 0 everywhere)."""
     t0 = time.perf_counter()
     with Client(url, timeout=30) as c:
-        while max_lag(c.cluster_status()) > 0:
+        while any(lag != 0 for lag in lags(c.cluster_status())):
             if time.perf_counter() - t0 > timeout:
                 return float("inf")
             time.sleep(0.1)
@@ -212,47 +233,74 @@ def phase_nats(work: Path, args: argparse.Namespace) -> list[Phase]:
     return phases
 
 
-def phase_single(work: Path, args: argparse.Namespace, items: list[Any]) -> list[Phase]:
+def phase_single(work: Path, args: argparse.Namespace) -> list[Phase]:
     write, read = Phase("single node: ingest"), Phase("single node: query")
     srv = start_node(work, "single")
     try:
+        tags = create_tags(srv.url, args.tags)
         roles = {"xtsdb node": [srv.pid]}
         with measured(write, roles):
-            write.points = ingest([srv.url], items)
+            write.points = ingest([srv.url], batches(tags, args.points, args.batch))
         with measured(read, roles):
-            read.points = query_all(srv.url, args.tags, args.reps)
+            read.points = query_all(srv.url, tags, args.reps, args.points)
     finally:
         srv.close()
     return [write, read]
 
 
-def phase_cluster(work: Path, args: argparse.Namespace, items: list[Any]) -> list[Phase]:
-    write, read = Phase("cluster: ingest (3 clients, one per node)"), Phase("cluster: query")
-    nats = NatsCluster(work / "nats")
-    nodes: list[ServerProcess] = []
+def cluster_ingest(
+    phase: Phase, nodes: ClusterNodes, urls: list[str], items: Items, roles: dict[str, list[int]]
+) -> None:
+    """Write ``items`` through ``urls``, sampling the largest replica lag meanwhile, until
+    every replica has applied everything: the rate is of the acknowledgements, the
+    CPU is until caught up (a single node's ingest CPU too ends with its last WAL
+    commit), with each process's share in a note."""
+    stop, seen = threading.Event(), [0]
+    poller = threading.Thread(target=poll_lag, args=(nodes.urls[0], stop, seen))
+    each = {f"{role.split()[0]} {k}": pid for role, ps in roles.items() for k, pid in enumerate(ps)}
+    before = {name: cpu_seconds(pid) for name, pid in each.items()}
+    poller.start()
     try:
-        for i in range(3):
-            extra = ["--cluster", nats.url_arg, "--node-id", f"x{i}", "--replication", "2"]
-            nodes.append(start_node(work, f"x{i}", *extra))
-        urls = [n.url for n in nodes]
-        roles = {"nats-server x3": nats.pids(), "xtsdb node x3": [n.pid for n in nodes]}
-        stop, lags = threading.Event(), [0]
-        poller = threading.Thread(target=poll_lag, args=(urls[0], stop, lags))
-        poller.start()
-        with measured(write, roles):
-            write.points = ingest(urls, items)
+        with measured(phase, roles):
+            t0 = time.perf_counter()
+            phase.points = ingest(urls, items)
+            acked = time.perf_counter() - t0
+            stop.set()
+            poller.join()
+            caught_up = wait_caught_up(nodes.urls[0], 300)
+    finally:
         stop.set()
         poller.join()
-        caught_up = wait_caught_up(urls[0], 300)
-        write.notes.append(f"largest replica lag during the load: {max(lags):,} frames")
-        write.notes.append(f"every replica caught up {caught_up:.2f} s after the last ack")
+    phase.seconds = acked
+    per_m = phase.points / 1e6
+    shares = ", ".join(f"{n} {(cpu_seconds(p) - before[n]) / per_m:.2f}" for n, p in each.items())
+    phase.notes.append(f"largest lag cluster_status reported during the load: {max(seen):,} frames")
+    phase.notes.append(f"every replica caught up {caught_up:.2f} s after the last ack")
+    phase.notes.append(f"CPU s per M points by process, until caught up: {shares}")
+
+
+def phase_cluster(work: Path, args: argparse.Namespace) -> list[Phase]:
+    one = Phase("cluster: ingest via 1 node (1 client)")
+    three = Phase("cluster: ingest via 3 nodes (3 clients)")
+    read = Phase("cluster: query via 1 node")
+    nats = NatsCluster(work / "nats")
+    nodes: ClusterNodes | None = None
+    try:
+        settings = {**SIZES, "http_port": 0}
+        nodes = ClusterNodes(work / "xtsdb", nats, shards=64, heartbeat=1.0, settings=settings)
+        nodes.wait_settled(timeout=60)
+        tags = create_tags(nodes.urls[0], args.tags)
+        roles = {"nats-server x3": nats.pids(), "xtsdb node x3": [nodes.pid(i) for i in range(3)]}
+        cluster_ingest(one, nodes, nodes.urls[:1], batches(tags, args.points, args.batch), roles)
+        later = batches(tags, args.points, args.batch, start=args.points)
+        cluster_ingest(three, nodes, nodes.urls, later, roles)
         with measured(read, roles):  # from one node: its own shards and forwarded ones
-            read.points = query_all(urls[0], args.tags, args.reps)
+            read.points = query_all(nodes.urls[0], tags, args.reps, args.points)
     finally:
-        for n in nodes:
-            n.close()
+        if nodes is not None:
+            nodes.close()
         nats.close()
-    return [write, read]
+    return [one, three, read]
 
 
 def report(phases: list[Phase], header: str) -> list[str]:
@@ -283,11 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.tags, args.points, args.reps = 10, 20_000, 1
-    items = batches(args.tags, args.points, args.batch)
     run: dict[str, Callable[[Path], list[Phase]]] = {
         "nats": lambda w: phase_nats(w, args),
-        "single": lambda w: phase_single(w, args, items),
-        "cluster": lambda w: phase_cluster(w, args, items),
+        "single": lambda w: phase_single(w, args),
+        "cluster": lambda w: phase_cluster(w, args),
     }
     phases: list[Phase] = []
     load = [os.getloadavg()]
