@@ -20,8 +20,8 @@ the test harnesses (tests/nats_harness.py, tests/cluster_nodes.py). Each round:
    restarted node is checked as in 3.
 
 At the end every node is stopped cleanly and the replicas of each shard are
-compared bit for bit (``ClusterNodes.compare_replicas``). A table is printed;
-mismatches must be 0.
+compared bit for bit (``ClusterNodes.compare_replicas``). A table is printed
+and appended to ``bench/results/cluster.txt``; mismatches must be 0.
 
     .venv/bin/python -m bench.cluster_torture               # 120 s
     .venv/bin/python -m bench.cluster_torture --seconds 30
@@ -46,6 +46,7 @@ from nats_harness import NatsCluster  # noqa: E402
 
 FAULTS = ("node", "nats", "both")
 ROUND_K = 1_000_000  # each round's writers start past every earlier round's timestamps
+RESULTS = ROOT / "bench" / "results" / "cluster.txt"
 
 
 @dataclass
@@ -138,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tags", type=int, default=8)
     ap.add_argument("--batch", type=int, default=20, help="points per write")
     ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--no-save", action="store_true", help=f"do not append to {RESULTS}")
     args = ap.parse_args(argv)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = [os.getloadavg()[0]]
     rows: list[Round] = []
     with tempfile.TemporaryDirectory(prefix="xtsdb-cluster-torture-") as tmp:
@@ -173,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         f"load average (1 min) {load[0]:.2f} -> {load[1]:.2f}; {os.cpu_count()} CPUs",
     ]
     print("\n".join(lines))
+    if not args.no_save:
+        with RESULTS.open("a") as f:
+            head = f"bench.cluster_torture, {started}, --seconds {args.seconds:.0f}:"
+            f.write("\n".join([head, "", *lines]) + "\n\n")
     return 1 if total else 0
 
 
