@@ -32,7 +32,7 @@ from nats_harness import NatsCluster, nats_cluster_fixture  # noqa: F401
 from xtsdb.protocol.errors import XtsdbError
 from xtsdb.server.engine import Engine, EngineConfig
 
-TAGS = 8  # about one per shard (8 shards; ids are allocated in order)
+TAGS = 8  # over most of the 8 shards (ids follow the catalog log's sequence)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -106,7 +106,7 @@ def multi_tag_reads(nodes: ClusterNodes, i: int, ledger: Ledger, tags: list[int]
 def test_writes_through_each_node_readable_from_every_node(cluster_nodes: ClusterNodes) -> None:
     nodes, ledger = cluster_nodes, Ledger()
     tags = named_tags(nodes, ledger)
-    assert len({t % nodes.shards for t in tags}) > nodes.shards // 2, tags  # spread over shards
+    assert len({t % nodes.shards for t in tags}) >= 3, tags  # spread over shards and owners
     writers = Writers(nodes.urls, tags, batch=50, max_writes=40, seconds=30, ledger=ledger)
     assert writers.start().join().failed == 0, ledger.errors
     assert ledger.ok == 3 * 40 + 3 * len(tags)
