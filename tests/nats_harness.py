@@ -141,8 +141,17 @@ class NatsCluster:
             self.wait_ready()
 
     def stop(self, i: int) -> None:
-        """SIGSTOP server ``i``: it keeps its sockets but answers nothing."""
+        """SIGSTOP server ``i``: it keeps its sockets but answers nothing. Returns once the
+        kernel shows it stopped: a signal is delivered, not obeyed, when kill() returns,
+        and a loaded machine was seen answering a request in between."""
         self._signal(i, signal.SIGSTOP)
+        stat = Path(f"/proc/{self.pid(i)}/stat")
+        deadline = time.monotonic() + 10
+        # The state is the field after the parenthesised command name.
+        while stat.read_text().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server {i} did not stop within 10 s of SIGSTOP")
+            time.sleep(0.01)
 
     def cont(self, i: int) -> None:
         self._signal(i, signal.SIGCONT)
