@@ -346,8 +346,8 @@ def compare(w: World, rng: random.Random, where: str) -> None:
         deadline = time.monotonic() + 10
         for op, want in zip(asked, expected, strict=True):
             got = outcome(read, w, node, op)
-            # The tag listing follows the shared catalog through a watcher (docs/cluster.md:
-            # "the other nodes follow"): give it time. Data reads carry min_seq instead.
+            # The tag listing: other nodes apply catalog changes "a moment later" (docs/
+            # cluster.md, Limits, tag settings), so give it time. Data reads carry min_seq.
             while op[0] == "tags" and got != want and time.monotonic() < deadline:
                 time.sleep(0.1)
                 got = outcome(read, w, node, op)
