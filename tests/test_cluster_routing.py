@@ -75,7 +75,9 @@ def nodes(
             srv.stop()
 
 
-def wait_placed(nodes: list[ServerThread], replication: int = 2, timeout: float = 30.0) -> None:
+def wait_placed(
+    nodes: list[ServerThread], replication: int = 2, timeout: float = 30.0, token: str | None = None
+) -> None:
     """Until every node sees every member and owners, and has caught up on its own shards
     (each asked itself: another node's view of it is a heartbeat old)."""
     deadline = time.monotonic() + timeout
@@ -83,7 +85,7 @@ def wait_placed(nodes: list[ServerThread], replication: int = 2, timeout: float 
     while True:
         settled = True
         for srv in nodes:
-            with Client(srv.url) as c:
+            with Client(srv.url, token=token) as c:
                 st = c.cluster_status()
             me = srv.config.node_id
             mine = [s for s, owners in st["owners"].items() if me in owners]

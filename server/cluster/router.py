@@ -29,7 +29,14 @@ import numpy as np
 
 from xtsdb.protocol.analytics import AggregateAnswer
 from xtsdb.protocol.declare import Message, Op
-from xtsdb.protocol.errors import InvalidInput, NotFound, Unavailable, XtsdbError
+from xtsdb.protocol.errors import (
+    AuthenticationFailed,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+    XtsdbError,
+)
 from xtsdb.protocol.messages import int_field
 from xtsdb.protocol.ops import Latest
 from xtsdb.protocol.tags import Deleted, TagAnswer
@@ -211,6 +218,11 @@ class Router:
                 return await self.node.forwarder.ask(address, op, req, min_seq)
             except (NotFound, InvalidInput):
                 raise  # the peer's verdict on the request itself
+            except (AuthenticationFailed, PermissionDenied) as exc:
+                error = Unavailable(
+                    f"node {target} refused this node's forwarded read ({exc}): give every "
+                    "node a --peer-token the others accept (docs/cluster.md)"
+                )
             except (Unavailable, ConnectionError, TimeoutError, OSError) as exc:
                 error = Unavailable(f"node {target} could not answer: {exc}")
         raise error or Unavailable(f"no node could answer for shards {sorted(shards)}")
