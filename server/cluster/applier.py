@@ -31,6 +31,7 @@ from xtsdb.protocol.errors import Unavailable
 from xtsdb.server.cluster import logframes
 from xtsdb.server.cluster.applied import AppliedSeqs
 from xtsdb.server.cluster.bootstrap import STREAM, subject
+from xtsdb.server.cluster.resume import keep_running
 from xtsdb.server.engine.wal_records import WriteBatch
 
 log = logging.getLogger("xtsdb.cluster")
@@ -98,15 +99,12 @@ class ShardApplier:
                 await asyncio.wait_for(self._progress.wait(), left)
 
     async def _loop(self) -> None:
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("shard %d: applying stopped (%r); resuming", self.shard, exc)
-                self.lag = -1
-                await asyncio.sleep(RESUBSCRIBE_WAIT)
+        await keep_running(
+            self._consume, f"shard {self.shard}", RESUBSCRIBE_WAIT, self._lag_unknown
+        )
+
+    def _lag_unknown(self) -> None:
+        self.lag = -1
 
     async def _consume(self) -> None:
         start = self.seq + 1

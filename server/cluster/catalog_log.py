@@ -40,6 +40,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy, PubAck
 from xtsdb.protocol.errors import InternalError, InvalidInput, NotFound, Unavailable
 from xtsdb.server.cluster.bootstrap import CATALOG_STREAM as STREAM
 from xtsdb.server.cluster.bootstrap import CATALOG_SUBJECT as SUBJECT
+from xtsdb.server.cluster.resume import keep_running
 from xtsdb.server.engine import Engine
 from xtsdb.server.engine.catalog import TagInfo, check_meta, check_name
 
@@ -230,14 +231,7 @@ class LogCatalog:
             pass  # committed as applied, changing nothing
 
     async def _apply_loop(self) -> None:
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("catalog: applying stopped (%r); resuming", exc)
-                await asyncio.sleep(0.5)
+        await keep_running(self._consume, "catalog", 0.5)
 
     async def _consume(self) -> None:
         cfg = ConsumerConfig(

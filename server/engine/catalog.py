@@ -13,64 +13,39 @@ captures someone else's points.
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
-import re
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from xtsdb.protocol.errors import CorruptionError, InvalidInput, NotFound
 
+from .catalog_rows import (
+    COLUMNS,
+    DUPLICATE_POLICIES,
+    VALUE_TYPES,
+    TagInfo,
+    check_meta,
+    check_name,
+    damaged,
+    open_checked,
+    row_crc,
+    row_values,
+)
 from .name_index import NameIndex
 
-DUPLICATE_POLICIES = ("last", "first", "reject")
-VALUE_TYPES = ("float64", "int64", "bool", "enum")
-log = logging.getLogger("xtsdb.engine")
-
-_MAX_NAME = 256
-_BAD_NAME = re.compile(r"[\x00-\x1f\x7f]")
-
-# ``crc``: CRC32 of the row's other columns (see _row_crc). SQLite checks its pages'
-# structure but not the bytes of a value, so without it one flipped byte in a name
-# would silently rename a tag.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tags (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    unit TEXT NOT NULL DEFAULT '',
-    description TEXT NOT NULL DEFAULT '',
-    value_type TEXT NOT NULL DEFAULT 'float64',
-    duplicates TEXT NOT NULL DEFAULT 'last',
-    retention_us INTEGER NOT NULL DEFAULT 0,
-    created_us INTEGER NOT NULL,
-    crc INTEGER NOT NULL
-);
-"""
-_COLUMNS = "id, name, unit, description, value_type, duplicates, retention_us, created_us"
-
-_FIELDS = ("unit", "description", "value_type", "duplicates", "retention_us")
-
-
-@dataclass(frozen=True)
-class TagInfo:
-    id: int
-    name: str
-    unit: str = ""
-    description: str = ""
-    value_type: str = "float64"
-    duplicates: str = "last"  # which of two writes of one timestamp is kept
-    retention_us: int = 0  # 0: the database's retention applies
-    created_us: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
+__all__ = [
+    "DUPLICATE_POLICIES",
+    "VALUE_TYPES",
+    "Catalog",
+    "IdAllocator",
+    "TagInfo",
+    "check_meta",
+    "check_name",
+    "damaged",
+]
 
 IdAllocator = Callable[
     [Sequence[tuple[str, dict[str, Any]]]], list["tuple[int, dict[str, Any], bool] | InvalidInput"]
@@ -93,7 +68,7 @@ class Catalog:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
-            rows = _open_checked(self._db, path)
+            rows = open_checked(self._db, path)
         except BaseException:
             self._db.close()
             raise
@@ -173,8 +148,8 @@ class Catalog:
     # -- writes ------------------------------------------------------------
 
     def create(self, name: str, **meta: Any) -> TagInfo:
-        _check_name(name)
-        fields = _check_meta(meta)
+        check_name(name)
+        fields = check_meta(meta)
         if self.allocator is not None:
             return self._create_shared(name, fields)
         with self._lock:
@@ -185,13 +160,7 @@ class Catalog:
             tag_id = max(max(self._by_id, default=-1), self._max_used_id()) + 1
             if tag_id > 0xFFFFFFFF:
                 raise InvalidInput("no tag ids left")
-            info = TagInfo(tag_id, name, created_us=time.time_ns() // 1000, **fields)
-            self._db.execute(
-                f"INSERT INTO tags ({_COLUMNS}, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*_values(info), _row_crc(info)),
-            )
-            self._put(info)
-            return info
+            return self._insert(TagInfo(tag_id, name, created_us=time.time_ns() // 1000, **fields))
 
     def create_many(
         self, items: Sequence[tuple[str, dict[str, Any]]]
@@ -207,8 +176,8 @@ class Catalog:
         checked: list[dict[str, Any] | InvalidInput] = []
         for name, meta in items:
             try:
-                _check_name(name)
-                checked.append(_check_meta(meta))
+                check_name(name)
+                checked.append(check_meta(meta))
             except InvalidInput as exc:
                 checked.append(exc)
         shared = self._allocate_shared(items, checked)
@@ -235,11 +204,11 @@ class Catalog:
                     info = new[name] = TagInfo(tag_id, name, created_us=now, **fields)
                 out.append(info)
             if new:
-                rows = [(*_values(i), _row_crc(i)) for i in new.values()]
+                rows = [(*row_values(i), row_crc(i)) for i in new.values()]
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     self._db.executemany(
-                        f"INSERT INTO tags ({_COLUMNS}, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        f"INSERT INTO tags ({COLUMNS}, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         rows,
                     )
                     self._db.execute("COMMIT")
@@ -253,21 +222,15 @@ class Catalog:
     def adopt(self, name: str, tag_id: int, meta: dict[str, Any]) -> TagInfo:
         """Mirror an entry of the shared catalog (cluster mode): the tag ``name`` with id
         ``tag_id``, inserted unless it is here already; a name or id held otherwise is refused."""
-        _check_name(name)
-        fields = _check_meta(meta)
+        check_name(name)
+        fields = check_meta(meta)
         with self._lock:
             old = self._by_name.get(name)
             if old is not None and old.id == tag_id:
                 return old
             if old is not None or tag_id in self._by_id:
                 raise _clash(name, tag_id)
-            info = TagInfo(tag_id, name, created_us=time.time_ns() // 1000, **fields)
-            self._db.execute(
-                f"INSERT INTO tags ({_COLUMNS}, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*_values(info), _row_crc(info)),
-            )
-            self._put(info)
-            return info
+            return self._insert(TagInfo(tag_id, name, created_us=time.time_ns() // 1000, **fields))
 
     def _create_shared(self, name: str, fields: dict[str, Any]) -> TagInfo:
         if name in self._by_name:
@@ -300,7 +263,7 @@ class Catalog:
         return dict(zip(wanted, answers, strict=True))
 
     def update(self, key: int | str, **meta: Any) -> TagInfo:
-        fields = _check_meta(meta)
+        fields = check_meta(meta)
         with self._lock:
             old = self._require(key)
             new = TagInfo(**{**old.as_dict(), **fields})
@@ -308,20 +271,20 @@ class Catalog:
             if sets:
                 self._db.execute(
                     f"UPDATE tags SET {sets}, crc = ? WHERE id = ?",
-                    (*fields.values(), _row_crc(new), old.id),
+                    (*fields.values(), row_crc(new), old.id),
                 )
             self._put(new)
             return new
 
     def rename(self, key: int | str, new_name: str) -> TagInfo:
-        _check_name(new_name)
+        check_name(new_name)
         with self._lock:
             old = self._require(key)
             if new_name in self._by_name and self._by_name[new_name].id != old.id:
                 raise InvalidInput(f"a tag named {new_name!r} exists already")
             new = TagInfo(**{**old.as_dict(), "name": new_name})
             self._db.execute(
-                "UPDATE tags SET name = ?, crc = ? WHERE id = ?", (new_name, _row_crc(new), old.id)
+                "UPDATE tags SET name = ?, crc = ? WHERE id = ?", (new_name, row_crc(new), old.id)
             )
             del self._by_name[old.name]
             self._put(new)
@@ -334,6 +297,15 @@ class Catalog:
             del self._by_id[old.id]
             del self._by_name[old.name]
             return old
+
+    def _insert(self, info: TagInfo) -> TagInfo:
+        """``info`` into SQLite, then into memory (the caller holds the lock)."""
+        self._db.execute(
+            f"INSERT INTO tags ({COLUMNS}, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*row_values(info), row_crc(info)),
+        )
+        self._put(info)
+        return info
 
     def _require(self, key: int | str) -> TagInfo:
         info = self.get(key)
@@ -354,112 +326,3 @@ def _clash(name: str, tag_id: int) -> InvalidInput:
         f"the shared catalog gives {name!r} id {tag_id}, which this node's catalog holds "
         "otherwise: this data directory did not start empty in this cluster (docs/cluster.md)"
     )
-
-
-def damaged(path: Path, detail: str) -> str:
-    """The message for a damaged catalog: which file, what, and the way out."""
-    return (
-        f"tag catalog {path} is damaged ({detail}). It holds the tag names and settings, "
-        "which no scan can rebuild: restore catalog.sqlite3 from a backup, and run "
-        "`xtsdb-server check --data-dir DIR` to see whether anything else is damaged"
-    )
-
-
-def _values(info: TagInfo) -> tuple[Any, ...]:
-    return (
-        info.id,
-        info.name,
-        info.unit,
-        info.description,
-        info.value_type,
-        info.duplicates,
-        info.retention_us,
-        info.created_us,
-    )
-
-
-def _row_crc(info: TagInfo) -> int:
-    # Every column, in a form with one spelling per row (JSON of a list, UTF-8).
-    return zlib.crc32(json.dumps(_values(info), ensure_ascii=False).encode())
-
-
-def _open_checked(db: sqlite3.Connection, path: Path) -> list[TagInfo]:
-    """Check the file and every row (migrating rows that have no CRC yet); the rows."""
-    try:
-        result = db.execute("PRAGMA integrity_check").fetchall()
-        if result != [("ok",)]:
-            raise CorruptionError(damaged(path, "; ".join(str(r[0]) for r in result[:3])))
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
-        columns = [r[1] for r in db.execute("PRAGMA table_info(tags)")]
-        if "crc" not in columns:
-            _migrate(db, path)
-        rows = db.execute(f"SELECT {_COLUMNS}, crc FROM tags ORDER BY id").fetchall()
-    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # damaged schema text
-        raise CorruptionError(damaged(path, str(exc))) from exc
-    infos, bad = [], []
-    for *values, crc in rows:
-        try:
-            info = TagInfo(*values)
-            ok = _row_crc(info) == crc
-        except (TypeError, ValueError):  # a value of the wrong type: damage too
-            ok = False
-        if not ok:
-            bad.append(str(values[0]))
-            continue
-        infos.append(info)
-    if bad:
-        shown = ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else "")
-        raise CorruptionError(damaged(path, f"tag {shown} fails its row check"))
-    return infos
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """A catalog written before rows had a CRC: compute them once, in one transaction."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        db.execute("ALTER TABLE tags ADD COLUMN crc INTEGER NOT NULL DEFAULT 0")
-        rows = db.execute(f"SELECT {_COLUMNS} FROM tags").fetchall()
-        db.executemany(
-            "UPDATE tags SET crc = ? WHERE id = ?", [(_row_crc(TagInfo(*r)), r[0]) for r in rows]
-        )
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    log.warning(
-        "tag catalog %s: added a CRC to each of its %d rows (one-time upgrade)", path, len(rows)
-    )
-
-
-def _check_name(name: Any) -> None:
-    if not isinstance(name, str) or not name or len(name) > _MAX_NAME:
-        raise InvalidInput(f"a tag name is a non-empty string of at most {_MAX_NAME} characters")
-    if _BAD_NAME.search(name):
-        raise InvalidInput("a tag name may not contain control characters")
-
-
-def _check_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(meta) - set(_FIELDS)
-    if unknown:
-        raise InvalidInput(f"unknown tag fields: {sorted(unknown)}; known: {list(_FIELDS)}")
-    for key in ("unit", "description"):
-        if key in meta and (not isinstance(meta[key], str) or len(meta[key]) > 4096):
-            raise InvalidInput(f"{key} must be a string of at most 4096 characters")
-    if "value_type" in meta and meta["value_type"] not in VALUE_TYPES:
-        raise InvalidInput(f"value_type must be one of {VALUE_TYPES}")
-    if "duplicates" in meta and meta["duplicates"] not in DUPLICATE_POLICIES:
-        raise InvalidInput(f"duplicates must be one of {DUPLICATE_POLICIES}")
-    r = meta.get("retention_us", 0)
-    if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-        raise InvalidInput("retention_us must be an integer >= 0")
-    return dict(meta)
-
-
-check_meta = _check_meta
-"""A tag's settings checked (unknown fields, types, ranges) as every catalog change checks
-them; the shared catalog of cluster mode checks an update before publishing it."""
-
-check_name = _check_name
-"""A tag name checked as the catalog checks it (cluster mode: before a rename is published)."""
