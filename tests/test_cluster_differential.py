@@ -4,9 +4,9 @@ A 3-node cluster (in-process, on a real 3-server NATS cluster) and one node get
 the same seeded random history: writes (rewrites, NaN and infinities,
 qualities, |ts| up to 2**60 - 1), pipelined ``write_many`` (a tag id per point
 too; several frames), deletes, ``delete_tag``, ``update_tag``, tags created
-with ``duplicates='first'`` and line protocol over HTTP. Each operation goes to
-the one node, then to a random cluster node: same answer or same error class.
-After each batch, every read (query with limit/descending/good_only, last and
+with ``duplicates='first'``, renames, removals, line protocol and Prometheus
+remote write over HTTP. Each operation goes to the one node, then to a random
+cluster node: same answer or same error class. After each batch, every read (query with limit/descending/good_only, last and
 aggregate over every tag, interpolate, plot, InfluxQL, Prometheus remote read)
 through every cluster node, with ``min_seq``, is bit for bit the one node's.
 Tags are compared by name (cluster ids start at 2**31). Bad input gets the
@@ -36,6 +36,7 @@ from conftest import RawConn, require_program
 from nats_harness import NatsCluster
 from test_cluster_routing import node_config, wait_placed
 from test_prom_read import READ as PROM_HEADERS
+from test_prom_read import WRITE as PROM_WRITE
 
 from xtsdb.client import Client
 from xtsdb.protocol import encode_frame, request
@@ -57,7 +58,7 @@ WIDE = range(0, 2_100_000, 3)  # where a large write's are: a tag of more than a
 AGGREGATES = ["count", "min", "max", "sum", "avg", "first", "last", "twa_step", "twa_linear"]
 PRECISION = {"ns": 1000, "us": 1, "ms": 1 / 1000, "s": 1 / 1_000_000}
 KINDS = {"write": 10, "many": 3, "ids": 2, "delete": 3, "delete_tag": 1, "unit": 1}
-KINDS |= {"dups": 1, "lp": 3, "read": 4, "flush": 1, "rename_tag": 1, "remove_tag": 1}
+KINDS |= {"dups": 1, "lp": 3, "prom": 2, "read": 4, "flush": 1, "rename_tag": 1, "remove_tag": 1}
 INFLUXQL = [
     "SELECT v, n FROM lp WHERE time >= 0 AND time < 3s GROUP BY host",
     "SELECT mean(v), max(n), count(v), first(v), last(n) FROM lp WHERE time >= 0 AND time < 3s "
@@ -74,6 +75,7 @@ PROM_READ = pr.encode_read_request(
     [
         pr.PromQuery(0, 3000, (pr.Matcher(pm.EQ, "__name__", "lp_v"),)),
         pr.PromQuery(500, 1500, (pr.Matcher(pm.RE, "__name__", "lp_.*"),)),
+        pr.PromQuery(0, 3000, (pr.Matcher(pm.EQ, "__name__", "pw"),)),
     ]
 )
 
@@ -175,6 +177,11 @@ def do(w: World, srv: ServerThread, op: tuple[Any, ...]) -> Any:
         return http(srv, f"/write?precision={name}", a[0].encode())
     if kind in ("rename_tag", "remove_tag"):
         return info(getattr(c, kind)(name, *a))
+    if kind == "prom":  # Prometheus remote write: series pw{job=name}, times in ms
+        series = pr.SeriesSamples(
+            [("__name__", "pw"), ("job", name)], np.array(a[0]), np.array(a[1])
+        )
+        return http(srv, "/api/v1/write", pr.encode_write_request([series]), **PROM_WRITE)
     return getattr(c, kind)(name, *a)  # delete, delete_tag
 
 
@@ -280,6 +287,9 @@ def random_op(w: World, rng: random.Random) -> tuple[Any, ...]:
         if rng.random() < 0.15:  # a bad line: the others are written (a partial write)
             lines.insert(rng.randrange(len(lines)), "lp,host=h0 v=notanumber 1")
         return (kind, prec, "\n".join(lines))
+    if kind == "prom":
+        ts = sorted(rng.sample(range(2100), rng.randint(1, 30)))
+        return (kind, f"j{rng.randrange(3)}", ts, [rng.gauss(0, 5) for _ in ts])
     return ("flush", rng.choice([w.ref, *w.nodes]))
 
 
