@@ -6,11 +6,12 @@ qualities, |ts| up to 2**60 - 1), pipelined ``write_many`` (a tag id per point
 too; several frames), deletes, ``delete_tag``, ``update_tag``, tags created
 with ``duplicates='first'``, renames, removals, line protocol and Prometheus
 remote write over HTTP. Each operation goes to the one node, then to a random
-cluster node: same answer or same error class. After each batch, every read (query with limit/descending/good_only, last and
-aggregate over every tag, interpolate, plot, InfluxQL, Prometheus remote read)
-through every cluster node, with ``min_seq``, is bit for bit the one node's.
-Tags are compared by name (cluster ids start at 2**31). Bad input gets the
-same error class everywhere and changes nothing.
+cluster node: same answer or same error class. After each batch, every read
+(query with limit/descending/good_only, last and aggregate over every tag,
+interpolate, plot, InfluxQL, Prometheus remote read) through every cluster
+node, with ``min_seq``, is bit for bit the one node's. Tags are compared by
+name (cluster ids start at 2**31). Bad input gets the same error class
+everywhere and changes nothing.
 
 Left out, as documented limits (docs/cluster.md, Limits): ``duplicates='reject'``
 and changes of ``duplicates`` (refused in cluster mode, checked), the console's
