@@ -85,16 +85,20 @@ class ReadPath:
                 t for t, f in zip(wanted, found, strict=True) if f is None and t in state.tags
             ]
         errors: dict[int, XtsdbError] = {}
+        computed: dict[int, LastValue] = {}
         for t in dict.fromkeys(missing):
             try:
-                self._fill_last(t)
+                value = self._fill_last(t)
             except EngineClosed:
                 raise
             except StorageError as exc:  # a damaged block: this tag alone has no answer
                 errors[t] = exc
+                continue
+            if value is not None:
+                computed[t] = value
         if missing:
             with state.lock:
-                found = [cache.get(t) for t in wanted]
+                found = [cache.get(t) or computed.get(t) for t in wanted]
         keep = [i for i, f in enumerate(found) if f is not None]
         rows = [r for r in found if r is not None]
         return LastPoints(
@@ -105,14 +109,21 @@ class ReadPath:
             errors,
         )
 
-    def _fill_last(self, tag_id: int) -> None:
-        """Compute the newest point of a tag whose value is not cached (e.g. after a restart)."""
+    def _fill_last(self, tag_id: int) -> LastValue | None:
+        """The newest point of a tag whose value is not cached (e.g. after a restart),
+        cached unless writes kept changing the tag meanwhile.
+
+        The version check guards only the cache: a value computed while a write (or a
+        seal, or a compaction) changed the tag is still a newest point the tag had during
+        the call, so it is returned, just not kept (it used to be dropped, and ``last``
+        then left a tag with points out of its answer)."""
         state = self.state
+        newest: LastValue | None = None
         for _ in range(3):
             with state.lock:
                 t = state.tags.get(tag_id)
                 if t is None:
-                    return
+                    return None
                 version = t.version
                 firsts, lasts = t.block_bounds()
                 mem = [p[0] for b in (*t.sealing, t.active) for p in b.parts if p[0].shape[0]]
@@ -122,8 +133,9 @@ class ReadPath:
                 if t.version == version:
                     if newest is not None:
                         state.last.set(tag_id, newest)
-                    return
+                    return newest
             time.sleep(0)  # a write raced us: recompute
+        return newest
 
     def _newest(
         self, tag_id: int, firsts: np.ndarray, lasts: np.ndarray, mem_top: int | None
