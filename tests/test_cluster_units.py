@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nats_harness import nats_cluster_fixture  # noqa: F401
 
 from xtsdb.protocol.errors import CorruptionError, InvalidInput
 from xtsdb.server.cluster import logframes, placement
@@ -207,3 +208,31 @@ def test_catalog_frames_give_every_node_the_same_catalog(tmp_path: Path) -> None
                 assert catalog_of(engine) == want, (cut, back)
             finally:
                 engine.close()
+
+
+async def test_a_frame_rewritten_in_the_log_is_found(nats_cluster: Any) -> None:
+    """The applier's check: the newest applied frame compared with the stream leader's."""
+    import nats
+
+    from xtsdb.server.cluster.bootstrap import STREAM
+    from xtsdb.server.cluster.log_check import Trail, diverged_after
+
+    nc = await nats.connect(servers=nats_cluster.urls)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name=STREAM, subjects=["xtsdb.shard.*"], num_replicas=3)
+        seqs = [(await js.publish("xtsdb.shard.1", f"frame {k}".encode())).seq for k in range(5)]
+        trail = Trail()
+        assert await diverged_after(js, "xtsdb.shard.1", trail) is None  # nothing applied
+        for k, seq in enumerate(seqs):
+            trail.add(seq, f"frame {k}".encode())
+        assert await diverged_after(js, "xtsdb.shard.1", trail) is None
+        trail.add(seqs[-1] + 1, b"a frame the log never committed")  # what quorum loss left
+        await js.publish("xtsdb.shard.1", b"the acknowledged frame at that sequence")
+        assert await diverged_after(js, "xtsdb.shard.1", trail) == seqs[-1]
+        ghost = Trail()
+        ghost.add(seqs[0], b"not this")
+        assert await diverged_after(js, "xtsdb.shard.1", ghost) == 0
+        assert await diverged_after(js, "xtsdb.shard.2", trail) == 0  # another shard's seqs
+    finally:
+        await nc.close()

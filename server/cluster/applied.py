@@ -103,6 +103,11 @@ class AppliedSeqs:
             if seq > self.committed[shard]:
                 self.committed[shard] = seq
 
+    def rewind(self, shard: int, seq: int) -> None:
+        """Record ``shard`` as applied only up to ``seq`` (its frames after it come again)."""
+        with self._lock:
+            self.committed[shard] = min(int(self.committed[shard]), seq)
+
     @property
     def dirty(self) -> bool:
         return bool((self.committed != self._saved).any())

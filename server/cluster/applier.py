@@ -31,6 +31,7 @@ from xtsdb.protocol.errors import Unavailable
 from xtsdb.server.cluster import logframes
 from xtsdb.server.cluster.applied import AppliedSeqs
 from xtsdb.server.cluster.bootstrap import STREAM, subject
+from xtsdb.server.cluster.log_check import Trail, diverged_after
 from xtsdb.server.cluster.resume import keep_running
 from xtsdb.server.engine.wal_records import WriteBatch
 
@@ -39,7 +40,12 @@ log = logging.getLogger("xtsdb.cluster")
 BATCH = 512  # frames per recorded sequence
 RESUBSCRIBE_WAIT = 0.5
 IDLE = 0.5  # seconds without a frame before asking the consumer how far behind it is
+CHECK_EVERY = 2.0  # seconds between checks, when idle, that the last frame is the log's
 PENDING_BYTES = 8 << 20  # frames received and not applied yet, per shard (then redelivered)
+
+
+class LogRewritten(Exception):
+    """The log changed under this replica: the applier starts again from its sequence."""
 
 
 class ShardApplier:
@@ -51,6 +57,8 @@ class ShardApplier:
         commit: Callable[[WriteBatch], Awaitable[int]],
         delete: Callable[[int, int, int], Awaitable[Any]],
         copy: Callable[[int], Awaitable[int | None]],
+        wipe: Callable[[int], Awaitable[None]],
+        save: Callable[[], Awaitable[None]],
     ) -> None:
         self.shard = shard
         self.js = js
@@ -58,6 +66,11 @@ class ShardApplier:
         self._commit = commit
         self._delete = delete
         self._copy = copy
+        self._wipe = wipe
+        self._save = save
+        self.trail = Trail()
+        self._checked = 0.0
+        self.rebuilds = 0
         self.lag = -1  # frames of this shard in the log after the applied one; -1: not known
         self.ready = False  # caught up with the log at least once since this task started
         self.complete = True  # False: frames it needed had aged out of the log
@@ -131,6 +144,9 @@ class ShardApplier:
                     info = await sub.consumer_info()
                     if info.num_pending == 0 and sub.pending_msgs == 0:
                         self._caught_up()
+                    if time.monotonic() - self._checked > CHECK_EVERY:
+                        self._checked = time.monotonic()
+                        await self._check_log()
                     continue
                 msgs = [first]
                 while len(msgs) < BATCH and sub.pending_msgs:
@@ -138,6 +154,32 @@ class ShardApplier:
                 await self._apply(msgs)
         finally:
             await asyncio.gather(sub.unsubscribe(), return_exceptions=True)
+
+    async def _check_log(self) -> None:
+        """Rebuild this shard if a frame it applied is no longer the log's (log_check.py)."""
+        good = await diverged_after(self.js, subject(self.shard), self.trail)
+        if good is None:
+            return
+        first = int((await self.js.stream_info(STREAM)).state.first_seq)
+        # With the shard's whole history in the log, rebuild it exactly from the start;
+        # otherwise go back to the newest frame that is still the log's (what the frames
+        # it applied wrongly wrote may stay: they were never acknowledged).
+        back = 0 if first <= 1 else good
+        log.error(
+            "shard %d: frame %d applied here is no longer the write log's (a NATS quorum "
+            "loss rewrote it); %s",
+            self.shard,
+            self.trail.entries[-1][0],
+            "rebuilding the shard from the log" if back == 0 else f"re-applying after {back}",
+        )
+        self.applied.rewind(self.shard, back)
+        await self._save()  # durable before anything is deleted
+        if back == 0:
+            await self._wipe(self.shard)
+        self.trail.clear()
+        self.rebuilds += 1
+        self.ready = False
+        raise LogRewritten(f"shard {self.shard}: applying again from {back + 1}")
 
     def _caught_up(self) -> None:
         self.lag = 0
@@ -170,6 +212,7 @@ class ShardApplier:
             if seq <= last:
                 continue  # redelivered after a consumer reset: applied already
             frame = logframes.decode(msg.data)
+            self.trail.add(seq, msg.data)
             if isinstance(frame, WriteBatch):
                 writes.append(self._commit(frame))
             else:

@@ -35,7 +35,7 @@ from xtsdb.server.cluster.membership import Membership
 from xtsdb.server.cluster.publisher import ACK_TIMEOUT, Publisher
 from xtsdb.server.cluster.routed_reads import RoutedEngine
 from xtsdb.server.cluster.router import Router
-from xtsdb.server.cluster.shard_copy import copy_shard
+from xtsdb.server.cluster.shard_copy import copy_shard, wipe_shard
 from xtsdb.server.config import ServerConfig
 from xtsdb.server.engine import Engine
 from xtsdb.server.engine.wal_records import WriteBatch
@@ -210,6 +210,8 @@ class ClusterNode:
                 self.writes.submit,
                 self._delete_local,
                 partial(copy_shard, self),
+                partial(wipe_shard, self),
+                partial(self.run, self._applied.save),
             )
             self.appliers[shard] = applier
             applier.start()

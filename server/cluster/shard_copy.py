@@ -98,11 +98,16 @@ def _peers(node: ClusterNode, shard: int) -> list[str]:
     return sorted(ranked, key=lambda p: not reported_ready(p))
 
 
-async def _copy(node: ClusterNode, shard: int, address: str, got: ShardContents) -> int:
+async def wipe_shard(node: ClusterNode, shard: int) -> None:
+    """Delete every point this node holds of ``shard``'s tags (logged tombstones: what is
+    written afterwards stays)."""
     engine = node.engine
-    mine = [t for t in await node.run(engine.tag_ids) if t % node.shards == shard]
-    for tag in mine:  # what this node holds may miss deletes of the frames it lost
+    for tag in [t for t in await node.run(engine.tag_ids) if t % node.shards == shard]:
         await node.run(engine.delete, tag, -TS_LIMIT, TS_LIMIT)
+
+
+async def _copy(node: ClusterNode, shard: int, address: str, got: ShardContents) -> int:
+    await wipe_shard(node, shard)  # what this node holds may miss deletes of lost frames
     points = 0
     for tag in got.tags.tolist():
         points += await _copy_tag(node, address, int(tag), node.writes.submit)
