@@ -290,7 +290,8 @@ class ServerConfig:
     heartbeat: float = field(
         default=3.0,
         metadata=_meta(
-            "seconds between membership heartbeats; a node silent for 3 of them is dead",
+            "seconds between membership heartbeats; a node silent for 3 of them and a "
+            "second more is dead",
             lo=0.2,
             hi=60,
         ),
