@@ -44,6 +44,16 @@ CHECK_EVERY = 2.0  # seconds between checks, when idle, that the last frame is t
 PENDING_BYTES = 8 << 20  # frames received and not applied yet, per shard (then redelivered)
 
 
+def _note_position(sub: Any, seq: int) -> None:
+    """Tell nats-py's ordered consumer how far it delivered. nats-py 2.16 resets an ordered
+    consumer (a NATS server gone, a missed heartbeat) from ``_sseq + 1`` but never advances
+    ``_sseq`` (js/client.py): every reset replayed the shard's whole log from sequence 1
+    (correct, since applied frames are skipped, but up to --stream-max-age of frames)."""
+    jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
+    if jsi is not None and hasattr(jsi, "_sseq"):
+        jsi._sseq = max(int(jsi._sseq or 0), seq)
+
+
 class LogRewritten(Exception):
     """The log changed under this replica: the applier starts again from its sequence."""
 
@@ -152,6 +162,7 @@ class ShardApplier:
                 while len(msgs) < BATCH and sub.pending_msgs:
                     msgs.append(await sub.next_msg(timeout=IDLE))
                 await self._apply(msgs)
+                _note_position(sub, self.seq)
         finally:
             await asyncio.gather(sub.unsubscribe(), return_exceptions=True)
 
