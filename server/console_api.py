@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from xtsdb.protocol.analytics import AGGREGATE, PLOT
-from xtsdb.protocol.declare import Empty
+from xtsdb.protocol.declare import Empty, Op
 from xtsdb.protocol.errors import (
     FrameTooLarge,
     InvalidInput,
@@ -167,6 +167,14 @@ async def each_tag(
     return list(await asyncio.gather(*(one(t) for t in tags)))
 
 
+async def routed(ctx: ServerContext, op: Op[Any, Any], handler: Any, req: Any) -> Any:
+    """A read handler's answer; in cluster mode through the router (docs/cluster.md), so
+    the console sees the tags of every shard, not only this node's."""
+    if ctx.cluster is None:
+        return await answered(handler(ctx, req))
+    return await answered(ctx.cluster.dispatch(ctx, op, handler, req, {}))
+
+
 # -- routes -----------------------------------------------------------------------
 
 
@@ -180,7 +188,8 @@ async def tags(ctx: ServerContext, req: HttpRequest) -> dict[str, Any]:
     found = page.tags
     latest: dict[int, tuple[int, float | None, int]] = {}
     if found:
-        got = await answered(points_ops.last(ctx, LAST.parse({"tags": [t["id"] for t in found]})))
+        asked = LAST.parse({"tags": [t["id"] for t in found]})
+        got = await routed(ctx, LAST, points_ops.last, asked)
         values = floats(got.values)
         for i, tag_id in enumerate(np.asarray(got.tags).tolist()):
             latest[tag_id] = (int(got.ts[i]), values[i], int(got.q[i]))
@@ -210,7 +219,7 @@ async def plot(ctx: ServerContext, req: HttpRequest) -> dict[str, Any]:
 
     async def one(name: str) -> dict[str, Any]:
         msg = {"tag": name, "start": start, "end": end, "intervals": width, "good_only": good}
-        pts = await historian.plot(ctx, PLOT.parse(msg))
+        pts = await routed(ctx, PLOT, historian.plot, PLOT.parse(msg))
         info = ctx.engine.catalog.get(name)  # for the y-axis: one per unit
         return {**series(name, pts), "unit": info.unit if info is not None else ""}
 
@@ -228,9 +237,8 @@ async def query(ctx: ServerContext, req: HttpRequest) -> dict[str, Any]:
 
     async def one(name: str) -> dict[str, Any]:
         msg = {"tag": name, "start": start, "end": end, "limit": limit}
-        pts = await answered(
-            points_ops.query(ctx, QUERY.parse({**msg, "descending": desc, "good_only": good}))
-        )
+        asked = QUERY.parse({**msg, "descending": desc, "good_only": good})
+        pts = await routed(ctx, QUERY, points_ops.query, asked)
         return {**series(name, pts), "more": bool(pts.more)}
 
     return {"start": start, "end": end, "series": await each_tag(ctx, names, one)}
@@ -248,7 +256,7 @@ async def aggregate(ctx: ServerContext, req: HttpRequest) -> dict[str, Any]:
     wanted = [a for a in req.param("aggregates", "min,max,avg").split(",") if a]
     msg = {"start": start, "end": end, "interval": interval, "aggregates": wanted}
     parsed = AGGREGATE.parse({**msg, "tags": names, "good_only": flag(req, "good_only")})
-    answer = await answered(historian.aggregate(ctx, parsed))
+    answer = await routed(ctx, AGGREGATE, historian.aggregate, parsed)
     results = answer.result if isinstance(answer.result, list) else [answer.result]
     out = []
     for name, b in zip(names, results, strict=True):
@@ -263,7 +271,7 @@ async def last(ctx: ServerContext, req: HttpRequest) -> dict[str, Any]:
     """Each tag's latest point (null for a tag with none)."""
     names = tags_param(req)
     ids = [ctx.tag_id(n) for n in names]
-    got = await answered(points_ops.last(ctx, LAST.parse({"tags": ids})))
+    got = await routed(ctx, LAST, points_ops.last, LAST.parse({"tags": ids}))
     values = floats(got.values)
     by_id = {
         tag_id: {"ts": int(got.ts[i]), "value": values[i], "q": int(got.q[i])}

@@ -291,11 +291,36 @@ def test_http_reads_reach_every_shard(nodes: list[ServerThread]) -> None:
     for s in series:
         k = hosts.index(s["tags"]["host"])
         assert s["values"] == [[60, k + 0.5], [61, k + 0.5]]
+    # The console's views too: every node answers for every series, all alike.
+    names = json.dumps([f"cpu,host={h}.v" for h in hosts])
+    span = f"start={60 * 10**6}&end={62 * 10**6}"
+    routes = [
+        f"last?tags={names}",
+        f"query?tags={names}&{span}",
+        f"plot?tags={names}&{span}&width=10",
+        f"aggregate?tags={names}&{span}&interval=1000000&aggregates=max,count",
+    ]
+    for route in routes:
+        got = []
+        for srv in nodes:
+            url = http_url(srv, "/api/console/" + urllib.parse.quote(route, safe="=&?,:"))
+            with urllib.request.urlopen(url, timeout=30) as answer:
+                got.append(json.loads(answer.read()))
+        assert got[0] == got[1] == got[2], route
+    assert [p["point"]["value"] for p in got_last(nodes[2], names)] == [k + 0.5 for k in range(16)]
+
     # Each shard has 2 owners of 3: some node lacks some of these shards and answered for all.
     with Client(nodes[0].url) as c:
         st = c.cluster_status()
         shards = {c.tag(f"cpu,host={h}.v").id % SHARDS for h in hosts}
     assert any(srv.config.node_id not in st["owners"][str(s)] for srv in nodes for s in shards)
+
+
+def got_last(srv: ServerThread, names: str) -> list[dict[str, Any]]:
+    url = http_url(srv, "/api/console/last?tags=" + urllib.parse.quote(names))
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        last: list[dict[str, Any]] = json.loads(answer.read())["last"]
+    return last
 
 
 def http_url(srv: ServerThread, path: str) -> str:
