@@ -230,6 +230,11 @@ async def test_a_frame_rewritten_in_the_log_is_found(nats_cluster: Any) -> None:
         trail.add(seqs[-1] + 1, b"a frame the log never committed")  # what quorum loss left
         await js.publish("xtsdb.shard.1", b"the acknowledged frame at that sequence")
         assert await diverged_after(js, "xtsdb.shard.1", trail) == seqs[-1]
+        # Good frames after it do not hide it; frames checked before are not asked again.
+        later = (await js.publish("xtsdb.shard.1", b"a later frame")).seq
+        trail.add(later, b"a later frame")
+        assert await diverged_after(js, "xtsdb.shard.1", trail) == seqs[-1]
+        assert await diverged_after(js, "xtsdb.shard.1", trail, checked=later) is None
         ghost = Trail()
         ghost.add(seqs[0], b"not this")
         assert await diverged_after(js, "xtsdb.shard.1", ghost) == 0

@@ -80,6 +80,7 @@ class ShardApplier:
         self._save = save
         self.trail = Trail()
         self._checked = 0.0
+        self._verified = 0  # frames up to this sequence were found to be the log's
         self.rebuilds = 0
         self.lag = -1  # frames of this shard in the log after the applied one; -1: not known
         self.ready = False  # caught up with the log at least once since this task started
@@ -168,8 +169,10 @@ class ShardApplier:
 
     async def _check_log(self) -> None:
         """Rebuild this shard if a frame it applied is no longer the log's (log_check.py)."""
-        good = await diverged_after(self.js, subject(self.shard), self.trail)
+        good = await diverged_after(self.js, subject(self.shard), self.trail, self._verified)
         if good is None:
+            if self.trail.entries:
+                self._verified = self.trail.entries[-1][0]
             return
         first = int((await self.js.stream_info(STREAM)).state.first_seq)
         # With the shard's whole history in the log, rebuild it exactly from the start;
@@ -177,10 +180,10 @@ class ShardApplier:
         # it applied wrongly wrote may stay: they were never acknowledged).
         back = 0 if first <= 1 else good
         log.error(
-            "shard %d: frame %d applied here is no longer the write log's (a NATS quorum "
-            "loss rewrote it); %s",
+            "shard %d: a frame applied here after %d is no longer the write log's (a NATS "
+            "quorum loss rewrote it); %s",
             self.shard,
-            self.trail.entries[-1][0],
+            good,
             "rebuilding the shard from the log" if back == 0 else f"re-applying after {back}",
         )
         self.applied.rewind(self.shard, back)
@@ -188,6 +191,7 @@ class ShardApplier:
         if back == 0:
             await self._wipe(self.shard)
         self.trail.clear()
+        self._verified = 0
         self.rebuilds += 1
         self.ready = False
         raise LogRewritten(f"shard {self.shard}: applying again from {back + 1}")

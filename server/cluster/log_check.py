@@ -7,9 +7,9 @@ back, that sequence held another, acknowledged frame. A replica that applied
 the first would skip the second for good (it resumes after the sequence), so
 an acknowledged write would never be readable there. So each applier keeps
 the CRC of the frames it applied last (:class:`Trail`) and, when it is idle,
-asks the stream's leader whether the newest is still the one at that sequence
-(:func:`diverged_after`); if not, the applier rebuilds the shard
-(:mod:`.applier`).
+asks the stream's leader whether each frame applied since its last check is
+still the one at that sequence (:func:`diverged_after`); if not, the applier
+rebuilds the shard (:mod:`.applier`).
 """
 
 from __future__ import annotations
@@ -38,19 +38,23 @@ class Trail:
         self.entries.clear()
 
 
-async def diverged_after(js: JetStreamContext, subject: str, trail: Trail) -> int | None:
-    """None while the newest applied frame is still the log's at its sequence; otherwise
-    the sequence of the newest applied frame that still is (0: none of the trail is).
-    An empty trail (nothing applied since this node started) has nothing to compare."""
-    if not trail.entries:
-        return None
-    for n, (seq, crc) in enumerate(reversed(trail.entries)):
+async def diverged_after(
+    js: JetStreamContext, subject: str, trail: Trail, checked: int = 0
+) -> int | None:
+    """None while every applied frame after sequence ``checked`` is still the log's at its
+    sequence; otherwise the sequence of the last frame before the first that is not (0:
+    none before it is known good). Oldest first: a rewritten frame may be followed by
+    good ones, which is how it stayed hidden."""
+    good = 0
+    for seq, crc in trail.entries:
+        if seq <= checked:
+            good = seq
+            continue
         try:
             msg = await js.get_msg(STREAM, seq)  # answered by the stream's leader
         except NotFoundError:
-            if n == 0:
-                return None  # aged out or purged: nothing to compare with
-            continue
-        if msg.subject == subject and zlib.crc32(msg.data or b"") == crc:
-            return None if n == 0 else seq
-    return 0
+            continue  # aged out or purged: nothing to compare with
+        if msg.subject != subject or zlib.crc32(msg.data or b"") != crc:
+            return good
+        good = seq
+    return None
