@@ -192,8 +192,10 @@ async def _run(
     flush_task = loop.create_task(writes.run(), name="xtsdb-flush")
     try:
         host, port = listener.sockets[0].getsockname()[:2]
-        if cluster is not None:  # joins before it says it is ready (appliers use the queue)
-            await cluster.start(host, port)
+        # A node joins before it says it is ready (its appliers use the queue); a SIGTERM
+        # while it joins (NATS may take a while) stops it at once.
+        if cluster is not None and not await cluster.join(host, port, shutdown):
+            return
         if config.ready_file is not None:
             _write_ready_file(config.ready_file, host, port)
         log.info(

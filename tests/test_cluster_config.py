@@ -68,3 +68,27 @@ def test_cluster_node_without_nats_fails_to_start(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "no NATS server of nats://127.0.0.1:" in done.stderr
     assert "xtsdb listening" not in done.stderr
+
+
+def test_sigterm_while_joining_stops_the_node_at_once(tmp_path: Path) -> None:
+    """NATS not there yet (a node may wait 10 heartbeats for it): SIGTERM ends the wait."""
+    import signal
+    import time
+
+    argv = [sys.executable, "-m", "xtsdb.server", "--data-dir", str(tmp_path / "d")]
+    argv += ["--port", "0", "--http-port", "-1", "--heartbeat", "6"]  # 60 s to connect
+    argv += ["--cluster", f"nats://127.0.0.1:{free_port()}", "--node-id", "a"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3)  # opened its engine, waiting for NATS
+        assert proc.poll() is None
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert time.monotonic() - started < 15
+        assert proc.returncode == 0, out
+        assert "stopped while joining the cluster" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

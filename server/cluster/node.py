@@ -105,6 +105,21 @@ class ClusterNode:
 
     # -- joining and leaving ------------------------------------------------------
 
+    async def join(self, host: str, port: int, shutdown: asyncio.Event) -> bool:
+        """:meth:`start`, unless ``shutdown`` is set first (then it is cancelled); whether
+        the node joined."""
+        task = asyncio.ensure_future(self.start(host, port))
+        stop = asyncio.ensure_future(shutdown.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if task.done():
+            task.result()  # its failure is the server's
+            return True
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        log.info("stopped while joining the cluster")
+        return False
+
     async def start(self, host: str, port: int) -> None:
         self.address = advertised(host, port)
         nc = await connect(self.config)
