@@ -116,7 +116,6 @@ def _decode_run(
     # Each block's first value, then its deltas right after it; blocks of one byte
     # width are inflated, gathered and un-zigzagged together.
     ints = v_out.view(np.int64)
-    sums = np.zeros(n.shape[0], dtype=np.int64)  # each block's sum of deltas
     m = (n - 1).tolist()
     first = starts.tolist()
     codes = [h[0] for h in heads]
@@ -131,8 +130,10 @@ def _decode_run(
         for i in sel:
             ints[first[i] + 1 : first[i] + 1 + m[i]] = signed[at : at + m[i]]
             at += m[i]
-        offsets = np.cumsum([0] + [m[i] for i in sel[:-1]])
-        sums[sel] = np.add.reduceat(signed, offsets, dtype=np.int64)
+    # Each block's sum of deltas, summed over the widened int64 deltas: reduceat
+    # over the narrow ones with dtype=int64 casts piece by piece, 4x slower.
+    ints[starts] = 0
+    sums = np.add.reduceat(ints, starts)
     # One running sum over the whole run: each block's first slot holds the step
     # from the previous block's last value, so no per-block offset is left to undo.
     lasts = v0s + sums
