@@ -52,3 +52,63 @@ def test_a_small_database_is_not_rounded_up_to_megabytes(tmp_path: Path) -> None
     ahead = reserve_target(meta + blocks, 64 * 1024 * 1024) - (meta + blocks)
     assert ahead <= 2 * EXTENT
     assert used <= EXTENT + meta + blocks + ahead + EXTENT, (used, blocks)
+
+
+def _index_rows(db: Path) -> int:
+    """Block rows readable from the index file alone (a copy without its -wal)."""
+    import shutil
+    import sqlite3
+
+    copy = db.parent / "index-copy.sqlite3"
+    shutil.copyfile(db / "index.sqlite3", copy)
+    conn = sqlite3.connect(copy)
+    try:
+        return int(conn.execute("SELECT count(*) FROM blocks").fetchone()[0])
+    finally:
+        conn.close()
+        copy.unlink()
+
+
+def _write_blocks(eng: Engine, tags: int, points: int) -> None:
+    ts = np.arange(points, dtype=np.int64) * 1_000_000
+    values = np.round(np.cumsum(np.random.default_rng(3).normal(size=points)), 3)
+    for tag in range(1, tags + 1):
+        eng.write(tag, ts, values)
+
+
+def test_a_flush_folds_the_index_wal_into_its_file(tmp_path: Path) -> None:
+    # SQLite checkpoints by itself only at 1,000 pages: a small index lived in its
+    # WAL, where every later version of a page is another copy (du counted it twice).
+    db = tmp_path / "db"
+    eng = Engine.open(db, EngineConfig(block_points=1_000))
+    try:
+        _write_blocks(eng, 200, 3_000)
+        eng.flush()
+        wal = db / "index.sqlite3-wal"
+        assert not wal.exists() or wal.stat().st_size == 0
+        assert _index_rows(db) == int(eng.stats()["blocks"]) == 600
+    finally:
+        eng.close()
+
+
+def test_an_idle_sealer_checkpoints_the_index(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from xtsdb.server.engine import sealing
+
+    monkeypatch.setattr(sealing, "IDLE_INDEX_CHECKPOINT_S", 0.0)
+    db = tmp_path / "db"
+    eng = Engine.open(db, EngineConfig(block_points=1_000))
+    try:
+        _write_blocks(eng, 50, 2_000)  # full MemBuffers: the sealer seals them unasked
+        eng.commit()
+        wal = db / "index.sqlite3-wal"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if int(eng.stats()["blocks"]) == 100 and wal.exists() and wal.stat().st_size == 0:
+                break
+            time.sleep(0.1)
+        assert wal.stat().st_size == 0, "the index WAL was never checkpointed"
+        assert _index_rows(db) == 100
+    finally:
+        eng.close()

@@ -58,6 +58,7 @@ class Sealer:
         self.lock = threading.Lock()  # the engine's seal lock
         self._retention = retention
         self.procs = procs  # worker processes that encode large seal rounds (None: inline)
+        self._index_dirty_since = 0.0  # monotonic time of the first seal since the index checkpoint
 
     def _wanted(self) -> bool:
         """Seal all now: the WAL or memory has grown past what a checkpoint should cover."""
@@ -77,7 +78,12 @@ class Sealer:
                 if state.closed:
                     return
             try:
-                self.seal(force_all=self._wanted())
+                if self.seal(force_all=self._wanted()):
+                    self._index_dirty_since = self._index_dirty_since or time.monotonic()
+                elif self._index_dirty_since and (
+                    time.monotonic() - self._index_dirty_since >= IDLE_INDEX_CHECKPOINT_S
+                ):
+                    self._checkpoint_index()
                 if time.monotonic() >= next_retention:
                     next_retention = time.monotonic() + self.config.retention_check_s
                     self._retention()
@@ -91,9 +97,13 @@ class Sealer:
                 with state.lock:
                     state.lock.wait(timeout=1.0)
 
-    def seal(self, force_all: bool) -> None:
-        """Write full (or, when forced, all) MemBuffers into blocks; checkpoint if forced."""
+    def seal(self, force_all: bool) -> int:
+        """Write full (or, when forced, all) MemBuffers into blocks; checkpoint if forced.
+
+        Returns the number of blocks written.
+        """
         state = self.state
+        written = 0
         with self.lock:
             with state.lock:
                 state.seal_wanted = False
@@ -106,6 +116,7 @@ class Sealer:
                         work.append((tag_id, t, list(t.sealing)))
             for batch in _batches(work, SEAL_BATCH_POINTS):
                 for _, t, bufs, entries in self._write_batch(batch):
+                    written += len(entries)
                     with state.lock:
                         t.blocks.extend(entries)
                         state.totals.add(entries)
@@ -116,6 +127,16 @@ class Sealer:
             self._write_healed()
             if force_all:
                 self._checkpoint()
+                self._checkpoint_index()
+        return written
+
+    def _checkpoint_index(self) -> None:
+        """The index's SQLite WAL folded into its file (a cache: a failure only logs)."""
+        self._index_dirty_since = 0.0
+        try:
+            self.store.index.checkpoint()
+        except sqlite3.Error as exc:
+            log.warning("checkpointing the block index failed (%s)", exc)
 
     def _write_healed(self) -> None:
         """Summaries that queries recomputed by decoding (missing or damaged in the index)."""
@@ -188,6 +209,9 @@ def _storage_error(exc: OSError, what: str) -> StorageError:
 
 Work = tuple[int, TagState, list[MemBuffer]]
 Written = tuple[int, TagState, list[MemBuffer], list[BlockEntry]]
+IDLE_INDEX_CHECKPOINT_S = 10.0
+"""An idle round (no block sealed) checkpoints the index when its first seal since the
+last checkpoint is at least this old: bursts of seals do not each pay a checkpoint."""
 SEAL_BATCH_POINTS = 2_000_000  # points encoded per round trip to the workers (bounds arenas)
 
 
