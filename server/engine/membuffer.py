@@ -17,21 +17,36 @@ from .points import Float64Array, Int64Array, UInt8Array
 Columns = tuple[Int64Array, Float64Array, UInt8Array]
 
 
+Span = tuple[int, int]  # oldest and newest timestamp of a part (newest < oldest: empty)
+
+
 class MemBuffer:
     """Unsealed points of one tag, in write order."""
 
-    __slots__ = ("count", "first_lsn", "last_lsn", "parts")
+    __slots__ = ("count", "first_lsn", "last_lsn", "parts", "spans")
 
     def __init__(self) -> None:
         self.parts: list[Columns] = []
+        # The time span of each part: a query skips the parts outside its range
+        # instead of merging every part (a tag fed 80 points a write has ~100).
+        self.spans: list[Span] = []
         self.count = 0
         self.first_lsn = 0  # oldest WAL record with points here: bounds the checkpoint
         self.last_lsn = 0
 
-    def append(self, ts: Int64Array, values: Float64Array, qual: UInt8Array, lsn: int) -> None:
+    def append(
+        self,
+        ts: Int64Array,
+        values: Float64Array,
+        qual: UInt8Array,
+        lsn: int,
+        span: Span | None = None,
+    ) -> None:
+        """Add one write's points; ``span`` is their (oldest, newest) time if known."""
         if not self.parts:
             self.first_lsn = lsn
         self.parts.append((ts, values, qual))
+        self.spans.append(span if span is not None else span_of(ts))
         self.count += int(ts.shape[0])
         self.last_lsn = lsn
 
@@ -41,24 +56,36 @@ class MemBuffer:
         The part list is replaced, not mutated, so a reader's snapshot stays valid.
         """
         kept: list[Columns] = []
+        spans: list[Span] = []
         removed = 0
-        for ts, v, q in self.parts:
+        for (ts, v, q), span in zip(self.parts, self.spans, strict=True):
             gone = (ts >= start) & (ts < end)
             n = int(np.count_nonzero(gone))
             if n == 0:
                 kept.append((ts, v, q))
+                spans.append(span)
                 continue
             removed += n
             if n < ts.shape[0]:
                 keep = ~gone
                 kept.append((ts[keep], v[keep], q[keep]))
-        self.parts = kept
+                spans.append(span_of(kept[-1][0]))
+        self.parts, self.spans = kept, spans
         self.count -= removed
         return removed
 
     def snapshot(self) -> list[Columns]:
         """A copy of the part list: the arrays themselves are never mutated."""
         return list(self.parts)
+
+
+def span_of(ts: Int64Array) -> Span:
+    return (int(ts.min()), int(ts.max())) if ts.shape[0] else (0, -1)
+
+
+def overlapping(parts: list[Columns], spans: list[Span], start: int, end: int) -> list[Columns]:
+    """The parts with a point in ``[start, end)`` may hold (the others cannot matter)."""
+    return [p for p, (lo, hi) in zip(parts, spans, strict=True) if lo < end and hi >= start]
 
 
 def sort_unique(

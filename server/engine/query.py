@@ -189,7 +189,8 @@ def run_query(
     chosen = np.flatnonzero((firsts < end) & (lasts >= start))
     stats.blocks_read = int(chosen.shape[0])
     stats.blocks_skipped = len(blocks) - stats.blocks_read
-    mem = clip(consolidate(snap.memory, first), start, end) if snap.memory else None
+    parts = snap.memory_in(start, end)
+    mem = clip(consolidate(parts, first), start, end) if parts else None
     stats.points_from_memory = 0 if mem is None else int(mem[0].shape[0])
 
     out: Columns | None = mem

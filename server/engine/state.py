@@ -13,11 +13,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import numpy as np
+
 from xtsdb.protocol.errors import EngineClosed, Overloaded
 
 from .container import BlockEntry
 from .lastvalues import LastValues
-from .membuffer import Columns
+from .membuffer import Columns, Span, overlapping
 from .points import Int64Array, ReadStats
 from .tagstate import BlockTotals, TagState, run_tops
 from .wal_records import WriteBatch
@@ -38,6 +40,13 @@ class TagSnapshot:
     memory: list[Columns]
     tombstones: list[BlockEntry]
     keep_first: bool
+    memory_spans: list[Span] | None = None  # each memory part's time span (None: unknown)
+
+    def memory_in(self, start: int, end: int) -> list[Columns]:
+        """The memory parts that may hold points in ``[start, end)``, oldest write first."""
+        if self.memory_spans is None:
+            return self.memory
+        return overlapping(self.memory, self.memory_spans, start, end)
 
 
 class EngineState:
@@ -77,8 +86,10 @@ class EngineState:
                 return None
             firsts, lasts = t.block_bounds()
             mem = [p for b in t.sealing for p in b.parts] + t.active.snapshot()
+            spans = [s for b in (*t.sealing, t.active) for s in b.spans]
             n = firsts.shape[0]
-            return TagSnapshot(t.blocks[:n], firsts, lasts, mem, t.tombstones, t.policy == "first")
+            keep_first = t.policy == "first"
+            return TagSnapshot(t.blocks[:n], firsts, lasts, mem, t.tombstones, keep_first, spans)
 
     def apply(self, batch: WriteBatch, lsn: int, block_points: int) -> None:
         """Add a logged batch to the MemBuffers and the last-value cache (lock held)."""
@@ -86,10 +97,11 @@ class EngineState:
             return
         ts_all, v_all, q_all = batch.timestamps, batch.values, batch.qualities
         tops, idx = run_tops(batch)
+        lows = np.minimum.reduceat(ts_all, batch.run_bounds[:-1]).tolist()
         last_v, last_q = v_all[idx].tolist(), q_all[idx].tolist()
         for k, (tag_id, sl) in enumerate(batch.runs()):
             t = self.tags.get(tag_id) or self.tag(tag_id)
-            t.active.append(ts_all[sl], v_all[sl], q_all[sl], lsn)
+            t.active.append(ts_all[sl], v_all[sl], q_all[sl], lsn, (lows[k], tops[k]))
             t.version += 1
             if t.active.count >= block_points:
                 self.seal_wanted = True

@@ -132,6 +132,7 @@ def aggregate(
         snap.memory,
         snap.tombstones,
         snap.keep_first,
+        snap.memory_spans,
     )
     pts = run_query(rest, reads.reader, reads.store, start, end, None, False, good_only)
     with np.errstate(over="ignore", invalid="ignore"):  # inf values: IEEE results

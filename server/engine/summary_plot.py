@@ -167,6 +167,7 @@ def _from_summaries(
         snap.memory,
         snap.tombstones,
         snap.keep_first,
+        snap.memory_spans,
     )
     pts = run_query(rest, reads.reader, reads.store, start, end, None, False, good_only)
     stats.add(pts.stats)
