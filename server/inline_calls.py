@@ -136,7 +136,7 @@ class InlineCalls:
             return Way(False)
         if snap is None:
             return Way(True)  # a tag never written: nothing to read
-        points = sum(int(cols[0].shape[0]) for cols in snap.memory)
+        points = sum(int(cols[0].shape[0]) for cols in snap.memory_in(start, end))
         chosen = np.flatnonzero((snap.firsts < end) & (snap.lasts >= start)).tolist()
         points += sum(snap.blocks[i].count for i in chosen)
         if points > self.max_points:

@@ -171,3 +171,16 @@ def test_last_of_an_uncached_value_goes_to_the_pool(tmp_path: Path) -> None:
         assert (calls.inline, calls.pooled) == (1, 2)
         assert e.last([3]).values.tolist() == [2.0]
         assert calls.last(e, [3]).inline  # computed once, cached again
+
+
+def test_memory_outside_the_range_does_not_count_against_the_bound(tmp_path: Path) -> None:
+    calls = InlineCalls(max_points=5_000)
+    with Engine.open(tmp_path / "data") as e:
+        old = T0 + np.arange(1_000, dtype=np.int64) * SEC
+        e.write(3, old, np.ones(1_000))
+        e.flush()  # 1,000 old points in a block
+        for k in range(10):  # 20,000 newer points in memory, in 10 writes
+            ts = T0 + (10_000 + k * 2_000 + np.arange(2_000, dtype=np.int64)) * SEC
+            e.write(3, ts, np.zeros(2_000))
+        assert calls.read(e, 3, T0, T0 + 1_000 * SEC).inline  # the old hour alone
+        assert not calls.read(e, 3, T0, T0 + 20_000 * SEC).inline  # reaches into memory
