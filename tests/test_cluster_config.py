@@ -84,7 +84,12 @@ def test_sigterm_while_joining_stops_the_node_at_once(tmp_path: Path) -> None:
         assert proc.poll() is None
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            raise AssertionError(f"still running 30 s after SIGTERM; its output:\n{out}") from None
         assert time.monotonic() - started < 15
         assert proc.returncode == 0, out
         assert "stopped while joining the cluster" in out
@@ -92,3 +97,74 @@ def test_sigterm_while_joining_stops_the_node_at_once(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_connecting_ends_soon_after_a_cancellation_wherever_it_lands() -> None:
+    """The first connection to an absent NATS is retried until join_timeout; a cancellation
+    (SIGTERM) must end it wherever it lands: inside a failing attempt, Python 3.11's
+    wait_for can swallow it, and nats-py's own endless retry then never ended."""
+    import asyncio
+
+    from xtsdb.server.cluster.bootstrap import connect
+
+    url = f"nats://127.0.0.1:{free_port()}"
+    config = ServerConfig(cluster=(url,), node_id="a", heartbeat=6.0)  # 60 s to connect
+
+    async def main() -> list[float]:
+        late = []
+        for k in range(12):  # cancellations spread over attempts, sleeps and refusals
+            task = asyncio.ensure_future(connect(config))
+            await asyncio.sleep(0.023 * k)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=5.0)
+            if not done:
+                late.append(0.023 * k)
+                task.cancel()
+                await asyncio.wait({task}, timeout=5.0)
+            else:
+                assert task.cancelled()
+        return late
+
+    assert asyncio.run(main()) == []
+
+
+def test_a_cancellation_lost_inside_an_attempt_still_ends_connecting(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The race the test above can only hope to hit, made certain: an attempt swallows
+    the cancellation (as wait_for does when its inner future fails at that moment) and
+    fails as a refused connection would; connecting must stop there, not retry for
+    60 s. Only nats.connect is replaced: the race cannot be produced on demand."""
+    import asyncio
+    import contextlib
+    import gc
+
+    import nats.errors
+
+    from xtsdb.server.cluster import bootstrap
+
+    attempts = 0
+
+    async def swallowing_connect(*, max_reconnect_attempts: int, **_: object) -> object:
+        """nats-py's retry: attempts until max_reconnect_attempts (forever if < 0)."""
+        nonlocal attempts
+        for tries in range(1, 200):  # bounded here only so that a failure cannot hang
+            attempts += 1
+            # A cancellation here is lost, as when a refused connection and it meet.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.05)
+            if 0 <= max_reconnect_attempts < tries:
+                break
+        raise nats.errors.NoServersError
+
+    monkeypatch.setattr(bootstrap.nats, "connect", swallowing_connect)
+    config = ServerConfig(cluster=("nats://127.0.0.1:1",), node_id="a", heartbeat=6.0)
+
+    async def main() -> bool:
+        task = asyncio.ensure_future(bootstrap.connect(config))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5.0)
+        return bool(done) and task.cancelled()
+
+    assert asyncio.run(main())
+    assert attempts <= 4  # a few attempts, not one every 50 ms until join_timeout
+    gc.collect()  # finalise the loop's leftovers here, not inside a later compile

@@ -19,6 +19,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import (
@@ -58,31 +59,56 @@ class Handles:
 
 async def connect(config: ServerConfig, **callbacks: Any) -> NATS:
     """A NATS connection that reconnects forever once made; the first one must succeed
-    within ``join_timeout(config)`` (NATS may start after the node, not never)."""
+    within ``join_timeout(config)`` (NATS may start after the node, not never).
+
+    The first connection is tried here, a couple of attempts per ``nats.connect``,
+    rather than by nats-py's own endless retry: a cancellation (SIGTERM while the
+    node waits for NATS) that lands as an attempt fails can be lost inside
+    Python 3.11's ``wait_for``, and an endless retry then never ends; this loop
+    sees the lost request in ``Task.cancelling()`` and stops.
+    """
     tls = None
     if config.nats_tls_ca is not None:
         tls = ssl.create_default_context(cafile=str(config.nats_tls_ca))
     creds = str(config.nats_creds) if config.nats_creds is not None else None
     timeout = join_timeout(config)
-    try:
-        nc: NATS = await asyncio.wait_for(
-            nats.connect(
-                servers=list(config.cluster),
-                name=f"xtsdb-{config.node_id}",
-                user_credentials=creds,
-                tls=tls,
-                max_reconnect_attempts=-1,  # a NATS server restarting must not end the node
-                reconnect_time_wait=0.25,
-                connect_timeout=min(5.0, timeout),
-                **callbacks,
-            ),
-            timeout,
-        )
-    except TimeoutError:
-        raise Unavailable(
-            f"no NATS server of {', '.join(config.cluster)} answered within {timeout:.0f} s"
-        ) from None
-    return nc
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    me = asyncio.current_task()
+    while True:
+        left = deadline - loop.time()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            nc: NATS = await asyncio.wait_for(
+                nats.connect(
+                    servers=list(config.cluster),
+                    name=f"xtsdb-{config.node_id}",
+                    user_credentials=creds,
+                    tls=tls,
+                    max_reconnect_attempts=1,  # then NoServersError: this loop retries
+                    reconnect_time_wait=0.25,
+                    connect_timeout=min(5.0, timeout),
+                    **callbacks,
+                ),
+                left,
+            )
+        except TimeoutError:
+            raise Unavailable(
+                f"no NATS server of {', '.join(config.cluster)} answered within {timeout:.0f} s"
+            ) from None
+        except (OSError, NatsError):
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError from None
+            await asyncio.sleep(0.25)
+            continue
+        if me is not None and me.cancelling():  # connected just as the node was stopped
+            await nc.close()
+            raise asyncio.CancelledError
+        # Connected: from now on a NATS server restarting must not end the node.
+        # nats-py reads this option at each reconnect attempt.
+        nc.options["max_reconnect_attempts"] = -1
+        return nc
 
 
 def member_ttl(heartbeat: float) -> float:
