@@ -7,7 +7,9 @@ Workloads (from the historian issue and issue 14):
    the same year in 1-hour (min/max/avg) and 1-day (avg, target <= 10 ms) buckets,
    answered from block summaries, beside the same query with every block decoded
    (``summary_agg.mode(enabled=False)``, the same-run baseline);
-2. 100 tags x 1 day (8.64 M points), the same aggregates, tag after tag.
+2. 100 tags x 1 day (8.64 M points), the same aggregates, tag after tag;
+3. 5-min aggregates of 2 M, 4 M and 7.8 M points (90 days) whole and in two
+   halves at once (``split_agg``), which sets ``SPLIT_MIN_POINTS``.
 Each is measured end to end through ``Engine.aggregate`` (decoding the blocks
 included) with the data sealed in blocks, and beside it the same-run baseline
 of only decoding the points (``Engine.query``) and only aggregating decoded
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench._util import Row, check, median_s, table
-from xtsdb.server.engine import Engine, EngineConfig, summary_agg
+from xtsdb.server.engine import Engine, EngineConfig, split_agg, summary_agg
 from xtsdb.server.engine.aggregate import bucket_aggregate
 
 SEC = 1_000_000
@@ -78,6 +80,28 @@ def _summary_rows(eng: Engine, end: int, reps: int) -> list[Row]:
     return rows
 
 
+def _split_rows(eng: Engine, year: int, reps: int) -> list[Row]:
+    """5-min aggregates of growing ranges, whole and in two halves at once (split_agg)."""
+    rows = []
+    saved = split_agg.SPLIT_MIN_POINTS
+    try:
+        for points in (2_000_000, 4_000_000, 90 * 86_400):
+            if points > year:
+                continue
+            end = points * SEC
+            split_agg.SPLIT_MIN_POINTS = 1 << 62
+            whole = _median_ms(lambda e=end: eng.aggregate(0, 0, e, FIVE_MIN, AGGS), reps)
+            split_agg.SPLIT_MIN_POINTS = 1
+            halves = _median_ms(lambda e=end: eng.aggregate(0, 0, e, FIVE_MIN, AGGS), reps)
+            what = f"3. {points / 1e6:.1f} M points, 5-min min/max/avg, in two halves at once"
+            rows.append(
+                Row(what, f"{halves:.1f} ms vs {whole:.1f} ms whole: {whole / halves:.2f}x")
+            )
+    finally:
+        split_agg.SPLIT_MIN_POINTS = saved
+    return rows
+
+
 def day_avg(quick: bool) -> tuple[float, int, int, int]:
     """1-day avg over a year of 1 s data of one tag (a twentieth with ``quick``), for compare.py.
 
@@ -120,6 +144,7 @@ def run(quick: bool) -> list[Row]:
             rows.append(Row("   of which: decoding the points (Engine.query)", f"{decode:.0f} ms"))
             rows.append(Row("   of which: aggregating decoded columns", f"{math:.0f} ms"))
             rows.extend(_summary_rows(eng, end, reps))
+            rows.extend(_split_rows(eng, year, reps))
         with Engine.open(Path(d) / "day", cfg) as eng:
             _fill(eng, day_tags, 86_400)
 

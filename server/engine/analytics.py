@@ -7,9 +7,8 @@ outside the range that time weighting and interpolation need: the last point
 before the range and the first one after it. Bucket aggregates answer from
 block summaries where those give the same answer (``summary_agg``).
 
-They run inline in the calling thread: on the 2-core reference machine the
-process pool lost to inline decoding at every size measured (bench/engine.py),
-so shipping raw points to workers to aggregate there would only add cost.
+They run in the calling thread, except that a large decoded range is done in
+two halves at once, split at a bucket edge (``split_agg``).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from numpy.typing import ArrayLike
 from xtsdb.protocol.errors import InvalidInput
 
 from . import aggregate as agg
-from . import summary_agg
+from . import split_agg, summary_agg
 from .points import Float64Array, Int64Array, Points, UInt8Array
 from .query import ReadPath
 
@@ -107,26 +106,34 @@ def aggregate(
     got = summary_agg.aggregate(reads, tag_id, start, end, interval, aggregates, origin, good_only)
     if got is not None:
         return got
-    pts = reads.query(tag_id, start, end, good_only=good_only)
     weighted = any(a.startswith("twa") for a in aggregates)
-    prev = point_before(reads, tag_id, start, good_only) if weighted else None
-    nxt = point_after(reads, tag_id, end, good_only) if weighted else None
-    with _invalid_input():
-        out = agg.bucket_aggregate(
-            pts.timestamps,
-            pts.values,
-            pts.qualities,
-            start,
-            end,
-            interval,
-            aggregates,
-            origin=origin,
-            good_only=good_only,
-            prev=prev,
-            next_=nxt,
-        )
-    out.stats = pts.stats
-    return out
+
+    def decoded(lo: int, hi: int) -> agg.Buckets:
+        pts = reads.query(tag_id, lo, hi, good_only=good_only)
+        prev = point_before(reads, tag_id, lo, good_only) if weighted else None
+        nxt = point_after(reads, tag_id, hi, good_only) if weighted else None
+        with _invalid_input():
+            out = agg.bucket_aggregate(
+                pts.timestamps,
+                pts.values,
+                pts.qualities,
+                lo,
+                hi,
+                interval,
+                aggregates,
+                origin=origin,
+                good_only=good_only,
+                prev=prev,
+                next_=nxt,
+            )
+        out.stats = pts.stats
+        return out
+
+    snap = None if weighted else reads.snapshot(tag_id)
+    mid = split_agg.split_point(snap, start, end, interval, origin) if snap is not None else None
+    if mid is not None:  # a large range: two halves at once (split_agg)
+        return split_agg.in_halves(decoded, start, mid, end)
+    return decoded(start, end)
 
 
 def interpolate(

@@ -78,8 +78,9 @@ def reduce_segments(
     return an element, not the identity, for an empty segment: none are passed.)
     """
     out = [np.full(seg.shape[0], _IDENTITY[u]) for u in ufuncs]
-    for c0 in range(0, n, CHUNK):
-        c1 = min(c0 + CHUNK, n)
+    c0 = 0
+    while c0 < n:
+        c1 = _chunk_end(seg, c0, n)
         k0 = int(np.searchsorted(seg, c0, "right")) - 1
         k1 = int(np.searchsorted(seg, c1, "left"))
         offs = seg[k0:k1] - c0
@@ -88,7 +89,23 @@ def reduce_segments(
         for u, acc in zip(ufuncs, out, strict=True):
             part = acc[k0:k1]
             u(part, u.reduceat(x, offs), out=part)
+        c0 = c1
     return out
+
+
+def _chunk_end(seg: Int64Array, c0: int, n: int) -> int:
+    """Where the chunk from ``c0`` ends: at the last segment start within ``CHUNK``
+    points, or, inside a segment longer than that, ``CHUNK`` points past its start
+    (or its previous cut). Cuts thus depend on the segments alone, never on where
+    the array began: a bucket sums to the same bits whatever range was asked (and
+    a range split at a bucket edge adds up exactly to the whole)."""
+    if c0 + CHUNK >= n:
+        return n
+    k = int(np.searchsorted(seg, c0 + CHUNK, "right")) - 1
+    start = int(seg[k])
+    if start > c0:
+        return start
+    return start + ((c0 - start) // CHUNK + 1) * CHUNK
 
 
 class Segments:
