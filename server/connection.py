@@ -37,6 +37,7 @@ from xtsdb.server.service import Service
 log = logging.getLogger("xtsdb.server")
 
 MAX_INFLIGHT = 128
+LINGER_S = 2.0  # a refused stream's bytes are read and dropped this long (_fail)
 """Requests of one connection being worked on at once; more wait in the socket.
 
 Bounds what small requests with large answers (queries) can pin in memory,
@@ -151,6 +152,9 @@ class Connection(asyncio.Protocol):
         self.drain()
 
     def eof_received(self) -> bool:
+        if self._closing:  # a lingering close (_fail): the client is done too
+            self.close()
+            return False
         # A client may half-close after its last request: answer what is in
         # flight, then close (returning True keeps our side writable).
         self._eof = True
@@ -299,8 +303,24 @@ class Connection(asyncio.Protocol):
     # -- closing ----------------------------------------------------------------
 
     def _fail(self, exc: XtsdbError) -> None:
+        """Answer ``exc`` and hang up, with a lingering close where TCP allows it.
+
+        Closing a socket with unread bytes sends a reset, which can destroy the
+        answer before the client reads it (seen with a too-large frame whose body
+        was still arriving): so the answer is followed by a FIN and what the
+        client still sends is read and dropped for up to ``LINGER_S``.
+        """
         self._write(self.service.error(None, exc))
-        self.close()
+        t = self._transport
+        if t is None or t.is_closing() or not t.can_write_eof():
+            self.close()
+            return
+        self._closing = True  # data_received drops everything from now on
+        t.write_eof()
+        if self.reading_paused:
+            t.resume_reading()
+            self.reading_paused = False
+        self._loop.call_later(LINGER_S, self.close)
 
     def _close_if_done(self) -> None:
         if self._eof and not self.tasks and self._frames_done:

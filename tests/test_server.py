@@ -210,6 +210,26 @@ def test_oversize_length_prefix_is_refused_before_buffering(
     assert query(other, 1)[0].size == 0
 
 
+def test_a_refused_frame_is_answered_while_its_body_is_still_coming(
+    server_factory: Callable[..., ServerThread], raw: Raw
+) -> None:
+    """The answer to a too-large frame must reach a client that is still sending it.
+
+    Closing a socket with unread bytes sends a reset, which destroyed the answer
+    (and failed the client's send) whenever the body was still arriving: the
+    server now half-closes after the answer and drops what follows.
+    """
+    srv = server_factory(max_frame=4096)
+    body = b"\0" * (2 << 20)  # far more than the socket buffers hold
+    for _ in range(20):
+        conn = raw(srv, timeout=10)
+        conn.send_raw(struct.pack(">I", 1 << 30) + body)  # fails on a reset
+        resp = conn.recv()
+        assert resp["id"] is None and error_code(resp) == FrameTooLarge.code
+        assert conn.is_closed_by_server()
+        conn.close()
+
+
 def test_unknown_op_and_bad_header(server: ServerThread, raw: Raw) -> None:
     conn = raw(server)
     conn.send({"id": 5, "op": "drop_database"})
