@@ -33,6 +33,7 @@ from xtsdb.protocol.ops import (
     Written,
 )
 from xtsdb.server.context import ServerContext
+from xtsdb.server.engine import Engine
 from xtsdb.server.engine.wal_records import WriteBatch
 from xtsdb.server.inline_calls import CALLS
 
@@ -134,21 +135,26 @@ def query(ctx: ServerContext, req: Query) -> Points | Awaitable[Points]:
     tag = ctx.tag_id(req.tag)
 
     def run() -> Points:
-        pts = ctx.engine.query(
-            tag, req.start, req.end, req.limit, descending=req.descending, good_only=req.good_only
-        )
-        return Points(
-            ts=pts.timestamps,
-            values=pts.values,
-            q=pts.qualities,
-            stats=pts.stats.as_dict(),
-            more=pts.more,
-        )
+        return query_answer(ctx.engine, tag, req)
 
     way = CALLS.read(ctx.engine, tag, req.start, req.end)
     if way.inline:  # small and in memory: answered on the loop (inline_calls)
         return run()
     return ctx.run(way.pooled(run))
+
+
+def query_answer(engine: Engine, tag: int, req: Query) -> Points:
+    """The engine's points of ``tag`` for ``req``, as the ``query`` answer."""
+    pts = engine.query(
+        tag, req.start, req.end, req.limit, descending=req.descending, good_only=req.good_only
+    )
+    return Points(
+        ts=pts.timestamps,
+        values=pts.values,
+        q=pts.qualities,
+        stats=pts.stats.as_dict(),
+        more=pts.more,
+    )
 
 
 def last(ctx: ServerContext, req: Last) -> Latest | Awaitable[Latest]:

@@ -23,6 +23,7 @@ from xtsdb.protocol.ops import Points as WirePoints
 from xtsdb.protocol.ops import Query
 from xtsdb.server.engine import Engine
 from xtsdb.server.engine.points import Points, ReadStats
+from xtsdb.server.points_ops import query_answer
 
 if TYPE_CHECKING:
     from xtsdb.server.cluster.node import ClusterNode
@@ -110,20 +111,4 @@ class RoutedEngine:
 
     async def _local(self, req: Query) -> Message:
         tag = int(req.tag)  # an id: the HTTP reads resolved names already
-        pts = await self._node.run(
-            lambda: self._engine.query(
-                tag,
-                req.start,
-                req.end,
-                req.limit,
-                descending=req.descending,
-                good_only=req.good_only,
-            )
-        )
-        return WirePoints(
-            ts=pts.timestamps,
-            values=pts.values,
-            q=pts.qualities,
-            stats=pts.stats.as_dict(),
-            more=pts.more,
-        )
+        return await self._node.run(query_answer, self._engine, tag, req)

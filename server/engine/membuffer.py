@@ -10,6 +10,8 @@ point from the later source (and, inside a source, the later position) wins.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from .points import Float64Array, Int64Array, UInt8Array
@@ -81,6 +83,14 @@ class MemBuffer:
 
 def span_of(ts: Int64Array) -> Span:
     return (int(ts.min()), int(ts.max())) if ts.shape[0] else (0, -1)
+
+
+def time_span(bufs: Iterable[MemBuffer]) -> Span | None:
+    """Oldest and newest timestamp held by ``bufs``, from their parts' spans; None if empty."""
+    spans = [s for b in bufs for s in b.spans if s[1] >= s[0]]
+    if not spans:
+        return None
+    return min(s[0] for s in spans), max(s[1] for s in spans)
 
 
 def overlapping(parts: list[Columns], spans: list[Span], start: int, end: int) -> list[Columns]:

@@ -21,7 +21,7 @@ from xtsdb.protocol.errors import EngineClosed, InvalidInput, StorageError, Xtsd
 
 from .container import BlockEntry
 from .lastvalues import LastValue
-from .membuffer import Columns, clip, concat, consolidate, sort_unique
+from .membuffer import Columns, clip, concat, consolidate, sort_unique, time_span
 from .points import GOOD_QUALITY, LastPoints, Points, ReadStats
 from .reader import BlockReader
 from .state import EngineState, TagSnapshot
@@ -126,8 +126,8 @@ class ReadPath:
                     return None
                 version = t.version
                 firsts, lasts = t.block_bounds()
-                mem = [p[0] for b in (*t.sealing, t.active) for p in b.parts if p[0].shape[0]]
-                mem_top = max((int(ts.max()) for ts in mem), default=None)
+                span = time_span((*t.sealing, t.active))
+                mem_top = None if span is None else span[1]
             newest = self._newest(tag_id, firsts, lasts, mem_top)
             with state.lock:
                 if t.version == version:

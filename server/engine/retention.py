@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from .catalog import Catalog
 from .compaction_rules import is_retire
 from .container import BlockEntry
+from .membuffer import time_span
 from .points import TS_LIMIT
 from .state import EngineState
 from .store import BlockStore
@@ -97,9 +98,8 @@ class Retention:
                 trims = [x.last_ts + 1 for x in t.tombstones if x.first_ts <= -TS_LIMIT + 1]
                 trimmed = max(trims, default=-TS_LIMIT)
                 oldest = min((b.first_ts for b in t.blocks), default=TS_LIMIT)
-                for buf in (*t.sealing, t.active):
-                    for p in buf.parts:
-                        if p[0].shape[0]:
-                            oldest = min(oldest, int(p[0].min()))
+                span = time_span((*t.sealing, t.active))
+                if span is not None:
+                    oldest = min(oldest, span[0])
             if oldest < cutoff and cutoff - trimmed >= info.retention_us // 10:
                 self.delete(info.id, -TS_LIMIT, cutoff)
