@@ -35,13 +35,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from xtsdb.protocol.errors import InvalidInput, Overloaded, ShuttingDown, XtsdbError
-from xtsdb.protocol.line_protocol import PRECISIONS
+from xtsdb.protocol.line_protocol import PRECISIONS, SMALL_BODY_BYTES
 from xtsdb.server import influxql_route
 from xtsdb.server.context import ServerContext
 from xtsdb.server.http_endpoint import HttpReply, Router
 from xtsdb.server.http_gate import DataGate
 from xtsdb.server.http_request import HttpError, HttpRequest
-from xtsdb.server.influx_write import Queued, partial_write, prepare, refused_errors, slices
+from xtsdb.server.influx_write import (
+    Queued,
+    partial_write,
+    prepare,
+    prepare_inline,
+    refused_errors,
+    slices,
+)
 from xtsdb.server.service import SERVER_VERSION
 
 log = logging.getLogger("xtsdb.server")
@@ -112,9 +119,15 @@ class InfluxRoutes:
         refused = False
         try:
             for piece, first_line in slices(req.body, SLICE_BYTES):
-                prep = await loop.run_in_executor(
-                    ctx.pool, prepare, ctx.engine, piece, precision, now_us, first_line
-                )
+                prep = None
+                if len(piece) < SMALL_BODY_BYTES:
+                    # Read line by line in under half a millisecond: less than the two
+                    # thread switches of the pool, which would hold the GIL as long.
+                    prep = prepare_inline(ctx.engine, piece, precision, now_us, first_line)
+                if prep is None:
+                    prep = await loop.run_in_executor(
+                        ctx.pool, prepare, ctx.engine, piece, precision, now_us, first_line
+                    )
                 errors += prep.errors
                 lines += prep.lines
                 self.counters.tags_created += prep.created

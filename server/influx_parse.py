@@ -34,7 +34,7 @@ import logging
 
 import numpy as np
 
-from xtsdb.protocol.line_protocol import ParsedBatch, parse
+from xtsdb.protocol.line_protocol import ParsedBatch, parse_by_size
 from xtsdb.server.engine.worker_jobs import PARSED_COLUMNS, Parsed, parsed_layout
 from xtsdb.server.engine.workers import Worker, WorkerDied, WorkerPool
 
@@ -62,9 +62,10 @@ def parse_body(
     min_part: int = MIN_PART_BYTES,
 ) -> ParsedBatch:
     """``parse(data, precision, now_us)``, in the workers when ``data`` is large enough
-    (``min_bytes`` -1: never); each worker's part at least ``min_part`` bytes."""
+    (``min_bytes`` -1: never); each worker's part at least ``min_part`` bytes. Inline
+    by :func:`~xtsdb.protocol.line_protocol.parse_by_size`: a small body line by line."""
     if pool is None or min_bytes < 0 or len(data) < max(min_bytes, 1):
-        return parse(data, precision, now_us)
+        return parse_by_size(data, precision, now_us)
     splittable = 34 not in data and 92 not in data
     most = max(1, min(pool.size, len(data) // max(1, min_part))) if splittable else 1
     try:
@@ -72,19 +73,19 @@ def parse_body(
         # longer than parsing it here.
         with pool.take(most, wait=False) as ws:
             if not ws:
-                return parse(data, precision, now_us)
+                return parse_by_size(data, precision, now_us)
             parts = cut(data, len(ws))
             got = _in_workers(ws, parts, precision, now_us)
     except WorkerDied as exc:  # no worker could be started
         log.warning("%s; parsing inline", exc)
-        return parse(data, precision, now_us)
+        return parse_by_size(data, precision, now_us)
     done: list[tuple[ParsedBatch, int]] = []
     for (piece, first_line), batch in zip(parts, got, strict=True):
         if batch is None:
-            batch = parse(piece, precision, now_us)
+            batch = parse_by_size(piece, precision, now_us)
         done.append((batch, first_line))
     if any(b.errors for b, _ in done[:-1]):  # see the module docstring
-        return parse(data, precision, now_us)
+        return parse_by_size(data, precision, now_us)
     return merge(done)
 
 

@@ -1,8 +1,9 @@
 """A ``/write`` body turned into write batches, and the InfluxDB-style answer to bad lines.
 
 :func:`prepare` runs in the query thread pool (parsing and the SQLite catalog
-block): it parses one slice of a body (a large one in the worker processes,
-:mod:`.influx_parse`), names (creates) its tags here, in the server process,
+block), or on the event loop for a small slice whose tags all exist
+(:func:`prepare_inline`): it parses one slice of a body (a large one in the
+worker processes, :mod:`.influx_parse`), names (creates) its tags here, in the server process,
 and cuts its points into batches for the write queue. Points of a tag whose duplicate
 policy is ``reject`` go in a batch of their own per tag, after the points
 that would be refused (a timestamp already stored, or repeated in the body)
@@ -90,6 +91,29 @@ def prepare(
     A slice of ``parse_min_bytes`` or more is parsed in the engine's worker
     processes, if it has some (-1: never).
     """
+    out = _prepare(engine, data, precision, now_us, first_line, parse_min_bytes, False)
+    assert out is not None  # only an inline call declines
+    return out
+
+
+def prepare_inline(
+    engine: Engine, data: bytes, precision: str, now_us: int, first_line: int
+) -> Prepared | None:
+    """:func:`prepare` for the event loop: ``None`` instead of anything that may wait for
+    the disk (creating a tag, reading a ``reject`` tag's stored points), which the caller
+    then leaves to the pool."""
+    return _prepare(engine, data, precision, now_us, first_line, PARSE_IN_WORKERS_BYTES, True)
+
+
+def _prepare(
+    engine: Engine,
+    data: bytes,
+    precision: str,
+    now_us: int,
+    first_line: int,
+    parse_min_bytes: int,
+    inline: bool,
+) -> Prepared | None:
     # The engine's pool: the one process pool of the server (workers.pool_for).
     parsed = parse_body(engine._procs, data, precision, now_us, parse_min_bytes)
     out = Prepared(errors=[(first_line + no, msg) for no, msg in parsed.errors])
@@ -101,6 +125,8 @@ def prepare(
     new_types = _NEW_TYPE[parsed.series_kinds()].tolist()
     infos: list[TagInfo | InvalidInput | None] = [engine.catalog.get(n) for n in parsed.names]
     missing = [i for i, info in enumerate(infos) if info is None]
+    if inline and (missing or any(getattr(i, "duplicates", "") == "reject" for i in infos)):
+        return None
     if missing:  # all of them in one catalog transaction: one fsync, not one per name
         items = [(parsed.names[i], {"value_type": VALUE_TYPES[new_types[i]]}) for i in missing]
         for i, made in zip(missing, engine.create_tags(items), strict=True):

@@ -19,12 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lp_corpus import ADVERSARIAL, ATOMS, STAMPS, VALUES, random_line
 
+from xtsdb.protocol import line_protocol
 from xtsdb.protocol.line_protocol import (
     PRECISIONS,
+    SMALL_BODY_BYTES,
     ParsedBatch,
     field_part,
     key_prefix,
     parse,
+    parse_by_size,
     parse_exact,
 )
 from xtsdb.protocol.lp_columnar import scan
@@ -237,3 +240,36 @@ def test_property_random_and_adversarial_bodies(lines: list[str], precision: str
 @given(st.binary(max_size=200))
 def test_property_random_bytes(body: bytes) -> None:
     same(body)
+
+
+def test_parse_by_size_reads_small_bodies_line_by_line_and_large_ones_as_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Either way the result is parse_exact's; the scan runs only from SMALL_BODY_BYTES on."""
+    rng = random.Random(7)
+    lines = [random_line(rng) for _ in range(400)]
+    plain = [f"m,tag=t{i % 7} a={i}.5,b={i}i {1700000000 + i}".encode() for i in range(400)]
+    scans: list[int] = []
+    real_scan = line_protocol.scan
+
+    def counting_scan(data: bytes, *args: object) -> object:
+        scans.append(len(data))
+        return real_scan(data, *args)
+
+    monkeypatch.setattr(line_protocol, "scan", counting_scan)
+    sides = set()
+    for mixed in (plain, [x for pair in zip(plain, lines, strict=True) for x in pair]):
+        for n in (1, 5, 40, 120, 400, 800):
+            body = b"\n".join(mixed[:n]) + b"\n"
+            got = parse_by_size(body, "s", now_us=123)
+            want = parse_exact(body, "s", now_us=123)
+            assert got.names == want.names
+            for col in ("series", "ts", "point_lines", "kinds"):
+                assert np.array_equal(getattr(got, col), getattr(want, col)), (col, n)
+            assert got.values.tobytes() == want.values.tobytes()
+            assert (got.errors, got.lines) == (want.errors, want.lines)
+            small = len(body) < SMALL_BODY_BYTES
+            assert scans == ([] if small else [len(body)]), (n, len(body))
+            scans.clear()
+            sides.add(small)
+    assert sides == {True, False}

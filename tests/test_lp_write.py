@@ -14,7 +14,7 @@ import pytest
 
 from xtsdb.protocol.errors import InvalidInput
 from xtsdb.server.engine import Engine
-from xtsdb.server.influx_write import prepare
+from xtsdb.server.influx_write import prepare, prepare_inline
 
 
 @pytest.fixture
@@ -101,3 +101,23 @@ def test_create_tags_with_types_and_an_existing_name(engine: Engine) -> None:
     assert engine.catalog.get("b") == got[1] and len(engine.catalog.all()) == 2
     ids = [i.id for i in engine.catalog.all()]
     assert len(set(ids)) == 2
+
+
+def test_inline_prepare_declines_what_may_wait_for_the_disk(engine: Engine) -> None:
+    """On the event loop: a new name or a 'reject' tag hands the slice to the pool, and
+    declining touches nothing; with every tag known, the very batches ``prepare`` makes."""
+    statements = traced(engine)
+    assert prepare_inline(engine, body(3, 2), "s", 0, 0) is None
+    assert statements == [] and engine.catalog.get("cpu,host=h000.f0") is None
+    prepare(engine, body(3, 2), "s", 0, 0)
+    got = prepare_inline(engine, body(3, 2, t=5), "s", 0, 7)
+    want = prepare(engine, body(3, 2, t=5), "s", 0, 7)
+    assert got is not None and got.created == 0 and got.errors == want.errors == []
+    assert [(q.batch.n_points, q.lines.tolist()) for q in got.batches] == [
+        (q.batch.n_points, q.lines.tolist()) for q in want.batches
+    ]
+    assert got.batches[0].batch.n_points == 6
+    engine.create_tags([("strict,host=a.v", {"duplicates": "reject"})])
+    assert prepare_inline(engine, b"strict,host=a v=1 1\n", "s", 0, 0) is None
+    mixed = body(3, 2, t=6) + b"strict,host=a v=1 1\n"
+    assert prepare_inline(engine, mixed, "s", 0, 0) is None
